@@ -1,0 +1,75 @@
+"""Server-sent events framed at the byte level.
+
+Events are split on blank lines (`\\n\\n`, `\\r\\n\\r\\n`, `\\r\\r`) and lines on `\\n`, `\\r\\n` or
+`\\r` *bytes*, before any decoding, so a U+2028 or U+0085 inside a JSON string (which
+`str.splitlines` would treat as a line break) never splits an event.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_LINE_END = re.compile(rb"\r\n|\n|\r")
+
+
+@dataclass(frozen=True)
+class SSEEvent:
+    """One event: its `event:` name (None when absent) and its joined `data:` lines."""
+
+    event: str | None
+    data: str
+
+
+class SSEDecoder:
+    """Incremental decoder: feed bytes as they arrive, get complete events back."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Add bytes; return the events completed by them."""
+        self._buffer += chunk
+        events: list[SSEEvent] = []
+        start = 0
+        # A trailing "\r" may be the first half of "\r\n": leave it for the next chunk.
+        limit = len(self._buffer) - 1 if self._buffer.endswith(b"\r") else len(self._buffer)
+        while True:
+            match = _EVENT_END.search(self._buffer, start, limit)
+            if match is None:
+                break
+            event = _parse_event(self._buffer[start : match.start()])
+            if event is not None:
+                events.append(event)
+            start = match.end()
+        self._buffer = self._buffer[start:]
+        return events
+
+    def flush(self) -> list[SSEEvent]:
+        """The last event when the stream ends without a blank line."""
+        rest, self._buffer = self._buffer, b""
+        event = _parse_event(rest.rstrip(b"\r\n"))
+        return [event] if event is not None else []
+
+
+def _parse_event(raw: bytes) -> SSEEvent | None:
+    """Fields of one event; None when it has no data (comments, keep-alives)."""
+    name: str | None = None
+    data: list[str] = []
+    for line in _LINE_END.split(raw):
+        if not line or line.startswith(b":"):
+            continue
+        key, sep, value = line.partition(b":")
+        if sep and value.startswith(b" "):
+            value = value[1:]
+        if key == b"data":
+            data.append(value.decode("utf-8", "replace"))
+        elif key == b"event":
+            name = value.decode("utf-8", "replace")
+    if not data:
+        return None
+    return SSEEvent(event=name, data="\n".join(data))
+
+
+__all__ = ["SSEDecoder", "SSEEvent"]

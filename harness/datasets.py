@@ -1,0 +1,149 @@
+"""Prompt sets: JSONL, CSV or Parquet rows → `Prompt(id, messages, reference)` with stable ids.
+
+A row has `messages` (OpenAI chat format) or `prompt` (a string → one user message); an optional
+`id` (else the first 12 hex digits of sha256 over the canonical JSON of the messages) and an
+optional `reference`. Duplicate ids are an error. `system` in the spec is put first;
+`shuffle` (seeded) happens before `limit`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from harness.errors import DatasetError
+from harness.spec import DatasetConfig, SweepSpec
+
+ROLES = ("system", "user", "assistant", "developer", "tool")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt of a dataset."""
+
+    id: str
+    messages: tuple[dict[str, Any], ...]
+    reference: str | None = None
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_id(messages: list[dict[str, Any]]) -> str:
+    """The id of a prompt without one: a content hash of its messages."""
+    return hashlib.sha256(_canonical(messages).encode()).hexdigest()[:12]
+
+
+def _format_of(cfg: DatasetConfig) -> str:
+    if cfg.format:
+        return cfg.format
+    suffix = cfg.path.suffix.lower()
+    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(
+        suffix, ""
+    )
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except ValueError as exc:
+                raise DatasetError(f"line {lineno}: not valid JSON ({exc.args[0]})", file=str(path)) from None
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, Any]]:
+    import csv
+
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        for lineno, row in enumerate(reader, 2):
+            clean = {k: v for k, v in row.items() if k is not None and v not in (None, "")}
+            if "messages" in clean:
+                try:
+                    clean["messages"] = json.loads(clean["messages"])
+                except ValueError:
+                    raise DatasetError(f"line {lineno}: messages is not a JSON list", file=str(path)) from None
+            yield lineno, clean
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises many kinds; all mean "unreadable"
+        raise DatasetError(f"not a readable Parquet file ({exc})", file=str(path)) from None
+    for i, row in enumerate(rows):
+        yield i + 1, {k: v for k, v in row.items() if v is not None}
+
+
+_READERS = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}
+
+
+def _messages(row: dict[str, Any], where: str, path: Path) -> list[dict[str, Any]]:
+    if "messages" in row:
+        msgs = row["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            raise DatasetError(f"{where}: messages must be a non-empty list", file=str(path))
+        for i, msg in enumerate(msgs):
+            if not isinstance(msg, dict) or msg.get("role") not in ROLES or "content" not in msg:
+                raise DatasetError(
+                    f"{where}: messages[{i}] must be {{role: {'|'.join(ROLES)}, content: ...}}", file=str(path)
+                )
+        return [dict(m) for m in msgs]
+    if "prompt" in row:
+        if not isinstance(row["prompt"], str) or not row["prompt"]:
+            raise DatasetError(f"{where}: prompt must be a non-empty string", file=str(path))
+        return [{"role": "user", "content": row["prompt"]}]
+    raise DatasetError(f"{where}: a row needs `prompt` (a string) or `messages` (a chat list)", file=str(path))
+
+
+def _prompt(row: Any, where: str, cfg: DatasetConfig) -> Prompt:
+    if not isinstance(row, dict):
+        raise DatasetError(f"{where}: a row must be an object", file=str(cfg.path))
+    messages = _messages(row, where, cfg.path)
+    if cfg.system:
+        messages = [{"role": "system", "content": cfg.system}, *messages]
+    raw_id = row.get("id")
+    if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int))):
+        raise DatasetError(f"{where}: id must be a string or an integer", file=str(cfg.path))
+    reference = row.get("reference")
+    if reference is not None and not isinstance(reference, str):
+        reference = json.dumps(reference) if isinstance(reference, (dict, list)) else str(reference)
+    pid = str(raw_id) if raw_id is not None and str(raw_id) else content_id(messages)
+    return Prompt(id=pid, messages=tuple(messages), reference=reference)
+
+
+def load_prompts(source: DatasetConfig | SweepSpec) -> list[Prompt]:
+    """Read, check, shuffle and limit a dataset (the spec's `dataset` section, or the section itself)."""
+    cfg = source.dataset if isinstance(source, SweepSpec) else source
+    kind = _format_of(cfg)
+    if kind not in _READERS:
+        raise DatasetError("unknown format; use .jsonl, .csv or .parquet (or dataset.format)", file=str(cfg.path))
+    if not cfg.path.is_file():
+        raise DatasetError("no such file", file=str(cfg.path))
+    prompts: list[Prompt] = []
+    seen: dict[str, str] = {}
+    for lineno, row in _READERS[kind](cfg.path):
+        where = f"line {lineno}" if kind != "parquet" else f"row {lineno}"
+        prompt = _prompt(row, where, cfg)
+        if prompt.id in seen:
+            raise DatasetError(f"{where}: duplicate id {prompt.id!r} (first at {seen[prompt.id]})", file=str(cfg.path))
+        seen[prompt.id] = where
+        prompts.append(prompt)
+    if not prompts:
+        raise DatasetError("no prompts in the dataset", file=str(cfg.path))
+    if cfg.shuffle:
+        random.Random(cfg.shuffle_seed).shuffle(prompts)
+    return prompts[: cfg.limit] if cfg.limit else prompts
+
+
+__all__ = ["Prompt", "content_id", "load_prompts"]

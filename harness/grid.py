@@ -1,0 +1,175 @@
+"""Spec → ordered, deduplicated sweep points and the requests they make.
+
+Semantics:
+- `grid` axes form a Cartesian product in the order they are written (the last varies fastest);
+  `zip` axes advance together and multiply the grid (zip rows vary fastest).
+- Each axis's values are deduplicated on load and identical zip rows are dropped, so the product
+  has no duplicate points by construction.
+- `exclude` drops a point when it matches every key of a rule (a list value means "any of").
+- `sample: N` keeps N points chosen with `random.Random(sample_seed)`, in their grid order.
+
+Identity recipes (stable across processes, machines and Python versions):
+- `point_json` = `json.dumps(point, sort_keys=True, separators=(",", ":"))` where floats are
+  Python floats (shortest round-trip repr, e.g. `0.7`, `1.0`) and integer parameters
+  (top_k, max_tokens, seed) are ints. The empty point is `{}`.
+- `cell_id` = first 16 hex digits of `sha256(point_json)`.
+- `request_id` = first 24 hex digits of
+  `sha256(json.dumps([model, point_json, prompt_id, sample], separators=(",", ":"), ensure_ascii=False))`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from harness.datasets import Prompt
+from harness.limits import check_value
+from harness.spec import Sweep, SweepSpec
+
+Value = float | int
+
+
+@dataclass(frozen=True)
+class Point:
+    """One sweep point: the swept parameter values of a cell."""
+
+    params: dict[str, Value]
+    point_json: str
+    cell_id: str
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """One request to send: a point, a prompt and a repeat index."""
+
+    request_id: str
+    point: Point
+    prompt: Prompt
+    sample: int
+
+
+def canonical_point(params: dict[str, Value]) -> str:
+    """The canonical JSON of a point (see the module docstring)."""
+    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+
+
+def cell_id_of(point_json: str) -> str:
+    return hashlib.sha256(point_json.encode()).hexdigest()[:16]
+
+
+def request_id_of(model: str, point_json: str, prompt_id: str, sample: int) -> str:
+    blob = json.dumps([model, point_json, prompt_id, sample], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def make_point(params: dict[str, Value]) -> Point:
+    ordered = dict(sorted(params.items()))
+    pj = canonical_point(ordered)
+    return Point(params=ordered, point_json=pj, cell_id=cell_id_of(pj))
+
+
+def _exclude_rules(sweep: Sweep) -> list[dict[str, frozenset[Value]]]:
+    rules = []
+    for rule in sweep.exclude:
+        norm: dict[str, frozenset[Value]] = {}
+        for key, value in rule.items():
+            values = value if isinstance(value, list) else [value]
+            norm[key] = frozenset(check_value(key, v) for v in values)
+        rules.append(norm)
+    return rules
+
+
+def _zip_rows(sweep: Sweep) -> list[tuple[Value, ...]]:
+    if not sweep.zip:
+        return [()]
+    rows = list(zip(*sweep.zip.values()))
+    return list(dict.fromkeys(rows))
+
+
+def iter_point_params(sweep: Sweep) -> Iterator[dict[str, Value]]:
+    """Every point's parameters in grid order, excluded points dropped (no sampling)."""
+    grid_keys = list(sweep.grid)
+    zip_keys = list(sweep.zip)
+    zip_rows = _zip_rows(sweep)
+    rules = _exclude_rules(sweep)
+    for combo in itertools.product(*sweep.grid.values()):
+        for row in zip_rows:
+            params = dict(zip(grid_keys, combo))
+            params.update(zip(zip_keys, row))
+            if rules and any(all(params[k] in vs for k, vs in r.items()) for r in rules):
+                continue
+            yield params
+
+
+def count_points(sweep: Sweep) -> int:
+    """How many points the sweep has, without building them when it can."""
+    if sweep.exclude:
+        total = sum(1 for _ in iter_point_params(sweep))
+    else:
+        total = len(_zip_rows(sweep))
+        for values in sweep.grid.values():
+            total *= len(values)
+    return min(total, sweep.sample) if sweep.sample else total
+
+
+def _sampled(sweep: Sweep, total: int) -> set[int] | None:
+    if not sweep.sample or sweep.sample >= total:
+        return None
+    return set(random.Random(sweep.sample_seed).sample(range(total), sweep.sample))
+
+
+def iter_points(sweep: Sweep) -> Iterator[Point]:
+    """Points in deterministic order, with the random subset applied."""
+    keep = _sampled(sweep, count_points(sweep.model_copy(update={"sample": None}))) if sweep.sample else None
+    for i, params in enumerate(iter_point_params(sweep)):
+        if keep is None or i in keep:
+            yield make_point(params)
+
+
+def expand_points(spec: SweepSpec | Sweep) -> list[Point]:
+    """All points of a spec (or of its sweep section)."""
+    sweep = spec.sweep if isinstance(spec, SweepSpec) else spec
+    return list(iter_points(sweep))
+
+
+def plan_requests(
+    spec: SweepSpec, points: Sequence[Point], prompts: Sequence[Prompt], model: str | None = None
+) -> Iterator[RequestPlan]:
+    """Requests in order point → prompt → sample (consecutive requests share a prompt prefix)."""
+    name = model if model is not None else spec.model_name
+    for point in points:
+        for prompt in prompts:
+            for sample in range(spec.sweep.repeats):
+                rid = request_id_of(name, point.point_json, prompt.id, sample)
+                yield RequestPlan(request_id=rid, point=point, prompt=prompt, sample=sample)
+
+
+def total_requests(n_points: int, n_prompts: int, repeats: int) -> int:
+    return n_points * n_prompts * repeats
+
+
+def point_table(points: Sequence[Point]) -> tuple[list[str], list[list[Any]]]:
+    """Columns (swept parameters) and rows for display."""
+    columns = sorted({k for p in points for k in p.params})
+    return columns, [[p.params.get(c) for c in columns] for p in points]
+
+
+__all__ = [
+    "Point",
+    "RequestPlan",
+    "canonical_point",
+    "cell_id_of",
+    "count_points",
+    "expand_points",
+    "iter_point_params",
+    "iter_points",
+    "make_point",
+    "plan_requests",
+    "point_table",
+    "request_id_of",
+    "total_requests",
+]

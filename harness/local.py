@@ -1,0 +1,360 @@
+"""Start and stop the embedded real model (llama.cpp + Gemma 3 270M) as a loopback endpoint.
+
+`local_endpoint()` runs `python -m harness.localmodel` (the reference endpoint's HTTP layer and
+sampler in front of llama.cpp) as a child process on a free 127.0.0.1 port, waits until
+`GET /v1/models` answers, yields its `base_url`, and stops it on exit — also on Ctrl-C, on errors
+and when harness itself is killed: the child watches a pipe from its parent (EOF when the parent
+dies, even of SIGKILL) and, on Linux, asks the kernel for SIGTERM when its parent goes away.
+
+`start_detached()` / `status()` / `stop()` keep a long-running endpoint with a pid file in the
+cache folder (`harness local start --detach`); `local_endpoint()` re-uses it when it is healthy.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from harness.errors import TargetError
+from harness.localmodel.gguf import INSTALL_HINT, cache_dir, model_info
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gemma-3-270m"
+HOST = "127.0.0.1"
+READY_TIMEOUT_S = 180.0
+_PR_SET_PDEATHSIG = 1
+_CHILD_MODULE = "harness.localmodel"
+_live: set[subprocess.Popen] = set()
+
+
+@dataclass(frozen=True)
+class LocalEndpoint:
+    """A running embedded endpoint."""
+
+    model: str
+    base_url: str  # http://127.0.0.1:PORT/v1
+    pid: int
+    port: int
+    log_file: str
+    owned: bool = True  # False when re-using a detached endpoint started by `harness local start`
+
+
+# -- paths -----------------------------------------------------------------------------------
+
+
+def state_dir() -> Path:
+    """Folder of pid files and server logs."""
+    return cache_dir() / "local"
+
+
+def pid_file(name: str = DEFAULT_MODEL) -> Path:
+    """The pid file of the detached endpoint serving `name`."""
+    return state_dir() / f"{name}.json"
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the child process -----------------------------------------------------------------------
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """preexec_fn: ask Linux to SIGTERM this child when its parent thread exits."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _command(name: str, port: int, *, watch_parent: bool, n_ctx: int | None) -> list[str]:
+    cmd = [sys.executable, "-m", _CHILD_MODULE, "--name", name, "--host", HOST, "--port", str(port)]
+    if watch_parent:
+        cmd.append("--watch-stdin")
+    if n_ctx:
+        cmd += ["--n-ctx", str(n_ctx)]
+    return cmd
+
+
+def _check_installed(name: str) -> None:
+    model_info(name)
+    import importlib.util
+
+    for module in ("llama_cpp", model_info(name).package):
+        if importlib.util.find_spec(module) is None:
+            raise TargetError(f"the local model needs the package {module!r}; {INSTALL_HINT}")
+
+
+def _spawn(name: str, port: int, *, detached: bool, n_ctx: int | None) -> tuple[subprocess.Popen, Path]:
+    """Start the child; its output goes to a log file in the state folder."""
+    _check_installed(name)
+    state_dir().mkdir(parents=True, exist_ok=True)
+    log_path = state_dir() / f"{name}-{port}.log"
+    on_main = threading.current_thread() is threading.main_thread()
+    preexec = None
+    if not detached and on_main and sys.platform.startswith("linux"):
+        parent = os.getpid()
+        preexec = lambda: _die_with_parent(parent)  # noqa: E731
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            _command(name, port, watch_parent=not detached, n_ctx=n_ctx),
+            stdin=subprocess.DEVNULL if detached else subprocess.PIPE,
+            stdout=out, stderr=subprocess.STDOUT, close_fds=True,
+            start_new_session=True,  # Ctrl-C reaches harness only; harness stops the child in order
+            preexec_fn=preexec,
+        )
+    if not detached:
+        _live.add(proc)
+    log.info("started local model %s (pid %d, port %d, log %s)", name, proc.pid, port, log_path)
+    return proc, log_path
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+
+
+def answers(base_url: str, timeout_s: float = 2.0) -> bool:
+    """True when GET {base_url}/models returns 200."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/models", timeout=timeout_s) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _wait_ready(proc: subprocess.Popen, base_url: str, log_path: Path, timeout_s: float) -> None:
+    """Poll until the endpoint answers; TargetError when the child exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = _log_tail(log_path)
+            raise TargetError(f"the local model exited with code {proc.returncode} while starting: {tail}",
+                              file=str(log_path))
+        if answers(base_url):
+            return
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+    raise TargetError(f"the local model did not answer within {timeout_s:.0f} s", file=str(log_path))
+
+
+def terminate(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """Stop a child: close its pipe, SIGTERM, then SIGKILL after `grace_s`; always reaped."""
+    if proc.stdin:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        except ProcessLookupError:
+            pass
+    _live.discard(proc)
+
+
+@atexit.register
+def _stop_all() -> None:
+    for proc in list(_live):
+        terminate(proc, grace_s=2.0)
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """While the endpoint runs, turn SIGTERM of harness into SystemExit so cleanup code runs."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def _raise(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _start(name: str, port: int | None, *, detached: bool, timeout_s: float,
+           n_ctx: int | None) -> tuple[subprocess.Popen, LocalEndpoint]:
+    """Spawn and wait until ready (a port taken meanwhile is retried once with another)."""
+    attempts = 1 if port else 2
+    for attempt in range(attempts):
+        chosen = port or free_port()
+        proc, log_path = _spawn(name, chosen, detached=detached, n_ctx=n_ctx)
+        base_url = f"http://{HOST}:{chosen}/v1"
+        try:
+            _wait_ready(proc, base_url, log_path, timeout_s)
+        except TargetError:
+            terminate(proc)
+            if attempt + 1 < attempts and "address already in use" in _log_tail(log_path, 20).lower():
+                continue
+            raise
+        except BaseException:
+            terminate(proc)
+            raise
+        return proc, LocalEndpoint(name, base_url, proc.pid, chosen, str(log_path))
+    raise AssertionError("unreachable")
+
+
+# -- public API ------------------------------------------------------------------------------
+
+
+@contextmanager
+def local_endpoint(name: str = DEFAULT_MODEL, *, port: int | None = None, reuse: bool = True,
+                   timeout_s: float = READY_TIMEOUT_S, n_ctx: int | None = None) -> Iterator[LocalEndpoint]:
+    """A running embedded endpoint for the duration of the `with` block; stopped afterwards.
+
+    With `reuse`, a healthy detached endpoint (`harness local start --detach`) is used as is and
+    left running. Enter this on the main thread: Linux's parent-death signal follows the thread.
+    """
+    if reuse and port is None:
+        running = status(name)
+        if running is not None:
+            yield LocalEndpoint(**{**asdict(running), "owned": False})
+            return
+    with _sigterm_as_exit():
+        proc, endpoint = _start(name, port, detached=False, timeout_s=timeout_s, n_ctx=n_ctx)
+        try:
+            yield endpoint
+        finally:
+            terminate(proc)
+
+
+def start_detached(name: str = DEFAULT_MODEL, *, port: int | None = None,
+                   timeout_s: float = READY_TIMEOUT_S, n_ctx: int | None = None) -> LocalEndpoint:
+    """Start an endpoint that outlives harness; its pid file lets `status`/`stop` find it."""
+    running = status(name)
+    if running is not None:
+        raise TargetError(f"the local model {name!r} already runs at {running.base_url} (pid {running.pid})")
+    _proc, endpoint = _start(name, port, detached=True, timeout_s=timeout_s, n_ctx=n_ctx)
+    write_pid_file(endpoint)
+    return endpoint
+
+
+def write_pid_file(endpoint: LocalEndpoint) -> None:
+    """Record a running endpoint (atomically) so other harness processes can find it."""
+    path = pid_file(endpoint.model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(asdict(endpoint)), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _is_our_process(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): fall back to "the pid exists"
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    return _CHILD_MODULE.encode() in cmdline
+
+
+def status(name: str = DEFAULT_MODEL) -> LocalEndpoint | None:
+    """The recorded endpoint if its process lives and answers; a stale pid file is removed."""
+    path = pid_file(name)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        endpoint = LocalEndpoint(**data)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError):
+        path.unlink(missing_ok=True)
+        return None
+    if not _is_our_process(endpoint.pid):
+        path.unlink(missing_ok=True)
+        return None
+    return endpoint if answers(endpoint.base_url) else None
+
+
+def stop(name: str = DEFAULT_MODEL, grace_s: float = 5.0) -> LocalEndpoint | None:
+    """Stop the recorded endpoint (SIGTERM, then SIGKILL); None when none was running."""
+    path = pid_file(name)
+    try:
+        endpoint = LocalEndpoint(**json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError):
+        path.unlink(missing_ok=True)
+        return None
+    if _is_our_process(endpoint.pid):
+        _kill_pid(endpoint.pid, grace_s)
+    path.unlink(missing_ok=True)
+    return endpoint
+
+
+def _kill_pid(pid: int, grace_s: float) -> None:
+    """SIGTERM a process that is not our child, wait for it to go, then SIGKILL."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _is_our_process(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def wait_until_gone(pid: int, poll_s: float = 0.5) -> None:
+    """Block until the endpoint process `pid` is gone (Ctrl-C raises KeyboardInterrupt here)."""
+    while _is_our_process(pid):
+        time.sleep(poll_s)
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "LocalEndpoint",
+    "answers",
+    "free_port",
+    "local_endpoint",
+    "pid_file",
+    "start_detached",
+    "state_dir",
+    "status",
+    "stop",
+    "terminate",
+    "wait_until_gone",
+    "write_pid_file",
+]

@@ -1,0 +1,223 @@
+"""Gemma 3 270M through llama-cpp-python's low-level API, as a `LanguageModel` for `harness serve`.
+
+Only the forward pass runs in llama.cpp: the endpoint's own sampler turns the raw logits into the
+next token and its logprobs (a partial sort over the 262k-token vocabulary), so validation,
+sampling and the wire format are the same as for the reference endpoint.
+
+One `llama_cpp.Llama` holds one KV cache. Sessions are served one at a time; a new session
+re-uses the longest prefix already in the cache (few-shot prompts share most of their tokens).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from harness.errors import TargetError
+from harness.localmodel.gguf import INSTALL_HINT
+
+log = logging.getLogger(__name__)
+
+DEFAULT_N_CTX = 4096
+
+
+def _import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError:
+        raise TargetError(f"llama-cpp-python is not installed; {INSTALL_HINT}") from None
+    return llama_cpp
+
+
+def _message_text(message: dict, index: int) -> str:
+    """The text of one chat message (a string or a list of text parts)."""
+    content = message.get("content")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"]
+        return "".join(texts)
+    raise ValueError(f"messages[{index}].content must be a string or a list of text parts")
+
+
+def gemma_turns(messages: Sequence[dict]) -> list[tuple[str, str]]:
+    """(role, text) turns in Gemma's chat format: system text joins the first user turn."""
+    system: list[str] = []
+    turns: list[tuple[str, str]] = []
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        text = _message_text(message, index)
+        if role in ("system", "developer"):
+            system.append(text)
+            continue
+        if role not in ("user", "assistant"):
+            raise ValueError(f"messages[{index}].role must be system, user or assistant, not {role!r}")
+        turns.append(("model" if role == "assistant" else "user", text))
+    if system:
+        prefix = "\n\n".join(system)
+        if turns and turns[0][0] == "user":
+            turns[0] = ("user", f"{prefix}\n\n{turns[0][1]}")
+        else:
+            turns.insert(0, ("user", prefix))
+    return turns
+
+
+class _LlamaSession:
+    """One generation: the tokens of its context; the shared cache is synced on demand."""
+
+    def __init__(self, model: LlamaModel, prompt_ids: Sequence[int]) -> None:
+        self._model = model
+        self._tokens = list(prompt_ids)
+        self._closed = False
+
+    def logits(self) -> np.ndarray:
+        """Next-token logits after the session's tokens (a copy, float32)."""
+        if self._closed:
+            raise RuntimeError("session is closed")
+        return self._model._logits_for(self._tokens)
+
+    def advance(self, token_id: int) -> None:
+        """Append a sampled token; evaluated lazily on the next `logits()`."""
+        self._tokens.append(int(token_id))
+
+    def close(self) -> None:
+        """Nothing to free: the cache keeps the tokens for the next prompt's prefix."""
+        self._closed = True
+
+
+class LlamaModel:
+    """A GGUF model as a `harness.server.model.LanguageModel` (Gemma chat format)."""
+
+    blocking = True
+
+    def __init__(self, model_path: str | Path, *, name: str = "gemma-3-270m",
+                 n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None) -> None:
+        llama_cpp = _import_llama_cpp()
+        self._lib = llama_cpp
+        self.name = name
+        self._lock = threading.Lock()
+        try:
+            self._llm = llama_cpp.Llama(
+                model_path=str(model_path), n_ctx=n_ctx, logits_all=False, n_threads=n_threads,
+                n_threads_batch=n_threads, swa_full=True, verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise TargetError(f"llama.cpp cannot load the model ({exc})", file=str(model_path)) from None
+        self.n_ctx = self._llm.n_ctx()
+        self.vocab_size = self._llm.n_vocab()
+        self._bos = self._llm.token_bos()
+        self._start_turn = self._special("<start_of_turn>")
+        self._end_turn = self._special("<end_of_turn>")
+        self.eos_token_ids = frozenset({self._llm.token_eos(), *self._end_turn})
+        self.token_text = lru_cache(maxsize=None)(self._token_text)
+        self._evaluated = -1  # context length whose logits llama.cpp holds now
+        self.prefix_hits = 0  # tokens re-used from the cache (for benchmarks)
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def _special(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def _plain(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
+
+    def render_chat(self, messages: Sequence[dict]) -> list[int]:
+        """`<bos><start_of_turn>user\\n…<end_of_turn>\\n<start_of_turn>model\\n` as token ids.
+
+        Message text is tokenized without special tokens, so a prompt cannot forge turn markers.
+        A trailing assistant message is continued (prefill) rather than closed.
+        """
+        turns = gemma_turns(messages)
+        ids = [self._bos]
+        newline = self._plain("\n")
+        for position, (role, text) in enumerate(turns):
+            ids += self._start_turn + self._plain(f"{role}\n") + self._plain(text.strip())
+            if role == "model" and position == len(turns) - 1:
+                return ids
+            ids += self._end_turn + newline
+        return ids + self._start_turn + self._plain("model\n")
+
+    def _piece(self, token_id: int) -> bytes:
+        buffer = ctypes.create_string_buffer(128)
+        vocab = self._llm._model.vocab
+        n = self._lib.llama_token_to_piece(vocab, int(token_id), buffer, len(buffer), 0, False)
+        return buffer.raw[: max(n, 0)]
+
+    def _token_text(self, token_id: int) -> str:
+        """The text of one token (a lone byte of a multi-byte character shows as U+FFFD)."""
+        return self._piece(token_id).decode("utf-8", errors="replace")
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        """Text of a token sequence; special tokens are left out."""
+        data = b"".join(self._piece(t) for t in token_ids)
+        return data.decode("utf-8", errors="replace")
+
+    # -- generation --------------------------------------------------------------------------
+
+    def start(self, prompt_ids: Sequence[int]) -> _LlamaSession:
+        """Begin a generation; raises ValueError when the prompt does not fit the context."""
+        if not prompt_ids:
+            raise ValueError("empty prompt")
+        if len(prompt_ids) >= self.n_ctx:
+            raise ValueError(f"prompt has {len(prompt_ids)} tokens; the context holds {self.n_ctx}")
+        return _LlamaSession(self, prompt_ids)
+
+    def _logits_for(self, tokens: list[int]) -> np.ndarray:
+        """Bring the KV cache to exactly `tokens` (re-using the common prefix) and read the logits."""
+        if len(tokens) > self.n_ctx:
+            raise ValueError(f"context full ({self.n_ctx} tokens)")
+        with self._lock:
+            llm = self._llm
+            keep = self._common_prefix(tokens)
+            if keep == len(tokens) == self._evaluated:
+                return self._read_logits()
+            if keep == len(tokens):
+                keep -= 1  # replay one token so the logits belong to this context
+            if keep > 0 and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+                keep = 0
+            if keep == 0:
+                llm.reset()
+            llm.n_tokens = keep
+            self.prefix_hits += keep
+            self._evaluated = -1
+            llm.eval(tokens[keep:])
+            self._evaluated = llm.n_tokens
+            return self._read_logits()
+
+    def _read_logits(self) -> np.ndarray:
+        pointer = self._llm._ctx.get_logits_ith(-1)
+        return np.ctypeslib.as_array(pointer, shape=(self.vocab_size,)).copy()
+
+    def _common_prefix(self, tokens: list[int]) -> int:
+        llm = self._llm
+        cached = llm.input_ids[: llm.n_tokens]
+        n = min(len(cached), len(tokens))
+        if n == 0:
+            return 0
+        differs = np.nonzero(cached[:n] != np.asarray(tokens[:n]))[0]
+        return int(differs[0]) if differs.size else n
+
+    def close(self) -> None:
+        """Free the llama.cpp context and weights."""
+        with self._lock:
+            self._llm.close()
+
+
+def load(name: str = "gemma-3-270m", **kwargs: Any) -> LlamaModel:
+    """The embedded model `name`, its GGUF assembled into the cache first if needed."""
+    from harness.localmodel.gguf import gguf_path, model_info
+
+    model_info(name)
+    _import_llama_cpp()
+    return LlamaModel(gguf_path(name), name=name, **kwargs)
+
+
+__all__ = ["DEFAULT_N_CTX", "LlamaModel", "gemma_turns", "load"]

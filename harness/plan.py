@@ -1,0 +1,78 @@
+"""What a sweep will send, computed without sending anything (`harness plan`)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.datasets import Prompt, load_prompts
+from harness.grid import Point, count_points, iter_points, point_table
+from harness.spec import SweepSpec, spec_hash
+
+CHARS_PER_TOKEN = 4  # a rough, documented heuristic for the estimate; servers report real counts
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The size of a sweep and a preview of its points."""
+
+    spec: SweepSpec
+    points: int
+    prompts: int
+    repeats: int
+    preview: list[Point] = field(default_factory=list)
+    prompt_chars: int = 0
+
+    @property
+    def requests(self) -> int:
+        return self.points * self.prompts * self.repeats
+
+    @property
+    def est_prompt_tokens(self) -> int:
+        return (self.prompt_chars // CHARS_PER_TOKEN) * self.points * self.repeats
+
+    @property
+    def max_completion_tokens(self) -> int | None:
+        per = self.spec.params.max_tokens
+        if per is None:
+            per = next((p.params.get("max_tokens") for p in self.preview if "max_tokens" in p.params), None)
+            if per is not None and "max_tokens" in self.spec.sweep.swept:
+                per = max(self.spec.sweep.grid.get("max_tokens") or self.spec.sweep.zip.get("max_tokens") or (per,))
+        return None if per is None else int(per) * self.requests
+
+    def to_json(self) -> dict[str, Any]:
+        columns, rows = point_table(self.preview)
+        return {
+            "name": self.spec.name,
+            "spec_hash": spec_hash(self.spec),
+            "model": self.spec.model_name,
+            "swept": list(self.spec.sweep.swept),
+            "points": self.points,
+            "prompts": self.prompts,
+            "repeats": self.repeats,
+            "requests": self.requests,
+            "est_prompt_tokens": self.est_prompt_tokens,
+            "max_completion_tokens": self.max_completion_tokens,
+            "preview": [dict(zip(columns, r)) for r in rows],
+        }
+
+
+def _chars(prompts: list[Prompt]) -> int:
+    return sum(len(str(m.get("content", ""))) for p in prompts for m in p.messages)
+
+
+def make_plan(spec: SweepSpec, preview: int = 20) -> Plan:
+    """Validate the dataset and count points; keep the first `preview` points for display."""
+    prompts = load_prompts(spec)
+    return Plan(
+        spec=spec,
+        points=count_points(spec.sweep),
+        prompts=len(prompts),
+        repeats=spec.sweep.repeats,
+        preview=list(itertools.islice(iter_points(spec.sweep), preview)),
+        prompt_chars=_chars(prompts),
+    )
+
+
+__all__ = ["CHARS_PER_TOKEN", "Plan", "make_plan"]

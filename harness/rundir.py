@@ -1,0 +1,72 @@
+"""Read a finished (or partial) run directory: `manifest.json` + the `results/` Parquet dataset."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.dataset as pads
+
+from harness.errors import RunDirError
+from harness.records import SCHEMA
+
+MANIFEST = "manifest.json"
+RESULTS = "results"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run as analysis code sees it."""
+
+    path: Path
+    manifest: dict[str, Any]
+    results: pd.DataFrame
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id", self.path.name))
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dict(self.manifest.get("spec") or {})
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a run directory, or RunDirError naming the file."""
+    path = Path(run_dir) / MANIFEST
+    if not Path(run_dir).is_dir():
+        raise RunDirError("not a run directory (no such folder)", file=str(run_dir))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError("no manifest.json: not a harness run directory", file=str(run_dir)) from None
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"unreadable manifest ({exc})", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise RunDirError("manifest is not a JSON object", file=str(path))
+    return data
+
+
+def read_results(run_dir: str | Path) -> pd.DataFrame:
+    """All result rows of a run directory (an empty frame with the schema's columns if none)."""
+    results = Path(run_dir) / RESULTS
+    files = sorted(results.glob("*.parquet")) if results.is_dir() else []
+    if not files:
+        return SCHEMA.empty_table().to_pandas()
+    try:
+        table = pads.dataset([str(f) for f in files], format="parquet", schema=SCHEMA).to_table()
+    except Exception as exc:  # pyarrow raises many kinds; all mean "unreadable"
+        raise RunDirError(f"unreadable results ({exc})", file=str(results)) from None
+    return table.to_pandas()
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Manifest and results of a run directory."""
+    path = Path(run_dir)
+    return Run(path=path, manifest=read_manifest(path), results=read_results(path))
+
+
+__all__ = ["MANIFEST", "RESULTS", "Run", "load_run", "read_manifest", "read_results"]

@@ -1,0 +1,125 @@
+"""Reading a spec file before validation: YAML with line numbers, `${VAR}` interpolation, unknown keys."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from pydantic import BaseModel
+
+from harness.errors import SpecError
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file; syntax errors name the line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("no such file", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read ({exc.__class__.__name__}: {exc})", file=str(path)) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise SpecError(f"{where}YAML syntax error: {problem}", file=str(path)) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"YAML syntax error: {exc}", file=str(path)) from None
+
+
+def interpolate(data: Any, env: Mapping[str, str] | None, source: str, path: str = "") -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string; `$$` is a literal `$`."""
+    env = os.environ if env is None else env
+    if isinstance(data, dict):
+        return {k: interpolate(v, env, source, _join(path, str(k))) for k, v in data.items()}
+    if isinstance(data, list):
+        return [interpolate(v, env, source, f"{path}[{i}]") for i, v in enumerate(data)]
+    if not isinstance(data, str) or "$" not in data:
+        return data
+
+    def sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise SpecError(
+            f"environment variable {name} is not set (set it, or write ${{{name}:-default}})",
+            file=source,
+            key=path or None,
+        )
+
+    return _VAR.sub(sub, data)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _public_fields(model: type[BaseModel]) -> list[str]:
+    return [name for name, field in model.model_fields.items() if not field.exclude]
+
+
+def check_unknown_keys(data: Any, model: type[BaseModel], source: str, path: str = "") -> None:
+    """Refuse keys a section does not know, by name, with a suggestion."""
+    if not isinstance(data, dict):
+        return
+    allowed = _public_fields(model)
+    for key, value in data.items():
+        key_s = str(key)
+        if key_s not in allowed:
+            raise SpecError(_unknown_message(key_s, allowed, path), file=source, key=_join(path, key_s))
+        sub = _model_of(model.model_fields[key_s].annotation)
+        if sub is not None:
+            check_unknown_keys(value, sub, source, _join(path, key_s))
+
+
+def _unknown_message(key: str, allowed: list[str], path: str) -> str:
+    close = difflib.get_close_matches(key.replace("-", "_"), allowed, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    extra = " (server-specific fields go under params.extra_body)" if path == "params" and not close else ""
+    return f"unknown key; {hint}allowed: {', '.join(allowed)}{extra}"
+
+
+__all__ = ["check_unknown_keys", "interpolate", "read_yaml"]
