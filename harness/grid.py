@@ -72,14 +72,20 @@ def make_point(params: dict[str, Value]) -> Point:
     return Point(params=ordered, point_json=pj, cell_id=cell_id_of(pj))
 
 
-def _exclude_rules(sweep: Sweep) -> list[dict[str, frozenset[Value]]]:
+def _axis_keys(sweep: Sweep) -> list[str]:
+    return [*sweep.grid, *sweep.zip]
+
+
+def _exclude_rules(sweep: Sweep) -> list[tuple[tuple[int, frozenset[Value]], ...]]:
+    """Each rule as (position in the point tuple, allowed values) pairs."""
+    position = {key: i for i, key in enumerate(_axis_keys(sweep))}
     rules = []
     for rule in sweep.exclude:
-        norm: dict[str, frozenset[Value]] = {}
+        norm = []
         for key, value in rule.items():
             values = value if isinstance(value, list) else [value]
-            norm[key] = frozenset(check_value(key, v) for v in values)
-        rules.append(norm)
+            norm.append((position[key], frozenset(check_value(key, v) for v in values)))
+        rules.append(tuple(norm))
     return rules
 
 
@@ -90,25 +96,31 @@ def _zip_rows(sweep: Sweep) -> list[tuple[Value, ...]]:
     return list(dict.fromkeys(rows))
 
 
-def iter_point_params(sweep: Sweep) -> Iterator[dict[str, Value]]:
-    """Every point's parameters in grid order, excluded points dropped (no sampling)."""
-    grid_keys = list(sweep.grid)
-    zip_keys = list(sweep.zip)
+def _iter_tuples(sweep: Sweep) -> Iterator[tuple[Value, ...]]:
+    """Point values as tuples aligned with `_axis_keys`, excluded points dropped."""
     zip_rows = _zip_rows(sweep)
     rules = _exclude_rules(sweep)
-    for combo in itertools.product(*sweep.grid.values()):
-        for row in zip_rows:
-            params = dict(zip(grid_keys, combo))
-            params.update(zip(zip_keys, row))
-            if rules and any(all(params[k] in vs for k, vs in r.items()) for r in rules):
-                continue
-            yield params
+    combos = itertools.product(*sweep.grid.values())
+    tuples = (c + r for c in combos for r in zip_rows) if sweep.zip else combos
+    if not rules:
+        yield from tuples
+        return
+    for values in tuples:
+        if not any(all(values[i] in allowed for i, allowed in rule) for rule in rules):
+            yield values
+
+
+def iter_point_params(sweep: Sweep) -> Iterator[dict[str, Value]]:
+    """Every point's parameters in grid order, excluded points dropped (no sampling)."""
+    keys = _axis_keys(sweep)
+    for values in _iter_tuples(sweep):
+        yield dict(zip(keys, values))
 
 
 def count_points(sweep: Sweep) -> int:
     """How many points the sweep has, without building them when it can."""
     if sweep.exclude:
-        total = sum(1 for _ in iter_point_params(sweep))
+        total = sum(1 for _ in _iter_tuples(sweep))
     else:
         total = len(_zip_rows(sweep))
         for values in sweep.grid.values():

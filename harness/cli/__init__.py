@@ -19,7 +19,14 @@ from harness.errors import HarnessError
 COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _wanted(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """Only import the command being run (imports of pandas/matplotlib cost a second)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in args if not a.startswith("-")), None)
+    return (first,) if first in COMMANDS else COMMANDS
+
+
+def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness",
         description="Sweep the sampling parameters of an OpenAI-compatible endpoint and measure what they do.",
@@ -27,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in commands:
         try:
             module = importlib.import_module(f"harness.cli.{name}")
         except ModuleNotFoundError as exc:  # a command not built yet
@@ -43,7 +50,7 @@ class _ArgumentParserExit(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_wanted(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),

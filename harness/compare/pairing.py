@@ -91,9 +91,9 @@ def dedupe(values: pd.DataFrame) -> pd.DataFrame:
     """One row per KEY: the last ok row if any, else the last row."""
     if values.empty:
         return values
-    order = values.assign(_ok=values["_ok"].astype(int), _pos=range(len(values)))
-    order = order.sort_values(["_ok", "_pos"], kind="stable")
-    return order.drop_duplicates(list(KEY), keep="last").drop(columns=["_pos"]).sort_index()
+    order = values.assign(_rank=values["_ok"].astype(int), _pos=range(len(values)))
+    order = order.sort_values(["_rank", "_pos"], kind="stable")
+    return order.drop_duplicates(list(KEY), keep="last").drop(columns=["_rank", "_pos"]).sort_index()
 
 
 def pair(base: pd.DataFrame, cand: pd.DataFrame, metrics: list[str]) -> Pairing:

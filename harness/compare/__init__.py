@@ -1,0 +1,37 @@
+"""Paired comparison of two runs → a verdict per metric and cell, JUnit XML and Markdown for CI.
+
+    from harness.compare import CompareOptions, Gate, Threshold, compare_runs
+    result = compare_runs(load_run(base_dir), load_run(cand_dir), CompareOptions(...))
+    result.failed  # the CLI exits 1 when True
+
+Modules: ``pairing`` (rows → pairs), ``stats`` (paired tests, bootstrap, corrections),
+``engine`` (metrics × cells → verdicts), ``render`` (Markdown, text), ``junit``.
+"""
+
+from __future__ import annotations
+
+from .engine import ScoreFn, compare_runs, default_score
+from .junit import render_junit
+from .options import BUILTIN_METRICS, CompareOptions, Gate, Threshold
+from .render import render_markdown, render_text
+from .result import ALL_POINTS, CeilingCheck, CellResult, Comparison, MetricSummary, RunInfo, Verdict
+
+__all__ = [
+    "ALL_POINTS",
+    "BUILTIN_METRICS",
+    "CeilingCheck",
+    "CellResult",
+    "CompareOptions",
+    "Comparison",
+    "Gate",
+    "MetricSummary",
+    "RunInfo",
+    "ScoreFn",
+    "Threshold",
+    "Verdict",
+    "compare_runs",
+    "default_score",
+    "render_junit",
+    "render_markdown",
+    "render_text",
+]

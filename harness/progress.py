@@ -1,0 +1,82 @@
+"""Progress of a sweep on stderr with rich: done/total, ok/error, retries, req/s, ETA.
+
+Used only by the CLI layer. The display reads the runner's `Stats` counters at its own refresh
+rate (a few times a second), so a fast sweep pays nothing per request for it.
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Callable
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.text import Text
+
+from harness.runner.engine import Stats
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "--:--"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def summary(stats: Stats, now: float | None = None) -> str:
+    """One line: `1,234/5,000 ok 1,230 error 4 retries 87 412.3 req/s ETA 00:09`."""
+    elapsed = max((time.monotonic() if now is None else now) - stats.started, 1e-9)
+    rate = stats.done / elapsed
+    eta = (stats.total - stats.done) / rate if rate > 0 else float("inf")
+    parts = [
+        f"{stats.done:,}/{stats.total:,}",
+        f"ok {stats.ok:,}",
+        f"error {stats.error:,}",
+        f"retries {stats.retries:,}",
+        f"{rate:,.1f} req/s",
+        f"ETA {_duration(eta)}" if stats.done < stats.total else f"took {_duration(elapsed)}",
+    ]
+    if stats.limit:
+        parts.append(f"concurrency {stats.limit}")
+    return "  ".join(parts)
+
+
+class _View:
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
+
+    def __rich__(self) -> RenderableType:
+        bar = ProgressBar(total=max(self._stats.total, 1), completed=self._stats.done, width=40)
+        return Group(bar, Text(summary(self._stats)))
+
+
+class RunProgress:
+    """`with RunProgress(stats, quiet=False): ...` shows live progress on stderr."""
+
+    def __init__(self, stats: Stats, *, quiet: bool = False, console: Console | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._stats = stats
+        self._quiet = quiet
+        self._console = console or Console(stderr=True)
+        self._live: Live | None = None
+        self._clock = clock
+
+    def __enter__(self) -> "RunProgress":
+        if self._quiet:
+            return self
+        if self._console.is_terminal:
+            self._live = Live(_View(self._stats), console=self._console, refresh_per_second=4, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._live is not None:
+            self._live.__exit__(exc_type, exc, tb)
+        elif not self._quiet:
+            self._console.print(summary(self._stats, self._clock()), highlight=False, markup=False)
+
+
+__all__ = ["RunProgress", "summary"]

@@ -1,0 +1,270 @@
+"""Figures (matplotlib, Agg, object API — no pyplot state): each returns PNG bytes with a title.
+
+Runs are drawn side by side: one column of subplots per run, shared colour scales and axes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from harness.report.shape import Metric, cell_label, fmt_metric, fmt_value, pivot, sorted_values, varying
+
+DPI = 110
+MAX_LINES = 8
+MAX_BOXES = 30
+MAX_ANNOTATED = 12
+_TITLE_CHARS = 48
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    """A rendered figure: file name (PNG), title and a one-line caption."""
+
+    name: str
+    title: str
+    caption: str
+    png: bytes
+
+
+def _render(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _short(text: str, limit: int = _TITLE_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _grid(nrows: int, ncols: int, width: float, height: float, **kw: Any) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False, **kw))
+    return fig, axes
+
+
+def _runs(summary: pd.DataFrame) -> list[str]:
+    return list(pd.unique(summary["run_id"]))
+
+
+def _numeric_positions(values: Sequence[Any]) -> tuple[np.ndarray, bool]:
+    """Real x positions when every value is a number, else 0..n-1."""
+    try:
+        pos = np.array([float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.arange(len(values), dtype=np.float64), False
+    if np.isnan(pos).any():
+        return np.arange(len(values), dtype=np.float64), False
+    return pos, True
+
+
+# --- heatmaps -----------------------------------------------------------------------------------
+
+
+def _annotate(ax: Any, matrix: np.ndarray, norm: Any, cmap: Any) -> None:
+    if max(matrix.shape) > MAX_ANNOTATED:
+        return
+    for (i, j), val in np.ndenumerate(matrix):
+        if np.isnan(val):
+            continue
+        r, g, b, _ = cmap(norm(val))
+        colour = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+        ax.text(j, i, fmt_metric(val), ha="center", va="center", fontsize=8, color=colour)
+
+
+def heatmap(summary: pd.DataFrame, params: list[str], x: str, y: str, metric: Metric) -> FigureFile:
+    """`metric` over parameters x and y, one panel per run, one colour scale."""
+    runs = _runs(summary)
+    fig, axes = _grid(1, len(runs), 4.6, 3.6)
+    values = summary[metric.column].astype(float)
+    vmin, vmax = np.nanmin(values), np.nanmax(values)
+    if vmin == vmax:
+        vmin, vmax = vmin - 0.5, vmax + 0.5
+    others = [p for p in varying(summary, params) if p not in (x, y)]
+    image = None
+    for ax, run in zip(axes[0], runs):
+        xs, ys, matrix = pivot(summary[summary["run_id"] == run], x, y, metric.column)
+        image = ax.imshow(matrix, aspect="auto", origin="lower", cmap="viridis", vmin=vmin, vmax=vmax)
+        _annotate(ax, matrix, image.norm, image.cmap)
+        ax.set_xticks(range(len(xs)), [fmt_value(v) for v in xs], rotation=45 if len(xs) > 6 else 0)
+        ax.set_yticks(range(len(ys)), [fmt_value(v) for v in ys])
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_title(_short(run), fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[0]), label=metric.label, shrink=0.9)
+    note = f" (mean over {', '.join(others)})" if others else ""
+    fig.suptitle(_short(f"{metric.label} by {x} and {y}{note}", 90), fontsize=10)
+    caption = f"Heatmap of {metric.label} over {x} (x) and {y} (y){note}; one panel per run, shared colour scale."
+    return FigureFile(f"heatmap_{metric.column}_{x}_{y}.png", f"{metric.label}: {x} × {y}", caption, _render(fig))
+
+
+# --- lines with interval bands -----------------------------------------------------------------
+
+
+def _line_groups(part: pd.DataFrame, params: list[str], x: str) -> tuple[list[tuple[str, pd.DataFrame]], str]:
+    """(label, rows) per line, and a note on what was held fixed."""
+    others = [p for p in varying(part, params) if p != x]
+    note = ""
+    if others:
+        combos = part[others].apply(lambda r: tuple(fmt_value(v) for v in r), axis=1)
+        if combos.nunique() > MAX_LINES:
+            hue, fixed = others[0], others[1:]
+            first = {p: fmt_value(sorted_values(part[p])[0]) for p in fixed}
+            mask = np.ones(len(part), dtype=bool)
+            for p, v in first.items():
+                mask &= (part[p].map(fmt_value) == v).to_numpy()
+            part, others = part[mask], [hue]
+            note = " (" + ", ".join(f"{p}={v}" for p, v in first.items()) + ")"
+    if not others:
+        return [("all", part)], note
+    keys = part[others].apply(lambda r: ", ".join(f"{p}={fmt_value(v)}" for p, v in zip(others, r)), axis=1)
+    order = list(dict.fromkeys(keys))
+    return [(k, part[keys == k]) for k in order[:MAX_LINES]], note
+
+
+def _draw_lines(ax: Any, part: pd.DataFrame, params: list[str], x: str, metric: Metric) -> tuple[str, bool]:
+    xs = sorted_values(part[x])
+    pos, numeric = _numeric_positions(xs)
+    where = {fmt_value(v): p for v, p in zip(xs, pos)}
+    groups, note = _line_groups(part, params, x)
+    for i, (label, rows) in enumerate(groups):
+        rows = rows.assign(_x=rows[x].map(lambda v: where[fmt_value(v)])).groupby("_x").mean(numeric_only=True)
+        colour = f"C{i % 10}"
+        ax.plot(rows.index, rows[metric.column], marker="o", ms=3.5, color=colour, label=label)
+        if metric.lo and metric.hi:
+            ax.fill_between(rows.index, rows[metric.lo], rows[metric.hi], color=colour, alpha=0.18, lw=0)
+    ax.set_xticks(pos, [fmt_value(v) for v in xs], rotation=45 if len(xs) > 8 else 0)
+    if numeric and len(xs) > 8:
+        ax.set_xticks(pos[:: max(1, len(xs) // 8)], [fmt_value(v) for v in xs][:: max(1, len(xs) // 8)])
+    ax.grid(alpha=0.3)
+    return note, len(groups) > 1
+
+
+def lines(summary: pd.DataFrame, params: list[str], x: str, metrics: list[Metric]) -> FigureFile:
+    """Each metric against parameter x; one line per value of the other parameters, bands = 95% CI."""
+    runs = _runs(summary)
+    fig, axes = _grid(len(metrics), len(runs), 4.4, 2.5, sharex="col")
+    notes, legend_ax = set(), None
+    for row, metric in enumerate(metrics):
+        for col, run in enumerate(runs):
+            ax = axes[row, col]
+            note, has_legend = _draw_lines(ax, summary[summary["run_id"] == run], params, x, metric)
+            notes.add(note)
+            legend_ax = legend_ax or (ax if has_legend else None)
+            if col == 0:
+                ax.set_ylabel(_short(metric.label, 28), fontsize=8)
+            if row == 0:
+                ax.set_title(_short(run), fontsize=9)
+            if row == len(metrics) - 1:
+                ax.set_xlabel(x)
+        # same y range across runs for comparison
+        lows = [axes[row, c].get_ylim()[0] for c in range(len(runs))]
+        highs = [axes[row, c].get_ylim()[1] for c in range(len(runs))]
+        for c in range(len(runs)):
+            axes[row, c].set_ylim(min(lows), max(highs))
+    if legend_ax is not None:
+        handles, labels = legend_ax.get_legend_handles_labels()
+        fig.legend(handles, [_short(lb, 40) for lb in labels], loc="outside right upper", fontsize=8, frameon=False)
+    fixed = "".join(n for n in notes if n)
+    fig.suptitle(_short(f"Metrics vs {x}{fixed}", 90), fontsize=10)
+    caption = f"Each metric against {x}; one line per setting of the other swept parameters{fixed}; shaded: 95% bootstrap interval where defined."
+    return FigureFile(f"lines_{x}.png", f"metrics vs {x}", caption, _render(fig))
+
+
+# --- latency distributions ---------------------------------------------------------------------
+
+
+def latency(rows: pd.DataFrame, summary: pd.DataFrame, params: list[str]) -> FigureFile:
+    """Latency of ok requests per cell (or per value of the first parameter when cells are many)."""
+    runs = _runs(summary)
+    ok = rows[(rows["status"] == "ok") & rows["latency_s"].notna()]
+    groups_per_run: list[tuple[list[str], list[np.ndarray]]] = []
+    by = "cell"
+    for run in runs:
+        cells = summary[summary["run_id"] == run]
+        part = ok[ok["run_id"] == run]
+        if len(cells) <= MAX_BOXES or not varying(cells, params):
+            by_cell = dict(tuple(part.groupby("cell_id", sort=False)["latency_s"]))
+            labels = [cell_label(r, params) for _, r in cells.iterrows()]
+            data = [by_cell[c].to_numpy() if c in by_cell else np.array([]) for c in cells["cell_id"]]
+        else:
+            first = varying(cells, params)[0]
+            by = first
+            keys = part[first].map(fmt_value)
+            values = [fmt_value(v) for v in sorted_values(cells[first])]
+            labels = [f"{first}={v}" for v in values]
+            data = [part["latency_s"][keys == v].to_numpy() for v in values]
+        groups_per_run.append((labels, data))
+    height = max(2.2, 0.32 * max(len(g[0]) for g in groups_per_run) + 1.2)
+    fig, axes = _grid(1, len(runs), 5.2, height, sharex="row")
+    all_values = np.concatenate([d for _, ds in groups_per_run for d in ds if len(d)] or [np.array([1.0])])
+    positive = all_values[all_values > 0]
+    log_scale = len(positive) > 0 and positive.max() / max(positive.min(), 1e-9) > 30
+    for ax, run, (labels, data) in zip(axes[0], runs, groups_per_run):
+        keep = [i for i, d in enumerate(data) if len(d)]
+        if keep:
+            ax.boxplot(
+                [data[i] for i in keep], positions=keep, orientation="horizontal", whis=(5, 95),
+                showfliers=False, widths=0.6, medianprops={"color": "C1"},
+            )
+        ax.set_yticks(range(len(labels)), [_short(lb, 40) for lb in labels], fontsize=8)
+        ax.set_ylim(-0.7, len(labels) - 0.3)
+        ax.invert_yaxis()
+        if log_scale:
+            ax.set_xscale("log")
+        ax.set_xlabel("latency (s)")
+        ax.set_title(_short(run), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Latency of successful requests" + ("" if by == "cell" else f" by {by}"), fontsize=10)
+    caption = "Box: quartiles and median; whiskers: 5th–95th percentile; ok requests only."
+    return FigureFile("latency.png", "latency distributions", caption, _render(fig))
+
+
+# --- quality vs latency ------------------------------------------------------------------------
+
+
+def pareto(summary: pd.DataFrame, params: list[str], quality: Metric, front: pd.Series, best: pd.Series) -> FigureFile:
+    """Quality against median latency per cell; the Pareto front joined; the best trade-off starred."""
+    runs = _runs(summary)
+    fig, axes = _grid(1, len(runs), 4.8, 3.8, sharey="row")
+    for ax, run in zip(axes[0], runs):
+        part = summary[(summary["run_id"] == run)].dropna(subset=[quality.column, "latency_p50"])
+        y = part[quality.column].to_numpy(dtype=float)
+        x = part["latency_p50"].to_numpy(dtype=float)
+        if quality.lo and quality.hi and len(part):
+            err = np.vstack([y - part[quality.lo].to_numpy(dtype=float), part[quality.hi].to_numpy(dtype=float) - y])
+            ax.errorbar(x, y, yerr=np.clip(err, 0, None), fmt="o", ms=4, color="C0", alpha=0.55, elinewidth=0.8,
+                        label="cell (95% CI)")
+        else:
+            ax.plot(x, y, "o", ms=4, color="C0", alpha=0.6, label="cell")
+        on_front = part[front.reindex(part.index).fillna(False).astype(bool)].sort_values("latency_p50")
+        if len(on_front):
+            ax.step(on_front["latency_p50"], on_front[quality.column], where="post", color="C3", lw=1.2,
+                    label="Pareto front")
+        if run in best.index and best[run] in part.index:
+            b = part.loc[best[run]]
+            ax.plot([b["latency_p50"]], [b[quality.column]], marker="*", ms=14, color="C1", ls="none",
+                    label="best trade-off")
+            ax.annotate(_short(cell_label(b, params), 36), (b["latency_p50"], b[quality.column]),
+                        xytext=(6, -14), textcoords="offset points", fontsize=7.5, color="C1")
+        ax.set_xlabel("latency p50 (s)")
+        ax.set_title(_short(run), fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(quality.label)
+    axes[0, 0].legend(fontsize=7.5, loc="best")
+    fig.suptitle(f"{quality.label} vs latency", fontsize=10)
+    caption = ("Each point a cell; red: cells no other cell beats on both quality and latency; "
+               "star: fastest cell whose quality is within the best cell's 95% interval.")
+    return FigureFile("pareto.png", "quality vs latency", caption, _render(fig))
+
+
+__all__ = ["FigureFile", "heatmap", "latency", "lines", "pareto"]

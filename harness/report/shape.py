@@ -1,0 +1,156 @@
+"""Reshaping the summary for display: labels, which metrics to show, pivots. No new metrics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.scoring import Scorer
+
+# metric column -> (axis label, higher is better?)
+_KNOWN: dict[str, tuple[str, bool | None]] = {
+    "error_rate": ("error rate", False),
+    "latency_p50": ("latency p50 (s)", False),
+    "latency_p95": ("latency p95 (s)", False),
+    "ttft_p50": ("time to first token p50 (s)", False),
+    "tokens_per_s": ("tokens / s", True),
+    "completion_tokens_mean": ("completion tokens (mean)", None),
+    "distinct_1": ("distinct-1", None),
+    "distinct_2": ("distinct-2", None),
+    "unique_share": ("unique outputs per prompt (share)", None),
+    "pairwise_similarity": ("pairwise similarity of repeats", None),
+    "repetition": ("repeated bigrams (share)", False),
+    "logprob_mean": ("mean token logprob (nats)", None),
+    "perplexity": ("perplexity", None),
+    "entropy_mean": ("entropy per token (nats, lower bound)", None),
+    "nonargmax_share": ("non-argmax tokens (share)", None),
+}
+DEFAULT_METRICS = ("error_rate", "latency_p50", "distinct_2", "repetition", "entropy_mean", "nonargmax_share")
+UNSET = "unset"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric column to draw, with its interval columns when it has them."""
+
+    column: str
+    label: str
+    lo: str | None = None
+    hi: str | None = None
+
+
+def metric_for(column: str, summary: pd.DataFrame) -> Metric:
+    """The Metric for a summary column (`exact_match` is taken to mean `exact_match_mean`)."""
+    if column not in summary.columns and f"{column}_mean" in summary.columns:
+        column = f"{column}_mean"
+    base = column[: -len("_mean")] if column.endswith("_mean") else column
+    lo, hi = f"{base}_lo", f"{base}_hi"
+    label = _KNOWN.get(column, (base.replace("_", " "), None))[0]
+    if lo in summary.columns and hi in summary.columns:
+        return Metric(column, label, lo, hi)
+    return Metric(column, label)
+
+
+def quality_metrics(summary: pd.DataFrame, scorers: list[Scorer]) -> list[Metric]:
+    """One Metric per scorer with data."""
+    out = []
+    for s in scorers:
+        col = f"{s.name}_mean"
+        if col in summary.columns and summary[col].notna().any():
+            out.append(Metric(col, f"{s.name} (mean score)", f"{s.name}_lo", f"{s.name}_hi"))
+    return out
+
+
+def chosen_metrics(summary: pd.DataFrame, scorers: list[Scorer], wanted: list[str] | None) -> list[Metric]:
+    """Metrics to draw: `wanted` if given, else the scorers then DEFAULT_METRICS, skipping empty ones."""
+    if wanted:
+        metrics = [metric_for(w, summary) for w in wanted]
+    else:
+        metrics = quality_metrics(summary, scorers) + [metric_for(c, summary) for c in DEFAULT_METRICS]
+    return [m for m in metrics if m.column in summary.columns and summary[m.column].notna().any()]
+
+
+def fmt_value(value: Any) -> str:
+    """A parameter value for labels: 0.7, 40, unset."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return UNSET
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):g}"
+    return str(value)
+
+
+def fmt_metric(value: Any, digits: int = 3) -> str:
+    """A metric value for tables: 3 significant digits, '–' for missing."""
+    if value is None or value is pd.NA:
+        return "–"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(number):
+        return "–"
+    if number != 0 and (abs(number) >= 1e5 or abs(number) < 1e-3):
+        return f"{number:.{digits - 1}e}"
+    if abs(number) >= 100:
+        return f"{number:.0f}"
+    if abs(number) >= 1:
+        return f"{number:.{digits}g}"
+    return f"{number:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def cell_label(row: pd.Series, params: list[str], sep: str = ", ") -> str:
+    """`temperature=0.7, top_p=0.9` (or the cell id when nothing was swept)."""
+    if not params:
+        return str(row.get("cell_id", ""))
+    return sep.join(f"{p}={fmt_value(row.get(p))}" for p in params)
+
+
+def sorted_values(series: pd.Series) -> list[Any]:
+    """Distinct values, unset first, then ascending (numbers numerically)."""
+    values = list(pd.unique(series))
+    missing = [v for v in values if fmt_value(v) == UNSET]
+    present = [v for v in values if fmt_value(v) != UNSET]
+    try:
+        present.sort()
+    except TypeError:
+        present.sort(key=str)
+    return (missing[:1]) + present
+
+
+def varying(summary: pd.DataFrame, params: list[str]) -> list[str]:
+    """Parameters taking at least two values in the summary."""
+    return [p for p in params if p in summary.columns and summary[p].map(fmt_value).nunique() > 1]
+
+
+def pivot(part: pd.DataFrame, x: str, y: str, column: str) -> tuple[list[Any], list[Any], np.ndarray]:
+    """(x values, y values, matrix[y, x]) of `column`, averaged over any other parameters."""
+    xs, ys = sorted_values(part[x]), sorted_values(part[y])
+    xi = {fmt_value(v): i for i, v in enumerate(xs)}
+    yi = {fmt_value(v): i for i, v in enumerate(ys)}
+    total = np.zeros((len(ys), len(xs)))
+    count = np.zeros((len(ys), len(xs)))
+    for xv, yv, val in zip(part[x].map(fmt_value), part[y].map(fmt_value), part[column]):
+        if val is not None and not (isinstance(val, float) and math.isnan(val)):
+            total[yi[yv], xi[xv]] += float(val)
+            count[yi[yv], xi[xv]] += 1
+    with np.errstate(invalid="ignore"):
+        return xs, ys, np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "Metric",
+    "cell_label",
+    "chosen_metrics",
+    "fmt_metric",
+    "fmt_value",
+    "metric_for",
+    "pivot",
+    "quality_metrics",
+    "sorted_values",
+    "varying",
+]

@@ -1,0 +1,260 @@
+"""The Parquet store of a run: crash-safe journal → sealed part files → compacted dataset.
+
+    RUN_DIR/journal/seg-000007.jsonl      rows as they finish, one JSON line each (append only)
+    RUN_DIR/results/part-000007.parquet   a sealed segment (written to a dot-tmp file, fsynced, renamed)
+
+A segment and its part share a number, so recovery knows whether a segment was already sealed.
+A `kill -9` can only tear the last line of the newest segment; recovery drops it (that request
+is simply sent again). Compaction at the end streams the parts into one file, keeping the *last*
+row of each `request_id` (a re-sent error row is replaced by its retry), then removes the
+parts it replaced. Every file uses the explicit schema of `harness.records` — never inferred.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import orjson
+import pyarrow as pa
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from harness.errors import RunDirError
+from harness.records import SCHEMA, rows_to_table
+
+log = logging.getLogger(__name__)
+
+JOURNAL = "journal"
+RESULTS = "results"
+_SEG = re.compile(r"^seg-(\d{6,})\.jsonl$")
+_PART = re.compile(r"^part-(\d{6,})\.parquet$")
+SEAL_ROWS = 20_000
+SEAL_BYTES = 32 * 1024 * 1024
+ROW_GROUP = 10_000
+_JSON_BLOCK = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Rows in the results: distinct request ids, of which ok and error."""
+
+    rows: int
+    ok: int
+    error: int
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file so it is either absent or complete: tmp + fsync + rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with pq.ParquetWriter(tmp, SCHEMA) as writer:
+        writer.write_table(table, row_group_size=ROW_GROUP)
+    _fsync_file(tmp)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _numbered(folder: Path, pattern: re.Pattern[str]) -> dict[int, Path]:
+    if not folder.is_dir():
+        return {}
+    found = {}
+    for entry in folder.iterdir():
+        match = pattern.match(entry.name)
+        if match:
+            found[int(match.group(1))] = entry
+    return dict(sorted(found.items()))
+
+
+def read_segment(path: Path) -> pa.Table:
+    """The complete lines of a journal segment as a table (a torn last line is dropped)."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n")
+    data = data[: end + 1] if end >= 0 else b""
+    if not data:
+        return SCHEMA.empty_table()
+    try:
+        options = pajson.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
+        block = max(_JSON_BLOCK, data.find(b"\n") + 2)
+        table = pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(block_size=block), parse_options=options)
+        return table.select(SCHEMA.names).cast(SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        log.warning("journal %s: fast read failed (%s); reading line by line", path.name, exc)
+        return _read_lines(data, path)
+
+
+def _read_lines(data: bytes, path: Path) -> pa.Table:
+    """Slow path: parse line by line, skipping any line that is not a whole row."""
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(data.splitlines(), 1):
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            log.warning("journal %s: line %d is torn; dropped (the request will be sent again)", path.name, number)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows_to_table(rows)
+
+
+class RunStore:
+    """Writes and reads the rows of one run directory. Not thread-safe except `seal`."""
+
+    def __init__(self, run_dir: Path, *, seal_rows: int = SEAL_ROWS, seal_bytes: int = SEAL_BYTES) -> None:
+        self.run_dir = Path(run_dir)
+        self.journal = self.run_dir / JOURNAL
+        self.results = self.run_dir / RESULTS
+        self._seal_rows = seal_rows
+        self._seal_bytes = seal_bytes
+        self._file: io.BufferedWriter | None = None
+        self._segment: Path | None = None
+        self._rows = 0
+        self._bytes = 0
+        self.journal.mkdir(parents=True, exist_ok=True)
+        self.results.mkdir(parents=True, exist_ok=True)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _next_number(self) -> int:
+        used = list(_numbered(self.journal, _SEG)) + list(_numbered(self.results, _PART))
+        return max(used, default=0) + 1
+
+    def _open_segment(self) -> None:
+        self._segment = self.journal / f"seg-{self._next_number():06d}.jsonl"
+        self._file = open(self._segment, "ab", buffering=256 * 1024)  # noqa: SIM115 - closed in rotate
+        self._rows = 0
+        self._bytes = 0
+
+    def append(self, row: dict[str, Any]) -> bool:
+        """Journal one finished row. True when the segment is full and should be rotated."""
+        if self._file is None:
+            self._open_segment()
+        assert self._file is not None
+        line = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NAIVE_UTC)
+        self._file.write(line)
+        self._rows += 1
+        self._bytes += len(line)
+        return self._rows >= self._seal_rows or self._bytes >= self._seal_bytes
+
+    def flush(self) -> None:
+        """Hand buffered rows to the OS (a killed process then loses none of them)."""
+        if self._file is not None:
+            self._file.flush()
+
+    def rotate(self) -> Path | None:
+        """Close the current segment and return it for sealing; the next append opens a new one."""
+        if self._file is None:
+            return None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        segment, self._file, self._segment = self._segment, None, None
+        return segment
+
+    def seal(self, segment: Path) -> Path | None:
+        """Turn a closed journal segment into its part file and delete the segment."""
+        match = _SEG.match(segment.name)
+        if match is None:
+            raise RunDirError("not a journal segment", file=str(segment))
+        part = self.results / f"part-{int(match.group(1)):06d}.parquet"
+        if not part.exists():
+            table = read_segment(segment)
+            if table.num_rows:
+                write_table_atomic(table, part)
+        segment.unlink(missing_ok=True)
+        return part if part.exists() else None
+
+    def close(self) -> None:
+        """Seal whatever the journal still holds."""
+        segment = self.rotate()
+        if segment is not None:
+            self.seal(segment)
+
+    # -- recovery and reading ------------------------------------------------------------
+
+    def recover(self) -> None:
+        """After a crash: drop temporary files, seal every leftover segment (torn tail ignored)."""
+        for folder in (self.journal, self.results):
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+        for segment in _numbered(self.journal, _SEG).values():
+            self.seal(segment)
+
+    def parts(self) -> list[Path]:
+        """Sealed part files in write order."""
+        return list(_numbered(self.results, _PART).values())
+
+    def statuses(self) -> dict[str, str]:
+        """request_id → status of its latest row, over all sealed parts."""
+        latest: dict[str, str] = {}
+        for part in self.parts():
+            table = _read_part(part, ["request_id", "status"])
+            latest.update(zip(table.column(0).to_pylist(), table.column(1).to_pylist()))
+        return latest
+
+    def compact(self) -> Counts:
+        """Stream all parts into one, keeping the last row per request_id; remove the old parts."""
+        parts = self.parts()
+        if not parts:
+            write_table_atomic(SCHEMA.empty_table(), self.results / "part-000001.parquet")
+            return Counts(0, 0, 0)
+        ids = [_read_part(p, ["request_id"]).column(0).to_pylist() for p in parts]
+        winner: dict[str, tuple[int, int]] = {}
+        for pi, column in enumerate(ids):
+            for ri, rid in enumerate(column):
+                winner[rid] = (pi, ri)
+        if len(parts) > 1 or len(winner) != len(ids[0]):
+            self._rewrite(parts, ids, winner)
+        return self.counts()
+
+    def _rewrite(self, parts: list[Path], ids: list[list[str]], winner: dict[str, tuple[int, int]]) -> None:
+        target = self.results / f"part-{self._next_number():06d}.parquet"
+        tmp = target.with_name(f".{target.name}.tmp")
+        with pq.ParquetWriter(tmp, SCHEMA) as writer:
+            for pi, part in enumerate(parts):
+                keep = pa.array([winner[rid] == (pi, ri) for ri, rid in enumerate(ids[pi])], type=pa.bool_())
+                table = _read_part(part, None).filter(keep)
+                if table.num_rows:
+                    writer.write_table(table, row_group_size=ROW_GROUP)
+        _fsync_file(tmp)
+        os.replace(tmp, target)
+        _fsync_dir(self.results)
+        for part in parts:
+            part.unlink()
+        log.info("compacted %d part files into %s", len(parts), target.name)
+
+    def counts(self) -> Counts:
+        """Distinct request ids and their latest status."""
+        statuses = self.statuses()
+        ok = sum(1 for s in statuses.values() if s == "ok")
+        return Counts(rows=len(statuses), ok=ok, error=len(statuses) - ok)
+
+
+def _read_part(path: Path, columns: Iterable[str] | None) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=list(columns) if columns else None, schema=SCHEMA)
+    except (OSError, pa.ArrowException) as exc:
+        raise RunDirError(f"unreadable part file ({exc})", file=str(path)) from None
+
+
+__all__ = ["JOURNAL", "RESULTS", "Counts", "RunStore", "read_segment", "write_table_atomic"]
