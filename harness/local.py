@@ -1,8 +1,8 @@
 """Start and stop the embedded real model (llama.cpp + Gemma 3 270M) as a loopback endpoint.
 
 `local_endpoint()` runs `python -m harness.localmodel` (the reference endpoint's HTTP layer and
-sampler in front of llama.cpp) as a child process on a free 127.0.0.1 port, waits until
-`GET /v1/models` answers, yields its `base_url`, and stops it on exit — also on Ctrl-C, on errors
+sampler in front of llama.cpp) as a child process on a free 127.0.0.1 port (the child binds port 0
+and reports it), waits until `GET /v1/models` answers, yields its `base_url`, and stops it on exit — also on Ctrl-C, on errors
 and when harness itself is killed: the child watches a pipe from its parent (EOF when the parent
 dies, even of SIGKILL) and, on Linux, asks the kernel for SIGTERM when its parent goes away.
 
@@ -17,8 +17,8 @@ import ctypes
 import json
 import logging
 import os
+import selectors
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +40,7 @@ HOST = "127.0.0.1"
 READY_TIMEOUT_S = 180.0
 _PR_SET_PDEATHSIG = 1
 _CHILD_MODULE = "harness.localmodel"
+READY = "READY"  # the child's first stdout line: READY <base_url>
 _live: set[subprocess.Popen] = set()
 
 
@@ -66,13 +67,6 @@ def state_dir() -> Path:
 def pid_file(name: str = DEFAULT_MODEL) -> Path:
     """The pid file of the detached endpoint serving `name`."""
     return state_dir() / f"{name}.json"
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 # -- the child process -----------------------------------------------------------------------
@@ -108,30 +102,30 @@ def _check_installed(name: str) -> None:
 
 
 def _spawn(name: str, port: int, *, detached: bool, n_ctx: int | None) -> tuple[subprocess.Popen, Path]:
-    """Start the child; its output goes to a log file in the state folder."""
+    """Start the child; its ready line comes on stdout, its log goes to a file in the state folder."""
     _check_installed(name)
     state_dir().mkdir(parents=True, exist_ok=True)
-    log_path = state_dir() / f"{name}-{port}.log"
+    log_path = state_dir() / f"{name}.log"
     on_main = threading.current_thread() is threading.main_thread()
     preexec = None
     if not detached and on_main and sys.platform.startswith("linux"):
         parent = os.getpid()
         preexec = lambda: _die_with_parent(parent)  # noqa: E731
-    with open(log_path, "wb") as out:
+    with open(log_path, "ab") as err:
         proc = subprocess.Popen(
             _command(name, port, watch_parent=not detached, n_ctx=n_ctx),
             stdin=subprocess.DEVNULL if detached else subprocess.PIPE,
-            stdout=out, stderr=subprocess.STDOUT, close_fds=True,
+            stdout=subprocess.PIPE, stderr=err, close_fds=True,
             start_new_session=True,  # Ctrl-C reaches harness only; harness stops the child in order
             preexec_fn=preexec,
         )
     if not detached:
         _live.add(proc)
-    log.info("started local model %s (pid %d, port %d, log %s)", name, proc.pid, port, log_path)
+    log.info("started local model %s (pid %d, log %s)", name, proc.pid, log_path)
     return proc, log_path
 
 
-def _log_tail(path: Path, lines: int = 3) -> str:
+def _log_tail(path: Path, lines: int = 2) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
     except OSError:
@@ -148,20 +142,30 @@ def answers(base_url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def _wait_ready(proc: subprocess.Popen, base_url: str, log_path: Path, timeout_s: float) -> None:
-    """Poll until the endpoint answers; TargetError when the child exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.05
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = _log_tail(log_path)
-            raise TargetError(f"the local model exited with code {proc.returncode} while starting: {tail}",
-                              file=str(log_path))
-        if answers(base_url):
-            return
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
-    raise TargetError(f"the local model did not answer within {timeout_s:.0f} s", file=str(log_path))
+def _read_ready_line(proc: subprocess.Popen, timeout_s: float) -> str | None:
+    """The child's first stdout line, or None at EOF (it exited) or when time runs out."""
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout_s):
+            return None
+    line = proc.stdout.readline().decode("utf-8", errors="replace").strip()
+    return line or None
+
+
+def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout_s: float) -> str:
+    """The base URL once the child listens and answers GET /v1/models; else TargetError."""
+    line = _read_ready_line(proc, timeout_s)
+    if line is None or not line.startswith(READY + " "):
+        if proc.poll() is None and line is None:
+            raise TargetError(f"the local model did not start within {timeout_s:.0f} s", file=str(log_path))
+        code = proc.wait(timeout=5)
+        raise TargetError(f"the local model exited with code {code} while starting: {_log_tail(log_path)}",
+                          file=str(log_path))
+    base_url = line.split(" ", 1)[1]
+    if not answers(base_url, timeout_s=10.0):
+        raise TargetError(f"the local model listens at {base_url} but does not answer", file=str(log_path))
+    return base_url
 
 
 def terminate(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
@@ -209,24 +213,15 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 def _start(name: str, port: int | None, *, detached: bool, timeout_s: float,
            n_ctx: int | None) -> tuple[subprocess.Popen, LocalEndpoint]:
-    """Spawn and wait until ready (a port taken meanwhile is retried once with another)."""
-    attempts = 1 if port else 2
-    for attempt in range(attempts):
-        chosen = port or free_port()
-        proc, log_path = _spawn(name, chosen, detached=detached, n_ctx=n_ctx)
-        base_url = f"http://{HOST}:{chosen}/v1"
-        try:
-            _wait_ready(proc, base_url, log_path, timeout_s)
-        except TargetError:
-            terminate(proc)
-            if attempt + 1 < attempts and "address already in use" in _log_tail(log_path, 20).lower():
-                continue
-            raise
-        except BaseException:
-            terminate(proc)
-            raise
-        return proc, LocalEndpoint(name, base_url, proc.pid, chosen, str(log_path))
-    raise AssertionError("unreachable")
+    """Spawn the child and wait until it answers; the child is stopped if that fails."""
+    proc, log_path = _spawn(name, port or 0, detached=detached, n_ctx=n_ctx)
+    try:
+        base_url = _wait_ready(proc, log_path, timeout_s)
+    except BaseException:
+        terminate(proc)
+        raise
+    bound = int(base_url.rsplit(":", 1)[1].split("/")[0])
+    return proc, LocalEndpoint(name, base_url, proc.pid, bound, str(log_path))
 
 
 # -- public API ------------------------------------------------------------------------------
@@ -347,7 +342,6 @@ __all__ = [
     "DEFAULT_MODEL",
     "LocalEndpoint",
     "answers",
-    "free_port",
     "local_endpoint",
     "pid_file",
     "start_detached",

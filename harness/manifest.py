@@ -19,7 +19,8 @@ import orjson
 from harness import __version__
 from harness.errors import RunDirError
 from harness.records import SCHEMA_VERSION
-from harness.rundir import MANIFEST, read_manifest
+
+MANIFEST = "manifest.json"
 
 Status = Literal["running", "completed", "interrupted", "failed"]
 
@@ -77,6 +78,23 @@ def new_manifest(
     }
 
 
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The manifest of a run directory, or RunDirError naming the file (no pandas import)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError("not a run directory (no such folder)", file=str(run_dir))
+    path = run_dir / MANIFEST
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise RunDirError("no manifest.json: not a harness run directory", file=str(run_dir)) from None
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise RunDirError(f"unreadable manifest ({exc})", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise RunDirError("manifest is not a JSON object", file=str(path))
+    return data
+
+
 def load_for_resume(run_dir: Path) -> dict[str, Any]:
     """The manifest of a run to resume; refuses one written with another row schema."""
     manifest = read_manifest(run_dir)
@@ -103,4 +121,4 @@ def finish(manifest: dict[str, Any], status: Status, counts: dict[str, int]) -> 
     return done
 
 
-__all__ = ["Status", "finish", "load_for_resume", "new_manifest", "new_run_id", "utc_now", "write_manifest"]
+__all__ = ["MANIFEST", "Status", "read_manifest", "finish", "load_for_resume", "new_manifest", "new_run_id", "utc_now", "write_manifest"]

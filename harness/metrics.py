@@ -94,6 +94,35 @@ def _tail_entropy(tail: np.ndarray, p_min: np.ndarray) -> np.ndarray:
     return out
 
 
+def _column_reduce(ufunc: np.ufunc, grid: np.ndarray) -> np.ndarray:
+    """Row-wise reduce of a narrow 2-D array, column by column (faster than axis=1 for small k)."""
+    out = grid[:, 0].copy()
+    for j in range(1, grid.shape[1]):
+        ufunc(out, grid[:, j], out=out)
+    return out
+
+
+def _parents(lists: pa.ListArray) -> np.ndarray:
+    """For each item of lists.flatten(), the index of its list (faster than list_parent_indices)."""
+    sizes = np.diff(np.asarray(lists.offsets))
+    if lists.null_count:  # a null list may still span offsets; flatten() skips its items
+        sizes = np.where(np.asarray(lists.is_null()), 0, sizes)
+    return np.repeat(np.arange(len(lists)), sizes)
+
+
+def _uniform_width(lists: pa.ListArray, total: int) -> int:
+    """k when every list holds exactly k > 0 non-null items with no nulls, else 0."""
+    n = len(lists)
+    if n == 0 or total == 0 or total % n or lists.null_count:
+        return 0
+    offsets = np.asarray(lists.offsets)
+    k = total // n
+    values = lists.flatten()
+    if values.null_count or pc.struct_field(values, "logprob").null_count:
+        return 0
+    return k if bool((np.diff(offsets) == k).all()) else 0
+
+
 def _as_list_array(column: Any) -> pa.ListArray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
@@ -107,20 +136,28 @@ def logprob_row_stats(column: Any) -> pd.DataFrame:
     arr = _as_list_array(column)
     rows = len(arr)
     tokens = arr.flatten()
-    tok_row = pc.list_parent_indices(arr).to_numpy()
+    tok_row = _parents(arr)
     lp = pc.struct_field(tokens, "logprob").to_numpy(zero_copy_only=False).astype(np.float64)
     tops = pc.struct_field(tokens, "top_logprobs")
-    top_tok = pc.list_parent_indices(tops).to_numpy()
-    top_lp = pc.struct_field(tops.flatten(), "logprob").to_numpy(zero_copy_only=False).astype(np.float64)
-    keep = ~np.isnan(top_lp)
-    top_tok, top_lp = top_tok[keep], top_lp[keep]
     ntok = len(lp)
-    p = np.exp(top_lp)
-    has_top = np.bincount(top_tok, minlength=ntok) > 0
-    mass = np.bincount(top_tok, weights=p, minlength=ntok)
-    plogp = np.bincount(top_tok, weights=p * top_lp, minlength=ntok)
-    p_min = _segment_reduce(np.minimum, p, top_tok, ntok, np.nan)
-    best = _segment_reduce(np.maximum, top_lp, top_tok, ntok, np.nan)
+    top_lp = pc.struct_field(tops.flatten(), "logprob").to_numpy(zero_copy_only=False).astype(np.float64)
+    k = _uniform_width(tops, len(top_lp))
+    if k:  # every position has exactly k top logprobs (the usual case): plain 2-D arithmetic
+        grid = top_lp.reshape(ntok, k)
+        p_grid = np.exp(grid)
+        has_top = np.ones(ntok, dtype=bool)
+        mass, plogp = p_grid @ np.ones(k), np.einsum("ij,ij->i", p_grid, grid)
+        p_min, best = _column_reduce(np.minimum, p_grid), _column_reduce(np.maximum, grid)
+    else:
+        top_tok = _parents(tops)
+        keep = ~np.isnan(top_lp)
+        top_tok, top_lp = top_tok[keep], top_lp[keep]
+        p = np.exp(top_lp)
+        has_top = np.bincount(top_tok, minlength=ntok) > 0
+        mass = np.bincount(top_tok, weights=p, minlength=ntok)
+        plogp = np.bincount(top_tok, weights=p * top_lp, minlength=ntok)
+        p_min = _segment_reduce(np.minimum, p, top_tok, ntok, np.nan)
+        best = _segment_reduce(np.maximum, top_lp, top_tok, ntok, np.nan)
     tail = np.clip(1.0 - mass, 0.0, 1.0)
     entropy = -plogp + _tail_entropy(tail, np.nan_to_num(p_min, nan=0.0))
     valid = ~np.isnan(lp)
@@ -159,9 +196,10 @@ def with_logprob_stats(df: pd.DataFrame) -> pd.DataFrame:
 # --- swept parameters ---------------------------------------------------------------------------
 
 
-def swept_params(df: pd.DataFrame) -> list[str]:
+def swept_params(df: pd.DataFrame, prefer: Iterable[str] = ()) -> list[str]:
     """Parameters that define the cells: keys of `point_json`, then request columns that vary
-    between cells of a run. Order: as they appear in point_json, then harness.records.SWEEPABLE."""
+    between cells of a run. Order: `prefer` (e.g. the spec's sweep keys) first, then as they
+    appear in point_json, then harness.records.SWEEPABLE."""
     names: list[str] = []
     if "point_json" in df.columns:
         for text in pd.unique(df["point_json"].dropna()):
@@ -169,19 +207,32 @@ def swept_params(df: pd.DataFrame) -> list[str]:
                 if key not in names:
                     names.append(key)
     if len(df) and "cell_id" in df.columns and "run_id" in df.columns:
+        cells = cell_codes(df)
+        first_rows = np.unique(cells, return_index=True)[1]
+        run_of_cell = pd.factorize(df["run_id"])[0][first_rows]
         for col in SWEEPABLE:
-            if col in df.columns and col not in names and _varies_between_cells(df, col):
+            if col in df.columns and col not in names and _varies_between_cells(df, col, cells, run_of_cell):
                 names.append(col)
-    return names
+    rank = {name: i for i, name in enumerate(prefer)}
+    return sorted(names, key=lambda n: rank.get(n, len(rank)))
 
 
-def _varies_between_cells(df: pd.DataFrame, col: str) -> bool:
+def cell_codes(df: pd.DataFrame) -> np.ndarray:
+    """An int per row numbering its (run_id, cell_id) in order of first appearance."""
+    if not len(df):
+        return np.zeros(0, dtype=np.int64)
+    runs = pd.factorize(df["run_id"])[0].astype(np.int64)
+    cells = pd.factorize(df["cell_id"])[0].astype(np.int64)
+    return pd.factorize(runs * (int(cells.max()) + 1) + cells)[0].astype(np.int64)
+
+
+def _varies_between_cells(df: pd.DataFrame, col: str, cells: np.ndarray, run_of_cell: np.ndarray) -> bool:
     """Constant inside every cell, and not the same in every cell of some run."""
-    within = df.groupby(list(KEYS), sort=False)[col].nunique(dropna=False)
-    if within.max() > 1:
+    grouped = df[col].groupby(cells, sort=False)
+    if grouped.nunique(dropna=False).max() > 1:
         return False
-    firsts = df.groupby(list(KEYS), sort=False)[col].first()
-    return bool((firsts.groupby(level="run_id").nunique(dropna=False) > 1).any())
+    firsts = grouped.first().sort_index()
+    return bool((firsts.groupby(run_of_cell).nunique(dropna=False) > 1).any())
 
 
 def _parse_point(text: Any) -> dict[str, Any]:
@@ -257,17 +308,19 @@ def _similarity(prompts: np.ndarray, codes: np.ndarray, uniques: list[str]) -> t
     if len(prompts) < 2:
         return math.nan, math.nan
     starts = np.flatnonzero(np.r_[True, prompts[1:] != prompts[:-1]])
-    ends = np.r_[starts[1:], len(prompts)]
-    sizes = ends - starts
+    sizes = np.diff(np.r_[starts, len(prompts)])
     multi = sizes >= 2
     if not multi.any():
         return math.nan, math.nan
-    shares = [len(np.unique(codes[s:e])) / (e - s) for s, e in zip(starts[multi], ends[multi])]
+    group = np.repeat(np.arange(len(starts)), sizes)
+    distinct_pairs = np.unique(group.astype(np.int64) * (int(codes.max()) + 1) + codes)
+    distinct = np.bincount(distinct_pairs // (int(codes.max()) + 1), minlength=len(starts))
+    share = float(np.mean(distinct[multi] / sizes[multi]))
     sims = []
-    for s, e in list(zip(starts[multi], ends[multi]))[:MAX_SIMILARITY_PROMPTS]:
-        group = codes[s : min(e, s + MAX_SIMILARITY_REPEATS)]
-        sims.append(_jaccard_mean([uniques[c] for c in group.tolist()]))
-    return float(np.mean(shares)), float(np.mean(sims))
+    for s, n in list(zip(starts[multi], sizes[multi]))[:MAX_SIMILARITY_PROMPTS]:
+        chosen = codes[s : s + min(n, MAX_SIMILARITY_REPEATS)]
+        sims.append(_jaccard_mean([uniques[c] for c in chosen.tolist()]))
+    return share, float(np.mean(sims))
 
 
 # --- the summary --------------------------------------------------------------------------------
@@ -280,50 +333,64 @@ def _finish_name(reason: Any) -> str:
     return f"finish_{text}" if _REASON_RE.match(text) else "finish_other"
 
 
-def _percentiles(ok: pd.DataFrame, col: str, qs: Iterable[float], prefix: str, index: pd.Index) -> pd.DataFrame:
-    qs = list(qs)
-    out = pd.DataFrame(index=index)
-    if not len(ok):
-        for q in qs:
-            out[f"{prefix}_p{round(q * 100)}"] = np.nan
-        return out
-    table = ok.groupby(list(KEYS), sort=False)[col].quantile(qs).unstack()
-    for q in qs:
-        out[f"{prefix}_p{round(q * 100)}"] = table[q].reindex(index) if q in table.columns else np.nan
-    return out
+def _finish_names(reasons: pd.Series) -> pd.Series:
+    """finish_<reason> per row, naming each distinct reason once."""
+    codes, uniques = pd.factorize(reasons, use_na_sentinel=False)
+    names = np.array([_finish_name(u) for u in uniques] or ["finish_none"], dtype=object)
+    return pd.Series(names[codes], index=reasons.index)
 
 
-def _basic(df: pd.DataFrame, ok: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
-    """Counts, finish mix, tokens, latency, speed."""
-    g = df.groupby(list(KEYS), sort=False)
-    out = pd.DataFrame(index=index)
-    out["n"] = g.size().reindex(index)
-    out["n_ok"] = ok.groupby(list(KEYS), sort=False).size().reindex(index).fillna(0).astype(np.int64)
-    out["attempts_mean"] = g["attempts"].mean().reindex(index) if "attempts" in df else np.nan
-    reasons = ok["finish_reason"].map(_finish_name) if "finish_reason" in ok else pd.Series(dtype=str)
-    if len(ok):
-        mix = pd.crosstab([ok[k] for k in KEYS], reasons, normalize="index")
-        mix = mix.reindex(index)
-        for name in sorted(mix.columns, key=lambda c: (c != "finish_stop", c != "finish_length", c)):
-            out[name] = mix[name].fillna(0.0).to_numpy()
-    og = ok.groupby(list(KEYS), sort=False)
-    out["completion_tokens_mean"] = og["completion_tokens"].mean().reindex(index) if len(ok) else np.nan
-    out = out.join(_percentiles(ok, "latency_s", (0.5, 0.95, 0.99), "latency", index))
-    out = out.join(_percentiles(ok.dropna(subset=["ttft_s"]), "ttft_s", (0.5, 0.95), "ttft", index))
-    if len(ok):
-        speed = og["completion_tokens"].sum().reindex(index) / og["latency_s"].sum().reindex(index)
-        out["tokens_per_s"] = speed.replace([np.inf, -np.inf], np.nan)
+def _percentiles(values: pd.Series, cells: np.ndarray, qs: tuple[float, ...], prefix: str, m: int) -> pd.DataFrame:
+    """Per-cell percentiles (linear interpolation) of the non-null `values`."""
+    out = pd.DataFrame(index=pd.RangeIndex(m))
+    keep = values.notna().to_numpy()
+    if keep.any():
+        table = values[keep].groupby(cells[keep], sort=False).quantile(list(qs)).unstack()
     else:
-        out["tokens_per_s"] = np.nan
+        table = pd.DataFrame()
+    for q in qs:
+        out[f"{prefix}_p{round(q * 100)}"] = table[q].reindex(out.index) if q in table.columns else np.nan
     return out
 
 
-def _logprob_block(ok: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
-    sums = ok.groupby(list(KEYS), sort=False)[list(LP_COLUMNS)].sum().reindex(index)
-    out = pd.DataFrame(index=index)
+def _per_cell(values: Any, cells: np.ndarray, m: int, how: str) -> pd.Series:
+    return pd.Series(values).groupby(cells, sort=False).agg(how).reindex(pd.RangeIndex(m))
+
+
+def _basic(w: pd.DataFrame, ok: np.ndarray, m: int) -> pd.DataFrame:
+    """Counts, finish mix, tokens, latency, speed. `w` has a `_cell` column; `ok` masks ok rows."""
+    cells = w["_cell"].to_numpy()
+    oc = cells[ok]
+    out = pd.DataFrame(index=pd.RangeIndex(m))
+    out["n"] = np.bincount(cells, minlength=m)
+    out["n_ok"] = np.bincount(oc, minlength=m)
+    out["attempts_mean"] = _per_cell(w["attempts"].to_numpy(dtype=float), cells, m, "mean") if "attempts" in w else np.nan
+    if ok.any():
+        reasons = _finish_names(w["finish_reason"][ok]) if "finish_reason" in w else pd.Series("finish_none", index=w.index[ok])
+        codes, names = pd.factorize(reasons)
+        counts = np.zeros((m, len(names)))
+        np.add.at(counts, (oc, codes), 1.0)
+        shares = counts / np.maximum(out["n_ok"].to_numpy(), 1)[:, None]
+        for j in sorted(range(len(names)), key=lambda j: (names[j] != "finish_stop", names[j] != "finish_length", names[j])):
+            out[names[j]] = np.where(out["n_ok"] > 0, shares[:, j], np.nan)
+    tokens = w["completion_tokens"].to_numpy(dtype=float)[ok]
+    latency = w["latency_s"].to_numpy(dtype=float)[ok]
+    out["completion_tokens_mean"] = _per_cell(tokens, oc, m, "mean")
+    out = out.join(_percentiles(pd.Series(latency), oc, (0.5, 0.95, 0.99), "latency", m))
+    out = out.join(_percentiles(pd.Series(w["ttft_s"].to_numpy(dtype=float)[ok]), oc, (0.5, 0.95), "ttft", m))
     with np.errstate(invalid="ignore", divide="ignore"):
-        tokens = sums["lp_tokens"].where(sums["lp_tokens"] > 0)
-        positions = sums["ent_positions"].where(sums["ent_positions"] > 0)
+        speed = _per_cell(tokens, oc, m, "sum") / _per_cell(np.nan_to_num(latency), oc, m, "sum")
+    out["tokens_per_s"] = speed.replace([np.inf, -np.inf], np.nan)
+    return out
+
+
+def _logprob_block(w: pd.DataFrame, ok: np.ndarray, m: int) -> pd.DataFrame:
+    cells = w["_cell"].to_numpy()[ok]
+    sums = {c: np.bincount(cells, weights=w[c].to_numpy(dtype=float)[ok], minlength=m) for c in LP_COLUMNS}
+    out = pd.DataFrame(index=pd.RangeIndex(m))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tokens = np.where(sums["lp_tokens"] > 0, sums["lp_tokens"], np.nan)
+        positions = np.where(sums["ent_positions"] > 0, sums["ent_positions"], np.nan)
         out["logprob_mean"] = sums["lp_sum"] / tokens
         out["perplexity"] = np.exp(-out["logprob_mean"])
         out["entropy_mean"] = sums["ent_sum"] / positions
@@ -334,43 +401,43 @@ def _logprob_block(ok: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
 
 
 def _cell_loop(
-    df: pd.DataFrame, scores: pd.DataFrame, scorers: list[Scorer], index: pd.Index, resamples: int, seed: int
+    w: pd.DataFrame, scores: pd.DataFrame, scorers: list[Scorer], keys: pd.DataFrame, resamples: int, seed: int
 ) -> pd.DataFrame:
     """Per-cell work that needs the rows themselves: bootstrap intervals and diversity."""
-    content = df["content"].fillna("") if "content" in df else pd.Series("", index=df.index)
+    content = w["content"].fillna("") if "content" in w else pd.Series("", index=w.index)
     codes, uniques_arr = pd.factorize(content)
     uniques = [str(u) for u in uniques_arr]
-    prompt_codes = pd.factorize(df["prompt_id"])[0] if "prompt_id" in df else np.zeros(len(df), dtype=np.int64)
-    order = np.lexsort((df["sample"].to_numpy() if "sample" in df else np.zeros(len(df)), prompt_codes))
-    frame = pd.DataFrame({"run_id": df["run_id"].to_numpy(), "cell_id": df["cell_id"].to_numpy()}).iloc[order]
-    ok = (df["status"] == "ok").to_numpy()[order]
-    codes, prompt_codes = codes[order], prompt_codes[order]
+    prompt_codes = pd.factorize(w["prompt_id"])[0] if "prompt_id" in w else np.zeros(len(w), dtype=np.int64)
+    sample = w["sample"].to_numpy() if "sample" in w else np.zeros(len(w))
+    cells = w["_cell"].to_numpy()
+    order = np.lexsort((sample, prompt_codes, cells))
+    ok = (w["status"] == "ok").to_numpy()[order]
+    codes, prompt_codes, cells = codes[order], prompt_codes[order], cells[order]
     errors = (~ok).astype(np.float64)
     score_values = {s.name: scores[s.name].to_numpy()[order] for s in scorers}
-    records: dict[tuple[str, str], dict[str, float]] = {}
-    for key, idx in frame.groupby(list(KEYS), sort=False).indices.items():
-        idx = np.sort(idx)
+    bounds = np.r_[np.searchsorted(cells, np.arange(len(keys))), len(cells)]
+    records = []
+    for cell, (run_id, cell_id) in enumerate(zip(keys["run_id"], keys["cell_id"])):
+        idx = np.arange(bounds[cell], bounds[cell + 1])
         row: dict[str, float] = {}
         prompts = prompt_codes[idx]
-        err = bootstrap_mean(errors[idx], prompts, resamples=resamples, rng=rng_for(*key, "error_rate", seed=seed))
+        err = bootstrap_mean(errors[idx], prompts, resamples=resamples, rng=rng_for(run_id, cell_id, "error_rate", seed=seed))
         row.update(error_rate=err.mean, error_rate_lo=err.lo, error_rate_hi=err.hi)
         for name, values in score_values.items():
-            iv = bootstrap_mean(values[idx], prompts, resamples=resamples, rng=rng_for(*key, name, seed=seed))
+            iv = bootstrap_mean(values[idx], prompts, resamples=resamples, rng=rng_for(run_id, cell_id, name, seed=seed))
             row.update({f"{name}_mean": iv.mean, f"{name}_lo": iv.lo, f"{name}_hi": iv.hi, f"{name}_n": float(iv.n)})
         ok_idx = idx[ok[idx]]
-        cell_codes, counts = np.unique(codes[ok_idx], return_counts=True)
-        row.update(_diversity([uniques[c] for c in cell_codes.tolist()], counts))
+        cell_codes_, counts = np.unique(codes[ok_idx], return_counts=True)
+        row.update(_diversity([uniques[c] for c in cell_codes_.tolist()], counts))
         share, sim = _similarity(prompt_codes[ok_idx], codes[ok_idx], uniques)
         row.update(unique_share=share, pairwise_similarity=sim)
-        records[key] = row
-    out = pd.DataFrame.from_dict(records, orient="index")
-    if not len(out):
-        return pd.DataFrame(index=index)
-    out.index = pd.MultiIndex.from_tuples(out.index, names=list(KEYS))
-    return out.reindex(index)
+        records.append(row)
+    return pd.DataFrame.from_records(records, index=pd.RangeIndex(len(keys))) if records else pd.DataFrame(index=pd.RangeIndex(0))
 
 
 _DIVERSITY = ("distinct_1", "distinct_2", "unique_share", "pairwise_similarity", "repetition")
+_NEEDED = ("run_id", "cell_id", "prompt_id", "sample", "model", "status", "attempts", "finish_reason",
+           "completion_tokens", "latency_s", "ttft_s", "content", "point_json", *SWEEPABLE, *LP_COLUMNS)
 
 
 def summarize(
@@ -380,35 +447,37 @@ def summarize(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
     scores: pd.DataFrame | None = None,
+    prefer: Iterable[str] = (),
 ) -> pd.DataFrame:
     """One row per (run_id, cell_id): swept parameters, then every metric in the module docstring.
 
-    `scores` (from `score_frame`) may be passed to avoid scoring twice. Rows are ordered by
-    run (first appearance) and then by the swept parameter values.
+    `scores` (from `score_frame`) may be passed to avoid scoring twice; `prefer` orders the
+    parameter columns (see `swept_params`). Rows are ordered by run (first appearance) and then
+    by the swept parameter values.
     """
     scorers = list(scorers or [])
-    df = with_logprob_stats(df.reset_index(drop=True))
-    if scores is None:
-        scores = score_frame(df, scorers)
-    else:
-        scores = scores.reset_index(drop=True)
-    params = swept_params(df)
-    firsts = df.groupby(list(KEYS), sort=False).head(1).set_index(list(KEYS))
-    index = firsts.index
-    ok = df[df["status"] == "ok"]
-    parts = [_cell_params(firsts, params)]
+    df = df.reset_index(drop=True)
+    scores = score_frame(df, scorers) if scores is None else scores.reset_index(drop=True)
+    w = with_logprob_stats(df[[c for c in _NEEDED + ("logprobs",) if c in df.columns]])
+    for col in ("attempts", "completion_tokens", "latency_s", "ttft_s", "finish_reason"):
+        if col not in w:
+            w[col] = np.nan
+    params = swept_params(w, prefer)
+    w["_cell"] = cell_codes(w)
+    firsts = w.iloc[np.unique(w["_cell"].to_numpy(), return_index=True)[1]].reset_index(drop=True)
+    m = len(firsts)
+    ok = (w["status"] == "ok").to_numpy()
+    parts = [firsts[["run_id", "cell_id"]], _cell_params(firsts, params)]
     if "model" in firsts:
         parts.append(firsts[["model"]])
-    parts += [_basic(df, ok, index), _cell_loop(df, scores, scorers, index, resamples, seed)]
-    parts.append(_logprob_block(ok, index))
+    parts += [_basic(w, ok, m), _cell_loop(w, scores, scorers, firsts, resamples, seed), _logprob_block(w, ok, m)]
     summary = pd.concat(parts, axis=1)
     summary = _order_columns(summary, params, scorers)
-    summary = summary.reset_index()
     return _sort_cells(summary, params)
 
 
 def _order_columns(summary: pd.DataFrame, params: list[str], scorers: list[Scorer]) -> pd.DataFrame:
-    first = [*params, "model", "n", "n_ok", "error_rate", "error_rate_lo", "error_rate_hi", "attempts_mean"]
+    first = ["run_id", "cell_id", *params, "model", "n", "n_ok", "error_rate", "error_rate_lo", "error_rate_hi", "attempts_mean"]
     first += [c for c in summary.columns if str(c).startswith("finish_")]
     first += ["completion_tokens_mean", "latency_p50", "latency_p95", "latency_p99", "ttft_p50", "ttft_p95"]
     first += ["tokens_per_s"]
@@ -417,7 +486,8 @@ def _order_columns(summary: pd.DataFrame, params: list[str], scorers: list[Score
     first += list(_DIVERSITY)
     cols = [c for c in dict.fromkeys(first) if c in summary.columns]
     cols += [c for c in summary.columns if c not in cols]
-    for name in _DIVERSITY + ("error_rate", "error_rate_lo", "error_rate_hi"):
+    needed = [f"{s.name}_{part}" for s in scorers for part in ("mean", "lo", "hi", "n")]
+    for name in [*_DIVERSITY, "error_rate", "error_rate_lo", "error_rate_hi", *needed]:
         if name not in summary.columns:
             summary[name] = np.nan
             cols.append(name)

@@ -34,7 +34,15 @@ JOURNAL = "journal"
 RESULTS = "results"
 _SEG = re.compile(r"^seg-(\d{6,})\.jsonl$")
 _PART = re.compile(r"^part-(\d{6,})\.parquet$")
-SEAL_ROWS = 20_000
+
+
+def _seal_rows_default() -> int:
+    """Rows per part file: 20,000, or HARNESS_SEAL_ROWS (a tuning knob, used by the crash tests)."""
+    raw = os.environ.get("HARNESS_SEAL_ROWS", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else 20_000
+
+
+SEAL_ROWS = _seal_rows_default()
 SEAL_BYTES = 32 * 1024 * 1024
 ROW_GROUP = 10_000
 _JSON_BLOCK = 16 * 1024 * 1024

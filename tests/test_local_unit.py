@@ -59,12 +59,14 @@ def test_unknown_local_model_names_the_known_ones() -> None:
     assert info.value.key == "target.local"
 
 
-def test_free_port_is_bindable() -> None:
-    import socket
+def test_missing_extra_tells_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
 
-    port = local.free_port()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llama_cpp" else real(n, *a))
+    with pytest.raises(TargetError, match=r"pip install -e '\.\[local\]'"):
+        with local.local_endpoint(reuse=False):
+            pass
 
 
 def test_status_removes_a_stale_pid_file(_cache: Path) -> None:

@@ -46,7 +46,10 @@ def row(cell: str = "c1", prompt: str = "p1", sample: int = 0, **kw: Any) -> dic
     return base
 
 
-def write_run(path: Path, rows: list[dict[str, Any]], scoring: list[Any] | None = None, run_id: str = "run-a") -> Path:
+def write_run(
+    path: Path, rows: list[dict[str, Any]], scoring: list[Any] | None = None, run_id: str = "run-a",
+    grid: dict[str, list[Any]] | None = None,
+) -> Path:
     """A run directory with a manifest and one Parquet part."""
     (path / "results").mkdir(parents=True, exist_ok=True)
     for r in rows:
@@ -54,7 +57,7 @@ def write_run(path: Path, rows: list[dict[str, Any]], scoring: list[Any] | None 
     pq.write_table(rows_to_table(rows), path / "results" / "part-0.parquet")
     manifest = {
         "run_id": run_id,
-        "spec": {"name": "t", "scoring": scoring or []},
+        "spec": {"name": "t", "scoring": scoring or [], "sweep": {"grid": grid or {}}},
         "target": {"base_url": "http://127.0.0.1:1/v1", "model": "m"},
         "status": "finished",
         "counts": {"requests": len(rows)},

@@ -144,15 +144,29 @@ def _error_detail(body: bytes) -> str:
     return body[:200].decode("utf-8", "replace")
 
 
+def _bad_json(body: bytes, exc: Exception) -> str:
+    """Why a body is not JSON, naming NaN/Infinity (a common server bug) when present."""
+    if any(word in body for word in (b"NaN", b"Infinity")):
+        return f"response is not valid JSON: it contains NaN or Infinity, which JSON does not allow ({exc})"
+    return f"response is not valid JSON ({exc}); body starts {body[:60]!r}"
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """A timeout, judged by the original exception: httpx-aiohttp maps a refused connection
+    to httpx.ConnectTimeout, so the wrapper's type alone would mislead."""
+    cause = exc.__cause__
+    if cause is not None and isinstance(exc, httpx.TransportError):
+        return isinstance(cause, TimeoutError)
+    return isinstance(exc, (httpx.TimeoutException, TimeoutError))
+
+
 def _transport_failure(exc: BaseException, secrets: tuple[str, ...]) -> RequestFailed:
     """Classify an exception raised while sending or receiving."""
-    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
-        kind: ErrorType = "timeout"
-        text = f"timed out ({type(exc).__name__})"
-    else:
-        kind = "connection"
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return RequestFailed(kind, scrub(text, secrets), retryable=True)
+    if _is_timeout(exc):
+        return RequestFailed("timeout", f"timed out ({type(exc).__name__})", retryable=True)
+    origin = exc.__cause__ if isinstance(exc, httpx.TransportError) and exc.__cause__ is not None else exc
+    text = f"{type(origin).__name__}: {origin}" if str(origin) else type(origin).__name__
+    return RequestFailed("connection", scrub(text, secrets), retryable=True)
 
 
 class ChatClient:
@@ -217,7 +231,7 @@ class ChatClient:
             # A garbled 2xx body is usually transient (a proxy, a torn write): worth another try.
             raise RequestFailed(
                 "invalid_response",
-                scrub(f"response is not valid JSON ({exc}); body starts {body[:60]!r}", self._secrets),
+                scrub(_bad_json(body, exc), self._secrets),
                 http_status=response.status_code,
                 retryable=True,
             ) from None

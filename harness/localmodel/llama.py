@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -25,6 +26,23 @@ from harness.localmodel.gguf import INSTALL_HINT
 log = logging.getLogger(__name__)
 
 DEFAULT_N_CTX = 4096
+# "raw": the messages' text as a completion prompt (what a base model such as Gemma 3 270M
+# answers well); "gemma": Gemma's <start_of_turn> chat turns (for instruction-tuned Gemma GGUFs).
+ChatFormat = Literal["raw", "gemma"]
+CHAT_FORMATS: tuple[str, ...] = ("raw", "gemma")
+
+
+def default_threads() -> int:
+    """CPU threads for llama.cpp: one core is left for harness itself (HTTP, sampler, storage).
+
+    llama.cpp's worker threads spin at barriers: on 2 cores shared with the runner, 2 threads were
+    measured 4-7x slower per token than 1 (bench/bench_local.py).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 2
+    return max(1, min(cores - 1, 8))
 
 
 def _import_llama_cpp() -> Any:
@@ -70,6 +88,20 @@ def gemma_turns(messages: Sequence[dict]) -> list[tuple[str, str]]:
     return turns
 
 
+def raw_prompt(messages: Sequence[dict]) -> str:
+    """A base model's completion prompt: the messages' texts, a blank line apart.
+
+    A trailing assistant message is continued directly (prefill), without the blank line.
+    """
+    texts = [_message_text(message, index) for index, message in enumerate(messages)]
+    for index, message in enumerate(messages):
+        if message.get("role") not in ("system", "developer", "user", "assistant"):
+            raise ValueError(f"messages[{index}].role must be system, user or assistant, not {message.get('role')!r}")
+    if len(texts) > 1 and messages[-1].get("role") == "assistant":
+        return "\n\n".join(texts[:-1]) + texts[-1]
+    return "\n\n".join(texts)
+
+
 class _LlamaSession:
     """One generation: the tokens of its context; the shared cache is synced on demand."""
 
@@ -98,16 +130,18 @@ class LlamaModel:
 
     blocking = True
 
-    def __init__(self, model_path: str | Path, *, name: str = "gemma-3-270m",
+    def __init__(self, model_path: str | Path, *, name: str = "gemma-3-270m", chat_format: ChatFormat = "raw",
                  n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None) -> None:
         llama_cpp = _import_llama_cpp()
         self._lib = llama_cpp
+        threads = n_threads or default_threads()
         self.name = name
+        self.chat_format = chat_format
         self._lock = threading.Lock()
         try:
             self._llm = llama_cpp.Llama(
-                model_path=str(model_path), n_ctx=n_ctx, logits_all=False, n_threads=n_threads,
-                n_threads_batch=n_threads, swa_full=True, verbose=False,
+                model_path=str(model_path), n_ctx=n_ctx, logits_all=False, n_threads=threads,
+                n_threads_batch=threads, swa_full=True, verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise TargetError(f"llama.cpp cannot load the model ({exc})", file=str(model_path)) from None
@@ -130,7 +164,13 @@ class LlamaModel:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
 
     def render_chat(self, messages: Sequence[dict]) -> list[int]:
-        """`<bos><start_of_turn>user\\n…<end_of_turn>\\n<start_of_turn>model\\n` as token ids.
+        """Prompt token ids in the model's chat format (`raw` or `gemma`), BOS first."""
+        if self.chat_format == "gemma":
+            return self._render_gemma(messages)
+        return [self._bos] + self._plain(raw_prompt(messages))
+
+    def _render_gemma(self, messages: Sequence[dict]) -> list[int]:
+        """`<bos><start_of_turn>user\n…<end_of_turn>\n<start_of_turn>model\n` as token ids.
 
         Message text is tokenized without special tokens, so a prompt cannot forge turn markers.
         A trailing assistant message is continued (prefill) rather than closed.
@@ -215,9 +255,10 @@ def load(name: str = "gemma-3-270m", **kwargs: Any) -> LlamaModel:
     """The embedded model `name`, its GGUF assembled into the cache first if needed."""
     from harness.localmodel.gguf import gguf_path, model_info
 
-    model_info(name)
+    info = model_info(name)
     _import_llama_cpp()
+    kwargs.setdefault("chat_format", info.chat_format)
     return LlamaModel(gguf_path(name), name=name, **kwargs)
 
 
-__all__ = ["DEFAULT_N_CTX", "LlamaModel", "gemma_turns", "load"]
+__all__ = ["CHAT_FORMATS", "DEFAULT_N_CTX", "ChatFormat", "LlamaModel", "default_threads", "gemma_turns", "load", "raw_prompt"]

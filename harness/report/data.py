@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from harness.errors import RunDirError
 from harness.metrics import LP_COLUMNS, logprob_row_stats
@@ -43,33 +43,60 @@ class RunData:
         return dict(spec) if isinstance(spec, dict) else {}
 
 
-def _flat_batch(batch: pa.RecordBatch) -> pd.DataFrame:
-    stats = logprob_row_stats(batch.column("logprobs"))
-    keep = [name for name in batch.schema.names if name not in _DROP]
-    frame = pa.Table.from_batches([batch.select(keep)]).to_pandas()
-    for name in LP_COLUMNS:
-        frame[name] = stats[name].to_numpy()
+def _logprob_paths(schema: pq.ParquetSchema) -> list[str]:
+    """Leaf paths of the numbers inside `logprobs` (token strings are never decoded)."""
+    paths = [schema.column(i).path for i in range(len(schema))]
+    return [p for p in paths if p.startswith("logprobs.") and p.endswith(".logprob")]
+
+
+def _flat_frame(batch: pa.RecordBatch, flat: list[str]) -> pd.DataFrame:
+    """A batch's flat columns (missing ones null, types from SCHEMA) plus LP_COLUMNS."""
+    n = batch.num_rows
+    columns = []
+    for name in flat:
+        want = SCHEMA.field(name).type
+        if name in batch.schema.names:
+            col = batch.column(name)
+            columns.append(col if col.type == want else col.cast(want))
+        else:
+            columns.append(pa.nulls(n, want))
+    frame = pa.Table.from_arrays(columns, names=flat).to_pandas()
+    if "logprobs" in batch.schema.names:
+        stats = logprob_row_stats(batch.column("logprobs"))
+        for name in LP_COLUMNS:
+            frame[name] = stats[name].to_numpy()
+    else:
+        for name in LP_COLUMNS:
+            frame[name] = 0.0
     return frame
+
+
+def _read_file(path: Path) -> list[pd.DataFrame]:
+    parquet = pq.ParquetFile(path)
+    present = set(parquet.schema_arrow.names)
+    flat = [name for name in SCHEMA.names if name not in _DROP]
+    columns = [name for name in flat if name in present] + _logprob_paths(parquet.schema)
+    return [
+        _flat_frame(batch, flat)
+        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=columns, use_threads=True)
+        if batch.num_rows
+    ]
 
 
 def read_rows(run_dir: str | Path) -> pd.DataFrame:
     """All result rows of a run, flat, with LP_COLUMNS; an empty frame with those columns if none."""
     results = Path(run_dir) / RESULTS
     files = sorted(results.glob("*.parquet")) if results.is_dir() else []
-    if not files:
-        return _flat_batch(_empty_batch())
-    try:
-        dataset = pads.dataset([str(f) for f in files], format="parquet", schema=SCHEMA)
-        frames = [_flat_batch(b) for b in dataset.to_batches(batch_size=_BATCH_ROWS) if b.num_rows]
-    except (pa.ArrowException, OSError) as exc:
-        raise RunDirError(f"unreadable results ({exc})", file=str(results)) from None
+    flat = [name for name in SCHEMA.names if name not in _DROP]
+    frames: list[pd.DataFrame] = []
+    for path in files:
+        try:
+            frames += _read_file(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise RunDirError(f"unreadable results ({exc})", file=str(path)) from None
     if not frames:
-        return _flat_batch(_empty_batch())
+        return _flat_frame(pa.RecordBatch.from_pylist([], schema=SCHEMA), flat)
     return pd.concat(frames, ignore_index=True)
-
-
-def _empty_batch() -> pa.RecordBatch:
-    return pa.RecordBatch.from_pylist([], schema=SCHEMA)
 
 
 def load_runs(run_dirs: list[str | Path]) -> list[RunData]:
@@ -94,8 +121,10 @@ def load_runs(run_dirs: list[str | Path]) -> list[RunData]:
 def combined_rows(runs: list[RunData]) -> pd.DataFrame:
     """The rows of several runs in one frame (run_id tells them apart)."""
     frames = [r.rows for r in runs if len(r.rows)]
+    if len(frames) == 1:
+        return frames[0]
     if not frames:
-        return runs[0].rows if runs else _flat_batch(_empty_batch())
+        return runs[0].rows
     return pd.concat(frames, ignore_index=True)
 
 

@@ -149,33 +149,49 @@ def _draw_lines(ax: Any, part: pd.DataFrame, params: list[str], x: str, metric: 
     return note, len(groups) > 1
 
 
+def _line_layout(n_metrics: int, n_runs: int) -> tuple[int, int]:
+    """(rows, cols): metrics down and runs across; a single run wraps its metrics in 3 columns."""
+    if n_runs == 1:
+        cols = min(3, n_metrics)
+        return math.ceil(n_metrics / cols), cols
+    return n_metrics, n_runs
+
+
 def lines(summary: pd.DataFrame, params: list[str], x: str, metrics: list[Metric]) -> FigureFile:
     """Each metric against parameter x; one line per value of the other parameters, bands = 95% CI."""
     runs = _runs(summary)
-    fig, axes = _grid(len(metrics), len(runs), 4.4, 2.5, sharex="col")
+    nrows, ncols = _line_layout(len(metrics), len(runs))
+    fig, axes = _grid(nrows, ncols, 4.0, 2.9)
+    single = len(runs) == 1
     notes, legend_ax = set(), None
-    for row, metric in enumerate(metrics):
-        for col, run in enumerate(runs):
-            ax = axes[row, col]
+    panels: dict[str, list[Any]] = {}
+    for m_i, metric in enumerate(metrics):
+        for r_i, run in enumerate(runs):
+            ax = axes.flat[m_i] if single else axes[m_i, r_i]
             note, has_legend = _draw_lines(ax, summary[summary["run_id"] == run], params, x, metric)
             notes.add(note)
             legend_ax = legend_ax or (ax if has_legend else None)
-            if col == 0:
+            ax.set_xlabel(x, fontsize=8)
+            if single:
+                ax.set_title(_short(metric.label, 40), fontsize=9)
+            else:
                 ax.set_ylabel(_short(metric.label, 28), fontsize=8)
-            if row == 0:
-                ax.set_title(_short(run), fontsize=9)
-            if row == len(metrics) - 1:
-                ax.set_xlabel(x)
-        # same y range across runs for comparison
-        lows = [axes[row, c].get_ylim()[0] for c in range(len(runs))]
-        highs = [axes[row, c].get_ylim()[1] for c in range(len(runs))]
-        for c in range(len(runs)):
-            axes[row, c].set_ylim(min(lows), max(highs))
+                if m_i == 0:
+                    ax.set_title(_short(run), fontsize=9)
+            panels.setdefault(metric.column, []).append(ax)
+    for ax in axes.flat[len(metrics):] if single else []:
+        ax.set_visible(False)
+    for group in panels.values():  # same y range across runs, for comparison
+        low = min(a.get_ylim()[0] for a in group)
+        high = max(a.get_ylim()[1] for a in group)
+        for a in group:
+            a.set_ylim(low, high)
     if legend_ax is not None:
         handles, labels = legend_ax.get_legend_handles_labels()
         fig.legend(handles, [_short(lb, 40) for lb in labels], loc="outside right upper", fontsize=8, frameon=False)
     fixed = "".join(n for n in notes if n)
-    fig.suptitle(_short(f"Metrics vs {x}{fixed}", 90), fontsize=10)
+    title = f"Metrics vs {x}{fixed}" + (f" — {runs[0]}" if single else "")
+    fig.suptitle(_short(title, 100), fontsize=10)
     caption = f"Each metric against {x}; one line per setting of the other swept parameters{fixed}; shaded: 95% bootstrap interval where defined."
     return FigureFile(f"lines_{x}.png", f"metrics vs {x}", caption, _render(fig))
 
@@ -249,13 +265,15 @@ def pareto(summary: pd.DataFrame, params: list[str], quality: Metric, front: pd.
         on_front = part[front.reindex(part.index).fillna(False).astype(bool)].sort_values("latency_p50")
         if len(on_front):
             ax.step(on_front["latency_p50"], on_front[quality.column], where="post", color="C3", lw=1.2,
-                    label="Pareto front")
+                    marker="o", ms=6, mfc="none", label="Pareto front")
         if run in best.index and best[run] in part.index:
             b = part.loc[best[run]]
             ax.plot([b["latency_p50"]], [b[quality.column]], marker="*", ms=14, color="C1", ls="none",
                     label="best trade-off")
             ax.annotate(_short(cell_label(b, params), 36), (b["latency_p50"], b[quality.column]),
-                        xytext=(6, -14), textcoords="offset points", fontsize=7.5, color="C1")
+                        xytext=(0.5, 0.5), textcoords="axes fraction", fontsize=8, color="black", ha="center",
+                        bbox={"boxstyle": "round", "fc": "white", "ec": "C1", "alpha": 0.9},
+                        arrowprops={"arrowstyle": "->", "color": "C1"})
         ax.set_xlabel("latency p50 (s)")
         ax.set_title(_short(run), fontsize=9)
         ax.grid(alpha=0.3)

@@ -15,7 +15,7 @@ import pandas as pd
 from harness.report.figures import FigureFile
 from harness.report.shape import Metric, cell_label, fmt_metric, fmt_value
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
 
 def md(value: Any) -> str:

@@ -11,6 +11,7 @@ from harness.runner.limits import AdaptiveLimit, TokenBucket
 from harness.runner.sweep import (
     Endpoint,
     SweepJob,
+    api_key_for,
     engine_config,
     execute,
     exit_code,
@@ -30,6 +31,7 @@ __all__ = [
     "Stats",
     "SweepJob",
     "TokenBucket",
+    "api_key_for",
     "engine_config",
     "execute",
     "exit_code",

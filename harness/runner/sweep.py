@@ -20,15 +20,14 @@ import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from harness.client import ChatClient, ClientConfig
 from harness.datasets import Prompt, load_prompts
 from harness.errors import RunDirError, TargetError, UsageError
 from harness.grid import Point, RequestPlan, expand_points, plan_requests
-from harness.manifest import Status, finish, load_for_resume, new_manifest, new_run_id, write_manifest
+from harness.manifest import MANIFEST, Status, finish, load_for_resume, new_manifest, new_run_id, write_manifest
 from harness.requests import build_body
-from harness.rundir import MANIFEST
 from harness.runner.engine import Engine, EngineConfig, Stats
 from harness.spec import SweepSpec, parse_spec, spec_hash
 from harness.store import Counts, RunStore
@@ -174,24 +173,29 @@ def resume_job(run_dir: Path, *, retry_errors: bool = False, overrides: dict[str
     return SweepJob(run_dir, spec, manifest, store, total, pending, merged, todo, lock)
 
 
+def api_key_for(spec: SweepSpec, env: Mapping[str, str] | None = None) -> str | None:
+    """The API key from the environment variable the spec names (None when it names none)."""
+    name = spec.target.api_key_env
+    if not name or spec.target.local:
+        return None
+    key = (os.environ if env is None else env).get(name)
+    if not key:
+        raise TargetError(
+            f"environment variable {name} is not set (named by api_key_env)", file=spec.source, key="target.api_key_env"
+        )
+    return key
+
+
 @contextlib.contextmanager
-def open_target(spec: SweepSpec, env: dict[str, str] | None = None) -> Iterator[Endpoint]:
+def open_target(spec: SweepSpec, env: Mapping[str, str] | None = None) -> Iterator[Endpoint]:
     """The endpoint of a spec; for `target.local` the embedded model runs for the duration."""
-    environ = os.environ if env is None else env
     if spec.target.local:
         from harness.local import local_endpoint  # lazy: needs the [local] extra
 
         with local_endpoint(spec.target.local) as ep:
             yield Endpoint(base_url=ep.base_url, model=ep.model)
         return
-    key = None
-    name = spec.target.api_key_env
-    if name:
-        key = environ.get(name)
-        if not key:
-            raise TargetError(
-                f"environment variable {name} is not set (named by api_key_env)", file=spec.source, key="target.api_key_env"
-            )
+    key = api_key_for(spec, env)
     assert spec.target.base_url is not None and spec.target.model is not None
     yield Endpoint(base_url=spec.target.base_url, model=spec.target.model, api_key=key)
 
@@ -287,6 +291,7 @@ def exit_code(job: SweepJob, counts: Counts) -> int:
 
 __all__ = [
     "Endpoint",
+    "api_key_for",
     "Shard",
     "SweepJob",
     "engine_config",

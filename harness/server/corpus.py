@@ -58,7 +58,6 @@ def _country_docs(countries: list[Country]) -> Iterator[str]:
         for start in range(0, len(shuffled), 5):
             group = shuffled[start : start + 5]
             yield "\n".join(f"{c.name}: {c.capital}" for c in group)
-            yield "\n".join(f"The capital of {c.name} is {c.capital}." for c in group)
 
 
 def _arithmetic_docs() -> Iterator[str]:

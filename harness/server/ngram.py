@@ -25,7 +25,7 @@ import numpy as np
 from harness.server.corpus import build_corpus
 from harness.server.tokenizer import BOS, EOS, UNK, WordTokenizer
 
-__all__ = ["DEFAULT_MODEL_NAME", "NGramModel", "NGramSession"]
+__all__ = ["DEFAULT_MODEL_NAME", "NGramModel", "NGramSession", "default_model"]
 
 DEFAULT_MODEL_NAME = "harness/ngram"
 _Entry = tuple[np.ndarray, np.ndarray, float, float]  # ids, counts, total, distinct
@@ -36,7 +36,7 @@ class NGramModel:
 
     blocking = False
 
-    def __init__(self, name: str = DEFAULT_MODEL_NAME, *, order: int = 5, cache_size: int = 4096) -> None:
+    def __init__(self, name: str = DEFAULT_MODEL_NAME, *, order: int = 8, cache_size: int = 4096) -> None:
         self.name = name
         self.order = order
         documents = build_corpus()
@@ -46,7 +46,7 @@ class NGramModel:
         sequences = [[BOS, *self.tokenizer.encode(doc), EOS] for doc in documents]
         self._tables = _count_contexts(sequences, order)
         self._unigram = _unigram(sequences, self.vocab_size)
-        self._entries: dict[tuple[int, ...], _Entry | None] = {}
+        self._entries: dict[tuple[int, ...], _Entry] = {}
         self._cache: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -99,14 +99,15 @@ class NGramModel:
 
     def _entry(self, context: tuple[int, ...]) -> _Entry | None:
         """Counts of what followed `context` as arrays (converted on first use)."""
-        if context in self._entries:
-            return self._entries[context]
+        entry = self._entries.get(context)
+        if entry is not None:
+            return entry
         followers = self._tables[len(context)].get(context)
-        entry: _Entry | None = None
-        if followers:
-            ids = np.fromiter(followers.keys(), dtype=np.int64, count=len(followers))
-            counts = np.fromiter(followers.values(), dtype=np.float64, count=len(followers))
-            entry = (ids, counts, float(counts.sum()), float(len(followers)))
+        if not followers:
+            return None  # not cached: unseen contexts are unbounded
+        ids = np.fromiter(followers.keys(), dtype=np.int64, count=len(followers))
+        counts = np.fromiter(followers.values(), dtype=np.float64, count=len(followers))
+        entry = (ids, counts, float(counts.sum()), float(len(followers)))
         self._entries[context] = entry
         return entry
 
@@ -143,7 +144,7 @@ def _count_contexts(sequences: list[list[int]], order: int) -> list[dict[tuple[i
     grams: Counter[tuple[int, ...]] = Counter()
     for seq in sequences:
         for k in range(1, order):
-            grams.update(tuple(seq[i - k : i + 1]) for i in range(k, len(seq)))
+            grams.update(zip(*(seq[j:] for j in range(k + 1))))
     tables: list[dict[tuple[int, ...], dict[int, int]]] = [{} for _ in range(order)]
     grouped: list[defaultdict[tuple[int, ...], dict[int, int]]] = [defaultdict(dict) for _ in range(order)]
     for gram, count in grams.items():
@@ -162,3 +163,16 @@ def _unigram(sequences: list[list[int]], vocab_size: int) -> np.ndarray:
     uniform[[BOS, UNK]] = 0.0
     total, distinct = counts.sum(), float(np.count_nonzero(counts))
     return (counts + distinct * uniform) / (total + distinct)
+
+
+_DEFAULT: NGramModel | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_model() -> NGramModel:
+    """A process-wide shared `NGramModel` named `harness/ngram` (built once; for tests and tools)."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = NGramModel()
+        return _DEFAULT

@@ -18,8 +18,8 @@ Order of operations in `Sampler.step` (the same as vLLM's v1 sampler)::
     5. top_p         renormalize the survivors and keep the smallest set of the most likely ones
                      whose mass reaches top_p (the token that crosses top_p is kept; at least one
                      token always survives; top_p == 1: off)
-    6. sample        one draw from the renormalized survivors with the sampler's own
-                     `numpy.random.Generator` (seeded: same seed + same logits = same tokens)
+    6. sample        one draw (inverse CDF) from the renormalized survivors with the sampler's
+                     own `random.Random(seed)` (same seed + same logits = same tokens)
 
 Ties are broken by the lower token id (greedy, top_logprobs) — deterministic.
 
@@ -30,22 +30,28 @@ before penalties, temperature and truncation — what OpenAI's API and vLLM (def
 the context; `logprobs_mode="processed"` instead reports log_softmax after penalties and
 temperature (before truncation; temperature 0 counts as 1 there).
 
-Speed: no full sort and no Python loop over the vocabulary. Candidates are found with
+Speed: no full sort and no Python loop over the vocabulary. For *read-only* logits arrays (a
+model that caches its rows, like the built-in n-gram model) the per-array work — CDF of the
+truncated distribution, log-normalizer, top candidates — is memoized (see `_ReadOnlyCache`). Candidates are found with
 `argpartition` (top_k, top_logprobs, top_p's growing prefix) and a vectorized threshold
 (min_p); a 262k-entry vocabulary costs a few milliseconds per step at most.
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
+import weakref
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Any, Callable, Literal, Sequence, TypeVar
 
 import numpy as np
 
 __all__ = ["SamplingParams", "Sampler", "StepResult"]
 
 LogprobsMode = Literal["raw", "processed"]
-_TOP_P_FIRST_PREFIX = 256  # candidates sorted before top_p grows its prefix (x8 each round)
+_T = TypeVar("_T")
+_TOP_P_FIRST_PREFIX = 1024  # candidates sorted before top_p grows its prefix (x16 each round)
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,9 @@ class Sampler:
 
     def __init__(self, params: SamplingParams, seed: int | None) -> None:
         self.params = params
-        self._rng = np.random.default_rng(seed)
+        self._rng = random.Random(seed)
+        p = params
+        self._dist_key = ("dist", p.temperature, p.min_p, p.top_k, p.top_p)
 
     def step(self, logits: np.ndarray, generated: Sequence[int]) -> StepResult:
         """Pick the next token from `logits` (not modified) given the tokens generated so far."""
@@ -97,12 +105,16 @@ class Sampler:
         if p.greedy:
             token = argmax_first(penalized)
         else:
-            token = self._sample(penalized / np.float32(p.temperature))
+            ids, cdf = _CACHE.get_or_make(penalized, self._dist_key, self._distribution)
+            index = int(np.searchsorted(cdf, self._rng.random() * cdf[-1], side="right"))
+            index = min(index, cdf.shape[0] - 1)
+            token = int(index if ids is None else ids[index])
         return self._report(raw, penalized, token)
 
-    def _sample(self, scaled: np.ndarray) -> int:
-        """Steps 3-6: min_p, top_k, top_p, then one draw from the survivors."""
+    def _distribution(self, penalized: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """Steps 2-5: temperature, min_p, top_k, top_p -> (survivor ids or None = all, CDF)."""
         p = self.params
+        scaled = penalized if p.temperature == 1.0 else penalized / np.float32(p.temperature)
         ids: np.ndarray | None = None  # None = every token
         values = scaled
         if p.min_p > 0.0:
@@ -116,17 +128,8 @@ class Sampler:
             keep = top_p_candidates(values, p.top_p)
             ids = keep if ids is None else ids[keep]
             values = values[keep]
-        choice = self._draw(values)
-        return int(choice if ids is None else ids[choice])
-
-    def _draw(self, values: np.ndarray) -> int:
-        """Index of one draw from softmax(values) by inverse CDF."""
-        if values.shape[0] == 1:
-            return 0
-        weights = np.exp(values - values.max(), dtype=np.float64)
-        cdf = np.cumsum(weights)
-        index = int(np.searchsorted(cdf, self._rng.random() * cdf[-1], side="right"))
-        return min(index, values.shape[0] - 1)
+        cdf = np.cumsum(np.exp(values - values.max()), dtype=np.float64)
+        return ids, cdf
 
     def _report(self, raw: np.ndarray, penalized: np.ndarray, token: int) -> StepResult:
         """The chosen token's logprob and the top candidates from the documented distribution."""
@@ -137,10 +140,46 @@ class Sampler:
         if p.logprobs_mode == "processed":
             temperature = p.temperature if p.temperature > 0.0 else 1.0
             source = penalized / np.float32(temperature) if temperature != 1.0 else penalized
-        log_z = logsumexp(source)
+        log_z = _CACHE.get_or_make(source, ("logz",), logsumexp)
         logprob = float(source[token]) - log_z
-        top = tuple((int(i), float(source[i]) - log_z) for i in top_ids(source, p.top_logprobs))
+        top_k = p.top_logprobs
+        top = _CACHE.get_or_make(source, ("top", top_k), lambda v: _top_pairs(v, top_k, log_z))
         return StepResult(token_id=token, logprob=logprob, top=top)
+
+
+def _top_pairs(values: np.ndarray, k: int, log_z: float) -> tuple[tuple[int, float], ...]:
+    return tuple((int(i), float(values[i]) - log_z) for i in top_ids(values, k))
+
+
+class _ReadOnlyCache:
+    """Memoizes per-array work for read-only logits (a model's cached rows).
+
+    Only arrays with `flags.writeable == False` are cached: their content cannot change while
+    they live, and a weak reference makes sure an entry belongs to that very array (ids of dead
+    arrays are reused). Writable arrays (e.g. fresh llama.cpp logits) are computed every time.
+    """
+
+    def __init__(self, size: int = 8192) -> None:
+        self._size = size
+        self._data: dict[tuple, tuple[weakref.ref, Any]] = {}
+
+    def get_or_make(self, array: np.ndarray, key: tuple, make: Callable[[np.ndarray], _T]) -> _T:
+        """`make(array)`, memoized under `key` when `array` is read-only."""
+        if array.flags.writeable:
+            return make(array)
+        full = (id(array), *key)
+        entry = self._data.get(full)
+        if entry is not None and entry[0]() is array:
+            return entry[1]  # type: ignore[no-any-return]
+        value = make(array)
+        if len(self._data) >= self._size:
+            with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+                del self._data[next(iter(self._data))]
+        self._data[full] = (weakref.ref(array), value)
+        return value
+
+
+_CACHE = _ReadOnlyCache()
 
 
 def apply_penalties(
@@ -176,12 +215,12 @@ def top_p_candidates(values: np.ndarray, top_p: float) -> np.ndarray:
     size = min(n, _TOP_P_FIRST_PREFIX)
     while True:
         order = sorted_top(values, size)
-        mass = np.cumsum(np.exp(values[order] - log_z, dtype=np.float64))
+        mass = np.cumsum(np.exp(values[order] - np.float32(log_z)), dtype=np.float64)
         # keep tokens whose preceding mass is < top_p: the crossing token is kept.
         cut = int(np.searchsorted(mass, top_p, side="left")) + 1
         if cut <= size or size == n:
             return order[: min(cut, size)]
-        size = min(n, size * 8)
+        size = min(n, size * 16)
 
 
 def sorted_top(values: np.ndarray, k: int) -> np.ndarray:
@@ -190,8 +229,10 @@ def sorted_top(values: np.ndarray, k: int) -> np.ndarray:
     if k <= 0:
         return np.empty(0, dtype=np.int64)
     part = np.arange(n) if k >= n else np.argpartition(-values, k - 1)[:k]
-    # lexsort: primary key value (descending), secondary key position (ascending).
-    return part[np.lexsort((part, -values[part]))]
+    if k <= 64:  # small: exact tie-break by position
+        return part[np.lexsort((part, -values[part]))]
+    part.sort()  # ascending positions, so the stable sort breaks ties by position
+    return part[np.argsort(-values[part], kind="stable")]
 
 
 def top_ids(values: np.ndarray, k: int) -> np.ndarray:
@@ -204,4 +245,4 @@ def logsumexp(values: np.ndarray) -> float:
     peak = float(values.max())
     if not np.isfinite(peak):
         return peak
-    return peak + float(np.log(np.sum(np.exp(values - peak, dtype=np.float64))))
+    return peak + float(np.log(np.exp(values - peak).sum(dtype=np.float64)))

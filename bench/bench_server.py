@@ -1,0 +1,125 @@
+"""Throughput of `harness serve`: small requests per second on one server process (one core).
+
+Starts `python -m harness serve --port 0` pinned to CPU 0 and drives it from this process
+(pinned to CPU 1 when there is one) over many keep-alive connections with a minimal raw
+HTTP/1.1 client (so the load generator is not the bottleneck). Prints one line per scenario.
+
+    python bench/bench_server.py [--requests 20000] [--connections 256] [--max-tokens 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import orjson
+
+SCENARIOS = {
+    "json max_tokens=8": {"max_tokens": 8},
+    "json max_tokens=1": {"max_tokens": 1},
+    "json max_tokens=8 logprobs top5": {"max_tokens": 8, "logprobs": True, "top_logprobs": 5},
+    "stream max_tokens=8 usage": {"max_tokens": 8, "stream": True, "stream_options": {"include_usage": True}},
+}
+
+
+def _request(host: str, port: int, extra: dict) -> bytes:
+    body = orjson.dumps(
+        {"model": "harness/ngram", "messages": [{"role": "user", "content": "The capital of France is"}], **extra}
+    )
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer bench\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    """Read one response (Content-Length or chunked); return the status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    lower = head.lower()
+    if b"transfer-encoding: chunked" in lower:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                return status
+    start = lower.index(b"content-length:") + 15
+    await reader.readexactly(int(lower[start : lower.index(b"\r\n", start)]))
+    return status
+
+
+async def _load(host: str, port: int, payload: bytes, total: int, connections: int) -> tuple[float, list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining, errors
+        reader, writer = await asyncio.open_connection(host, port)
+        while remaining > 0:
+            remaining -= 1
+            t0 = time.perf_counter()
+            writer.write(payload)
+            if await _read_response(reader) != 200:
+                errors += 1
+            latencies.append(time.perf_counter() - t0)
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return time.perf_counter() - start, latencies, errors
+
+
+def _start_server() -> tuple[subprocess.Popen, str, int]:
+    cmd = [sys.executable, "-m", "harness", "serve", "--port", "0", "--api-key-env", "BENCH_KEY", "--seed", "1"]
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
+        cmd = ["taskset", "-c", "0", *cmd]
+    env = {**os.environ, "BENCH_KEY": "bench"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    assert proc.stdout is not None
+    base_url = proc.stdout.readline().strip()
+    hostport = base_url.split("//", 1)[1].split("/", 1)[0]
+    host, port = hostport.rsplit(":", 1)
+    return proc, host, int(port)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--connections", type=int, default=256)
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    t0 = time.perf_counter()
+    proc, host, port = _start_server()
+    print(f"server ready in {time.perf_counter() - t0:.2f} s (process start + model build), pinned to CPU 0")
+    try:
+        for name, extra in SCENARIOS.items():
+            payload = _request(host, port, extra)
+            asyncio.run(_load(host, port, payload, min(2000, args.requests), 64))  # warm-up
+            elapsed, lat, errors = asyncio.run(_load(host, port, payload, args.requests, args.connections))
+            lat.sort()
+            p50, p99 = statistics.median(lat) * 1000, lat[int(len(lat) * 0.99)] * 1000
+            print(
+                f"{name:34s} {args.requests / elapsed:8.0f} req/s  {args.connections} conns  "
+                f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  errors {errors}"
+            )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()

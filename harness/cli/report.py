@@ -1,0 +1,52 @@
+"""`harness report RUN_DIR... [--out DIR]`: index.html, report.md, PNG figures, summary.csv."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+
+DEFAULT_ROOT = Path("reports")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="figures, a self-contained HTML page and Markdown for one or more runs",
+        description="Write index.html (self-contained), report.md, PNG figures and summary.csv. "
+        "Several runs are shown side by side. The output directory is the last line printed.",
+    )
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: reports/<run ids>)")
+    parser.add_argument("--metric", action="append", metavar="M", dest="metrics",
+                        help="a summary column to draw (repeatable; default: scorers, error rate, latency, "
+                        "diversity, entropy)")
+    parser.add_argument("--samples", type=int, default=3, metavar="N", help="sample outputs per cell (default 3)")
+    parser.add_argument("--scoring", nargs="+", metavar="ITEM", help="re-score with these scorers (as in summarize)")
+    parser.set_defaults(func=handle)
+
+
+def default_out(run_dirs: list[str]) -> Path:
+    """reports/<name>[+<name>…] from the run directories' names, filesystem-safe."""
+    names = [re.sub(r"[^A-Za-z0-9._-]+", "_", Path(d).resolve().name) or "run" for d in run_dirs]
+    joined = "+".join(names)
+    return DEFAULT_ROOT / (joined if len(joined) <= 120 else joined[:110] + f"+{len(names)}runs")
+
+
+def handle(args: argparse.Namespace) -> int:
+    from harness.cli.summarize import parse_scoring
+    from harness.report import ReportOptions, build_report
+
+    if args.samples < 0:
+        raise UsageError("--samples: must be 0 or more")
+    out = args.out or default_out(args.run_dirs)
+    options = ReportOptions(metrics=args.metrics, samples_per_cell=args.samples, scoring=parse_scoring(args.scoring))
+    report = build_report(args.run_dirs, out, options)
+    for path in report.files:
+        if path.suffix in (".html", ".md"):
+            print(path)
+    print(report.out_dir)
+    return 0

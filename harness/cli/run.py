@@ -1,0 +1,118 @@
+"""`harness run SPEC [...]` and `harness run --resume RUN_DIR [--retry-errors]`.
+
+Progress goes to stderr (none with --quiet); the run directory is the last line on stdout.
+Exit codes: 0 all ok, 1 some error rows, 2 bad input, 130 interrupted (finished rows kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+from harness.progress import RunProgress
+from harness.runner import Endpoint, api_key_for, Stats, SweepJob, execute, exit_code, finish_job, new_job, open_target, parse_shard, resume_job
+from harness.spec import load_spec
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number > 0")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a sweep (or finish one with --resume)")
+    p.add_argument("spec", nargs="?", help="the sweep spec (YAML)")
+    p.add_argument("--out", default="runs", metavar="DIR", help="folder for the new run directory (default runs/)")
+    p.add_argument("--concurrency", type=_positive_int, metavar="N", help="requests in flight (overrides runner.concurrency)")
+    p.add_argument("--rps", type=_positive_float, metavar="X", help="requests per second limit (overrides runner.rps)")
+    p.add_argument("--limit", type=_count, metavar="N", help="run only the first N requests of the plan")
+    p.add_argument("--shard", metavar="K/N", help="run only shard K of N (a deterministic slice of the request ids)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row")
+    p.add_argument("--retry-errors", action="store_true", help="with --resume: send the error rows again and replace them")
+    p.set_defaults(func=handle)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in (("concurrency", args.concurrency), ("rps", args.rps)) if v is not None}
+
+
+def _prepare(args: argparse.Namespace) -> SweepJob:
+    if args.resume:
+        if args.spec:
+            raise UsageError("give either SPEC or --resume RUN_DIR, not both", key="--resume")
+        for flag, value in (("--limit", args.limit), ("--shard", args.shard)):
+            if value is not None:
+                raise UsageError("is fixed by the run being resumed; not allowed with --resume", key=flag)
+        return resume_job(Path(args.resume), retry_errors=args.retry_errors, overrides=_overrides(args))
+    if not args.spec:
+        raise UsageError("a sweep spec is required (or --resume RUN_DIR)", key="SPEC")
+    if args.retry_errors:
+        raise UsageError("only with --resume RUN_DIR", key="--retry-errors")
+    spec = load_spec(args.spec)
+    api_key_for(spec)  # a missing key fails before a run directory is made
+    shard = parse_shard(args.shard) if args.shard else None
+    return new_job(spec, out=Path(args.out), shard=shard, limit=args.limit, overrides=_overrides(args))
+
+
+def _session(job: SweepJob, endpoint: Endpoint, stats: Stats) -> bool:
+    """Run the async part; True when interrupted (Ctrl-C or SIGTERM)."""
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        await execute(job, endpoint, stats)
+
+    try:
+        asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return True
+    return False
+
+
+def handle(args: argparse.Namespace) -> int:
+    job = _prepare(args)
+    stats = Stats(total=job.pending)
+    try:
+        with open_target(job.spec) as endpoint, RunProgress(stats, quiet=args.quiet):
+            interrupted = _session(job, endpoint, stats)
+    except KeyboardInterrupt:
+        interrupted = True
+    except BaseException:
+        finish_job(job, "failed")
+        raise
+    counts = finish_job(job, "interrupted" if interrupted else "completed")
+    print(job.run_dir)
+    if interrupted:
+        return 130
+    return exit_code(job, counts)

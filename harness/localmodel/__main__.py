@@ -1,0 +1,84 @@
+"""The embedded endpoint's process: `python -m harness.localmodel --name gemma-3-270m [--port P]`.
+
+Started by `harness.local` (not meant to be run by hand; use `harness local start`). Loads the
+model, serves it with `harness serve`'s HTTP layer on 127.0.0.1, and prints one line
+`READY <base_url>` on stdout once it listens (port 0 = a free port chosen by the kernel, so no
+race). With `--watch-stdin` it exits as soon as its stdin reaches EOF: the parent holds the
+other end of that pipe, so the endpoint goes away with harness even after a `kill -9`.
+Like a CLI module, this one prints: the ready line on stdout, a failure as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from typing import Sequence
+
+READY = "READY"
+
+log = logging.getLogger("harness.localmodel")
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m harness.localmodel")
+    parser.add_argument("--name", default="gemma-3-270m")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--n-ctx", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--chat-format", choices=("raw", "gemma"), default=None)
+    parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin reaches EOF")
+    return parser.parse_args(argv)
+
+
+def _watch_stdin() -> None:
+    """Exit the whole process when the parent's end of the stdin pipe closes."""
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    log.warning("parent gone: stopping the local model")
+    os._exit(0)
+
+
+def _announce(base_url: str) -> None:
+    """The ready line for the parent; afterwards stdout joins stderr (the log), so it never blocks."""
+    sys.stdout.write(f"{READY} {base_url}\n")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Load the model and serve it until terminated."""
+    args = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if args.watch_stdin:
+        threading.Thread(target=_watch_stdin, name="watch-parent", daemon=True).start()
+    from harness.errors import HarnessError
+    from harness.localmodel.llama import load
+
+    options = {key: value for key, value in (("n_ctx", args.n_ctx), ("n_threads", args.threads),
+                                             ("chat_format", args.chat_format)) if value is not None}
+    try:
+        model = load(args.name, **options)
+    except HarnessError as err:
+        print(f"harness: error: {err}", file=sys.stderr)
+        return err.exit_code
+    from harness.server.app import create_app, serve
+
+    log.info("serving %s (%s chat format, %d-token context)", model.name, model.chat_format, model.n_ctx)
+    try:
+        serve(create_app({model.name: model}), host=args.host, port=args.port, on_ready=_announce)
+    except OSError as err:
+        print(f"harness: error: cannot listen on {args.host}:{args.port} ({err.strerror or err})", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

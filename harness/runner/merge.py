@@ -1,0 +1,101 @@
+"""Join run directories of one spec (e.g. the shards of a sweep run on N machines) into one.
+
+Refuses runs of different specs (their `spec_hash` differ) and runs with unsealed rows (they
+need `harness run --resume` first). Rows are copied part by part (memory stays flat), their
+`run_id` set to the merged run's, then compacted: one row per `request_id`, the last wins.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness.errors import RunDirError, UsageError
+from harness.manifest import MANIFEST, finish, load_for_resume, write_manifest
+from harness.store import Counts, RunStore, write_table_atomic
+
+
+def _check_same_spec(runs: list[tuple[Path, dict[str, Any]]]) -> None:
+    first_dir, first = runs[0]
+    for path, manifest in runs[1:]:
+        if manifest["spec_hash"] != first["spec_hash"]:
+            raise RunDirError(
+                f"spec_hash {manifest['spec_hash']} differs from {first['spec_hash']} of {first_dir}; "
+                "only runs of the same spec can be merged",
+                file=str(path / MANIFEST),
+                key="spec_hash",
+            )
+
+
+def _requests(manifests: list[dict[str, Any]]) -> int:
+    """Planned requests of the union: per distinct shard the largest plan, summed."""
+    per_shard: dict[Any, int] = {}
+    for m in manifests:
+        shard = m.get("shard")
+        key = None if not shard else (shard["index"], shard["count"])
+        per_shard[key] = max(per_shard.get(key, 0), int(m.get("counts", {}).get("requests", 0)))
+    if None in per_shard:
+        return per_shard[None]
+    return sum(per_shard.values())
+
+
+def _complete(manifests: list[dict[str, Any]]) -> bool:
+    """True when every input finished and the shards (if any) cover 1..N."""
+    if any(m.get("status") != "completed" for m in manifests):
+        return False
+    shards = [m.get("shard") for m in manifests]
+    if any(s is None for s in shards):
+        return True
+    counts = {s["count"] for s in shards if s}
+    return len(counts) == 1 and {s["index"] for s in shards if s} == set(range(1, counts.pop() + 1))
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError("already exists and is not an empty folder", file=str(out), key="--out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def merge_runs(run_dirs: list[Path], out: Path) -> tuple[dict[str, Any], Counts]:
+    """Write the merged run directory `out`; returns its manifest and counts."""
+    if not run_dirs:
+        raise UsageError("give at least one run directory", key="RUN_DIR")
+    runs = [(Path(p), load_for_resume(Path(p))) for p in run_dirs]
+    _check_same_spec(runs)
+    for path, _ in runs:
+        if any((path / "journal").glob("seg-*.jsonl")):
+            raise RunDirError("has unsealed rows; run `harness run --resume` on it first", file=str(path))
+    out = Path(out)
+    _prepare_out(out)
+    run_id = out.name
+    store = RunStore(out)
+    number = 0
+    for path, _ in runs:
+        for part in RunStore(path).parts():
+            table = pq.read_table(part)
+            table = table.set_column(table.schema.get_field_index("run_id"), table.schema.field("run_id"),
+                                     pa.array([run_id] * table.num_rows, pa.string()))
+            number += 1
+            write_table_atomic(table, store.results / f"part-{number:06d}.parquet")
+    counts = store.compact()
+    manifests = [m for _, m in runs]
+    base = {key: value for key, value in manifests[0].items() if key not in ("shard", "limit", "sessions")}
+    manifest = {
+        **base,
+        "run_id": run_id,
+        "shard": None,
+        "limit": None,
+        "sessions": 1,
+        "merged_from": [m["run_id"] for m in manifests],
+        "started_at": min(str(m.get("started_at") or "") for m in manifests) or None,
+    }
+    status = "completed" if _complete(manifests) else "interrupted"
+    manifest = finish(manifest, status, {"requests": _requests(manifests), "ok": counts.ok, "error": counts.error})
+    write_manifest(out, manifest)
+    return manifest, counts
+
+
+__all__ = ["merge_runs"]

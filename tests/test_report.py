@@ -1,0 +1,166 @@
+"""`harness report` / `harness summarize`: files, escaping of hostile output, CLI behaviour."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.report import ReportOptions, build_report
+from harness.report.markdown import md
+from test_report_support import row, tok, write_run
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    '"><img src=x onerror=alert(2)>',
+    "</pre></details><iframe src=//evil.example></iframe>",
+    "[click](javascript:alert(3)) | cell |",
+    "<!-- comment --><style>body{display:none}</style>",
+]
+
+
+def sweep_rows(run_id: str = "run-a", hostile: bool = True) -> list[dict]:
+    rows = []
+    for t in (0.0, 0.7, 1.4):
+        for m in (0.0, 0.1):
+            cell = f"t{t}-m{m}"
+            for p in range(4):
+                for s in range(2):
+                    k = len(rows)
+                    good = (p + s + int(t * 10)) % 3 != 0
+                    content = HOSTILE[k % len(HOSTILE)] if hostile and not good else ("Paris" if good else "Lyon")
+                    rows.append(row(cell, f"p{p}", s, run_id=run_id, temperature=t, min_p=m,
+                                    point={"temperature": t, "min_p": m}, content=content,
+                                    reference="Paris" if p else "<b>Paris</b>", latency_s=0.1 + t + 0.01 * k,
+                                    logprobs=[tok("P", -0.1 - t, [("P", -0.1), ("L", -2.5)])]))
+    rows[3].update(status="error", content=None, error_type="http_500", error_message="<script>bad</script>")
+    return rows
+
+
+GRID = {"temperature": [0.0, 0.7, 1.4], "min_p": [0.0, 0.1]}
+
+
+class Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("rep")
+    run = write_run(base / "run-a", sweep_rows(), scoring=["exact_match", "contains"], grid=GRID)
+    out = base / "out"
+    build_report([run], out, ReportOptions(samples_per_cell=8))
+    return out
+
+
+def test_writes_html_markdown_csv_and_pngs(report_dir):
+    names = {p.name for p in report_dir.iterdir()}
+    assert {"index.html", "report.md", "summary.csv", "pareto.png", "latency.png", "lines_temperature.png",
+            "lines_min_p.png", "heatmap_exact_match_mean_temperature_min_p.png"} <= names
+    for png in report_dir.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = pd.read_csv(report_dir / "summary.csv")
+    assert len(summary) == 6 and {"exact_match_mean", "exact_match_lo", "latency_p50"} <= set(summary.columns)
+
+
+def test_html_is_self_contained_and_has_no_script_or_raw_model_output(report_dir):
+    text = (report_dir / "index.html").read_text(encoding="utf-8")
+    parser = Tags()
+    parser.feed(text)
+    tags = {t for t, _ in parser.tags}
+    assert tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "div", "table", "thead",
+                    "tbody", "tr", "th", "td", "figure", "img", "figcaption", "details", "summary", "pre", "span",
+                    "code"}
+    assert "script" not in tags and "iframe" not in tags
+    assert len([t for t, _ in parser.tags if t == "style"]) == 1  # ours only
+    imgs = [a for t, a in parser.tags if t == "img"]
+    assert imgs and all(a["src"].startswith("data:image/png;base64,") for a in imgs)
+    assert base64.b64decode(imgs[0]["src"].split(",", 1)[1])[:4] == b"\x89PNG"
+    assert not re.search(r"<script|<iframe|<img src=x|javascript:alert\(3\)\)\s*\|", text, re.I) or "&lt;" in text
+    assert "<script" not in text.lower() and "<iframe" not in text.lower() and "<img src=x" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text  # shown, escaped
+    assert "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;" in text
+    assert "&lt;b&gt;Paris&lt;/b&gt;" in text  # references too
+    assert "&lt;script&gt;bad&lt;/script&gt;" in text  # error messages too
+    assert not re.search(r"(src|href)=\"(https?:)?//", text)
+    assert text.count("<details>") == 6
+
+
+def test_markdown_links_existing_figures_and_escapes(report_dir):
+    text = (report_dir / "report.md").read_text(encoding="utf-8")
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert links and all((report_dir / link).exists() for link in links)
+    assert "<script" not in text and "Lyon" not in text  # no model output in the Markdown
+    assert md("a|b <i>x</i> [l](u)") == r"a\|b &lt;i&gt;x&lt;/i&gt; \[l\](u)"
+
+
+def test_two_runs_side_by_side(tmp_path):
+    a = write_run(tmp_path / "a", sweep_rows("run-a", hostile=False), scoring=["exact_match"], run_id="run-a",
+                  grid=GRID)
+    b_rows = [dict(r, latency_s=r["latency_s"] * 2) for r in sweep_rows("run-b", hostile=False)]
+    b = write_run(tmp_path / "b", b_rows, scoring=["exact_match"], run_id="run-b")
+    report = build_report([a, b], tmp_path / "out", ReportOptions(metrics=["exact_match", "latency_p50"]))
+    assert set(report.summary["run_id"]) == {"run-a", "run-b"} and len(report.summary) == 12
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert "run-a" in html and "run-b" in html
+    assert {p.name for p in report.files if p.name.startswith("heatmap")} == {
+        "heatmap_exact_match_mean_temperature_min_p.png", "heatmap_latency_p50_temperature_min_p.png"}
+
+
+def test_same_run_twice_gets_distinct_labels(tmp_path):
+    a = write_run(tmp_path / "a", sweep_rows(hostile=False), scoring=["exact_match"])
+    report = build_report([a, a], tmp_path / "out")
+    assert list(pd.unique(report.summary["run_id"])) == ["run-a", "run-a#2"]
+
+
+def test_single_cell_no_scorers_and_empty_run(tmp_path):
+    one = write_run(tmp_path / "one", [row("c", f"p{i}", 0) for i in range(3)])
+    report = build_report([one], tmp_path / "out1")
+    assert {p.name for p in report.files} == {"latency.png", "index.html", "report.md", "summary.csv"}
+    empty = tmp_path / "empty"
+    (empty / "results").mkdir(parents=True)
+    (empty / "manifest.json").write_text(json.dumps({"run_id": "e", "spec": {}}))
+    report = build_report([empty], tmp_path / "out2")
+    assert report.summary.empty and (tmp_path / "out2" / "index.html").exists()
+
+
+def test_cli_report_prints_out_dir_last(tmp_path, capsys):
+    run = write_run(tmp_path / "r", sweep_rows(hostile=False), scoring=["exact_match"])
+    assert main(["report", str(run), "--out", str(tmp_path / "o"), "--samples", "1"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path / "o")
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing" in err and "Traceback" not in err
+    run = write_run(tmp_path / "r", sweep_rows(hostile=False), scoring=[{"type": "regex"}])
+    assert main(["summarize", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "manifest.json" in err and "spec.scoring[0].pattern" in err
+    assert main(["summarize", str(run), "--scoring", "{type: nope}"]) == 2
+    assert "--scoring[0].type" in capsys.readouterr().err
+
+
+def test_cli_summarize_table_csv_and_override(tmp_path, capsys):
+    run = write_run(tmp_path / "r", sweep_rows(hostile=False), scoring=["exact_match"])
+    assert main(["summarize", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "temperature" in out and "exact_match" in out and out.count("\n") == 7
+    assert main(["summarize", str(run), "--csv", str(tmp_path / "s.csv"), "--scoring", "contains",
+                 "{type: regex, pattern: '^Par', name: par}"]) == 0
+    table = pd.read_csv(tmp_path / "s.csv")
+    assert {"contains_mean", "par_mean"} <= set(table.columns) and "exact_match_mean" not in table.columns
+    assert main(["summarize", str(run), "--parquet", str(tmp_path / "s.parquet")]) == 0
+    assert len(pd.read_parquet(tmp_path / "s.parquet")) == 6
