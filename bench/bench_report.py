@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -118,7 +119,8 @@ import resource, sys, time
 t = time.perf_counter()
 from harness.report import build_report
 build_report([sys.argv[1]], sys.argv[2])
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(time.perf_counter() - t, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 """
 
 
@@ -142,10 +144,11 @@ def main() -> int:
         if result.returncode:
             print(result.stderr, file=sys.stderr)
             return 1
-        seconds, peak_mib = (float(v) for v in result.stdout.split()[-2:])
+        seconds, cpu, peak_mib = (float(v) for v in result.stdout.split()[-3:])
         rows = pq.ParquetFile(run_dir / "results" / "part-0.parquet").metadata.num_rows
         print(f"report of {rows:,} rows ({args.tokens} tokens × {args.top} top_logprobs each): "
-              f"{seconds:.1f} s wall, peak RSS {peak_mib:.0f} MiB -> {args.out}")
+              f"{seconds:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak_mib:.0f} MiB -> {args.out}")
+        print(f"machine load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     return 0
 
 

@@ -2,7 +2,9 @@
 
 Starts `python -m harness serve --port 0` pinned to CPU 0 and drives it from this process
 (pinned to CPU 1 when there is one) over many keep-alive connections with a minimal raw
-HTTP/1.1 client (so the load generator is not the bottleneck). Prints one line per scenario.
+HTTP/1.1 client (so the load generator is not the bottleneck). Prints one line per scenario:
+requests per wall-clock second, and requests per CPU-second of the server process (the figure
+that does not depend on what else the machine is doing).
 
     python bench/bench_server.py [--requests 20000] [--connections 256] [--max-tokens 8]
 """
@@ -19,6 +21,7 @@ import time
 
 import orjson
 
+# "Once upon a time" continues for 12 tokens, so max_tokens=8 really generates 8 tokens.
 SCENARIOS = {
     "json max_tokens=8": {"max_tokens": 8},
     "json max_tokens=1": {"max_tokens": 1},
@@ -29,7 +32,7 @@ SCENARIOS = {
 
 def _request(host: str, port: int, extra: dict) -> bytes:
     body = orjson.dumps(
-        {"model": "harness/ngram", "messages": [{"role": "user", "content": "The capital of France is"}], **extra}
+        {"model": "harness/ngram", "messages": [{"role": "user", "content": "Once upon a time"}], **extra}
     )
     head = (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
@@ -76,6 +79,15 @@ async def _load(host: str, port: int, payload: bytes, total: int, connections: i
     return time.perf_counter() - start, latencies, errors
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), 0.0 elsewhere."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _start_server() -> tuple[subprocess.Popen, str, int]:
     cmd = [sys.executable, "-m", "harness", "serve", "--port", "0", "--api-key-env", "BENCH_KEY", "--seed", "1"]
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
@@ -109,11 +121,14 @@ def main() -> None:
         for name, extra in SCENARIOS.items():
             payload = _request(host, port, extra)
             asyncio.run(_load(host, port, payload, min(2000, args.requests), 64))  # warm-up
+            cpu = _cpu_seconds(proc.pid)
             elapsed, lat, errors = asyncio.run(_load(host, port, payload, args.requests, args.connections))
+            cpu = _cpu_seconds(proc.pid) - cpu
             lat.sort()
             p50, p99 = statistics.median(lat) * 1000, lat[int(len(lat) * 0.99)] * 1000
+            per_cpu = f"{args.requests / cpu:8.0f} req per server CPU-second" if cpu > 0 else ""
             print(
-                f"{name:34s} {args.requests / elapsed:8.0f} req/s  {args.connections} conns  "
+                f"{name:34s} {args.requests / elapsed:8.0f} req/s wall  {per_cpu}  {args.connections} conns  "
                 f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  errors {errors}"
             )
     finally:

@@ -1,9 +1,9 @@
 """Start and stop the embedded real model (llama.cpp + Gemma 3 270M) as a loopback endpoint.
 
 `local_endpoint()` runs `python -m harness.localmodel` (the reference endpoint's HTTP layer and
-sampler in front of llama.cpp) as a child process on a free 127.0.0.1 port (the child binds port 0
-and reports it), waits until `GET /v1/models` answers, yields its `base_url`, and stops it on exit — also on Ctrl-C, on errors
-and when harness itself is killed: the child watches a pipe from its parent (EOF when the parent
+sampler in front of llama.cpp) as a child process on a free 127.0.0.1 port (the child binds
+port 0 and reports it), waits until `GET /v1/models` answers, yields its `base_url`, and stops
+it on exit — also on Ctrl-C, on errors and when harness itself is killed: the child watches a pipe from its parent (EOF when the parent
 dies, even of SIGKILL) and, on Linux, asks the kernel for SIGTERM when its parent goes away.
 
 `start_detached()` / `status()` / `stop()` keep a long-running endpoint with a pid file in the
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from harness.errors import TargetError
+from harness.localmodel import READY
 from harness.localmodel.gguf import INSTALL_HINT, cache_dir, model_info
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ HOST = "127.0.0.1"
 READY_TIMEOUT_S = 180.0
 _PR_SET_PDEATHSIG = 1
 _CHILD_MODULE = "harness.localmodel"
-READY = "READY"  # the child's first stdout line: READY <base_url>
 _live: set[subprocess.Popen] = set()
 
 
@@ -105,7 +105,7 @@ def _spawn(name: str, port: int, *, detached: bool, n_ctx: int | None) -> tuple[
     """Start the child; its ready line comes on stdout, its log goes to a file in the state folder."""
     _check_installed(name)
     state_dir().mkdir(parents=True, exist_ok=True)
-    log_path = state_dir() / f"{name}.log"
+    log_path = _rotated(state_dir() / f"{name}.log")
     on_main = threading.current_thread() is threading.main_thread()
     preexec = None
     if not detached and on_main and sys.platform.startswith("linux"):
@@ -123,6 +123,16 @@ def _spawn(name: str, port: int, *, detached: bool, n_ctx: int | None) -> tuple[
         _live.add(proc)
     log.info("started local model %s (pid %d, log %s)", name, proc.pid, log_path)
     return proc, log_path
+
+
+def _rotated(path: Path, max_bytes: int = 1 << 20) -> Path:
+    """`path`, its old content moved to `path.1` once it exceeds `max_bytes`."""
+    try:
+        if path.stat().st_size > max_bytes:
+            os.replace(path, path.with_name(path.name + ".1"))
+    except OSError:
+        pass
+    return path
 
 
 def _log_tail(path: Path, lines: int = 2) -> str:
@@ -143,23 +153,26 @@ def answers(base_url: str, timeout_s: float = 2.0) -> bool:
 
 
 def _read_ready_line(proc: subprocess.Popen, timeout_s: float) -> str | None:
-    """The child's first stdout line, or None at EOF (it exited) or when time runs out."""
+    """The child's first stdout line ("" at EOF: it exited), or None when time runs out."""
     assert proc.stdout is not None
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
         if not selector.select(timeout_s):
             return None
-    line = proc.stdout.readline().decode("utf-8", errors="replace").strip()
-    return line or None
+    return proc.stdout.readline().decode("utf-8", errors="replace").strip()
 
 
 def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout_s: float) -> str:
     """The base URL once the child listens and answers GET /v1/models; else TargetError."""
     line = _read_ready_line(proc, timeout_s)
-    if line is None or not line.startswith(READY + " "):
-        if proc.poll() is None and line is None:
-            raise TargetError(f"the local model did not start within {timeout_s:.0f} s", file=str(log_path))
-        code = proc.wait(timeout=5)
+    if line is None:
+        raise TargetError(f"the local model did not start within {timeout_s:.0f} s", file=str(log_path))
+    if not line.startswith(READY + " "):
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            raise TargetError(f"the local model wrote {line[:80]!r} instead of its ready line",
+                              file=str(log_path)) from None
         raise TargetError(f"the local model exited with code {code} while starting: {_log_tail(log_path)}",
                           file=str(log_path))
     base_url = line.split(" ", 1)[1]

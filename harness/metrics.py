@@ -58,7 +58,7 @@ import pyarrow.compute as pc
 
 from harness.records import SWEEPABLE, TOKEN_LOGPROB
 from harness.scoring import Scorer, score_frame
-from harness.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_mean, rng_for
+from harness.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval, bootstrap_mean, rng_for
 
 TAIL_FLAG = 0.05
 ARGMAX_EPS = 1e-6
@@ -66,6 +66,7 @@ MAX_SIMILARITY_PROMPTS = 200
 MAX_SIMILARITY_REPEATS = 16
 KEYS = ("run_id", "cell_id")
 LP_COLUMNS = ("lp_tokens", "lp_sum", "ent_positions", "ent_sum", "tail_sum", "trunc_positions", "nonargmax_tokens")
+_REASON_ORDER = {"finish_stop": (0, ""), "finish_length": (1, "")}
 _REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
@@ -91,14 +92,6 @@ def _tail_entropy(tail: np.ndarray, p_min: np.ndarray) -> np.ndarray:
     h = -full * p * np.log(p)
     h -= np.where(rest > 1e-15, rest * np.log(np.where(rest > 1e-15, rest, 1.0)), 0.0)
     out[live] = h
-    return out
-
-
-def _column_reduce(ufunc: np.ufunc, grid: np.ndarray) -> np.ndarray:
-    """Row-wise reduce of a narrow 2-D array, column by column (faster than axis=1 for small k)."""
-    out = grid[:, 0].copy()
-    for j in range(1, grid.shape[1]):
-        ufunc(out, grid[:, j], out=out)
     return out
 
 
@@ -137,17 +130,17 @@ def logprob_row_stats(column: Any) -> pd.DataFrame:
     rows = len(arr)
     tokens = arr.flatten()
     tok_row = _parents(arr)
-    lp = pc.struct_field(tokens, "logprob").to_numpy(zero_copy_only=False).astype(np.float64)
+    lp = np.asarray(pc.struct_field(tokens, "logprob").to_numpy(zero_copy_only=False), dtype=np.float64)
     tops = pc.struct_field(tokens, "top_logprobs")
     ntok = len(lp)
-    top_lp = pc.struct_field(tops.flatten(), "logprob").to_numpy(zero_copy_only=False).astype(np.float64)
+    top_lp = np.asarray(pc.struct_field(tops.flatten(), "logprob").to_numpy(zero_copy_only=False), dtype=np.float64)
     k = _uniform_width(tops, len(top_lp))
     if k:  # every position has exactly k top logprobs (the usual case): plain 2-D arithmetic
-        grid = top_lp.reshape(ntok, k)
+        grid = np.ascontiguousarray(top_lp.reshape(ntok, k).T)  # (k, ntok): reductions over rows are fast
         p_grid = np.exp(grid)
         has_top = np.ones(ntok, dtype=bool)
-        mass, plogp = p_grid @ np.ones(k), np.einsum("ij,ij->i", p_grid, grid)
-        p_min, best = _column_reduce(np.minimum, p_grid), _column_reduce(np.maximum, grid)
+        mass, plogp = p_grid.sum(axis=0), np.einsum("ij,ij->j", p_grid, grid)
+        p_min, best = p_grid.min(axis=0), grid.max(axis=0)
     else:
         top_tok = _parents(tops)
         keep = ~np.isnan(top_lp)
@@ -364,14 +357,13 @@ def _basic(w: pd.DataFrame, ok: np.ndarray, m: int) -> pd.DataFrame:
     out = pd.DataFrame(index=pd.RangeIndex(m))
     out["n"] = np.bincount(cells, minlength=m)
     out["n_ok"] = np.bincount(oc, minlength=m)
-    out["attempts_mean"] = _per_cell(w["attempts"].to_numpy(dtype=float), cells, m, "mean") if "attempts" in w else np.nan
+    out["attempts_mean"] = _per_cell(w["attempts"].to_numpy(dtype=float), cells, m, "mean")
     if ok.any():
-        reasons = _finish_names(w["finish_reason"][ok]) if "finish_reason" in w else pd.Series("finish_none", index=w.index[ok])
-        codes, names = pd.factorize(reasons)
+        codes, names = pd.factorize(_finish_names(w["finish_reason"][ok]))
         counts = np.zeros((m, len(names)))
         np.add.at(counts, (oc, codes), 1.0)
         shares = counts / np.maximum(out["n_ok"].to_numpy(), 1)[:, None]
-        for j in sorted(range(len(names)), key=lambda j: (names[j] != "finish_stop", names[j] != "finish_length", names[j])):
+        for j in sorted(range(len(names)), key=lambda j: _REASON_ORDER.get(names[j], (2, names[j]))):
             out[names[j]] = np.where(out["n_ok"] > 0, shares[:, j], np.nan)
     tokens = w["completion_tokens"].to_numpy(dtype=float)[ok]
     latency = w["latency_s"].to_numpy(dtype=float)[ok]
@@ -421,10 +413,15 @@ def _cell_loop(
         idx = np.arange(bounds[cell], bounds[cell + 1])
         row: dict[str, float] = {}
         prompts = prompt_codes[idx]
-        err = bootstrap_mean(errors[idx], prompts, resamples=resamples, rng=rng_for(run_id, cell_id, "error_rate", seed=seed))
+
+        def interval(values: np.ndarray, metric: str) -> Interval:
+            rng = rng_for(run_id, cell_id, metric, seed=seed)
+            return bootstrap_mean(values[idx], prompts, resamples=resamples, rng=rng)
+
+        err = interval(errors, "error_rate")
         row.update(error_rate=err.mean, error_rate_lo=err.lo, error_rate_hi=err.hi)
         for name, values in score_values.items():
-            iv = bootstrap_mean(values[idx], prompts, resamples=resamples, rng=rng_for(run_id, cell_id, name, seed=seed))
+            iv = interval(values, name)
             row.update({f"{name}_mean": iv.mean, f"{name}_lo": iv.lo, f"{name}_hi": iv.hi, f"{name}_n": float(iv.n)})
         ok_idx = idx[ok[idx]]
         cell_codes_, counts = np.unique(codes[ok_idx], return_counts=True)
@@ -432,7 +429,9 @@ def _cell_loop(
         share, sim = _similarity(prompt_codes[ok_idx], codes[ok_idx], uniques)
         row.update(unique_share=share, pairwise_similarity=sim)
         records.append(row)
-    return pd.DataFrame.from_records(records, index=pd.RangeIndex(len(keys))) if records else pd.DataFrame(index=pd.RangeIndex(0))
+    if not records:
+        return pd.DataFrame(index=pd.RangeIndex(0))
+    return pd.DataFrame.from_records(records, index=pd.RangeIndex(len(keys)))
 
 
 _DIVERSITY = ("distinct_1", "distinct_2", "unique_share", "pairwise_similarity", "repetition")
@@ -477,7 +476,8 @@ def summarize(
 
 
 def _order_columns(summary: pd.DataFrame, params: list[str], scorers: list[Scorer]) -> pd.DataFrame:
-    first = ["run_id", "cell_id", *params, "model", "n", "n_ok", "error_rate", "error_rate_lo", "error_rate_hi", "attempts_mean"]
+    first = ["run_id", "cell_id", *params, "model", "n", "n_ok"]
+    first += ["error_rate", "error_rate_lo", "error_rate_hi", "attempts_mean"]
     first += [c for c in summary.columns if str(c).startswith("finish_")]
     first += ["completion_tokens_mean", "latency_p50", "latency_p95", "latency_p99", "ttft_p50", "ttft_p95"]
     first += ["tokens_per_s"]

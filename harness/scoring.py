@@ -31,6 +31,7 @@ is the result row as a dict, and returns a float or bool. Error rows score NaN f
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -241,6 +242,12 @@ def _import_custom(ref: str, where: str) -> CustomFn:
     return func
 
 
+def _check_name(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise SpecError("name must be letters, digits and _ (not starting with a digit), at most 64", key=where)
+    return name
+
+
 def _resolve_one(item: str | Mapping[str, Any], where: str) -> Scorer:
     if isinstance(item, str):
         opts: dict[str, Any] = {"type": item}
@@ -248,25 +255,24 @@ def _resolve_one(item: str | Mapping[str, Any], where: str) -> Scorer:
         opts = dict(item)
     else:
         raise SpecError(f"must be a scorer name or a mapping with `type`, got {type(item).__name__}", key=where)
+    type_key = f"{where}.type" if isinstance(item, Mapping) else where
     kind = opts.pop("type", None)
     if not isinstance(kind, str) or not kind:
         raise SpecError(f"needs `type`: one of {_ALLOWED}", key=f"{where}.type")
-    name_given = opts.pop("name", None)
+    name = opts.pop("name", None)
+    given = dict(opts)  # the options as written, before the builder consumes them
     if kind in BUILTINS:
         fn, needs_ref = _build_builtin(kind, opts, where)
-        options = {k: v for k, v in dict(item).items() if k not in ("type", "name")} if isinstance(item, Mapping) else {}
-        scorer = Scorer(kind, kind, options, pair_fn=fn, needs_reference=needs_ref)
         if opts:
-            raise SpecError(f"unknown option {sorted(opts)[0]!r} for scorer {kind}", key=f"{where}.{sorted(opts)[0]}")
+            bad = sorted(opts)[0]
+            raise SpecError(f"unknown option {bad!r} for scorer {kind}", key=f"{where}.{bad}")
+        scorer = Scorer(kind, kind, given, pair_fn=fn, needs_reference=needs_ref)
     elif ":" in kind:
-        custom = _import_custom(kind, f"{where}.type" if isinstance(item, Mapping) else where)
-        scorer = Scorer(kind.partition(":")[2], kind, dict(opts), custom_fn=custom)
+        scorer = Scorer(kind.partition(":")[2], kind, given, custom_fn=_import_custom(kind, type_key))
     else:
-        raise SpecError(f"unknown scorer {kind!r}: use {_ALLOWED}", key=f"{where}.type" if isinstance(item, Mapping) else where)
-    if name_given is not None:
-        if not isinstance(name_given, str) or not _NAME_RE.match(name_given):
-            raise SpecError("name must be letters, digits and _ (not starting with a digit), at most 64", key=f"{where}.name")
-        scorer = Scorer(name_given, scorer.type, scorer.options, scorer.pair_fn, scorer.custom_fn, scorer.needs_reference)
+        raise SpecError(f"unknown scorer {kind!r}: use {_ALLOWED}", key=type_key)
+    if name is not None:
+        scorer = dataclasses.replace(scorer, name=_check_name(name, f"{where}.name"))
     return scorer
 
 

@@ -406,3 +406,24 @@ def test_junit_survives_control_characters_in_names(tmp_path: Path) -> None:
     root = ET.fromstring(render_junit(r).split("\n", 1)[1])
     props = {p.get("name"): p.get("value") for p in root.iter("property")}
     assert "\x00" not in props["base_model"] and props["base_model"].startswith("evil")
+
+
+# --- the CI recipe ------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ci_sweep_is_a_valid_spec_on_the_local_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", str(ROOT / "sweeps" / "ci.yaml"), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["requests"] == plan["points"] * plan["prompts"] * plan["repeats"] <= 400
+
+
+@pytest.mark.skipif(not (ROOT / "baselines" / "ci" / "manifest.json").exists(), reason="no committed baseline")
+def test_committed_baseline_passes_against_itself(tmp_path: Path) -> None:
+    junit = tmp_path / "j.xml"
+    base = str(ROOT / "baselines" / "ci")
+    assert main(["compare", base, base, "--max-error-rate", "2%", "--junit", str(junit)]) == 0
+    run = load_run(base)
+    assert run.spec["scoring"] and run.spec["target"].get("local") == "gemma-3-270m"
+    assert ET.parse(junit).getroot().get("failures") == "0"

@@ -160,15 +160,41 @@ def test_no_orphan_when_harness_dies(signum: int, tmp_path: Path) -> None:
             parent.kill()
 
 
-def test_cli_start_detached_status_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A cache folder of our own (no pid file of the user's), the model file linked into it."""
     require_local()
     from harness.localmodel.gguf import gguf_path
 
-    source = gguf_path()  # the user's cached model, linked into a private cache folder
+    source = gguf_path()
     models = tmp_path / "cache" / "models"
     models.mkdir(parents=True)
     (models / source.name).symlink_to(source)
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_cli_start_in_the_foreground_stops_on_ctrl_c(private_cache: Path) -> None:
+    harness = [sys.executable, "-m", "harness"]
+    proc = subprocess.Popen([*harness, "local", "start", "--n-ctx", "256"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        assert local.answers(base_url)
+        status = subprocess.run([*harness, "local", "status"], capture_output=True, text=True, timeout=60)
+        assert f"base_url={base_url}" in status.stdout
+        pid = int(status.stdout.split("pid=")[1].split()[0])
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _wait_gone(pid)
+    assert not local.pid_file().exists()
+
+
+def test_cli_start_detached_status_stop(private_cache: Path) -> None:
 
     harness = [sys.executable, "-m", "harness"]
     started = subprocess.run([*harness, "local", "start", "--detach", "--n-ctx", "256"],

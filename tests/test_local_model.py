@@ -94,5 +94,19 @@ def test_greedy_generation_answers_a_capital(model: object) -> None:
 
 
 def test_prompt_longer_than_the_context_is_refused(model: object) -> None:
-    with pytest.raises(ValueError, match="context"):
+    from harness.server.wire import ApiError
+
+    with pytest.raises(ApiError, match="context holds 512 tokens") as info:
         model.start([2] * model.n_ctx)
+    assert info.value.status == 400
+
+
+def test_a_full_context_ends_the_answer_with_eos(model: object) -> None:
+    from harness.server.generate import Generation
+    from harness.server.sampler import SamplingParams
+
+    prompt = model.render_chat([{"role": "user", "content": "Once upon a time"}])
+    prompt = prompt + model._plain(" a") * (model.n_ctx - len(prompt) - 3)  # room for 3 tokens
+    gen = Generation(model, prompt, SamplingParams(temperature=0.0), seed=None, max_tokens=50)
+    gen.run_to_end()
+    assert gen.finish_reason == "stop" and gen.completion_tokens == 4  # 3 tokens, then EOS

@@ -117,3 +117,40 @@ def test_pid_file_round_trip(_cache: Path) -> None:
     endpoint = local.LocalEndpoint("gemma-3-270m", "http://127.0.0.1:1234/v1", 42, 1234, "l.log")
     local.write_pid_file(endpoint)
     assert json.loads(local.pid_file().read_text())["base_url"] == "http://127.0.0.1:1234/v1"
+
+
+def _fake_child(monkeypatch: pytest.MonkeyPatch, code: str) -> None:
+    """Replace the model process by a small Python program (the lifecycle code stays real)."""
+    monkeypatch.setattr(local, "_check_installed", lambda name: None)
+    monkeypatch.setattr(local, "_command", lambda *a, **k: [sys.executable, "-c", code])
+
+
+def test_a_child_that_dies_while_starting_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_child(monkeypatch, "import sys; print('model file is broken', file=sys.stderr); sys.exit(3)")
+    with pytest.raises(TargetError, match="exited with code 3 while starting: model file is broken"):
+        with local.local_endpoint(reuse=False):
+            pass
+
+
+def test_a_child_that_never_gets_ready_times_out_and_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_child(monkeypatch, "import time; time.sleep(60)")
+    with pytest.raises(TargetError, match="did not start within 1 s"):
+        with local.local_endpoint(reuse=False, timeout_s=1.0):
+            pass
+    assert not local._live  # reaped, nothing left for atexit
+
+
+def test_a_child_that_answers_is_yielded_then_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = (
+        "import sys\n"
+        "from harness.server.app import create_app, serve\n"
+        "from harness.server.ngram import NGramModel\n"
+        "serve(create_app({'gemma-3-270m': NGramModel()}), port=0,\n"
+        "      on_ready=lambda url: print('READY', url, flush=True))\n"
+    )
+    _fake_child(monkeypatch, server)
+    with local.local_endpoint(reuse=False) as endpoint:
+        assert local.answers(endpoint.base_url)
+        assert endpoint.owned and endpoint.port == int(endpoint.base_url.split(":")[2].split("/")[0])
+        pid = endpoint.pid
+    assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1][:3]

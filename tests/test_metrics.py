@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pytest
 
 from harness.metrics import best_tradeoff, logprob_row_stats, pareto_front, summarize, swept_params
@@ -151,3 +152,24 @@ def test_pareto_front_and_best_tradeoff():
     assert pareto_front(s, "q_mean", "latency_p50").tolist() == [True, True, True, True, False]
     # best mean is d (0.95, lo 0.89): a (0.90) is within; fastest such cell is a
     assert best_tradeoff(s, "q_mean", "latency_p50")["r"] == 0
+
+
+def test_uniform_top_k_fast_path_equals_general_path(monkeypatch):
+    import harness.metrics as metrics
+
+    rng = np.random.default_rng(4)
+    rows = []
+    for r in range(30):
+        entries = []
+        for _ in range(int(rng.integers(0, 5))):
+            top = np.sort(np.log(rng.dirichlet(np.ones(6))[:3]))[::-1]
+            entries.append(tok("t", float(top[int(rng.integers(0, 3))]), [(f"x{j}", float(v)) for j, v in enumerate(top)]))
+        rows.append(entries or None)
+    col = rows_to_table([row(sample=i, logprobs=lp) for i, lp in enumerate(rows)]).column("logprobs")
+    tops = pa.compute.struct_field(col.combine_chunks().flatten(), "top_logprobs")
+    assert metrics._uniform_width(tops, 3 * len(tops)) == 3  # the fast path is really taken
+    fast = logprob_row_stats(col)
+    monkeypatch.setattr(metrics, "_uniform_width", lambda lists, total: 0)
+    slow = logprob_row_stats(col)
+    pd.testing.assert_frame_equal(fast, slow, check_exact=False, rtol=1e-12, atol=1e-12)
+    assert fast["ent_positions"].sum() == sum(len(r or []) for r in rows) > 0

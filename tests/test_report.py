@@ -151,6 +151,10 @@ def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     assert "manifest.json" in err and "spec.scoring[0].pattern" in err
     assert main(["summarize", str(run), "--scoring", "{type: nope}"]) == 2
     assert "--scoring[0].type" in capsys.readouterr().err
+    good = write_run(tmp_path / "g", sweep_rows(hostile=False), scoring=["exact_match"])
+    assert main(["report", str(good), "--out", str(tmp_path / "o"), "--metric", "latency_p42"]) == 2
+    err = capsys.readouterr().err
+    assert "--metric: no column 'latency_p42'" in err and "latency_p95" in err
 
 
 def test_cli_summarize_table_csv_and_override(tmp_path, capsys):
@@ -164,3 +168,21 @@ def test_cli_summarize_table_csv_and_override(tmp_path, capsys):
     assert {"contains_mean", "par_mean"} <= set(table.columns) and "exact_match_mean" not in table.columns
     assert main(["summarize", str(run), "--parquet", str(tmp_path / "s.parquet")]) == 0
     assert len(pd.read_parquet(tmp_path / "s.parquet")) == 6
+
+
+def test_zipped_parameters_share_one_axis(tmp_path):
+    rows = []
+    for t in (0.7, 1.0):
+        for fp in (0.0, 0.5, 1.0):
+            point = {"temperature": t, "frequency_penalty": fp, "presence_penalty": fp}
+            for p in range(3):
+                rows.append(row(f"t{t}-f{fp}", f"p{p}", 0, point=point, content="a b a b" if fp else "a a a a",
+                                latency_s=0.2 + fp))
+    run = write_run(tmp_path / "z", rows, scoring=["exact_match"],
+                    grid={"temperature": [0.7, 1.0], "frequency_penalty": [0], "presence_penalty": [0]})
+    report = build_report([run], tmp_path / "out", ReportOptions(metrics=["repetition"]))
+    names = {p.name for p in report.files}
+    assert {"lines_temperature.png", "lines_frequency_penalty.png",
+            "heatmap_repetition_temperature_frequency_penalty.png"} <= names
+    assert not any("presence_penalty" in n for n in names)
+    assert report.summary["repetition"].tolist() == pytest.approx([1 - 1 / 3, 1 - 2 / 3, 1 - 2 / 3] * 2)

@@ -5,6 +5,7 @@ The fault sweep, the kill -9 + resume cycle, shards + merge, Ctrl-C, bad input a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,6 +40,7 @@ def model() -> NGramModel:
 
 
 def serve(model: NGramModel, *, faults: str | None = None, latency_ms: float = 0, port: int = 0) -> ServerThread:
+    """`harness serve` in this process (a thread): for small sweeps."""
     app = create_app(
         {"harness/ngram": model},
         api_key=KEY,
@@ -49,6 +51,22 @@ def serve(model: NGramModel, *, faults: str | None = None, latency_ms: float = 0
         timeout_cap_s=30,
     )
     return ServerThread(app, port=port)
+
+
+@contextlib.contextmanager
+def serve_process(*args: str) -> Iterator[str]:
+    """`harness serve` as a child process (its own core): for the big sweeps. Yields the base URL."""
+    env = {**os.environ, ENV: KEY, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "serve", "--port", "0", "--api-key-env", ENV, "--retry-after", "0.02", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @pytest.fixture
@@ -104,9 +122,9 @@ def test_fault_sweep_every_request_exactly_once(
     tmp_path: Path, model: NGramModel, key_env: None, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO")
-    with serve(model, faults=FAULTS) as server:
+    with serve_process("--faults", FAULTS, "--fault-seed", "3") as base_url:
         runner = {"concurrency": 64, "timeout_s": 1.0, "max_attempts": 6}
-        spec = write_spec(tmp_path, server.base_url, prompts=50, temperatures=[0.0, 0.5, 1.0, 1.5, 2.0], repeats=20, runner=runner)
+        spec = write_spec(tmp_path, base_url, prompts=50, temperatures=[0.0, 0.5, 1.0, 1.5, 2.0], repeats=20, runner=runner)
         code = main(["run", str(spec), "--out", str(tmp_path / "runs"), "--quiet"])
     out, err = capsys.readouterr()
     run_dir = last_line(out)
@@ -135,9 +153,10 @@ def test_streaming_sweep_with_cut_streams(tmp_path: Path, model: NGramModel, key
         code = main(["run", str(spec), "--out", str(tmp_path / "runs"), "--quiet"])
     df = results(last_line(capsys.readouterr().out))
     assert code == 0 and len(df) == 200 and df.request_id.is_unique
-    assert df.ttft_s.notna().all() and (df.completion_tokens > 0).all()
-    assert all(0 < len(lp) <= n for lp, n in zip(df.logprobs, df.completion_tokens))  # the server counts EOS too
-    assert all(len(gaps) == len(lp) - 1 for gaps, lp in zip(df.inter_token_s, df.logprobs))  # per token, not chunk
+    spoke = df[df.content != ""]  # (a sampled end-of-text as first token gives no token at all)
+    assert len(spoke) > 150 and spoke.ttft_s.notna().all() and (spoke.ttft_s > 0).all()
+    assert all(0 < len(lp) <= n for lp, n in zip(spoke.logprobs, spoke.completion_tokens))  # the server counts EOS too
+    assert all(len(gaps) == len(lp) - 1 for gaps, lp in zip(spoke.inter_token_s, spoke.logprobs))  # per token, not chunk
     assert (df.attempts > 1).any()
 
 
@@ -170,15 +189,15 @@ def _kill_when(proc: subprocess.Popen[str], runs: Path, at_least: int, run_dir: 
 def test_kill_9_at_three_moments_then_resume(tmp_path: Path, model: NGramModel) -> None:
     env = {**os.environ, ENV: KEY, "HARNESS_SEAL_ROWS": "50", "PYTHONPATH": str(ROOT)}
     runs = tmp_path / "runs"
-    with serve(model, latency_ms=15) as server:
+    with serve_process("--latency-ms", "15") as base_url:
         runner = {"concurrency": 8, "timeout_s": 5.0}
-        spec = write_spec(tmp_path, server.base_url, prompts=30, temperatures=[0.0, 0.7, 1.4], repeats=10, runner=runner)
+        spec = write_spec(tmp_path, base_url, prompts=30, temperatures=[0.0, 0.7, 1.4], repeats=10, runner=runner)
         run_dir = _kill_when(_spawn(["run", str(spec), "--out", str(runs), "--quiet"], env), runs, 1)
         for at_least in (120, 400):
             _kill_when(_spawn(["run", "--resume", str(run_dir), "--quiet"], env), runs, at_least, run_dir)
         manifest = json.loads((run_dir / "manifest.json").read_text())
         assert manifest["status"] == "running"  # it never got to finish
-        done = _spawn(["run", "--resume", str(run_dir), "-v", "-v"], env)
+        done = _spawn(["-v", "-v", "run", "--resume", str(run_dir)], env)
         out, err = done.communicate(timeout=120)
     assert done.returncode == 0, err
     assert last_line(out) == run_dir
@@ -196,8 +215,8 @@ def test_kill_9_at_three_moments_then_resume(tmp_path: Path, model: NGramModel) 
 def test_ctrl_c_keeps_rows_exit_130_and_resume_finishes(tmp_path: Path, model: NGramModel) -> None:
     env = {**os.environ, ENV: KEY, "PYTHONPATH": str(ROOT)}
     runs = tmp_path / "runs"
-    with serve(model, latency_ms=20) as server:
-        spec = write_spec(tmp_path, server.base_url, prompts=20, temperatures=[0.0, 1.0], repeats=10, runner={"concurrency": 4})
+    with serve_process("--latency-ms", "20") as base_url:
+        spec = write_spec(tmp_path, base_url, prompts=20, temperatures=[0.0, 1.0], repeats=5, runner={"concurrency": 4})
         proc = _spawn(["run", str(spec), "--out", str(runs)], env)
         deadline = time.monotonic() + 60
         while not list(runs.glob("t-*/journal/seg-*.jsonl")) and time.monotonic() < deadline:
@@ -209,7 +228,7 @@ def test_ctrl_c_keeps_rows_exit_130_and_resume_finishes(tmp_path: Path, model: N
         run_dir = last_line(out)
         manifest = json.loads((run_dir / "manifest.json").read_text())
         kept = len(results(run_dir))
-        assert manifest["status"] == "interrupted" and 0 < kept < 400
+        assert manifest["status"] == "interrupted" and 0 < kept < 200
         assert manifest["counts"]["ok"] == kept
         assert "Traceback" not in err
         proc = _spawn(["run", "--resume", str(run_dir), "--quiet"], env)

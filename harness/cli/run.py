@@ -78,9 +78,9 @@ def _prepare(args: argparse.Namespace) -> SweepJob:
         raise UsageError("a sweep spec is required (or --resume RUN_DIR)", key="SPEC")
     if args.retry_errors:
         raise UsageError("only with --resume RUN_DIR", key="--retry-errors")
+    shard = parse_shard(args.shard) if args.shard else None
     spec = load_spec(args.spec)
     api_key_for(spec)  # a missing key fails before a run directory is made
-    shard = parse_shard(args.shard) if args.shard else None
     return new_job(spec, out=Path(args.out), shard=shard, limit=args.limit, overrides=_overrides(args))
 
 

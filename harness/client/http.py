@@ -13,6 +13,7 @@ this class of machine); bodies are encoded and decoded with orjson.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import time
@@ -175,11 +176,18 @@ class ChatClient:
     def __init__(self, config: ClientConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._config = config
         self._secrets = (config.api_key,) if config.api_key else ()
-        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._url = httpx.URL(config.base_url.rstrip("/") + "/chat/completions")
         self._http = httpx.AsyncClient(
             transport=transport or _default_transport(config.pool_size),
-            headers=self._headers(config),
             timeout=httpx.Timeout(config.timeout_s),
+        )
+        # Built once: httpx's per-request URL parsing and header merging cost more than the rest.
+        self._request_headers = list(httpx.Headers({"host": self._url.netloc.decode("ascii"), **self._headers(config)}).raw)
+        self._timeout = httpx.Timeout(config.timeout_s).as_dict()
+
+    def _request(self, payload: bytes) -> httpx.Request:
+        return httpx.Request(
+            "POST", self._url, headers=self._request_headers, content=payload, extensions={"timeout": self._timeout}
         )
 
     @staticmethod
@@ -221,7 +229,7 @@ class ChatClient:
             raise _transport_failure(exc, self._secrets) from None
 
     async def _plain(self, payload: bytes) -> Completion:
-        response = await self._http.post(self._url, content=payload)
+        response = await self._http.send(self._request(payload))
         body = response.content
         if not 200 <= response.status_code < 300:
             raise _status_failure(response.status_code, body, response.headers, self._secrets)
@@ -244,7 +252,8 @@ class ChatClient:
 
     async def _stream(self, payload: bytes) -> Completion:
         started = time.perf_counter()
-        async with self._http.stream("POST", self._url, content=payload) as response:
+        response = await self._http.send(self._request(payload), stream=True)
+        async with contextlib.aclosing(response):
             if not 200 <= response.status_code < 300:
                 body = await response.aread()
                 raise _status_failure(response.status_code, body, response.headers, self._secrets)

@@ -89,7 +89,7 @@ def render_markdown(comparison: Comparison) -> str:
     lines = [
         f"## {ok} harness compare — {md(headline(c))}",
         "",
-        f"Base `{md(c.base.run_id)}` ({md(c.base.model)}) → candidate `{md(c.cand.run_id)}` "
+        f"Base **{md(c.base.run_id)}** ({md(c.base.model)}) → candidate **{md(c.cand.run_id)}** "
         f"({md(c.cand.model)}): {c.n_pairs} pairs over {len(c.shared_points)} shared point(s); "
         f"{int(round((1 - o.alpha) * 100))}% intervals, one-sided tests at α = {o.alpha:g}, "
         f"{'Holm' if o.correction == 'holm' else 'Benjamini–Hochberg'} correction across cells.",

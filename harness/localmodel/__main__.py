@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Sequence
 
-READY = "READY"
+from harness.localmodel import READY
 
 log = logging.getLogger("harness.localmodel")
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from harness.errors import TargetError
 from harness.localmodel.gguf import INSTALL_HINT
+from harness.server.wire import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ class _LlamaSession:
         """Next-token logits after the session's tokens (a copy, float32)."""
         if self._closed:
             raise RuntimeError("session is closed")
+        if len(self._tokens) >= self._model.n_ctx:
+            return self._model.end_of_context_logits()
         return self._model._logits_for(self._tokens)
 
     def advance(self, token_id: int) -> None:
@@ -191,6 +194,10 @@ class LlamaModel:
         n = self._lib.llama_token_to_piece(vocab, int(token_id), buffer, len(buffer), 0, False)
         return buffer.raw[: max(n, 0)]
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes of one token (a byte-fallback token is one byte of a UTF-8 character)."""
+        return self._piece(token_id)
+
     def _token_text(self, token_id: int) -> str:
         """The text of one token (a lone byte of a multi-byte character shows as U+FFFD)."""
         return self._piece(token_id).decode("utf-8", errors="replace")
@@ -203,17 +210,14 @@ class LlamaModel:
     # -- generation --------------------------------------------------------------------------
 
     def start(self, prompt_ids: Sequence[int]) -> _LlamaSession:
-        """Begin a generation; raises ValueError when the prompt does not fit the context."""
-        if not prompt_ids:
-            raise ValueError("empty prompt")
+        """Begin a generation; a prompt that does not fit the context is a 400 `ApiError`."""
         if len(prompt_ids) >= self.n_ctx:
-            raise ValueError(f"prompt has {len(prompt_ids)} tokens; the context holds {self.n_ctx}")
+            raise ApiError(400, f"This model's context holds {self.n_ctx} tokens; the prompt has "
+                                f"{len(prompt_ids)}.", param="messages", code="context_length_exceeded")
         return _LlamaSession(self, prompt_ids)
 
     def _logits_for(self, tokens: list[int]) -> np.ndarray:
         """Bring the KV cache to exactly `tokens` (re-using the common prefix) and read the logits."""
-        if len(tokens) > self.n_ctx:
-            raise ValueError(f"context full ({self.n_ctx} tokens)")
         with self._lock:
             llm = self._llm
             keep = self._common_prefix(tokens)
@@ -231,6 +235,13 @@ class LlamaModel:
             llm.eval(tokens[keep:])
             self._evaluated = llm.n_tokens
             return self._read_logits()
+
+    def end_of_context_logits(self) -> np.ndarray:
+        """Logits that make any sampler pick EOS: a full context ends the answer, not the server."""
+        log.warning("context of %d tokens is full: ending the answer", self.n_ctx)
+        logits = np.full(self.vocab_size, -1e9, dtype=np.float32)
+        logits[sorted(self.eos_token_ids)[0]] = 0.0
+        return logits
 
     def _read_logits(self) -> np.ndarray:
         pointer = self._llm._ctx.get_logits_ith(-1)

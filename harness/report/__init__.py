@@ -26,7 +26,7 @@ from harness.report import figures as figs
 from harness.report import html as html_out
 from harness.report import markdown as md_out
 from harness.report.data import RunData, combined_rows, load_runs
-from harness.report.shape import Metric, chosen_metrics, quality_metrics, varying
+from harness.report.shape import Metric, axis_groups, chosen_metrics, quality_metrics
 from harness.scoring import Scorer, resolve_scorers, score_frame
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class ReportOptions:
     """What to draw: metric columns (None = scorers + defaults), samples shown per cell."""
 
     metrics: list[str] | None = None
-    samples_per_cell: int = 3
+    samples_per_cell: int = 5
     scoring: list[Any] | None = None  # overrides the runs' spec `scoring`
 
 
@@ -115,7 +115,7 @@ def _draw(summary: pd.DataFrame, rows: pd.DataFrame, params: list[str], metrics:
         front = pareto_front(summary, quality.column, "latency_p50")
         best = best_tradeoff(summary, quality.column, "latency_p50")
         sections["Quality vs latency"].append(figs.pareto(summary, params, quality, front, best))
-    swept = varying(summary, params)
+    swept = [group[0] for group in axis_groups(summary, params)]  # zipped parameters share an axis
     for x in swept[:MAX_LINE_PARAMS]:
         sections["Metrics vs parameters"].append(figs.lines(summary, params, x, metrics[:MAX_LINE_METRICS]))
     for x, y in list(itertools.combinations(swept, 2))[:MAX_PAIRS]:

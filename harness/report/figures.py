@@ -14,8 +14,20 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from harness.report.shape import Metric, cell_label, fmt_metric, fmt_value, pivot, sorted_values, varying
+from harness.report.shape import (
+    Metric,
+    axis_groups,
+    axis_label,
+    cell_label,
+    fmt_metric,
+    fmt_value,
+    locked,
+    pivot,
+    sorted_values,
+    varying,
+)
 
 DPI = 110
 MAX_LINES = 8
@@ -88,7 +100,9 @@ def heatmap(summary: pd.DataFrame, params: list[str], x: str, y: str, metric: Me
     vmin, vmax = np.nanmin(values), np.nanmax(values)
     if vmin == vmax:
         vmin, vmax = vmin - 0.5, vmax + 0.5
-    others = [p for p in varying(summary, params) if p not in (x, y)]
+    groups = {g[0]: g for g in axis_groups(summary, params)}
+    shown = set(groups.get(x, [x]) + groups.get(y, [y]))
+    others = [p for p in varying(summary, params) if p not in shown]
     image = None
     for ax, run in zip(axes[0], runs):
         xs, ys, matrix = pivot(summary[summary["run_id"] == run], x, y, metric.column)
@@ -96,8 +110,9 @@ def heatmap(summary: pd.DataFrame, params: list[str], x: str, y: str, metric: Me
         _annotate(ax, matrix, image.norm, image.cmap)
         ax.set_xticks(range(len(xs)), [fmt_value(v) for v in xs], rotation=45 if len(xs) > 6 else 0)
         ax.set_yticks(range(len(ys)), [fmt_value(v) for v in ys])
-        ax.set_xlabel(x)
-        ax.set_ylabel(y)
+        xl, yl = axis_label(groups.get(x, [x])), axis_label(groups.get(y, [y]))
+        ax.set_xlabel(xl, fontsize=10 if len(xl) < 28 else 8)
+        ax.set_ylabel(yl, fontsize=10 if len(yl) < 28 else 8)
         ax.set_title(_short(run), fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=list(axes[0]), label=metric.label, shrink=0.9)
@@ -112,7 +127,7 @@ def heatmap(summary: pd.DataFrame, params: list[str], x: str, y: str, metric: Me
 
 def _line_groups(part: pd.DataFrame, params: list[str], x: str) -> tuple[list[tuple[str, pd.DataFrame]], str]:
     """(label, rows) per line, and a note on what was held fixed."""
-    others = [p for p in varying(part, params) if p != x]
+    others = [p for p in varying(part, params) if p != x and not locked(part, x, p)]
     note = ""
     if others:
         combos = part[others].apply(lambda r: tuple(fmt_value(v) for v in r), axis=1)
@@ -161,6 +176,8 @@ def lines(summary: pd.DataFrame, params: list[str], x: str, metrics: list[Metric
     """Each metric against parameter x; one line per value of the other parameters, bands = 95% CI."""
     runs = _runs(summary)
     nrows, ncols = _line_layout(len(metrics), len(runs))
+    group = next((g for g in axis_groups(summary, params) if g[0] == x), [x])
+    xlabel = axis_label(group)
     fig, axes = _grid(nrows, ncols, 4.0, 2.9)
     single = len(runs) == 1
     notes, legend_ax = set(), None
@@ -171,7 +188,7 @@ def lines(summary: pd.DataFrame, params: list[str], x: str, metrics: list[Metric
             note, has_legend = _draw_lines(ax, summary[summary["run_id"] == run], params, x, metric)
             notes.add(note)
             legend_ax = legend_ax or (ax if has_legend else None)
-            ax.set_xlabel(x, fontsize=8)
+            ax.set_xlabel(xlabel, fontsize=8)
             if single:
                 ax.set_title(_short(metric.label, 40), fontsize=9)
             else:
@@ -188,7 +205,8 @@ def lines(summary: pd.DataFrame, params: list[str], x: str, metrics: list[Metric
             a.set_ylim(low, high)
     if legend_ax is not None:
         handles, labels = legend_ax.get_legend_handles_labels()
-        fig.legend(handles, [_short(lb, 40) for lb in labels], loc="outside right upper", fontsize=8, frameon=False)
+        fig.legend(handles, [_short(lb, 40) for lb in labels], loc="outside lower center", fontsize=8,
+                   frameon=False, ncols=min(4, len(labels)))
     fixed = "".join(n for n in notes if n)
     title = f"Metrics vs {x}{fixed}" + (f" — {runs[0]}" if single else "")
     fig.suptitle(_short(title, 100), fontsize=10)
@@ -221,7 +239,8 @@ def latency(rows: pd.DataFrame, summary: pd.DataFrame, params: list[str]) -> Fig
             data = [part["latency_s"][keys == v].to_numpy() for v in values]
         groups_per_run.append((labels, data))
     height = max(2.2, 0.32 * max(len(g[0]) for g in groups_per_run) + 1.2)
-    fig, axes = _grid(1, len(runs), 5.2, height, sharex="row")
+    same_rows = all(labels == groups_per_run[0][0] for labels, _ in groups_per_run)
+    fig, axes = _grid(1, len(runs), 5.2, height, sharex="row", sharey="row" if same_rows else "none")
     all_values = np.concatenate([d for _, ds in groups_per_run for d in ds if len(d)] or [np.array([1.0])])
     positive = all_values[all_values > 0]
     log_scale = len(positive) > 0 and positive.max() / max(positive.min(), 1e-9) > 30
@@ -230,16 +249,22 @@ def latency(rows: pd.DataFrame, summary: pd.DataFrame, params: list[str]) -> Fig
         if keep:
             ax.boxplot(
                 [data[i] for i in keep], positions=keep, orientation="horizontal", whis=(5, 95),
-                showfliers=False, widths=0.6, medianprops={"color": "C1"},
+                showfliers=False, widths=0.6, medianprops={"color": "C1"}, manage_ticks=False,
             )
-        ax.set_yticks(range(len(labels)), [_short(lb, 40) for lb in labels], fontsize=8)
-        ax.set_ylim(-0.7, len(labels) - 0.3)
-        ax.invert_yaxis()
         if log_scale:
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("latency (s)")
         ax.set_title(_short(run), fontsize=9)
         ax.grid(axis="x", alpha=0.3)
+    for ax, (labels, _) in zip(axes[0], groups_per_run):
+        if ax is axes[0, 0] or not same_rows:
+            ax.set_yticks(range(len(labels)), [_short(lb, 40) for lb in labels], fontsize=8)
+            ax.set_ylim(len(labels) - 0.3, -0.7)
+        else:
+            ax.tick_params(labelleft=False)
     fig.suptitle("Latency of successful requests" + ("" if by == "cell" else f" by {by}"), fontsize=10)
     caption = "Box: quartiles and median; whiskers: 5th–95th percentile; ok requests only."
     return FigureFile("latency.png", "latency distributions", caption, _render(fig))
@@ -271,14 +296,15 @@ def pareto(summary: pd.DataFrame, params: list[str], quality: Metric, front: pd.
             ax.plot([b["latency_p50"]], [b[quality.column]], marker="*", ms=14, color="C1", ls="none",
                     label="best trade-off")
             ax.annotate(_short(cell_label(b, params), 36), (b["latency_p50"], b[quality.column]),
-                        xytext=(0.5, 0.5), textcoords="axes fraction", fontsize=8, color="black", ha="center",
+                        xytext=(18, -30), textcoords="offset points", fontsize=8, color="black", ha="left",
                         bbox={"boxstyle": "round", "fc": "white", "ec": "C1", "alpha": 0.9},
                         arrowprops={"arrowstyle": "->", "color": "C1"})
         ax.set_xlabel("latency p50 (s)")
         ax.set_title(_short(run), fontsize=9)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel(quality.label)
-    axes[0, 0].legend(fontsize=7.5, loc="best")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", fontsize=8, frameon=False, ncols=len(labels))
     fig.suptitle(f"{quality.label} vs latency", fontsize=10)
     caption = ("Each point a cell; red: cells no other cell beats on both quality and latency; "
                "star: fastest cell whose quality is within the best cell's 95% interval.")

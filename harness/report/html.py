@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from harness.report.figures import FigureFile
-from harness.report.shape import Metric, cell_label, fmt_metric, fmt_value
+from harness.report.shape import Metric, cell_label, flag, fmt_metric, fmt_value
 
 MAX_CHARS = 4000
 
@@ -58,6 +58,8 @@ def runs_section(runs: list[dict[str, Any]]) -> str:
 
 def _interval(row: pd.Series, metric: Metric) -> str:
     text = esc(fmt_metric(row.get(metric.column)))
+    if flag(row, metric):
+        text += ' <span class="muted" title="top_logprobs missed more than 5% of the mass">(tail)</span>'
     if metric.lo and metric.hi and pd.notna(row.get(metric.lo)):
         text += f' <span class="muted">[{esc(fmt_metric(row.get(metric.lo)))}, {esc(fmt_metric(row.get(metric.hi)))}]</span>'
     return text
@@ -74,7 +76,7 @@ def summary_section(summary: pd.DataFrame, params: list[str], metrics: list[Metr
         cells += [_interval(row, m) for m in metrics]
         rows.append(cells)
         classes.append("best" if idx in best_index else "")
-    note = '<p class="muted">Highlighted: best trade-off per run. Brackets: 95% bootstrap interval (prompts resampled). Full table: <code>summary.csv</code>.</p>'
+    note = '<p class="muted">Highlighted: best trade-off per run. Brackets: 95% bootstrap interval (prompts resampled). Entropy is a lower bound; “(tail)”: top_logprobs left more than 5% of the probability unseen at over 10% of positions. Full table: <code>summary.csv</code>.</p>'
     return "<h2>Cells</h2>" + note + _table(header, rows, left=len(params) + int(multi), row_class=classes)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from harness.report.figures import FigureFile
-from harness.report.shape import Metric, cell_label, fmt_metric, fmt_value
+from harness.report.shape import Metric, cell_label, flag, fmt_metric, fmt_value
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
@@ -33,7 +33,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _with_interval(row: pd.Series, m: Metric) -> str:
-    text = fmt_metric(row.get(m.column))
+    text = fmt_metric(row.get(m.column)) + flag(row, m)
     if m.lo and m.hi and pd.notna(row.get(m.lo)):
         text += f" [{fmt_metric(row.get(m.lo))}, {fmt_metric(row.get(m.hi))}]"
     return md(text)
@@ -69,7 +69,8 @@ def render(
     for _, row in summary.iterrows():
         cells = ([md(row["run_id"])] if multi else []) + [md(fmt_value(row.get(p))) for p in params]
         rows.append(cells + [md(row.get("n"))] + [_with_interval(row, m) for m in metrics])
-    out += ["## Cells", "", "Brackets: 95% bootstrap interval (prompts resampled). All metrics: `summary.csv`.", ""]
+    out += ["## Cells", "", "Brackets: 95% bootstrap interval (prompts resampled). Entropy is a lower bound; "
+            "(tail): top_logprobs left > 5% of the mass unseen at > 10% of positions. All metrics: `summary.csv`.", ""]
     out += [_table(header, rows), ""]
     if figures:
         out += ["## Figures", ""]

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.errors import UsageError
 from harness.scoring import Scorer
 
 # metric column -> (axis label, higher is better?)
@@ -69,9 +70,24 @@ def chosen_metrics(summary: pd.DataFrame, scorers: list[Scorer], wanted: list[st
     """Metrics to draw: `wanted` if given, else the scorers then DEFAULT_METRICS, skipping empty ones."""
     if wanted:
         metrics = [metric_for(w, summary) for w in wanted]
+        unknown = [m.column for m in metrics if m.column not in summary.columns]
+        if unknown and len(summary):
+            numeric = [c for c in summary.columns if pd.api.types.is_numeric_dtype(summary[c])]
+            raise UsageError(f"--metric: no column {unknown[0]!r} in the summary; use one of {', '.join(numeric)}")
     else:
         metrics = quality_metrics(summary, scorers) + [metric_for(c, summary) for c in DEFAULT_METRICS]
     return [m for m in metrics if m.column in summary.columns and summary[m.column].notna().any()]
+
+
+TRUNCATED_NOTE = 0.1
+
+
+def flag(row: pd.Series, metric: Metric) -> str:
+    """' (tail)' when an entropy value rests on truncated top-k lists at > 10% of positions."""
+    share = row.get("entropy_truncated_share")
+    if metric.column == "entropy_mean" and share is not None and pd.notna(share) and share > TRUNCATED_NOTE:
+        return " (tail)"
+    return ""
 
 
 def fmt_value(value: Any) -> str:
@@ -126,6 +142,29 @@ def varying(summary: pd.DataFrame, params: list[str]) -> list[str]:
     return [p for p in params if p in summary.columns and summary[p].map(fmt_value).nunique() > 1]
 
 
+def locked(summary: pd.DataFrame, a: str, b: str) -> bool:
+    """True when a and b move together (zipped): each value of one goes with one value of the other."""
+    x, y = summary[a].map(fmt_value), summary[b].map(fmt_value)
+    return bool((y.groupby(x).nunique() <= 1).all() and (x.groupby(y).nunique() <= 1).all())
+
+
+def axis_groups(summary: pd.DataFrame, params: list[str]) -> list[list[str]]:
+    """Varying parameters grouped so that zipped ones share one axis: [[temperature], [fp, pp]]."""
+    groups: list[list[str]] = []
+    for p in varying(summary, params):
+        home = next((g for g in groups if locked(summary, g[0], p)), None)
+        if home is None:
+            groups.append([p])
+        else:
+            home.append(p)
+    return groups
+
+
+def axis_label(group: list[str]) -> str:
+    """'frequency_penalty' or 'frequency_penalty = presence_penalty (zipped)'."""
+    return group[0] if len(group) == 1 else f"{group[0]} (zipped: {', '.join(group[1:])})"
+
+
 def pivot(part: pd.DataFrame, x: str, y: str, column: str) -> tuple[list[Any], list[Any], np.ndarray]:
     """(x values, y values, matrix[y, x]) of `column`, averaged over any other parameters."""
     xs, ys = sorted_values(part[x]), sorted_values(part[y])
@@ -145,9 +184,13 @@ __all__ = [
     "DEFAULT_METRICS",
     "Metric",
     "cell_label",
+    "flag",
     "chosen_metrics",
     "fmt_metric",
+    "axis_groups",
+    "axis_label",
     "fmt_value",
+    "locked",
     "metric_for",
     "pivot",
     "quality_metrics",

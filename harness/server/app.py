@@ -134,12 +134,15 @@ def create_app(
         seeds=random.Random(seed),
         jitter=random.Random(None if fault_seed is None else fault_seed + 1),
     )
-    app = web.Application(middlewares=[_json_errors], client_max_size=32 * 1024 * 1024)
+    app = web.Application(client_max_size=32 * 1024 * 1024)
     app[_STATE] = state
-    app.router.add_post("/v1/chat/completions", _chat)
-    app.router.add_get("/v1/models", _list_models)
-    app.router.add_get("/v1/models/{name:.+}", _get_model)
-    app.router.add_get("/health", _health)
+    # Methods are checked in the handlers and unknown paths caught here (not in a middleware,
+    # which would cost every request a few microseconds): all errors are OpenAI-style JSON.
+    app.router.add_route("*", "/v1/chat/completions", _chat)
+    app.router.add_route("*", "/v1/models", _list_models)
+    app.router.add_route("*", "/v1/models/{name:.+}", _get_model)
+    app.router.add_route("*", "/health", _health)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
     app.on_shutdown.append(_shutdown_executors)
     return app
 
@@ -169,25 +172,33 @@ async def _shutdown_executors(app: web.Application) -> None:
 # ---------------------------------------------------------------- responses and errors
 
 
+_JSON_HEADERS = {"Content-Type": _JSON}
+
+
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type=_JSON, headers=headers)
+    all_headers = {**_JSON_HEADERS, **headers} if headers else _JSON_HEADERS
+    return web.Response(body=orjson.dumps(body), status=status, headers=all_headers)
 
 
 def _error(err: ApiError) -> web.Response:
     return _json(err.body(), err.status, err.headers)
 
 
-@web.middleware
-async def _json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """aiohttp's own errors (404, 405, 413) as OpenAI-style JSON."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
-        message = f"{exc.reason}: {request.method} {request.path[:200]}"
-        return _json(error_body(message, kind), exc.status)
+def _http_error(request: web.Request, status: int, reason: str) -> web.Response:
+    kind = "not_found_error" if status == 404 else "invalid_request_error"
+    return _json(error_body(f"{reason}: {request.method} {request.path[:200]}", kind), status)
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return _http_error(request, 404, "Not Found")
+
+
+def _wrong_method(request: web.Request, allowed: str) -> web.Response | None:
+    if request.method == allowed:
+        return None
+    response = _http_error(request, 405, "Method Not Allowed")
+    response.headers["Allow"] = allowed
+    return response
 
 
 def _check_auth(state: _State, request: web.Request) -> None:
@@ -210,7 +221,7 @@ def _check_auth(state: _State, request: web.Request) -> None:
 
 
 async def _health(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return _wrong_method(request, "GET") or _json({"status": "ok"})
 
 
 def _model_card(state: _State, name: str) -> dict[str, Any]:
@@ -223,6 +234,9 @@ async def _list_models(request: web.Request) -> web.Response:
         _check_auth(state, request)
     except ApiError as err:
         return _error(err)
+    wrong = _wrong_method(request, "GET")
+    if wrong is not None:
+        return wrong
     return _json({"object": "list", "data": [_model_card(state, name) for name in state.slots]})
 
 
@@ -234,6 +248,9 @@ async def _get_model(request: web.Request) -> web.Response:
         _lookup(state, name)
     except ApiError as err:
         return _error(err)
+    wrong = _wrong_method(request, "GET")
+    if wrong is not None:
+        return wrong
     return _json(_model_card(state, name))
 
 
@@ -255,7 +272,13 @@ def _lookup(state: _State, name: str) -> _ModelSlot:
 async def _chat(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions: auth -> latency -> early faults -> validation -> answer."""
     state = request.app[_STATE]
-    raw = await request.read()
+    wrong = _wrong_method(request, "POST")
+    if wrong is not None:
+        return wrong
+    try:
+        raw = await request.read()
+    except web.HTTPException as exc:  # 413: body above client_max_size
+        return _http_error(request, exc.status, exc.reason)
     try:
         _check_auth(state, request)
         fault = _fault_for(state, request)
@@ -338,7 +361,7 @@ def _reset(request: web.Request) -> None:
 
 async def _garbage(request: web.Request, stream: bool) -> web.StreamResponse:
     if not stream:
-        return web.Response(body=_GARBAGE, content_type=_JSON)
+        return web.Response(body=_GARBAGE, headers=_JSON_HEADERS)
     response = web.StreamResponse(headers=_SSE_HEADERS)
     await response.prepare(request)
     await response.write(b"data: " + _GARBAGE + b"\n\ndata: [DONE]\n\n")
@@ -362,7 +385,7 @@ class _Driver:
 
     def __init__(self, slot: _ModelSlot, state: _State, chat: ChatRequest) -> None:
         self._slot, self._state, self._chat = slot, state, chat
-        self._cancelled = threading.Event()
+        self._cancelled = threading.Event() if slot.executor is not None else None
         self.generation: Generation | None = None
 
     async def _call(self, fn: Callable[[], Any]) -> Any:
@@ -379,7 +402,8 @@ class _Driver:
                 self.generation = await self._call(lambda: _new_generation(self._slot, self._state, self._chat))
                 yield self
             finally:
-                self._cancelled.set()
+                if self._cancelled is not None:
+                    self._cancelled.set()
                 if self.generation is not None:
                     await self._call(self.generation.close)
 
@@ -389,29 +413,35 @@ class _Driver:
         return await self._call(self.generation.step)  # type: ignore[no-any-return]
 
     async def to_end(self) -> Delta:
-        """Every remaining token, yielding to the loop now and then (inline models)."""
+        """Every remaining token."""
         assert self.generation is not None
-        if self._slot.executor is not None:
-            return await self._call(lambda: _run_until(self.generation, self._cancelled))  # type: ignore[no-any-return]
-        parts, total = [], Delta()
-        while total.finish_reason is None:
-            for _ in range(_YIELD_EVERY):
-                delta = self.generation.step()
-                parts.append(delta.text)
-                total.logprobs.extend(delta.logprobs)
-                if delta.finish_reason is not None:
-                    total.finish_reason = delta.finish_reason
-                    break
+        if self._cancelled is None:
+            return await _run_inline(self.generation)
+        return await self._call(lambda: _run_until(self.generation, self._cancelled))  # type: ignore[no-any-return]
+
+
+async def _run_inline(generation: Generation) -> Delta:
+    """Generate to the end on the event loop, yielding to it every few tokens."""
+    parts, total = [], Delta()
+    while total.finish_reason is None:
+        for _ in range(_YIELD_EVERY):
+            delta = generation.step()
+            parts.append(delta.text)
+            total.logprobs.extend(delta.logprobs)
+            if delta.finish_reason is not None:
+                total.finish_reason = delta.finish_reason
+                break
+        else:
             await asyncio.sleep(0)
-        total.text = "".join(parts)
-        return total
+    total.text = "".join(parts)
+    return total
 
 
-def _run_until(generation: Generation | None, cancelled: threading.Event) -> Delta:
+def _run_until(generation: Generation | None, cancelled: threading.Event | None) -> Delta:
     """The blocking loop of a worker thread; stops early when the request is gone."""
     assert generation is not None
     parts, total = [], Delta()
-    while total.finish_reason is None and not cancelled.is_set():
+    while total.finish_reason is None and not (cancelled is not None and cancelled.is_set()):
         delta = generation.step()
         parts.append(delta.text)
         total.logprobs.extend(delta.logprobs)
@@ -423,19 +453,26 @@ def _run_until(generation: Generation | None, cancelled: threading.Event) -> Del
 async def _complete(
     request: web.Request, state: _State, slot: _ModelSlot, chat: ChatRequest, ident: Completion, *, cut: bool
 ) -> web.StreamResponse:
-    driver = _Driver(slot, state, chat)
-    async with driver.session():
-        result = await driver.to_end()
-        generation = driver.generation
-        assert generation is not None
-        usage = usage_body(generation.prompt_tokens, generation.completion_tokens)
+    if slot.executor is None:  # fast path: an inline model needs no lock or thread
+        generation = _new_generation(slot, state, chat)
+        try:
+            result = await _run_inline(generation)
+        finally:
+            generation.close()
+    else:
+        driver = _Driver(slot, state, chat)
+        async with driver.session():
+            result = await driver.to_end()
+            assert driver.generation is not None
+            generation = driver.generation
+    usage = usage_body(generation.prompt_tokens, generation.completion_tokens)
     if state.tokens_per_s:
         await asyncio.sleep(generation.completion_tokens / state.tokens_per_s)
     logprobs = logprobs_body(result.logprobs) if chat.params.logprobs else None
     body = orjson.dumps(completion_body(ident, result.text, result.finish_reason, logprobs, usage))
     if cut:
         return await _cut_body(request, body)
-    return web.Response(body=body, content_type=_JSON)
+    return web.Response(body=body, headers=_JSON_HEADERS)
 
 
 async def _cut_body(request: web.Request, body: bytes) -> web.StreamResponse:

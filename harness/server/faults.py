@@ -20,6 +20,7 @@ completion response before its first byte.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Mapping
@@ -114,8 +115,8 @@ class Latency:
             mean_ms, jitter_ms = float(mean), float(jitter or 0)
         except ValueError:
             raise UsageError(f"{text!r} is not MS or MEAN:JITTER (milliseconds, e.g. 50 or 50:20)", key=key) from None
-        if mean_ms < 0 or jitter_ms < 0 or mean_ms != mean_ms or jitter_ms != jitter_ms:
-            raise UsageError(f"{text!r}: milliseconds must be 0 or more", key=key)
+        if not (math.isfinite(mean_ms) and math.isfinite(jitter_ms)) or mean_ms < 0 or jitter_ms < 0:
+            raise UsageError(f"{text!r}: milliseconds must be finite and 0 or more", key=key)
         return cls(mean_ms / 1000.0, jitter_ms / 1000.0)
 
     def sample(self, rng: random.Random) -> float:

@@ -17,7 +17,7 @@ A prompt is the contents of the chat messages joined by newlines; a generation e
 from __future__ import annotations
 
 import threading
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, defaultdict
 from typing import Sequence
 
 import numpy as np
@@ -47,7 +47,8 @@ class NGramModel:
         self._tables = _count_contexts(sequences, order)
         self._unigram = _unigram(sequences, self.vocab_size)
         self._entries: dict[tuple[int, ...], _Entry] = {}
-        self._cache: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
+        self._cache: dict[tuple[int, ...], np.ndarray] = {}
+        self._context_size = order - 1
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -70,17 +71,15 @@ class NGramModel:
 
     def logits_for(self, context: Sequence[int]) -> np.ndarray:
         """Read-only float32 log-probabilities of the next token after `context`."""
-        key = tuple(context[-(self.order - 1) :])
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
+        key = tuple(context[-self._context_size :])
+        hit = self._cache.get(key)  # a plain dict: reads need no lock
+        if hit is not None:
+            return hit
         logits = self._compute(key)
         with self._lock:
+            if len(self._cache) >= self._cache_size:  # evict the oldest entry (FIFO)
+                self._cache.pop(next(iter(self._cache)), None)
             self._cache[key] = logits
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
         return logits
 
     def _compute(self, key: tuple[int, ...]) -> np.ndarray:

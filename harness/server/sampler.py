@@ -13,11 +13,13 @@ Order of operations in `Sampler.step` (the same as vLLM's v1 sampler)::
     2. temperature   temperature == 0 -> greedy: argmax of the penalized logits, steps 3-6 skipped
                      (top_k/top_p/min_p cannot change an argmax); otherwise logits /= temperature
     3. min_p         drop tokens whose probability is below min_p * (probability of the best token)
+                     (a token exactly at the threshold stays, within float rounding)
     4. top_k         keep the k most likely of the survivors (top_k == -1 or >= vocab: off;
                      top_k == 1 is greedy at any temperature)
     5. top_p         renormalize the survivors and keep the smallest set of the most likely ones
                      whose mass reaches top_p (the token that crosses top_p is kept; at least one
-                     token always survives; top_p == 1: off)
+                     token always survives; a mass within 1e-6 of top_p counts as reaching it,
+                     so 0.5 + 0.3 reaches 0.8 despite float rounding; top_p == 1: off)
     6. sample        one draw (inverse CDF) from the renormalized survivors with the sampler's
                      own `random.Random(seed)` (same seed + same logits = same tokens)
 
@@ -51,6 +53,8 @@ __all__ = ["SamplingParams", "Sampler", "StepResult"]
 
 LogprobsMode = Literal["raw", "processed"]
 _T = TypeVar("_T")
+_MIN_P_TOLERANCE = 1e-6  # in log space: a token exactly at min_p * best survives
+_TOP_P_TOLERANCE = 1e-6  # mass within this of top_p counts as reaching it (float32 sums)
 _TOP_P_FIRST_PREFIX = 1024  # candidates sorted before top_p grows its prefix (x16 each round)
 
 
@@ -100,19 +104,24 @@ class Sampler:
     def step(self, logits: np.ndarray, generated: Sequence[int]) -> StepResult:
         """Pick the next token from `logits` (not modified) given the tokens generated so far."""
         p = self.params
-        raw = np.asarray(logits)
-        penalized = apply_penalties(raw, generated, p.frequency_penalty, p.presence_penalty)
+        raw = logits if type(logits) is np.ndarray else np.asarray(logits)
+        penalized = raw
+        if generated and p.has_penalties:
+            penalized = apply_penalties(raw, generated, p.frequency_penalty, p.presence_penalty)
         if p.greedy:
             token = argmax_first(penalized)
         else:
-            ids, cdf = _CACHE.get_or_make(penalized, self._dist_key, self._distribution)
-            index = int(np.searchsorted(cdf, self._rng.random() * cdf[-1], side="right"))
-            index = min(index, cdf.shape[0] - 1)
-            token = int(index if ids is None else ids[index])
+            ids, cdf, total = _CACHE.get_or_make(penalized, self._dist_key, self._distribution)
+            index = int(cdf.searchsorted(self._rng.random() * total, side="right"))
+            if index >= cdf.shape[0]:
+                index = cdf.shape[0] - 1
+            token = index if ids is None else int(ids[index])
+        if not (p.logprobs or p.top_logprobs):
+            return StepResult(token, 0.0)
         return self._report(raw, penalized, token)
 
-    def _distribution(self, penalized: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        """Steps 2-5: temperature, min_p, top_k, top_p -> (survivor ids or None = all, CDF)."""
+    def _distribution(self, penalized: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, float]:
+        """Steps 2-5: temperature, min_p, top_k, top_p -> (survivor ids or None = all, CDF, mass)."""
         p = self.params
         scaled = penalized if p.temperature == 1.0 else penalized / np.float32(p.temperature)
         ids: np.ndarray | None = None  # None = every token
@@ -129,13 +138,11 @@ class Sampler:
             ids = keep if ids is None else ids[keep]
             values = values[keep]
         cdf = np.cumsum(np.exp(values - values.max()), dtype=np.float64)
-        return ids, cdf
+        return ids, cdf, float(cdf[-1])
 
     def _report(self, raw: np.ndarray, penalized: np.ndarray, token: int) -> StepResult:
         """The chosen token's logprob and the top candidates from the documented distribution."""
         p = self.params
-        if not p.logprobs and p.top_logprobs == 0:
-            return StepResult(token_id=token, logprob=0.0)
         source = raw
         if p.logprobs_mode == "processed":
             temperature = p.temperature if p.temperature > 0.0 else 1.0
@@ -167,7 +174,7 @@ class _ReadOnlyCache:
         """`make(array)`, memoized under `key` when `array` is read-only."""
         if array.flags.writeable:
             return make(array)
-        full = (id(array), *key)
+        full = (id(array), key)
         entry = self._data.get(full)
         if entry is not None and entry[0]() is array:
             return entry[1]  # type: ignore[no-any-return]
@@ -201,7 +208,7 @@ def argmax_first(values: np.ndarray) -> int:
 
 def min_p_candidates(scaled: np.ndarray, min_p: float) -> np.ndarray:
     """Ids whose probability is at least `min_p` times the best token's (never empty)."""
-    threshold = scaled.max() + np.log(min_p)
+    threshold = scaled.max() + np.log(min_p) - _MIN_P_TOLERANCE
     return np.flatnonzero(scaled >= threshold)
 
 
@@ -217,7 +224,7 @@ def top_p_candidates(values: np.ndarray, top_p: float) -> np.ndarray:
         order = sorted_top(values, size)
         mass = np.cumsum(np.exp(values[order] - np.float32(log_z)), dtype=np.float64)
         # keep tokens whose preceding mass is < top_p: the crossing token is kept.
-        cut = int(np.searchsorted(mass, top_p, side="left")) + 1
+        cut = int(np.searchsorted(mass, top_p - _TOP_P_TOLERANCE, side="left")) + 1
         if cut <= size or size == n:
             return order[: min(cut, size)]
         size = min(n, size * 16)
