@@ -130,21 +130,8 @@ def heterogeneity(run: Run) -> str:
             f"{100 * extreme:.0f}%; mean within-prompt variance p(1-p) ≈ {float((per * (1 - per)).mean()) * k / max(k - 1, 1):.3f}")
 
 
-def rate(hits: int, n: int) -> str:
-    return f"{100 * hits / n:5.1f}% ({hits}/{n})"
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pairs", type=int, default=40)
-    ap.add_argument("--prompts", type=int, default=200)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--temps", default="0.7, 1.0", help="temperatures swept (the one-cell figures use 0.7)")
-    ap.add_argument("--drops-per-pair", type=int, default=5, help="independent drop injections per pair")
-    ap.add_argument("--keep", metavar="DIR", help="keep the runs in DIR (default: a temporary folder)")
-    ap.add_argument("--seed", type=int, default=7)
-    args = ap.parse_args()
-    rng = np.random.default_rng(args.seed)
+def make_runs(args: argparse.Namespace, rng: np.random.Generator) -> tuple[list[Path], float]:
+    """Write dataset and spec, start `harness serve`, run the spec 2 × pairs times."""
     work = Path(args.keep or tempfile.mkdtemp(prefix="harness-reruns-"))
     work.mkdir(parents=True, exist_ok=True)
     write_dataset(work / "prompts.jsonl", args.prompts, rng)
@@ -162,6 +149,35 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+    if not args.keep:
+        print(f"(runs left in {work}; delete when done)", file=sys.stderr)
+    return runs, elapsed
+
+
+def rate(hits: int, n: int) -> str:
+    return f"{100 * hits / n:5.1f}% ({hits}/{n})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pairs", type=int, default=40)
+    ap.add_argument("--prompts", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--temps", default="0.7, 1.0", help="temperatures swept (the one-cell figures use 0.7)")
+    ap.add_argument("--drops-per-pair", type=int, default=5, help="independent drop injections per pair")
+    ap.add_argument("--keep", metavar="DIR", help="keep the runs in DIR (default: a temporary folder)")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--from", dest="from_dir", metavar="DIR", help="analyse the runs kept in DIR by --keep")
+    ap.add_argument("--extra-pairs", type=int, default=0,
+                    help="also compare this many random distinct pairs of the runs (not independent)")
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    if args.from_dir:
+        runs = sorted(p for p in (Path(args.from_dir) / "runs").iterdir() if (p / "manifest.json").exists())
+        runs = runs[: 2 * args.pairs]
+        elapsed = float("nan")
+    else:
+        runs, elapsed = make_runs(args, rng)
     loaded = [load_run(r) for r in runs]
     print(f"{len(runs)} runs of {len(loaded[0].results)} requests in {elapsed:.0f}s "
           f"({args.prompts} prompts x {args.repeats} repeats x temperature [{args.temps}], harness serve n-gram)")
@@ -185,8 +201,14 @@ def main() -> None:
         if len(pairs[0][0].results) != len(only_point(pairs[0][0], 0.7).results):
             whole = sum(compare_runs(a, inject_drop(b, mode, rng), opts).failed for a, b in draws)
             print(f"power, 5-point drop ({mode:7s}), whole run:                {rate(whole, len(draws))}")
-    if not args.keep:
-        print(f"(runs left in {work}; delete when done)", file=sys.stderr)
+    if args.extra_pairs:
+        chosen = set()
+        while len(chosen) < min(args.extra_pairs, len(loaded) * (len(loaded) - 1) // 2):
+            i, j = sorted(int(x) for x in rng.choice(len(loaded), 2, replace=False))
+            chosen.add((i, j))
+        extra = sum(compare_runs(loaded[i], loaded[j], opts).failed for i, j in sorted(chosen))
+        print(f"false regressions over {len(chosen)} distinct (overlapping) pairs of the same runs: "
+              f"{rate(extra, len(chosen))}")
 
 
 if __name__ == "__main__":

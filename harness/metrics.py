@@ -191,8 +191,9 @@ def with_logprob_stats(df: pd.DataFrame) -> pd.DataFrame:
 
 def swept_params(df: pd.DataFrame, prefer: Iterable[str] = ()) -> list[str]:
     """Parameters that define the cells: keys of `point_json`, then request columns that vary
-    between cells of a run. Order: `prefer` (e.g. the spec's sweep keys) first, then as they
-    appear in point_json, then harness.records.SWEEPABLE."""
+    between cells of a run. Order: `prefer` first, then the order of harness.records.SWEEPABLE
+    (temperature, top_p, min_p, penalties, …; point_json keys are sorted, so they carry no
+    order), then any other point_json keys as they appear."""
     names: list[str] = []
     if "point_json" in df.columns:
         for text in pd.unique(df["point_json"].dropna()):
@@ -206,8 +207,8 @@ def swept_params(df: pd.DataFrame, prefer: Iterable[str] = ()) -> list[str]:
         for col in SWEEPABLE:
             if col in df.columns and col not in names and _varies_between_cells(df, col, cells, run_of_cell):
                 names.append(col)
-    rank = {name: i for i, name in enumerate(prefer)}
-    return sorted(names, key=lambda n: rank.get(n, len(rank)))
+    rank = {name: i for i, name in enumerate([*prefer, *SWEEPABLE])}
+    return sorted(names, key=lambda n: rank.get(n, len(rank)))  # stable: others keep their order
 
 
 def cell_codes(df: pd.DataFrame) -> np.ndarray:

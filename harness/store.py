@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 
 import orjson
 import pyarrow as pa
@@ -134,7 +134,7 @@ class RunStore:
         self.results = self.run_dir / RESULTS
         self._seal_rows = seal_rows
         self._seal_bytes = seal_bytes
-        self._file: io.BufferedWriter | None = None
+        self._file: BinaryIO | None = None
         self._segment: Path | None = None
         self._rows = 0
         self._bytes = 0

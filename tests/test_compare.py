@@ -235,6 +235,16 @@ def test_pooled_row_catches_a_drop_spread_over_cells(tmp_path: Path) -> None:
     assert cell(r, "exact_match", ALL_POINTS).verdict == "regressed" and r.failed
 
 
+def test_row_permutation_catches_a_concentrated_drop_the_prompt_swap_cannot(tmp_path: Path) -> None:
+    # 4 of 200 prompts go from 3/3 right to 0/3: swapping per prompt gives p = 1/16 at best
+    lost: Outcome = lambda p, i, s: ("ok", i >= 4, 0.1)
+    base = make_run(tmp_path, "b", outcome=always(True), prompts=200)
+    cand = make_run(tmp_path, "c", outcome=lost, prompts=200)
+    assert not compare(base, cand).failed
+    rows = compare(base, cand, permute="row")
+    assert rows.failed and cell(rows, "exact_match").p_worse < 0.01
+
+
 def test_error_rows_score_zero_unless_excluded(tmp_path: Path) -> None:
     base = make_run(tmp_path, "b", outcome=always(True))
     errs: Outcome = lambda p, i, s: ("error", False, 0.0) if i < 12 else ("ok", True, 0.1)

@@ -111,3 +111,25 @@ def test_options_refuse_out_of_range_values() -> None:
         CompareOptions(max_latency_ratio=0.5)
     with pytest.raises(UsageError, match="--max-error-rate"):
         CompareOptions(max_error_rate=Threshold(3.0))
+
+
+def test_row_permutation_is_exact_on_one_prompt() -> None:
+    # base 3/3 right, candidate 0/3: of the C(6,3) = 20 splits of the six rows, one is as extreme
+    b, c = np.ones((1, 3)), np.zeros((1, 3))
+    rows = paired_mean_test(b.mean(1), c.mean(1), rng=rng(), n_perm=40_000, rows=(b, c))
+    assert rows.p_less == pytest.approx(1 / 20, abs=0.004)
+    flips = paired_mean_test(b.mean(1), c.mean(1), rng=rng(), n_perm=40_000)
+    assert flips.p_less == pytest.approx(1 / 2, abs=0.01)  # one prompt: a coin flip
+
+
+def test_row_permutation_handles_missing_rows_and_is_calibrated() -> None:
+    r = rng(11)
+    rejections, trials = 0, 300
+    for _ in range(trials):
+        p = r.beta(0.7, 0.3, size=80)
+        b = (r.random((80, 3)) < p[:, None]).astype(float)
+        c = (r.random((80, 3)) < p[:, None]).astype(float)
+        b[::5, 2] = c[::5, 2] = np.nan
+        t = paired_mean_test(np.nanmean(b, 1), np.nanmean(c, 1), rng=r, n_perm=1_000, n_boot=10, rows=(b, c))
+        rejections += t.p_less < 0.05
+    assert 0.015 <= rejections / trials <= 0.08

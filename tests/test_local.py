@@ -206,6 +206,7 @@ def test_cli_start_detached_status_stop(private_cache: Path) -> None:
         status = subprocess.run([*harness, "local", "status"], capture_output=True, text=True, timeout=60)
         assert status.returncode == 0 and f"base_url={base_url}" in status.stdout
         pid = int(status.stdout.split("pid=")[1].split()[0])
+        assert _servers_using(private_cache) == [pid]
         with local.local_endpoint() as reused:  # a running endpoint is re-used, not duplicated
             assert reused.base_url == base_url and not reused.owned
         assert _alive(pid)
@@ -215,4 +216,62 @@ def test_cli_start_detached_status_stop(private_cache: Path) -> None:
         stopped = subprocess.run([*harness, "local", "stop"], capture_output=True, text=True, timeout=60)
     assert stopped.returncode == 0, stopped.stderr
     assert _wait_gone(pid)
+    assert not _servers_using(private_cache)
     assert subprocess.run([*harness, "local", "status"], capture_output=True, timeout=60).returncode == 1
+
+
+def test_a_tiny_sweep_runs_on_the_local_target(private_cache: Path, tmp_path: Path) -> None:
+    """`harness run` with `target: {local: …}`: starts the model, sweeps, stops it; rows check out."""
+    import pandas as pd
+
+    dataset = Path(__file__).resolve().parent.parent / "datasets" / "capitals.jsonl"
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(textwrap.dedent(f"""
+        name: local-tiny
+        target: {{local: gemma-3-270m}}
+        dataset: {{path: "{dataset}", limit: 2}}
+        params: {{max_tokens: 6, stop: ["\\n"], logprobs: true, top_logprobs: 3}}
+        sweep:
+          grid: {{temperature: [0.0, 1.5], top_k: [-1, 1]}}
+          repeats: 2
+        runner: {{concurrency: 2}}
+        scoring: [exact_match]
+    """))
+    run = subprocess.run([sys.executable, "-m", "harness", "run", str(spec), "--out", str(tmp_path / "runs"),
+                          "--quiet"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert not _servers_using(private_cache) or _wait_until(lambda: not _servers_using(private_cache))
+    rows = pd.read_parquet(Path(run.stdout.strip().splitlines()[-1]) / "results")
+    assert len(rows) == 16 and (rows.status == "ok").all()
+    assert rows.content.str.strip().str.len().gt(0).all()
+    for tokens in rows.logprobs:
+        assert len(tokens) >= 1 and all(len(t["top_logprobs"]) == 3 for t in tokens)
+    greedy = rows[rows.temperature == 0.0].groupby("prompt_id").content.unique()
+    assert greedy.map(len).eq(1).all()  # reproducible across repeats (and top_k)
+    top1 = rows[(rows.temperature == 1.5) & (rows.top_k == 1)].groupby("prompt_id").content.unique()
+    assert (top1.map(tuple) == greedy.map(tuple)).all()  # top_k=1 is greedy at any temperature
+    assert _wait_until(lambda: not _servers_using(private_cache)), "a model server outlived `harness run`"
+
+
+def _servers_using(cache: Path) -> list[int]:
+    """Live model server processes started with this cache folder."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"harness.localmodel" in cmdline and f"HARNESS_CACHE_DIR={cache}".encode() in environ.split(b"\0"):
+            if _alive(int(proc.name)):
+                found.append(int(proc.name))
+    return found
+
+
+def _wait_until(condition: Any, timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False

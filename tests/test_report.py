@@ -120,7 +120,7 @@ def test_two_runs_side_by_side(tmp_path):
 
 def test_same_run_twice_gets_distinct_labels(tmp_path):
     a = write_run(tmp_path / "a", sweep_rows(hostile=False), scoring=["exact_match"])
-    report = build_report([a, a], tmp_path / "out")
+    report = build_report([a, a], tmp_path / "out", ReportOptions(metrics=["exact_match"]))
     assert list(pd.unique(report.summary["run_id"])) == ["run-a", "run-a#2"]
 
 
@@ -137,7 +137,7 @@ def test_single_cell_no_scorers_and_empty_run(tmp_path):
 
 def test_cli_report_prints_out_dir_last(tmp_path, capsys):
     run = write_run(tmp_path / "r", sweep_rows(hostile=False), scoring=["exact_match"])
-    assert main(["report", str(run), "--out", str(tmp_path / "o"), "--samples", "1"]) == 0
+    assert main(["report", str(run), "--out", str(tmp_path / "o"), "--samples", "1", "--metric", "error_rate"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path / "o")
 
 
@@ -186,3 +186,10 @@ def test_zipped_parameters_share_one_axis(tmp_path):
             "heatmap_repetition_temperature_frequency_penalty.png"} <= names
     assert not any("presence_penalty" in n for n in names)
     assert report.summary["repetition"].tolist() == pytest.approx([1 - 1 / 3, 1 - 2 / 3, 1 - 2 / 3] * 2)
+
+
+def test_figure_file_names_from_hostile_parameter_names_stay_inside():
+    from harness.report.figures import file_name
+
+    assert file_name("lines", "../../etc/passwd") == "lines_etc-passwd.png"
+    assert file_name("heatmap", "m", "a b<x>", "") == "heatmap_m_a-b-x_x.png"

@@ -143,3 +143,38 @@ def test_blocking_models_run_one_at_a_time_off_the_event_loop() -> None:
     assert results == [200, 200, 200]
     assert slow.max_active == 1 and slow.closed == 3
     assert answered_in < 0.6  # one generation takes >= 0.9 s: the loop was not blocked
+
+
+class PickyModel(NGramModel):
+    """Refuses long prompts like a real model with a context limit; breaks on a magic word."""
+
+    def __init__(self) -> None:
+        super().__init__("picky/ngram")
+
+    def start(self, prompt_ids: Sequence[int]) -> NGramSession:
+        from harness.server.wire import ApiError
+
+        if len(prompt_ids) > 20:
+            raise ApiError(400, "This model's context holds 20 tokens.", param="messages", code="context_length_exceeded")
+        return BrokenSession(self, prompt_ids) if self.tokenizer.encode(" explode")[0] in prompt_ids else NGramSession(self, prompt_ids)
+
+
+class BrokenSession(NGramSession):
+    def logits(self) -> np.ndarray:
+        raise RuntimeError("model crashed")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_model_errors_become_openai_errors(stream: bool) -> None:
+    with ServerThread(create_app({"picky/ngram": PickyModel()})) as server, httpx.Client(base_url=server.base_url) as http:
+        long = {"model": "picky/ngram", "messages": [{"role": "user", "content": "word " * 30}], "stream": stream}
+        response = http.post("/chat/completions", json=long)
+        assert response.status_code == 400 and response.json()["error"]["code"] == "context_length_exceeded"
+        broken = {**long, "messages": [{"role": "user", "content": "please explode"}]}
+        if stream:
+            with pytest.raises(httpx.RemoteProtocolError):
+                http.post("/chat/completions", json=broken)
+        else:
+            response = http.post("/chat/completions", json=broken)
+            assert response.status_code == 500 and response.json()["error"]["type"] == "server_error"
+        assert http.post("/chat/completions", json={**long, "messages": [{"role": "user", "content": "7 + 5 ="}]}).status_code == 200

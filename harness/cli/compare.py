@@ -63,6 +63,10 @@ def register(subparsers: Any) -> None:
                         "(default: the allowed drop, else 0.02; 10%% for latency)")
     p.add_argument("--errors", dest="error_score", choices=("zero", "exclude"), default="zero",
                    help="an error row scores 0 on quality metrics (default) or its pair is left out")
+    p.add_argument("--permute", choices=("prompt", "row"), default="prompt",
+                   help="null of the quality tests: swap base and candidate per prompt (default; robust "
+                        "when a run's repeats are correlated, e.g. a fixed seed) or shuffle a prompt's "
+                        "rows (more power; needs every repeat to be an independent request)")
     p.add_argument("--fail-on-inconclusive", action="store_true",
                    help="also fail when a gated metric is inconclusive (too few prompts to tell)")
     p.add_argument("--seed", type=int, default=0, help="seed of the permutations and bootstrap (default 0)")
@@ -85,6 +89,7 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         correction=args.correction,
         margin=Threshold.parse(args.margin, "--margin") if args.margin else None,
         error_score=args.error_score,
+        permute=args.permute,
         seed=args.seed,
         fail_on_inconclusive=args.fail_on_inconclusive,
     )

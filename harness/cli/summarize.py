@@ -77,14 +77,13 @@ def console_table(summary: pd.DataFrame, params: list[str], score_names: list[st
 
 def handle(args: argparse.Namespace) -> int:
     from harness.metrics import summarize, swept_params
-    from harness.report import scorers_for, spec_param_order
+    from harness.report import scorers_for
     from harness.report.data import load_runs
 
     runs = load_runs([args.run_dir])
     scorers = scorers_for(runs, parse_scoring(args.scoring))
     rows = runs[0].rows
-    order = spec_param_order(runs)
-    summary = summarize(rows, scorers, prefer=order)
+    summary = summarize(rows, scorers)
     if args.csv:
         summary.to_csv(args.csv, index=False)
         print(args.csv)
@@ -94,5 +93,5 @@ def handle(args: argparse.Namespace) -> int:
     elif not len(summary):
         print("no results yet")
     else:
-        print(console_table(summary, swept_params(rows, order), [s.name for s in scorers]))
+        print(console_table(summary, swept_params(rows), [s.name for s in scorers]))
     return 0

@@ -224,9 +224,12 @@ def _run_test(pairing: Pairing, plan: _Plan, point: str, options: CompareOptions
             n_boot=min(options.n_boot, 1_000 if plan.gated else 500), confidence=confidence,
         )
     means = frame.groupby("prompt_id", sort=True)[[b, c]].mean()
+    n_perm = perm_count(family, options.alpha)
+    rows = _matrices(frame, b, c) if options.permute == "row" else None
     return paired_mean_test(
         means[b].to_numpy(), means[c].to_numpy(), rng=rng,
-        n_perm=perm_count(family, options.alpha), n_boot=options.n_boot, confidence=confidence,
+        n_perm=n_perm if rows is None else min(n_perm, 20_000),
+        n_boot=options.n_boot, confidence=confidence, rows=rows,
     )
 
 

@@ -11,6 +11,7 @@ from harness.errors import UsageError
 from .stats import Correction
 
 ErrorScore = Literal["zero", "exclude"]
+Permute = Literal["prompt", "row"]
 
 ERROR_RATE = "error_rate"
 LATENCY_P95 = "latency_p95"
@@ -70,6 +71,7 @@ class CompareOptions:
     correction: Correction = "holm"
     margin: Threshold | None = None
     error_score: ErrorScore = "zero"
+    permute: Permute = "prompt"
     seed: int = 0
     n_boot: int = 2_000
     fail_on_inconclusive: bool = False
@@ -105,6 +107,7 @@ __all__ = [
     "CompareOptions",
     "ERROR_RATE",
     "ErrorScore",
+    "Permute",
     "Gate",
     "LATENCY_P95",
     "Threshold",

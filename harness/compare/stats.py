@@ -61,6 +61,34 @@ def _sign_flip_null(rng: np.random.Generator, d: np.ndarray, n_perm: int) -> np.
     return np.concatenate(parts) / d.size
 
 
+def _row_perm_null(rng: np.random.Generator, mb: np.ndarray, mc: np.ndarray, n_perm: int) -> np.ndarray:
+    """Mean per-prompt differences when each prompt's 2·k paired rows are shuffled between sides.
+
+    ``mb``/``mc``: (prompts × repeats) matrices, NaN where a row is missing (same places in both).
+    Prompts are grouped by their number of pairs k, so each group shuffles a dense block.
+    """
+    k = (~np.isnan(mb)).sum(axis=1)
+    total = np.zeros(n_perm)
+    n_prompts = int((k > 0).sum())
+    for size in np.unique(k[k > 0]):
+        group = k == size
+        pooled = np.concatenate([_compact(mb[group])[:, :size], _compact(mc[group])[:, :size]], axis=1)
+        chunk = max(1, 2_000_000 // pooled.size)
+        for start in range(0, n_perm, chunk):
+            rows = min(chunk, n_perm - start)
+            block = np.broadcast_to(pooled, (rows, *pooled.shape)).copy()
+            rng.permuted(block, axis=2, out=block)
+            diff = block[:, :, size:].mean(axis=2) - block[:, :, :size].mean(axis=2)
+            total[start : start + rows] += diff.sum(axis=1)
+    return total / max(n_prompts, 1)
+
+
+def _compact(m: np.ndarray) -> np.ndarray:
+    """Each row's non-NaN values first, in order."""
+    order = np.argsort(np.isnan(m), axis=1, kind="stable")
+    return np.take_along_axis(m, order, axis=1)
+
+
 def paired_mean_test(
     base: np.ndarray,
     cand: np.ndarray,
@@ -69,8 +97,15 @@ def paired_mean_test(
     n_perm: int = 10_000,
     n_boot: int = 2_000,
     confidence: float = 0.95,
+    rows: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> PairedTest:
-    """Sign-flip test and prompt bootstrap for per-prompt means ``base[i]``, ``cand[i]``."""
+    """Permutation test and prompt bootstrap for per-prompt means ``base[i]``, ``cand[i]``.
+
+    The null flips the sign of each prompt's difference (base and candidate exchangeable per
+    prompt: robust when a run's repeats are correlated). With ``rows`` — the (prompts × repeats)
+    row matrices the means come from — it shuffles each prompt's rows between the sides instead,
+    which assumes every repeat is an independent draw and has more power.
+    """
     base = np.asarray(base, dtype=float)
     cand = np.asarray(cand, dtype=float)
     d = cand - base
@@ -79,7 +114,7 @@ def paired_mean_test(
         nan = float("nan")
         return PairedTest(0, nan, nan, nan, nan, nan, 1.0, 1.0)
     observed = float(d.mean())
-    null = _sign_flip_null(rng, d, n_perm)
+    null = _sign_flip_null(rng, d, n_perm) if rows is None else _row_perm_null(rng, *rows, n_perm)
     boot = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
     low, high = _interval(boot, confidence)
     return PairedTest(

@@ -68,18 +68,6 @@ def scorers_for(runs: Sequence[RunData], override: list[Any] | None = None) -> l
     return list(seen.values())
 
 
-def spec_param_order(runs: Sequence[RunData]) -> list[str]:
-    """Swept parameter names in the order the specs list them (grid, then zip)."""
-    names: list[str] = []
-    for run in runs:
-        sweep = run.spec.get("sweep")
-        if isinstance(sweep, dict):
-            for part in ("grid", "zip"):
-                if isinstance(sweep.get(part), dict):
-                    names += [str(k) for k in sweep[part] if str(k) not in names]
-    return names
-
-
 def _run_info(run: RunData) -> dict[str, Any]:
     m = run.manifest
     target = m.get("target") if isinstance(m.get("target"), dict) else {}
@@ -134,9 +122,8 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
     scorers = scorers_for(runs, options.scoring)
     rows = combined_rows(runs)
     scores = score_frame(rows, scorers)
-    order = spec_param_order(runs)
-    summary = summarize(rows, scorers, scores=scores, prefer=order)
-    params = swept_params(rows, order)
+    summary = summarize(rows, scorers, scores=scores)
+    params = swept_params(rows)
     metrics = chosen_metrics(summary, scorers, options.metrics)
     qualities = quality_metrics(summary, scorers)
     quality = qualities[0] if qualities else None
@@ -171,4 +158,4 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
     return report
 
 
-__all__ = ["Report", "ReportOptions", "build_report", "scorers_for", "spec_param_order"]
+__all__ = ["Report", "ReportOptions", "build_report", "scorers_for"]

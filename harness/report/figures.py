@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -44,6 +45,12 @@ class FigureFile:
     title: str
     caption: str
     png: bytes
+
+
+def file_name(*parts: str) -> str:
+    """A safe PNG file name from parts that may come from the data (parameter names)."""
+    stem = "_".join(re.sub(r"[^A-Za-z0-9_-]+", "-", p).strip("-") or "x" for p in parts)
+    return f"{stem[:150]}.png"
 
 
 def _render(fig: Figure) -> bytes:
@@ -86,6 +93,7 @@ def _annotate(ax: Any, matrix: np.ndarray, norm: Any, cmap: Any) -> None:
         return
     for (i, j), val in np.ndenumerate(matrix):
         if np.isnan(val):
+            ax.text(j, i, "not run", ha="center", va="center", fontsize=7.5, color="0.45", style="italic")
             continue
         r, g, b, _ = cmap(norm(val))
         colour = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
@@ -119,7 +127,7 @@ def heatmap(summary: pd.DataFrame, params: list[str], x: str, y: str, metric: Me
     note = f" (mean over {', '.join(others)})" if others else ""
     fig.suptitle(_short(f"{metric.label} by {x} and {y}{note}", 90), fontsize=10)
     caption = f"Heatmap of {metric.label} over {x} (x) and {y} (y){note}; one panel per run, shared colour scale."
-    return FigureFile(f"heatmap_{metric.column}_{x}_{y}.png", f"{metric.label}: {x} × {y}", caption, _render(fig))
+    return FigureFile(file_name("heatmap", metric.column, x, y), f"{metric.label}: {x} × {y}", caption, _render(fig))
 
 
 # --- lines with interval bands -----------------------------------------------------------------
@@ -211,7 +219,7 @@ def lines(summary: pd.DataFrame, params: list[str], x: str, metrics: list[Metric
     title = f"Metrics vs {x}{fixed}" + (f" — {runs[0]}" if single else "")
     fig.suptitle(_short(title, 100), fontsize=10)
     caption = f"Each metric against {x}; one line per setting of the other swept parameters{fixed}; shaded: 95% bootstrap interval where defined."
-    return FigureFile(f"lines_{x}.png", f"metrics vs {x}", caption, _render(fig))
+    return FigureFile(file_name("lines", x), f"metrics vs {x}", caption, _render(fig))
 
 
 # --- latency distributions ---------------------------------------------------------------------

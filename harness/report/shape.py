@@ -52,6 +52,8 @@ def metric_for(column: str, summary: pd.DataFrame) -> Metric:
     lo, hi = f"{base}_lo", f"{base}_hi"
     label = _KNOWN.get(column, (base.replace("_", " "), None))[0]
     if lo in summary.columns and hi in summary.columns:
+        if column.endswith("_mean") and column not in _KNOWN:
+            label = f"{base} (mean score)"
         return Metric(column, label, lo, hi)
     return Metric(column, label)
 

@@ -24,7 +24,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
 
-from harness.client import Completion, RequestFailed
+from harness.client import Completion, RequestFailed, scrub
 from harness.grid import RequestPlan
 from harness.runner.limits import AdaptiveLimit, TokenBucket
 from harness.runner.rows import base_row, error_row, ok_row
@@ -141,7 +141,7 @@ class Engine:
         started = time.monotonic()
         tries = _Tries()
         try:
-            done = await self._retrying(plan, tries)(self._attempt, body, started, tries)
+            done = await self._send(plan, body, started, tries)
             return ok_row(base, done, attempts=tries.count, latency_s=tries.last_latency)
         except RequestFailed as failure:
             return error_row(base, failure, attempts=max(tries.count, 1), latency_s=tries.last_latency)
@@ -149,8 +149,26 @@ class Engine:
             raise
         except Exception as exc:  # a bug must not cost the sweep: record it, keep going
             log.exception("request %s failed unexpectedly", plan.request_id)
-            failure = RequestFailed("internal", f"{type(exc).__name__}: {exc}")
-            return error_row(base, failure, attempts=max(tries.count, 1), latency_s=tries.last_latency)
+            bug = RequestFailed("internal", scrub(f"{type(exc).__name__}: {exc}", getattr(self._client, "secrets", ())))
+            return error_row(base, bug, attempts=max(tries.count, 1), latency_s=tries.last_latency)
+
+    async def _send(self, plan: RequestPlan, body: dict[str, Any], started: float, tries: "_Tries") -> Completion:
+        """The first attempt directly (most succeed: tenacity's set-up costs CPU), the rest via tenacity."""
+        try:
+            return await self._attempt(body, started, tries)
+        except RequestFailed as failure:
+            if not failure.retryable:
+                raise
+            first: RequestFailed | None = failure
+
+        async def attempt() -> Completion:
+            nonlocal first
+            if first is not None:  # tenacity's attempt 1 is the one already made
+                failed, first = first, None
+                raise failed
+            return await self._attempt(body, started, tries)
+
+        return await self._retrying(plan, tries)(attempt)  # type: ignore[no-any-return]
 
     def _retrying(self, plan: RequestPlan, tries: "_Tries") -> AsyncRetrying:
         def before_sleep(state: RetryCallState) -> None:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import RunDirError, UsageError
-from harness.manifest import MANIFEST, finish, load_for_resume, write_manifest
+from harness.manifest import MANIFEST, Status, finish, load_for_resume, write_manifest
 from harness.store import Counts, RunStore, write_table_atomic
 
 
@@ -92,7 +92,7 @@ def merge_runs(run_dirs: list[Path], out: Path) -> tuple[dict[str, Any], Counts]
         "merged_from": [m["run_id"] for m in manifests],
         "started_at": min(str(m.get("started_at") or "") for m in manifests) or None,
     }
-    status = "completed" if _complete(manifests) else "interrupted"
+    status: Status = "completed" if _complete(manifests) else "interrupted"
     manifest = finish(manifest, status, {"requests": _requests(manifests), "ok": counts.ok, "error": counts.error})
     write_manifest(out, manifest)
     return manifest, counts

@@ -32,7 +32,7 @@ def base_row(run_id: str, plan: RequestPlan, body: dict[str, Any], started_at: d
     return row
 
 
-def ok_row(base: dict[str, Any], done: Completion, *, attempts: int, latency_s: float) -> dict[str, Any]:
+def ok_row(base: dict[str, Any], done: Completion, *, attempts: int, latency_s: float | None) -> dict[str, Any]:
     """The row of a request that got an answer."""
     return {
         **base,

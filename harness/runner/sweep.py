@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+import orjson
+
 from harness.client import ChatClient, ClientConfig
 from harness.datasets import Prompt, load_prompts
 from harness.errors import RunDirError, TargetError, UsageError
@@ -140,9 +142,18 @@ def new_job(
         limit=limit,
         overrides=dict(overrides or {}),
     )
+    manifest = _without_key(manifest, api_key_for(spec))
     write_manifest(run_dir, manifest)
     store = RunStore(run_dir)
     return SweepJob(run_dir, spec, manifest, store, total, total, dict(overrides or {}), select, lock)
+
+
+def _without_key(manifest: dict[str, Any], key: str | None) -> dict[str, Any]:
+    """Defence in depth: a key interpolated into, say, base_url must not reach the manifest."""
+    if not key:
+        return manifest
+    text = orjson.dumps(manifest).decode()
+    return manifest if key not in text else dict(orjson.loads(text.replace(key, "***")))
 
 
 def resume_job(run_dir: Path, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None) -> SweepJob:
@@ -277,6 +288,8 @@ def finish_job(job: SweepJob, status: Status) -> Counts:
         job.store.close()
         job.store.recover()
         counts = job.store.compact()
+        with contextlib.suppress(OSError):
+            job.store.journal.rmdir()  # only when empty; a resume makes it again
         job.manifest = finish(job.manifest, status, {"requests": job.total, "ok": counts.ok, "error": counts.error})
         write_manifest(job.run_dir, job.manifest)
         return counts

@@ -41,7 +41,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, AsyncIterator, Callable, Coroutine, Mapping
 
 import orjson
 from aiohttp import web
@@ -297,9 +297,15 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         id="chatcmpl-" + os.urandom(12).hex(), created=int(time.time()), model=chat.model,
         system_fingerprint=slot.fingerprint,
     )  # fmt: skip
-    if chat.stream:
-        return await _stream(request, state, slot, chat, ident, cut=fault == "stream_cut")
-    return await _complete(request, state, slot, chat, ident, cut=fault == "stream_cut")
+    try:
+        if chat.stream:
+            return await _stream(request, state, slot, chat, ident, cut=fault == "stream_cut")
+        return await _complete(request, state, slot, chat, ident, cut=fault == "stream_cut")
+    except ApiError as err:  # from the model, before any byte was sent (e.g. prompt too long)
+        return _error(err)
+    except Exception:
+        logger.exception("generation failed for model %s", chat.model)
+        return _json(error_body("The server had an error while generating the response.", "server_error"), 500)
 
 
 def _decode(raw: bytes) -> object:
@@ -397,7 +403,7 @@ class _Driver:
     async def session(self) -> AsyncIterator["_Driver"]:
         """Hold the model (blocking models: one generation at a time) for the generation."""
         lock = self._slot.lock or contextlib.nullcontext()
-        async with lock:  # type: ignore[attr-defined]
+        async with lock:
             try:
                 self.generation = await self._call(lambda: _new_generation(self._slot, self._state, self._chat))
                 yield self
@@ -421,18 +427,16 @@ class _Driver:
 
 
 async def _run_inline(generation: Generation) -> Delta:
-    """Generate to the end on the event loop, yielding to it every few tokens."""
+    """Generate to the end on the event loop, yielding to it every _YIELD_EVERY tokens."""
     parts, total = [], Delta()
-    while total.finish_reason is None:
-        for _ in range(_YIELD_EVERY):
-            delta = generation.step()
-            parts.append(delta.text)
-            total.logprobs.extend(delta.logprobs)
-            if delta.finish_reason is not None:
-                total.finish_reason = delta.finish_reason
-                break
-        else:
-            await asyncio.sleep(0)
+    while True:
+        delta = generation.run(_YIELD_EVERY)
+        parts.append(delta.text)
+        total.logprobs.extend(delta.logprobs)
+        if delta.finish_reason is not None:
+            total.finish_reason = delta.finish_reason
+            break
+        await asyncio.sleep(0)
     total.text = "".join(parts)
     return total
 
@@ -441,11 +445,13 @@ def _run_until(generation: Generation | None, cancelled: threading.Event | None)
     """The blocking loop of a worker thread; stops early when the request is gone."""
     assert generation is not None
     parts, total = [], Delta()
-    while total.finish_reason is None and not (cancelled is not None and cancelled.is_set()):
-        delta = generation.step()
+    while not (cancelled is not None and cancelled.is_set()):
+        delta = generation.run(1)
         parts.append(delta.text)
         total.logprobs.extend(delta.logprobs)
-        total.finish_reason = delta.finish_reason
+        if delta.finish_reason is not None:
+            total.finish_reason = delta.finish_reason
+            break
     total.text = "".join(parts)
     return total
 
@@ -496,48 +502,81 @@ def _sse(body: Any) -> bytes:
 async def _stream(
     request: web.Request, state: _State, slot: _ModelSlot, chat: ChatRequest, ident: Completion, *, cut: bool
 ) -> web.StreamResponse:
-    """SSE: role chunk, one chunk per token, finish chunk, usage chunk (if asked), [DONE]."""
-    usage_flag = chat.include_usage
+    """SSE: role chunk, one chunk per token, finish chunk, usage chunk (if asked), [DONE].
+
+    Events are written as soon as they exist when tokens take time (a blocking model, or
+    --tokens-per-s); an inline model's events are batched, up to _YIELD_EVERY tokens a write.
+    """
     response = web.StreamResponse(headers=_SSE_HEADERS)
     driver = _Driver(slot, state, chat)
     async with driver.session():
         await response.prepare(request)
-        first = {"role": "assistant", "content": ""}
-        await response.write(_sse(chunk(ident, first, include_usage=usage_flag)))
-        cut_after = max(1, (chat.max_tokens or DEFAULT_MAX_TOKENS) // 2) if cut else None
-        delay = 1.0 / state.tokens_per_s if state.tokens_per_s else 0.0
-        steps = 0
-        while True:
-            delta = await driver.step()
-            steps += 1
-            if cut_after is not None and (steps > cut_after or delta.finish_reason is not None):
-                await response.write_eof()  # ends cleanly, without finish_reason or [DONE]
-                return response
-            if delay:
-                await asyncio.sleep(delay)
-            elif steps % _YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # writes do not always yield; keep the loop fair
-            await _write_delta(response, ident, chat, delta)
-            if delta.finish_reason is not None:
-                break
-        generation = driver.generation
-        assert generation is not None
-        usage = usage_body(generation.prompt_tokens, generation.completion_tokens)
-    if usage_flag:
-        await response.write(_sse(chunk(ident, None, usage=usage, include_usage=True)))
-    await response.write(b"data: [DONE]\n\n")
+        try:
+            return await _stream_events(request, response, state, slot, chat, ident, driver, cut=cut)
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            logger.exception("generation failed mid-stream for model %s", chat.model)
+            if request.transport is not None:
+                request.transport.close()  # no [DONE]: the client sees a broken stream
+            return response
+
+
+async def _stream_events(
+    request: web.Request, response: web.StreamResponse, state: _State, slot: _ModelSlot,
+    chat: ChatRequest, ident: Completion, driver: "_Driver", *, cut: bool,
+) -> web.StreamResponse:  # fmt: skip
+    """The body of `_stream` once the headers are out."""
+    flush_each = bool(state.tokens_per_s) or slot.executor is not None
+    events = [_sse(chunk(ident, {"role": "assistant", "content": ""}, include_usage=chat.include_usage))]
+    if flush_each:
+        events = await _flush(response, events)
+    cut_after = max(1, (chat.max_tokens or DEFAULT_MAX_TOKENS) // 2) if cut else None
+    delay = 1.0 / state.tokens_per_s if state.tokens_per_s else 0.0
+    steps = 0
+    while True:
+        delta = await driver.step()
+        steps += 1
+        if cut_after is not None and (steps > cut_after or delta.finish_reason is not None):
+            await _flush(response, events)
+            await response.write_eof()  # ends cleanly, without finish_reason or [DONE]
+            return response
+        if delay:
+            await asyncio.sleep(delay)
+        events.extend(_delta_events(ident, chat, delta))
+        if delta.finish_reason is not None:
+            break
+        if flush_each or steps % _YIELD_EVERY == 0:
+            events = await _flush(response, events)
+            await asyncio.sleep(0)  # writes do not always yield; keep the loop fair
+    generation = driver.generation
+    assert generation is not None
+    usage = usage_body(generation.prompt_tokens, generation.completion_tokens)
+    if chat.include_usage:
+        events.append(_sse(chunk(ident, None, usage=usage, include_usage=True)))
+    events.append(b"data: [DONE]\n\n")
+    await _flush(response, events)
     await response.write_eof()
     return response
 
 
-async def _write_delta(response: web.StreamResponse, ident: Completion, chat: ChatRequest, delta: Delta) -> None:
+async def _flush(response: web.StreamResponse, events: list[bytes]) -> list[bytes]:
+    """Write the pending events in one go; returns a fresh empty list."""
+    if events:
+        await response.write(b"".join(events))
+    return []
+
+
+def _delta_events(ident: Completion, chat: ChatRequest, delta: Delta) -> list[bytes]:
+    """The SSE events of one step: a content chunk (if any) and the finish chunk (if last)."""
+    events = []
     usage_flag = chat.include_usage
     if delta.text or delta.logprobs:
         logprobs = logprobs_body(delta.logprobs) if chat.params.logprobs else None
-        body = chunk(ident, {"content": delta.text}, logprobs=logprobs, include_usage=usage_flag)
-        await response.write(_sse(body))
+        events.append(_sse(chunk(ident, {"content": delta.text}, logprobs=logprobs, include_usage=usage_flag)))
     if delta.finish_reason is not None:
-        await response.write(_sse(chunk(ident, {}, finish_reason=delta.finish_reason, include_usage=usage_flag)))
+        events.append(_sse(chunk(ident, {}, finish_reason=delta.finish_reason, include_usage=usage_flag)))
+    return events
 
 
 # ---------------------------------------------------------------- running
@@ -591,12 +630,12 @@ def serve(
         _event_loop_runner()(main())
 
 
-def _event_loop_runner() -> Callable[[Awaitable[None]], None]:
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run  # type: ignore[return-value]
-    return uvloop.run  # type: ignore[no-any-return]
+        return asyncio.run
+    return uvloop.run
 
 
 class ServerThread:

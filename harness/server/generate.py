@@ -94,15 +94,47 @@ class Generation:
 
     def run_to_end(self) -> Delta:
         """Generate to the end; one Delta with all content and logprobs."""
-        total = Delta()
-        parts: list[str] = []
-        while self.finish_reason is None:
+        return self.run()
+
+    def run(self, max_steps: int | None = None) -> Delta:
+        """Up to `max_steps` tokens (None: to the end) as one Delta; finish_reason set at the end."""
+        if self.finish_reason is not None or self._session is None:
+            raise RuntimeError("generation already finished")
+        if not self._stops and not self._params.logprobs:
+            return self._run_plain(self._session, max_steps)
+        total, parts, steps = Delta(), [], 0
+        while total.finish_reason is None and (max_steps is None or steps < max_steps):
             delta = self.step()
+            steps += 1
             parts.append(delta.text)
             total.logprobs.extend(delta.logprobs)
             total.finish_reason = delta.finish_reason
         total.text = "".join(parts)
         return total
+
+    def _run_plain(self, session: Session, max_steps: int | None) -> Delta:
+        """`run` without stop sequences or logprobs: the same tokens, less bookkeeping."""
+        sample, text_of, eos = self._sampler.sample, self.model.token_text, self.model.eos_token_ids
+        generated, limit = self._generated, self._max_tokens
+        first, steps = len(generated), 0
+        reason: FinishReason | None = None
+        while True:
+            token = sample(session.logits(), generated)
+            self.completion_tokens += 1
+            steps += 1
+            if token in eos:
+                reason = "stop"
+                break
+            generated.append(token)
+            if self.completion_tokens >= limit:
+                reason = "length"
+                break
+            session.advance(token)
+            if max_steps is not None and steps >= max_steps:
+                break
+        self._text += "".join(text_of(t) for t in generated[first:])
+        text = self._text_out(len(self._text))
+        return self._finish(reason, text, []) if reason else Delta(text)
 
     @property
     def content(self) -> str:

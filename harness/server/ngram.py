@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, defaultdict
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class NGramModel:
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
-    def render_chat(self, messages: Sequence[dict]) -> list[int]:
+    def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         """`<s>` + the message contents joined by newlines (trailing spaces dropped)."""
         text = "\n".join(_content_text(m.get("content")) for m in messages).rstrip(" \t")
         return [BOS, *self.tokenizer.encode(text)]
@@ -92,7 +92,7 @@ class NGramModel:
             probs *= distinct / (total + distinct)
             probs[ids] += counts / (total + distinct)
         with np.errstate(divide="ignore"):
-            logits = np.log(probs).astype(np.float32)
+            logits: np.ndarray = np.log(probs).astype(np.float32)
         logits.flags.writeable = False
         return logits
 
@@ -161,7 +161,8 @@ def _unigram(sequences: list[list[int]], vocab_size: int) -> np.ndarray:
     uniform = np.full(vocab_size, 1.0 / (vocab_size - 2))
     uniform[[BOS, UNK]] = 0.0
     total, distinct = counts.sum(), float(np.count_nonzero(counts))
-    return (counts + distinct * uniform) / (total + distinct)
+    unigram: np.ndarray = (counts + distinct * uniform) / (total + distinct)
+    return unigram
 
 
 _DEFAULT: NGramModel | None = None

@@ -100,25 +100,38 @@ class Sampler:
         self._rng = random.Random(seed)
         p = params
         self._dist_key = ("dist", p.temperature, p.min_p, p.top_k, p.top_p)
+        self._greedy = p.greedy
 
     def step(self, logits: np.ndarray, generated: Sequence[int]) -> StepResult:
         """Pick the next token from `logits` (not modified) given the tokens generated so far."""
         p = self.params
         raw = logits if type(logits) is np.ndarray else np.asarray(logits)
-        penalized = raw
-        if generated and p.has_penalties:
-            penalized = apply_penalties(raw, generated, p.frequency_penalty, p.presence_penalty)
-        if p.greedy:
-            token = argmax_first(penalized)
-        else:
-            ids, cdf, total = _CACHE.get_or_make(penalized, self._dist_key, self._distribution)
-            index = int(cdf.searchsorted(self._rng.random() * total, side="right"))
-            if index >= cdf.shape[0]:
-                index = cdf.shape[0] - 1
-            token = index if ids is None else int(ids[index])
+        penalized = self._penalized(raw, generated)
+        token = self._choose(penalized)
         if not (p.logprobs or p.top_logprobs):
             return StepResult(token, 0.0)
         return self._report(raw, penalized, token)
+
+    def sample(self, logits: np.ndarray, generated: Sequence[int]) -> int:
+        """Like `step(...).token_id` (same draws), without computing logprobs."""
+        raw = logits if type(logits) is np.ndarray else np.asarray(logits)
+        return self._choose(self._penalized(raw, generated))
+
+    def _penalized(self, raw: np.ndarray, generated: Sequence[int]) -> np.ndarray:
+        p = self.params
+        if generated and p.has_penalties:
+            return apply_penalties(raw, generated, p.frequency_penalty, p.presence_penalty)
+        return raw
+
+    def _choose(self, penalized: np.ndarray) -> int:
+        """Step 2-6: greedy argmax, or one draw from the truncated distribution."""
+        if self._greedy:
+            return argmax_first(penalized)
+        ids, cdf, total = _CACHE.get_or_make(penalized, self._dist_key, self._distribution)
+        index = int(cdf.searchsorted(self._rng.random() * total, side="right"))
+        if index >= cdf.shape[0]:
+            index = cdf.shape[0] - 1
+        return index if ids is None else int(ids[index])
 
     def _distribution(self, penalized: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, float]:
         """Steps 2-5: temperature, min_p, top_k, top_p -> (survivor ids or None = all, CDF, mass)."""
@@ -168,9 +181,9 @@ class _ReadOnlyCache:
 
     def __init__(self, size: int = 8192) -> None:
         self._size = size
-        self._data: dict[tuple, tuple[weakref.ref, Any]] = {}
+        self._data: dict[tuple[Any, ...], tuple["weakref.ref[np.ndarray]", Any]] = {}
 
-    def get_or_make(self, array: np.ndarray, key: tuple, make: Callable[[np.ndarray], _T]) -> _T:
+    def get_or_make(self, array: np.ndarray, key: tuple[Any, ...], make: Callable[[np.ndarray], _T]) -> _T:
         """`make(array)`, memoized under `key` when `array` is read-only."""
         if array.flags.writeable:
             return make(array)
@@ -196,8 +209,8 @@ def apply_penalties(
     if (frequency == 0.0 and presence == 0.0) or len(generated) == 0:
         return logits
     ids, counts = np.unique(np.asarray(generated, dtype=np.int64), return_counts=True)
-    out = np.array(logits, dtype=np.float32 if logits.dtype == np.float32 else np.float64)
-    out[ids] -= frequency * counts + presence
+    out: np.ndarray = np.array(logits, dtype=np.float32 if logits.dtype == np.float32 else np.float64)
+    np.subtract.at(out, ids, frequency * counts + presence)
     return out
 
 
