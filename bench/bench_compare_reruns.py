@@ -183,33 +183,40 @@ def main() -> None:
           f"({args.prompts} prompts x {args.repeats} repeats x temperature [{args.temps}], harness serve n-gram)")
     print("data:", heterogeneity(loaded[0]))
     pairs = [(loaded[2 * k], loaded[2 * k + 1]) for k in range(args.pairs)]
-    opts = CompareOptions()
+    multi = len(loaded[0].results) != len(only_point(loaded[0], 0.7).results)
+    for permute in ("prompt", "row"):
+        print(f"--permute {permute}:")
+        analyse(pairs, loaded, CompareOptions(permute=permute), args, rng, multi)
+
+
+def analyse(pairs: list[tuple[Run, Run]], loaded: list[Run], opts: CompareOptions,
+            args: argparse.Namespace, rng: np.random.Generator, multi: bool) -> None:
+    """False regressions over the disjoint pairs, then power with injected drops."""
     t0 = time.perf_counter()
-    false_all = sum(compare_runs(a, b, opts).failed for a, b in pairs)
-    per_compare = (time.perf_counter() - t0) / len(pairs)
     false_one = sum(compare_runs(only_point(a, 0.7), only_point(b, 0.7), opts).failed for a, b in pairs)
-    print(f"false regressions, whole run (2 cells + pooled, 2 metrics, Holm): {rate(false_all, len(pairs))}"
+    per_compare = (time.perf_counter() - t0) / len(pairs)
+    print(f"  false regressions, one cell (T=0.7, 200x3):      {rate(false_one, len(pairs))}"
           f"   [{per_compare:.2f}s per compare]")
-    print(f"false regressions, one cell (T=0.7, 200x3):                     {rate(false_one, len(pairs))}")
+    if multi:
+        false_all = sum(compare_runs(a, b, opts).failed for a, b in pairs)
+        print(f"  false regressions, whole run (cells + pooled):   {rate(false_all, len(pairs))}")
+    if args.extra_pairs:
+        chosen: set[tuple[int, int]] = set()
+        while len(chosen) < min(args.extra_pairs, len(loaded) * (len(loaded) - 1) // 2):
+            i, j = sorted(int(x) for x in rng.choice(len(loaded), 2, replace=False))
+            chosen.add((i, j))
+        extra = sum(compare_runs(loaded[i], loaded[j], opts).failed for i, j in sorted(chosen))
+        print(f"  false regressions, {len(chosen)} distinct overlapping pairs: {rate(extra, len(chosen))}")
     draws = [(a, b) for a, b in pairs for _ in range(args.drops_per_pair)]
     for mode in ("forget", "uniform"):
         one = sum(
             compare_runs(only_point(a, 0.7), inject_drop(only_point(b, 0.7), mode, rng), opts).failed
             for a, b in draws
         )
-        print(f"power, 5-point drop ({mode:7s}), one cell (T=0.7, 200x3): {rate(one, len(draws))}")
-        if len(pairs[0][0].results) != len(only_point(pairs[0][0], 0.7).results):
+        print(f"  power, 5-point drop ({mode:7s}), one cell:       {rate(one, len(draws))}")
+        if multi:
             whole = sum(compare_runs(a, inject_drop(b, mode, rng), opts).failed for a, b in draws)
-            print(f"power, 5-point drop ({mode:7s}), whole run:                {rate(whole, len(draws))}")
-    if args.extra_pairs:
-        chosen = set()
-        while len(chosen) < min(args.extra_pairs, len(loaded) * (len(loaded) - 1) // 2):
-            i, j = sorted(int(x) for x in rng.choice(len(loaded), 2, replace=False))
-            chosen.add((i, j))
-        extra = sum(compare_runs(loaded[i], loaded[j], opts).failed for i, j in sorted(chosen))
-        print(f"false regressions over {len(chosen)} distinct (overlapping) pairs of the same runs: "
-              f"{rate(extra, len(chosen))}")
-
+            print(f"  power, 5-point drop ({mode:7s}), whole run:      {rate(whole, len(draws))}")
 
 if __name__ == "__main__":
     os.environ.setdefault("MPLBACKEND", "Agg")

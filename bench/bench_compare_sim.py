@@ -78,7 +78,7 @@ def frame(correct: np.ndarray, name: str, cells: int) -> pd.DataFrame:
 
 
 def engine_trial(rng: np.random.Generator, *, prompts: int, repeats: int, cells: int, mu: float,
-                 kappa: float, mode: str, drop: float, seed: int) -> bool:
+                 kappa: float, mode: str, drop: float, seed: int, permute: str = "prompt") -> bool:
     """One base/candidate pair through compare_runs; True when it would fail the build."""
     p = difficulty(rng, prompts, mu, kappa)
     pc = degrade(rng, p, mode, drop)
@@ -86,7 +86,7 @@ def engine_trial(rng: np.random.Generator, *, prompts: int, repeats: int, cells:
     cand = rng.random((cells, prompts, repeats)) < pc[None, :, None]
     b = Run(Path("base"), MANIFEST, frame(base, "base", cells))
     c = Run(Path("cand"), MANIFEST, frame(cand, "cand", cells))
-    return compare_runs(b, c, CompareOptions(seed=seed)).failed
+    return compare_runs(b, c, CompareOptions(seed=seed, permute=permute)).failed  # type: ignore[arg-type]
 
 
 def fast_trial(rng: np.random.Generator, *, prompts: int, repeats: int, mu: float, kappa: float,
@@ -122,9 +122,12 @@ def main() -> None:
           f"difficulty Beta(kappa={args.kappa}), one-sided alpha 0.05, Holm", flush=True)
     scenarios = [
         ("false regressions, 1 cell", dict(cells=1, mode="null", drop=0.0)),
-        ("false regressions, 4 cells + pooled", dict(cells=4, mode="null", drop=0.0)),
         ("power, 5-pt drop (forget), 1 cell", dict(cells=1, mode="forget", drop=0.05)),
         ("power, 5-pt drop (uniform), 1 cell", dict(cells=1, mode="uniform", drop=0.05)),
+        ("false regressions, 1 cell, --permute row", dict(cells=1, mode="null", drop=0.0, permute="row")),
+        ("power, forget, 1 cell, --permute row", dict(cells=1, mode="forget", drop=0.05, permute="row")),
+        ("power, uniform, 1 cell, --permute row", dict(cells=1, mode="uniform", drop=0.05, permute="row")),
+        ("false regressions, 4 cells + pooled", dict(cells=4, mode="null", drop=0.0)),
         ("power, 5-pt drop (forget), 4 cells + pooled", dict(cells=4, mode="forget", drop=0.05)),
     ]
     for label, kw in scenarios:

@@ -101,6 +101,33 @@ def _start_server() -> tuple[subprocess.Popen, str, int]:
     return proc, host, int(port)
 
 
+def sampler_figures(vocab: int = 262_144, steps: int = 40) -> None:
+    """Milliseconds per `Sampler.step` on a Gemma-sized vocabulary (fresh, writable logits)."""
+    import numpy as np
+
+    from harness.server.sampler import Sampler, SamplingParams
+
+    rng = np.random.default_rng(0)
+    peaked = (rng.gumbel(size=vocab) * 2.5).astype(np.float32)  # LM-like: a few likely tokens
+    flat = rng.standard_normal(vocab).astype(np.float32)  # worst case for top_p
+    cases = {
+        "greedy": SamplingParams(temperature=0.0),
+        "temperature 1": SamplingParams(),
+        "T0.7 top_p 0.95": SamplingParams(temperature=0.7, top_p=0.95),
+        "T1 top_k 40 min_p 0.05": SamplingParams(top_k=40, min_p=0.05),
+        "T1 + penalties + top5 logprobs": SamplingParams(frequency_penalty=0.5, presence_penalty=0.5, logprobs=True, top_logprobs=5),
+    }
+    for name, params in cases.items():
+        figures = []
+        for logits in (peaked, flat):
+            sampler = Sampler(params, 1)
+            start = time.perf_counter()
+            for i in range(steps):
+                sampler.step(logits, [i, i + 1, i])
+            figures.append((time.perf_counter() - start) / steps * 1000)
+        print(f"sampler {vocab} vocab  {name:32s} {figures[0]:7.2f} ms/step peaked  {figures[1]:7.2f} ms/step flat")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
@@ -134,6 +161,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+    sampler_figures()
 
 
 if __name__ == "__main__":

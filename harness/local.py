@@ -93,7 +93,7 @@ def _command(name: str, port: int, *, watch_parent: bool, n_ctx: int | None) -> 
 
 
 def _check_installed(name: str) -> None:
-    model_info(name)
+    """TargetError naming the install command when llama_cpp or the model package is missing."""
     import importlib.util
 
     for module in ("llama_cpp", model_info(name).package):
@@ -136,11 +136,16 @@ def _rotated(path: Path, max_bytes: int = 1 << 20) -> Path:
 
 
 def _log_tail(path: Path, lines: int = 2) -> str:
+    """The child's own error line if its last lines hold one, else its last `lines` lines."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        text = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+    recent = [line for line in text[-20:] if line]
+    for line in reversed(recent):
+        if line.startswith("harness: error: "):
+            return line.removeprefix("harness: error: ")
+    return " | ".join(recent[-lines:])
 
 
 def answers(base_url: str, timeout_s: float = 2.0) -> bool:

@@ -302,3 +302,8 @@ def test_cut_stream_is_retryable_and_missing_usage_is_an_error() -> None:
 def test_stream_error_status_before_streaming() -> None:
     err = failure(lambda r: httpx.Response(429, headers={"retry-after-ms": "10"}, json={}), STREAM_BODY)
     assert (err.error_type, err.retry_after_s) == ("rate_limited", 0.01)
+
+
+def test_a_server_ignoring_stream_true_is_read_whole() -> None:
+    done = send(lambda r: httpx.Response(200, json=completion()), STREAM_BODY)
+    assert done.content == "Paris" and done.ttft_s is None

@@ -133,3 +133,10 @@ def test_row_permutation_handles_missing_rows_and_is_calibrated() -> None:
         t = paired_mean_test(np.nanmean(b, 1), np.nanmean(c, 1), rng=r, n_perm=1_000, n_boot=10, rows=(b, c))
         rejections += t.p_less < 0.05
     assert 0.015 <= rejections / trials <= 0.08
+
+
+def test_public_surface_is_declared_and_sorted() -> None:
+    import harness.compare as compare
+
+    assert compare.__all__ == sorted(compare.__all__)
+    assert all(hasattr(compare, name) for name in compare.__all__)

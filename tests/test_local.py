@@ -275,3 +275,17 @@ def _wait_until(condition: Any, timeout_s: float = 15.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_a_taken_port_is_one_clear_line(private_cache: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run([sys.executable, "-m", "harness", "local", "start", "--port", str(port), "--n-ctx", "256"],
+                             capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], run.stderr

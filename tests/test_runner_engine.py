@@ -273,3 +273,22 @@ def test_token_bucket_paces_to_the_rate() -> None:
 
     asyncio.run(one())
     assert clock.now == pytest.approx(before + 0.6)
+
+
+def test_progress_line_and_quiet() -> None:
+    import io
+
+    from rich.console import Console
+
+    from harness.progress import RunProgress, summary
+
+    stats = Stats(total=1000, done=250, ok=240, error=10, retries=17, started=100.0, limit=12)
+    line = summary(stats, now=110.0)
+    assert line == "250/1,000  ok 240  error 10  retries 17  25.0 req/s  ETA 00:30  concurrency 12"
+    out = io.StringIO()
+    with RunProgress(stats, quiet=True, console=Console(file=out)):
+        pass
+    assert out.getvalue() == ""
+    with RunProgress(stats, console=Console(file=out), clock=lambda: 110.0):
+        pass
+    assert "250/1,000" in out.getvalue()

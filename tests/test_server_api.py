@@ -241,3 +241,17 @@ def test_many_concurrent_connections(server: ServerThread) -> None:
         return [r.status_code for r in replies]
 
     assert asyncio.run(hammer()) == [200] * 300
+
+
+def test_processed_logprobs_mode_reflects_temperature() -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Once upon a time"}], "max_tokens": 3,
+            "temperature": 0.5, "seed": 1, "logprobs": True, "top_logprobs": 2}  # fmt: skip
+    results = {}
+    for mode in ("raw", "processed"):
+        with ServerThread(reference_app(logprobs_mode=mode)) as srv:
+            reply = httpx.post(f"{srv.base_url}/chat/completions", json=body).json()
+        results[mode] = reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+    assert [t["token"] for t in results["raw"]] == [t["token"] for t in results["processed"]]
+    raw_gap = results["raw"][0]["logprob"] - results["raw"][1]["logprob"]
+    processed_gap = results["processed"][0]["logprob"] - results["processed"][1]["logprob"]
+    assert processed_gap == pytest.approx(2 * raw_gap, rel=1e-3)  # temperature 0.5 doubles logit gaps

@@ -198,3 +198,12 @@ def test_a_gemma_sized_vocabulary_works() -> None:
     step = Sampler(params, 1).step(logits, [5, 5, 9])
     assert 0 <= step.token_id < 262_144 and len(step.top) == 20
     assert [lp for _, lp in step.top] == sorted((lp for _, lp in step.top), reverse=True)
+
+
+def test_large_vocabularies_sample_the_right_frequencies() -> None:
+    # > 4 blocks: the two-level CDF path
+    probs = np.full(10_000, 0.5 / 9_998)
+    probs[7], probs[9_000] = 0.3, 0.2
+    counts = draws(SamplingParams(), np.log(probs).astype(np.float32), n=6000)
+    assert abs(counts[7] / 6000 - 0.3) < 0.03 and abs(counts[9_000] / 6000 - 0.2) < 0.03
+    assert abs(sum(c for t, c in counts.items() if t not in (7, 9_000)) / 6000 - 0.5) < 0.03

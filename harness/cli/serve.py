@@ -29,6 +29,10 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser.add_argument("--seed", type=int, default=None, metavar="N", help="seed for requests that send no seed (default: random)")
     parser.add_argument("--retry-after", type=float, default=1.0, metavar="S", help="Retry-After of injected 429s, seconds (default %(default)s)")
     parser.add_argument("--reject-unknown", action="store_true", help="refuse unknown request fields instead of ignoring them")
+    parser.add_argument(
+        "--logprobs-mode", choices=("raw", "processed"), default="raw",
+        help="logprobs from the raw distribution (default, like OpenAI/vLLM) or after penalties and temperature",
+    )  # fmt: skip
     parser.set_defaults(func=_handle)
 
 
@@ -75,6 +79,7 @@ def _handle(args: argparse.Namespace) -> int:
         seed=args.seed,
         retry_after_s=args.retry_after,
         reject_unknown=args.reject_unknown,
+        logprobs_mode=args.logprobs_mode,
     )
 
     def ready(base_url: str) -> None:

@@ -232,6 +232,10 @@ class ChatClient:
             body = await response.aread()
         finally:
             await response.aclose()
+        return self._whole(response, body)
+
+    def _whole(self, response: httpx.Response, body: bytes) -> Completion:
+        """A complete (non-streamed) answer."""
         if not 200 <= response.status_code < 300:
             raise _status_failure(response.status_code, body, response.headers, self._secrets)
         try:
@@ -255,9 +259,9 @@ class ChatClient:
         started = time.perf_counter()
         response = await self._transport.handle_async_request(self._request(payload))
         async with contextlib.aclosing(response):
-            if not 200 <= response.status_code < 300:
-                body = await response.aread()
-                raise _status_failure(response.status_code, body, response.headers, self._secrets)
+            if not 200 <= response.status_code < 300 or "json" in response.headers.get("content-type", ""):
+                # an error, or a server that ignored `stream: true` and answered in one piece
+                return self._whole(response, await response.aread())
             acc = StreamAccumulator(started=started, http_status=response.status_code)
             decoder = SSEDecoder()
             try:

@@ -36,10 +36,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _watch_stdin() -> None:
     """Exit the whole process when the parent's end of the stdin pipe closes."""
-    try:
-        while sys.stdin.buffer.read(4096):
+    try:  # os.read on the raw descriptor: no buffered-reader lock to trip interpreter shutdown
+        while os.read(0, 4096):
             pass
-    except (OSError, ValueError):
+    except OSError:
         pass
     log.warning("parent gone: stopping the local model")
     os._exit(0)

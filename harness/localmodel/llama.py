@@ -129,7 +129,7 @@ class _LlamaSession:
 
 
 class LlamaModel:
-    """A GGUF model as a `harness.server.model.LanguageModel` (Gemma chat format)."""
+    """A GGUF model as a `harness.server.model.LanguageModel` (`raw` or `gemma` prompt format)."""
 
     blocking = True
 

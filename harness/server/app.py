@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -49,6 +50,7 @@ from aiohttp import web
 from harness.server.faults import FaultInjector, FaultSpec, Latency, is_fault_kind
 from harness.server.generate import Delta, Generation
 from harness.server.model import LanguageModel
+from harness.server.sampler import LogprobsMode
 from harness.server.validation import ChatRequest, parse_chat_request
 from harness.server.wire import (
     ApiError,
@@ -93,6 +95,7 @@ class _State:
     retry_after_s: float
     timeout_cap_s: float
     reject_unknown: bool
+    logprobs_mode: LogprobsMode
     seeds: random.Random
     jitter: random.Random
     created: int = field(default_factory=lambda: int(time.time()))
@@ -113,12 +116,14 @@ def create_app(
     retry_after_s: float = 1.0,
     timeout_cap_s: float = 600.0,
     reject_unknown: bool = False,
+    logprobs_mode: LogprobsMode = "raw",
 ) -> web.Application:
     """Build the app serving `models` (advertised and accepted under their mapping keys).
 
     `seed` seeds the per-request seeds of requests that send none (None: fresh entropy);
     `fault_seed` seeds the fault draws; `timeout_cap_s` bounds how long a `timeout` fault holds
-    a request; `reject_unknown` refuses unknown body fields instead of ignoring them.
+    a request; `reject_unknown` refuses unknown body fields instead of ignoring them;
+    `logprobs_mode` "processed" reports logprobs after penalties and temperature (see sampler).
     """
     if not models:
         raise ValueError("create_app needs at least one model")
@@ -131,6 +136,7 @@ def create_app(
         retry_after_s=retry_after_s,
         timeout_cap_s=timeout_cap_s,
         reject_unknown=reject_unknown,
+        logprobs_mode=logprobs_mode,
         seeds=random.Random(seed),
         jitter=random.Random(None if fault_seed is None else fault_seed + 1),
     )
@@ -380,8 +386,11 @@ async def _garbage(request: web.Request, stream: bool) -> web.StreamResponse:
 def _new_generation(slot: _ModelSlot, state: _State, chat: ChatRequest) -> Generation:
     seed = chat.seed if chat.seed is not None else state.seeds.getrandbits(63)
     prompt = slot.model.render_chat(chat.messages)
+    params = chat.params
+    if state.logprobs_mode != params.logprobs_mode:
+        params = dataclasses.replace(params, logprobs_mode=state.logprobs_mode)
     return Generation(
-        slot.model, prompt, chat.params, seed=seed % 2**64,
+        slot.model, prompt, params, seed=seed % 2**64,
         max_tokens=chat.max_tokens or DEFAULT_MAX_TOKENS, stop=chat.stop,
     )  # fmt: skip
 

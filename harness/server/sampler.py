@@ -17,8 +17,8 @@ Order of operations in `Sampler.step` (the same as vLLM's v1 sampler)::
     4. top_k         keep the k most likely of the survivors (top_k == -1 or >= vocab: off;
                      top_k == 1 is greedy at any temperature)
     5. top_p         renormalize the survivors and keep the smallest set of the most likely ones
-                     whose mass reaches top_p (the token that crosses top_p is kept; at least one
-                     token always survives; a mass within 1e-6 of top_p counts as reaching it,
+                     whose mass reaches top_p (the token that crosses top_p is kept, and so are
+                     tokens tied with it; at least one token always survives; a mass within 1e-6 of top_p counts as reaching it,
                      so 0.5 + 0.3 reaches 0.8 despite float rounding; top_p == 1: off)
     6. sample        one draw (inverse CDF) from the renormalized survivors with the sampler's
                      own `random.Random(seed)` (same seed + same logits = same tokens)
@@ -49,12 +49,13 @@ from typing import Any, Callable, Literal, Sequence, TypeVar
 
 import numpy as np
 
-__all__ = ["SamplingParams", "Sampler", "StepResult"]
+__all__ = ["LogprobsMode", "SamplingParams", "Sampler", "StepResult"]
 
 LogprobsMode = Literal["raw", "processed"]
 _T = TypeVar("_T")
 _MIN_P_TOLERANCE = 1e-6  # in log space: a token exactly at min_p * best survives
 _TOP_P_TOLERANCE = 1e-6  # mass within this of top_p counts as reaching it (float32 sums)
+_BLOCK = 1024  # tokens per block of the two-level CDF of large vocabularies
 _TOP_P_FIRST_PREFIX = 1024  # candidates sorted before top_p grows its prefix (x16 each round)
 
 
@@ -127,14 +128,12 @@ class Sampler:
         """Step 2-6: greedy argmax, or one draw from the truncated distribution."""
         if self._greedy:
             return argmax_first(penalized)
-        ids, cdf, total = _CACHE.get_or_make(penalized, self._dist_key, self._distribution)
-        index = int(cdf.searchsorted(self._rng.random() * total, side="right"))
-        if index >= cdf.shape[0]:
-            index = cdf.shape[0] - 1
+        ids, cdf, weights = _CACHE.get_or_make(penalized, self._dist_key, self._distribution)
+        index = _draw_index(cdf, weights, self._rng.random())
         return index if ids is None else int(ids[index])
 
-    def _distribution(self, penalized: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, float]:
-        """Steps 2-5: temperature, min_p, top_k, top_p -> (survivor ids or None = all, CDF, mass)."""
+    def _distribution(self, penalized: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+        """Steps 2-5: temperature, min_p, top_k, top_p -> (survivor ids or None = all, CDF, weights)."""
         p = self.params
         scaled = penalized if p.temperature == 1.0 else penalized / np.float32(p.temperature)
         ids: np.ndarray | None = None  # None = every token
@@ -150,8 +149,7 @@ class Sampler:
             keep = top_p_candidates(values, p.top_p)
             ids = keep if ids is None else ids[keep]
             values = values[keep]
-        cdf = np.cumsum(np.exp(values - values.max()), dtype=np.float64)
-        return ids, cdf, float(cdf[-1])
+        return (ids, *_cdf(values))
 
     def _report(self, raw: np.ndarray, penalized: np.ndarray, token: int) -> StepResult:
         """The chosen token's logprob and the top candidates from the documented distribution."""
@@ -165,6 +163,37 @@ class Sampler:
         top_k = p.top_logprobs
         top = _CACHE.get_or_make(source, ("top", top_k), lambda v: _top_pairs(v, top_k, log_z))
         return StepResult(token_id=token, logprob=logprob, top=top)
+
+
+def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Cumulative weights of softmax(values), in float64.
+
+    Small arrays: the CDF itself (weights None). Large ones: the CDF over blocks of
+    _BLOCK tokens plus the float32 weights — a float64 cumsum over 262k entries costs more
+    than the whole rest of a step; `_draw_index` refines inside the chosen block.
+    """
+    weights = values - values.max()
+    np.exp(weights, out=weights)
+    n = weights.shape[0]
+    if n <= 4 * _BLOCK:
+        return np.cumsum(weights, dtype=np.float64), None
+    full = n // _BLOCK * _BLOCK
+    sums = weights[:full].reshape(-1, _BLOCK).sum(axis=1, dtype=np.float64)
+    if full < n:
+        sums = np.append(sums, weights[full:].sum(dtype=np.float64))
+    return np.cumsum(sums), weights
+
+
+def _draw_index(cdf: np.ndarray, weights: np.ndarray | None, u: float) -> int:
+    """Inverse CDF: the index whose cumulative weight first exceeds u * total (u in [0, 1))."""
+    target = u * float(cdf[-1])
+    index = min(int(cdf.searchsorted(target, side="right")), int(cdf.shape[0]) - 1)
+    if weights is None:
+        return index
+    start = index * _BLOCK
+    block = np.cumsum(weights[start : start + _BLOCK], dtype=np.float64)
+    inner = target - (float(cdf[index - 1]) if index else 0.0)
+    return start + min(int(block.searchsorted(inner, side="right")), int(block.shape[0]) - 1)
 
 
 def _top_pairs(values: np.ndarray, k: int, log_z: float) -> tuple[tuple[int, float], ...]:
@@ -226,20 +255,23 @@ def min_p_candidates(scaled: np.ndarray, min_p: float) -> np.ndarray:
 
 
 def top_p_candidates(values: np.ndarray, top_p: float) -> np.ndarray:
-    """Positions of the smallest most-likely set whose renormalized mass reaches `top_p`.
+    """Positions (ascending) of the smallest most-likely set whose renormalized mass reaches `top_p`.
 
-    Sorts a growing prefix (argpartition) instead of the whole array; best first.
+    Sorts the values (not their positions) of a growing prefix of the largest ones, found with
+    `np.partition`, until the mass is reached; then keeps every position at or above the cut
+    value (tokens tied with the crossing token are kept too).
     """
     n = values.shape[0]
-    log_z = logsumexp(values)
+    log_z = np.float32(logsumexp(values))
     size = min(n, _TOP_P_FIRST_PREFIX)
     while True:
-        order = sorted_top(values, size)
-        mass = np.cumsum(np.exp(values[order] - np.float32(log_z)), dtype=np.float64)
+        top = values if size == n else np.partition(values, n - size)[n - size :]
+        top = np.sort(top)[::-1]
+        mass = np.cumsum(np.exp(top - log_z), dtype=np.float64)
         # keep tokens whose preceding mass is < top_p: the crossing token is kept.
         cut = int(np.searchsorted(mass, top_p - _TOP_P_TOLERANCE, side="left")) + 1
         if cut <= size or size == n:
-            return order[: min(cut, size)]
+            return np.flatnonzero(values >= top[min(cut, size) - 1])
         size = min(n, size * 16)
 
 
@@ -248,7 +280,7 @@ def sorted_top(values: np.ndarray, k: int) -> np.ndarray:
     n = values.shape[0]
     if k <= 0:
         return np.empty(0, dtype=np.int64)
-    part = np.arange(n) if k >= n else np.argpartition(-values, k - 1)[:k]
+    part = np.arange(n) if k >= n else np.argpartition(values, n - k)[n - k :]
     if k <= 64:  # small: exact tie-break by position
         return part[np.lexsort((part, -values[part]))]
     part.sort()  # ascending positions, so the stable sort breaks ties by position
@@ -265,4 +297,6 @@ def logsumexp(values: np.ndarray) -> float:
     peak = float(values.max())
     if not np.isfinite(peak):
         return peak
-    return peak + float(np.log(np.exp(values - peak).sum(dtype=np.float64)))
+    shifted = values - peak
+    np.exp(shifted, out=shifted)
+    return peak + float(np.log(shifted.sum(dtype=np.float64)))
