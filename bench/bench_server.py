@@ -88,8 +88,25 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _start_server() -> tuple[subprocess.Popen, str, int]:
+_FLOOR = """
+import socket, sys, orjson, uvloop
+from aiohttp import web
+async def h(request):
+    body = orjson.loads(await request.read())
+    return web.Response(body=orjson.dumps({"ok": len(body)}), headers={"Content-Type": "application/json"})
+app = web.Application()
+app.router.add_post("/v1/chat/completions", h)
+sock = socket.socket(); sock.bind(("127.0.0.1", 0)); sock.listen(2048)
+print(f"http://127.0.0.1:{sock.getsockname()[1]}/v1", flush=True)
+uvloop.install()
+web.run_app(app, sock=sock, access_log=None, print=None)
+"""
+
+
+def _start_server(floor: bool = False) -> tuple[subprocess.Popen, str, int]:
     cmd = [sys.executable, "-m", "harness", "serve", "--port", "0", "--api-key-env", "BENCH_KEY", "--seed", "1"]
+    if floor:  # a trivial aiohttp handler: what the HTTP stack alone costs
+        cmd = [sys.executable, "-c", _FLOOR]
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
         cmd = ["taskset", "-c", "0", *cmd]
     env = {**os.environ, "BENCH_KEY": "bench"}
@@ -146,22 +163,33 @@ def main() -> None:
     print(f"server ready in {time.perf_counter() - t0:.2f} s (process start + model build), pinned to CPU 0")
     try:
         for name, extra in SCENARIOS.items():
-            payload = _request(host, port, extra)
-            asyncio.run(_load(host, port, payload, min(2000, args.requests), 64))  # warm-up
-            cpu = _cpu_seconds(proc.pid)
-            elapsed, lat, errors = asyncio.run(_load(host, port, payload, args.requests, args.connections))
-            cpu = _cpu_seconds(proc.pid) - cpu
-            lat.sort()
-            p50, p99 = statistics.median(lat) * 1000, lat[int(len(lat) * 0.99)] * 1000
-            per_cpu = f"{args.requests / cpu:8.0f} req per server CPU-second" if cpu > 0 else ""
-            print(
-                f"{name:34s} {args.requests / elapsed:8.0f} req/s wall  {per_cpu}  {args.connections} conns  "
-                f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  errors {errors}"
-            )
+            _scenario(name, extra, proc, host, port, args)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    proc, host, port = _start_server(floor=True)
+    try:
+        _scenario("floor: trivial aiohttp handler", {"max_tokens": 8}, proc, host, port, args)
     finally:
         proc.terminate()
         proc.wait(10)
     sampler_figures()
+
+
+def _scenario(name: str, extra: dict, proc: subprocess.Popen, host: str, port: int, args: argparse.Namespace) -> None:
+    """Warm up, then one measured run; prints one line."""
+    payload = _request(host, port, extra)
+    asyncio.run(_load(host, port, payload, min(2000, args.requests), 64))  # warm-up
+    cpu = _cpu_seconds(proc.pid)
+    elapsed, lat, errors = asyncio.run(_load(host, port, payload, args.requests, args.connections))
+    cpu = _cpu_seconds(proc.pid) - cpu
+    lat.sort()
+    p50, p99 = statistics.median(lat) * 1000, lat[int(len(lat) * 0.99)] * 1000
+    per_cpu = f"{args.requests / cpu:8.0f} req per server CPU-second" if cpu > 0 else ""
+    print(
+        f"{name:34s} {args.requests / elapsed:8.0f} req/s wall  {per_cpu}  {args.connections} conns  "
+        f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  errors {errors}"
+    )
 
 
 if __name__ == "__main__":

@@ -255,3 +255,19 @@ def test_processed_logprobs_mode_reflects_temperature() -> None:
     raw_gap = results["raw"][0]["logprob"] - results["raw"][1]["logprob"]
     processed_gap = results["processed"][0]["logprob"] - results["processed"][1]["logprob"]
     assert processed_gap == pytest.approx(2 * raw_gap, rel=1e-3)  # temperature 0.5 doubles logit gaps
+
+
+@pytest.mark.parametrize("extra", [{"top_k": 1}, {"min_p": 1.0}, {"top_p": 0.0}, {"top_p": 1e-6, "top_k": 50}])
+def test_truncation_to_one_token_is_greedy_at_high_temperature(client: openai.OpenAI, extra: dict) -> None:
+    greedy = ask(client, "Once upon a time", temperature=0, max_tokens=10).choices[0].message.content
+    for seed in range(3):
+        hot = ask(client, "Once upon a time", temperature=2.0, seed=seed, max_tokens=10, extra_body=extra)
+        assert hot.choices[0].message.content == greedy
+
+
+def test_truncation_narrows_the_outputs(client: openai.OpenAI) -> None:
+    def distinct(**extra: object) -> int:
+        return len({ask(client, "The fox", temperature=1.5, seed=s, max_tokens=6, extra_body=extra).choices[0].message.content for s in range(10)})
+
+    wide = distinct()
+    assert distinct(top_k=2) < wide and distinct(min_p=0.2) < wide and distinct(top_p=0.5) < wide

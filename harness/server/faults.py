@@ -27,7 +27,7 @@ from typing import Mapping
 
 from harness.errors import UsageError
 
-__all__ = ["FAULT_KINDS", "FaultInjector", "FaultSpec", "Latency"]
+__all__ = ["FAULT_KINDS", "FaultInjector", "FaultSpec", "Latency", "is_fault_kind"]
 
 FAULT_KINDS = ("reset", "timeout", "garbage", "stream_cut")
 _ALLOWED = "<HTTP status 400-599>, " + ", ".join(FAULT_KINDS)

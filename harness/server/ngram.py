@@ -49,6 +49,7 @@ class NGramModel:
         self._entries: dict[tuple[int, ...], _Entry] = {}
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
         self._context_size = order - 1
+        self._aliases: dict[tuple[int, ...], tuple[int, ...]] = {}  # context tail -> cache key
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -70,9 +71,20 @@ class NGramModel:
         return NGramSession(self, prompt_ids)
 
     def logits_for(self, context: Sequence[int]) -> np.ndarray:
-        """Read-only float32 log-probabilities of the next token after `context`."""
-        key = tuple(context[-self._context_size :])
-        hit = self._cache.get(key)  # a plain dict: reads need no lock
+        """Read-only float32 log-probabilities of the next token after `context`.
+
+        Cached under the longest suffix of the context seen in training (the distribution
+        depends on nothing else), so the same array object comes back for equivalent contexts.
+        """
+        tail = tuple(context[-self._context_size :])
+        key = self._aliases.get(tail)  # plain dicts: reads need no lock
+        if key is None:
+            key = self._effective_context(tail)
+            with self._lock:
+                if len(self._aliases) >= 16 * self._cache_size:
+                    self._aliases.pop(next(iter(self._aliases)), None)
+                self._aliases[tail] = key
+        hit = self._cache.get(key)
         if hit is not None:
             return hit
         logits = self._compute(key)
@@ -82,12 +94,22 @@ class NGramModel:
             self._cache[key] = logits
         return logits
 
+    def _effective_context(self, tail: tuple[int, ...]) -> tuple[int, ...]:
+        """The longest suffix of `tail` that was seen in training."""
+        seen = 0
+        tables = self._tables
+        for k in range(1, len(tail) + 1):
+            if tail[-k:] not in tables[k]:
+                break  # a longer context containing an unseen one is unseen too
+            seen = k
+        return tail[len(tail) - seen :]
+
     def _compute(self, key: tuple[int, ...]) -> np.ndarray:
         probs = self._unigram.copy()
         for k in range(1, len(key) + 1):
             entry = self._entry(key[-k:])
             if entry is None:
-                break  # a longer context containing an unseen one is unseen too
+                break
             ids, counts, total, distinct = entry
             probs *= distinct / (total + distinct)
             probs[ids] += counts / (total + distinct)

@@ -49,7 +49,7 @@ from typing import Any, Callable, Literal, Sequence, TypeVar
 
 import numpy as np
 
-__all__ = ["LogprobsMode", "SamplingParams", "Sampler", "StepResult"]
+__all__ = ["LogprobsMode", "Sampler", "SamplingParams", "StepResult"]
 
 LogprobsMode = Literal["raw", "processed"]
 _T = TypeVar("_T")
@@ -208,9 +208,10 @@ class _ReadOnlyCache:
     arrays are reused). Writable arrays (e.g. fresh llama.cpp logits) are computed every time.
     """
 
-    def __init__(self, size: int = 8192) -> None:
-        self._size = size
-        self._data: dict[tuple[Any, ...], tuple["weakref.ref[np.ndarray]", Any]] = {}
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._data: dict[tuple[Any, ...], tuple["weakref.ref[np.ndarray]", Any, int]] = {}
 
     def get_or_make(self, array: np.ndarray, key: tuple[Any, ...], make: Callable[[np.ndarray], _T]) -> _T:
         """`make(array)`, memoized under `key` when `array` is read-only."""
@@ -221,11 +222,22 @@ class _ReadOnlyCache:
         if entry is not None and entry[0]() is array:
             return entry[1]  # type: ignore[no-any-return]
         value = make(array)
-        if len(self._data) >= self._size:
+        size = _nbytes(value) + 200
+        while self._bytes + size > self._max_bytes and self._data:  # FIFO eviction by bytes
             with contextlib.suppress(KeyError, StopIteration, RuntimeError):
-                del self._data[next(iter(self._data))]
-        self._data[full] = (weakref.ref(array), value)
+                self._bytes -= self._data.pop(next(iter(self._data)))[2]
+        self._data[full] = (weakref.ref(array), value, size)
+        self._bytes += size
         return value
+
+
+def _nbytes(value: object) -> int:
+    """Bytes held by numpy arrays in a value (a tuple of arrays, floats, None...)."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, tuple):
+        return sum(_nbytes(v) for v in value)
+    return 0
 
 
 _CACHE = _ReadOnlyCache()
