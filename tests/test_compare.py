@@ -118,6 +118,12 @@ def test_point_json_key_order_does_not_break_pairs(tmp_path: Path) -> None:
     assert compare(base, cand).n_pairs == 120
 
 
+def test_integral_floats_and_ints_name_the_same_point(tmp_path: Path) -> None:
+    base = make_run(tmp_path, "b", outcome=half_right, points=[{"temperature": 1.0, "top_k": 40}])
+    cand = make_run(tmp_path, "c", outcome=half_right, points=[{"temperature": 1, "top_k": 40.0}])
+    assert compare(base, cand).n_pairs == 120
+
+
 def test_points_in_one_run_only_are_listed_not_compared(tmp_path: Path) -> None:
     base = make_run(tmp_path, "b", outcome=half_right, points=T3[:2])
     cand = make_run(tmp_path, "c", outcome=always(False), points=T3[1:], prompts=40)
@@ -176,6 +182,14 @@ def test_clear_drop_regresses_and_fails(tmp_path: Path) -> None:
     assert c.test.diff == pytest.approx(-0.25) and c.test.base == 1.0
     assert c.test.ci_low <= -0.25 <= c.test.ci_high < 0
     assert c.p_worse < 0.05 and c.p_better > 0.5
+
+
+def test_bh_correction_also_decides(tmp_path: Path) -> None:
+    base = make_run(tmp_path, "b", outcome=always(True), points=T3)
+    cand = make_run(tmp_path, "c", outcome=lambda p, i, s: ("ok", p != 0 or i >= 10, 0.1), points=T3)
+    r = compare(base, cand, correction="bh")
+    assert cell(r, "exact_match", point_json(T3[0])).verdict == "regressed" and r.failed
+    assert cell(r, "exact_match", point_json(T3[1])).verdict == "no change"
 
 
 def test_improvement_is_reported_and_passes(tmp_path: Path) -> None:

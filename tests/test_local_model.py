@@ -110,3 +110,20 @@ def test_a_full_context_ends_the_answer_with_eos(model: object) -> None:
     gen = Generation(model, prompt, SamplingParams(temperature=0.0), seed=None, max_tokens=50)
     gen.run_to_end()
     assert gen.finish_reason == "stop" and gen.completion_tokens == 4  # 3 tokens, then EOS
+
+
+def test_characters_split_over_byte_tokens_come_out_whole(model: object) -> None:
+    from harness.server.generate import Generation
+    from harness.server.sampler import SamplingParams
+
+    assert len(model._plain("ꙮ")) == 3  # three byte-fallback tokens: each alone is U+FFFD
+    prompt = model.render_chat([{"role": "user", "content": "ꙮ ꙮ ꙮ ꙮ ꙮ ꙮ ꙮ ꙮ"}])
+    gen = Generation(model, prompt, SamplingParams(temperature=0.0, logprobs=True), seed=None, max_tokens=12)
+    deltas, logprobs = [], []
+    while gen.finish_reason is None:
+        delta = gen.step()
+        deltas.append(delta.text)
+        logprobs.extend(delta.logprobs)
+    assert "".join(deltas) == " ꙮ ꙮ ꙮ" and deltas[:4] == [" ", "", "", "ꙮ"]
+    assert b"".join(t.token_bytes or b"" for t in logprobs) == " ꙮ ꙮ ꙮ".encode()
+    assert logprobs[1].token == "\ufffd" and logprobs[1].token_bytes == b"\xea"

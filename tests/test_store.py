@@ -111,3 +111,20 @@ def test_empty_run_is_still_a_readable_dataset(tmp_path: Path) -> None:
     df = pd.read_parquet(tmp_path / "results")
     assert len(df) == 0 and list(df.columns) == SCHEMA.names
     assert duckdb.sql(f"select count(*) from read_parquet('{tmp_path}/results/*.parquet')").fetchall()[0] == (0,)
+
+
+def test_crash_during_compaction_is_repaired_by_the_next_compaction(tmp_path: Path) -> None:
+    store = RunStore(tmp_path, seal_rows=2)
+    for rid in "abcde":
+        if store.append(row(rid)):
+            store.seal(store.rotate())  # type: ignore[arg-type]
+    store.close()
+    old = {p.name: p.read_bytes() for p in store.parts()}
+    store.compact()
+    for name, data in old.items():  # killed after the rename, before the old parts were removed
+        (tmp_path / "results" / name).write_bytes(data)
+    fresh = RunStore(tmp_path)
+    fresh.recover()
+    assert fresh.counts().rows == 5
+    fresh.compact()
+    assert len(fresh.parts()) == 1 and sorted(pd.read_parquet(tmp_path / "results").request_id) == list("abcde")

@@ -180,7 +180,7 @@ class ChatClient:
         # The transport is driven directly: httpx's client layer (auth, redirects, cookies,
         # event hooks — none used here) costs more CPU per request than the transport itself.
         self._transport = transport or _default_transport(config.pool_size)
-        self._request_headers = list(httpx.Headers({"host": self._url.netloc.decode("ascii"), **self._headers(config)}).raw)
+        self._request_headers = httpx.Headers({"host": self._url.netloc.decode("ascii"), **self._headers(config)})
         self._timeout = httpx.Timeout(config.timeout_s).as_dict()
 
     def _request(self, payload: bytes) -> httpx.Request:
@@ -229,7 +229,7 @@ class ChatClient:
     async def _plain(self, payload: bytes) -> Completion:
         response = await self._transport.handle_async_request(self._request(payload))
         try:
-            body = await response.aread()
+            body = await _read(response)
         finally:
             await response.aclose()
         return self._whole(response, body)
@@ -261,7 +261,7 @@ class ChatClient:
         async with contextlib.aclosing(response):
             if not 200 <= response.status_code < 300 or "json" in response.headers.get("content-type", ""):
                 # an error, or a server that ignored `stream: true` and answered in one piece
-                return self._whole(response, await response.aread())
+                return self._whole(response, await _read(response))
             acc = StreamAccumulator(started=started, http_status=response.status_code)
             decoder = SSEDecoder()
             try:
@@ -315,6 +315,18 @@ class ChatClient:
             return acc.result()
         except InvalidResponse as exc:
             raise RequestFailed("invalid_response", scrub(str(exc), self._secrets), http_status=acc.http_status) from None
+
+
+async def _read(response: httpx.Response) -> bytes:
+    """The body. Without a Content-Encoding the raw bytes are taken as they are: httpx's
+    decoder and re-chunking layers cost more CPU than the read itself."""
+    try:
+        return response.content  # already read (e.g. a transport that answers from memory)
+    except httpx.ResponseNotRead:
+        pass
+    if "content-encoding" in response.headers:
+        return await response.aread()
+    return b"".join([chunk async for chunk in response.aiter_raw()])
 
 
 def _stream_error(obj: Any, http_status: int, secrets: tuple[str, ...]) -> RequestFailed:

@@ -103,7 +103,32 @@ def normalize_logprobs(raw: Any, path: str) -> list[dict[str, Any]] | None:
     return [_token(item, f"{path}.content[{i}]") for i, item in enumerate(items)]
 
 
+def _is_logprob(value: Any) -> bool:
+    return (type(value) is float or type(value) is int) and math.isfinite(value)
+
+
+def _token_fast(item: Any) -> dict[str, Any] | None:
+    """The common, well-formed case without building error paths (None: use the strict path)."""
+    if type(item) is not dict:
+        return None
+    token, logprob, top = item.get("token"), item.get("logprob"), item.get("top_logprobs")
+    if type(token) is not str or not _is_logprob(logprob) or not (top is None or type(top) is list):
+        return None
+    tops = []
+    for entry in top or ():
+        if type(entry) is not dict:
+            return None
+        alt, alt_lp = entry.get("token"), entry.get("logprob")
+        if type(alt) is not str or not _is_logprob(alt_lp):
+            return None
+        tops.append({"token": alt, "logprob": float(alt_lp)})
+    return {"token": token, "logprob": float(logprob), "top_logprobs": tops}
+
+
 def _token(item: Any, path: str) -> dict[str, Any]:
+    fast = _token_fast(item)
+    if fast is not None:
+        return fast
     _expect(item, dict, path)
     top_raw = item.get("top_logprobs")
     top = [] if top_raw is None else _expect(top_raw, list, f"{path}.top_logprobs")

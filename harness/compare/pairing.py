@@ -67,11 +67,25 @@ def point_keys(results: pd.DataFrame) -> pd.Series:
 
 
 def _canonical(text: str) -> str:
-    """Re-serialize JSON so key order and spacing never break a pair."""
+    """Re-serialize JSON so key order, spacing and ``1`` vs ``1.0`` never break a pair."""
     try:
-        return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+        data = json.loads(text)
     except (TypeError, ValueError):
         return str(text)
+    if isinstance(data, dict):
+        data = {k: _number(k, v) for k, v in data.items()}
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _number(name: str, value: Any) -> Any:
+    """Float parameters as floats, integer parameters as ints (when the value allows)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if name in FLOAT_PARAMS:
+        return float(value)
+    if name in INT_PARAMS and float(value).is_integer():
+        return int(value)
+    return value
 
 
 def point_label(point: str) -> str:

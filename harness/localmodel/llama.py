@@ -154,6 +154,7 @@ class LlamaModel:
         self._start_turn = self._special("<start_of_turn>")
         self._end_turn = self._special("<end_of_turn>")
         self.eos_token_ids = frozenset({self._llm.token_eos(), *self._end_turn})
+        self._piece = lru_cache(maxsize=None)(self._piece)  # type: ignore[method-assign]
         self.token_text = lru_cache(maxsize=None)(self._token_text)
         self._evaluated = -1  # context length whose logits llama.cpp holds now
         self.prefix_hits = 0  # tokens re-used from the cache (for benchmarks)

@@ -7,7 +7,7 @@ The reference endpoint (`harness serve`) drives any `LanguageModel` with the sam
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -29,7 +29,12 @@ class Session(Protocol):
 
 
 class LanguageModel(Protocol):
-    """What the endpoint needs of a model."""
+    """What the endpoint needs of a model.
+
+    A model whose tokens are byte sequences (a byte-level BPE with byte fallback, as llama.cpp's
+    Gemma) should also offer `token_bytes` (see `ByteLevelModel`): the endpoint then decodes the
+    content from the tokens' bytes, so a character split across tokens comes out whole.
+    """
 
     name: str
     vocab_size: int
@@ -43,7 +48,7 @@ class LanguageModel(Protocol):
         ...
 
     def token_text(self, token_id: int) -> str:
-        """The text piece of one token (for logprobs and streaming deltas)."""
+        """The text piece of one token (for logprobs; a partial character may show as U+FFFD)."""
         ...
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
@@ -53,3 +58,20 @@ class LanguageModel(Protocol):
     def start(self, prompt_ids: Sequence[int]) -> Session:
         """Begin a generation from the prompt."""
         ...
+
+
+class ByteLevelModel(LanguageModel, Protocol):
+    """A `LanguageModel` that also tells the raw bytes of each token (optional extension)."""
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw UTF-8 bytes of one token (may be part of a multi-byte character)."""
+        ...
+
+
+def token_bytes_function(model: LanguageModel) -> Callable[[int], bytes]:
+    """`model.token_bytes` when the model has it, else the UTF-8 encoding of `token_text`."""
+    method = getattr(model, "token_bytes", None)
+    if callable(method):
+        return method  # type: ignore[no-any-return]
+    text = model.token_text
+    return lambda token_id: text(token_id).encode("utf-8", errors="surrogatepass")

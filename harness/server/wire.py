@@ -66,16 +66,22 @@ def _logprob(value: float) -> float:
     return value if math.isfinite(value) else _MIN_LOGPROB
 
 
-def _entry(token: str, logprob: float) -> dict[str, Any]:
-    return {"token": token, "logprob": _logprob(logprob), "bytes": list(token.encode("utf-8"))}
+def _entry(token: str, logprob: float, data: bytes | None) -> dict[str, Any]:
+    raw = token.encode("utf-8", errors="surrogatepass") if data is None else data
+    return {"token": token, "logprob": _logprob(logprob), "bytes": list(raw)}
 
 
 def logprobs_body(tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
-    """`{"content": [{token, logprob, bytes, top_logprobs: [...]}, ...], "refusal": null}`."""
+    """`{"content": [{token, logprob, bytes, top_logprobs: [...]}, ...], "refusal": null}`.
+
+    `token` is the token's text (lossy for part of a multi-byte character: U+FFFD), `bytes`
+    its real bytes, so a client can join the bytes of consecutive tokens back into characters.
+    """
     content = []
     for t in tokens:
-        item = _entry(t.token, t.logprob)
-        item["top_logprobs"] = [_entry(text, lp) for text, lp in t.top]
+        item = _entry(t.token, t.logprob, t.token_bytes)
+        top_bytes: Sequence[bytes | None] = t.top_bytes or (None,) * len(t.top)
+        item["top_logprobs"] = [_entry(text, lp, data) for (text, lp), data in zip(t.top, top_bytes, strict=True)]
         content.append(item)
     return {"content": content, "refusal": None}
 
