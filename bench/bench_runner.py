@@ -1,7 +1,7 @@
 """Benchmarks of the sweep runner. Each figure is a ratio taken within one run of this script.
 
-    python bench/bench_runner.py            # all three
-    python bench/bench_runner.py --only a   # one of a, b, c
+    python bench/bench_runner.py            # all four
+    python bench/bench_runner.py --only a   # one of a, b, c, d
 
 (a) `harness run` end to end (a subprocess: start-up, planning, journaling, compaction included)
     vs a minimal raw aiohttp loop sending the same bodies to the same `harness serve`, same
@@ -11,7 +11,8 @@
     The server here is a canned-answer aiohttp server in its own process: `harness serve`
     itself tops out near 350 req/s on one core, below the ceiling being measured. Goal >= 95%.
 (c) peak RSS of a 200,000-request sweep (canned server, no latency, logprobs in every
-    answer), sampled from /proc every 0.25 s, and RSS at 10/50/90% of the rows. Goal <= 300 MB, flat.
+    answer), sampled from /proc every 0.25 s, and RSS at 10/50/90% of the time. Goal <= 300 MB, flat.
+(d) (context) client CPU per request on httpx's default pool vs the httpx-aiohttp transport.
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ def canned_server(port: int, latency_s: float) -> None:
             await asyncio.sleep(latency_s)
         return web.Response(body=payload, content_type="application/json")
 
+    try:  # the server must not be what is measured
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     print("ready", flush=True)
@@ -205,6 +212,11 @@ def bench_b(tmp: Path) -> None:
         raw_rate = len(bodies) / asyncio.run(raw_loop(url, bodies, 64))
         wall, run_dir, _ = harness_run(spec, tmp / "runs")
         rate, ok = sweep_rate(run_dir)
+        import pandas as pd
+
+        latency = pd.read_parquet(run_dir / "results", columns=["latency_s"]).latency_s
+        print(f"    (b) attempt latency seen by harness: median {latency.median() * 1000:.1f} ms, "
+              f"p90 {latency.quantile(0.9) * 1000:.1f} ms (server sleeps 100 ms)")
         print(f"(b) 100 ms server latency, concurrency 64: {rate:.1f} req/s over the sweep = {rate / 640:.1%} of 640 req/s "
               f"(goal >= 95%); {ok} ok; end to end {wall:.1f} s incl. start-up; the raw aiohttp loop reached "
               f"{raw_rate:.1f} req/s = {raw_rate / 640:.1%} of 640 in the same conditions (harness/raw {rate / raw_rate:.2f})")
@@ -263,9 +275,42 @@ def bench_c(tmp: Path, requests: int) -> None:
         server.terminate()
 
 
+def bench_d(tmp: Path) -> None:
+    """CPU per request of harness.client.ChatClient on each transport, same bodies, same server."""
+    import httpx
+
+    from harness.client import ChatClient, ClientConfig
+
+    server, url = start_serve()
+    try:
+        spec = write_spec(tmp, url, "harness/ngram", prompts=50, temps=3, repeats=20, concurrency=64)
+        import orjson
+
+        bodies = [orjson.loads(b) for b in bodies_of(spec)]
+
+        async def go(transport: httpx.AsyncBaseTransport | None) -> tuple[float, float]:
+            async with ChatClient(ClientConfig(base_url=url, api_key=KEY, pool_size=64), transport=transport) as client:
+                it = iter(bodies)
+
+                async def worker() -> None:
+                    for body in it:
+                        await client.complete(body)
+
+                t0, c0 = time.perf_counter(), time.process_time()
+                await asyncio.gather(*(worker() for _ in range(64)))
+                return len(bodies) / (time.perf_counter() - t0), (time.process_time() - c0) / len(bodies) * 1000
+
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        for name, make in (("httpx default pool", lambda: httpx.AsyncHTTPTransport(limits=limits)), ("httpx-aiohttp", lambda: None)) * 2:
+            rate, cpu = asyncio.run(go(make()))
+            print(f"(d) {name:18s}: {cpu:.2f} ms CPU per request, {rate:6.1f} req/s ({len(bodies)} requests, concurrency 64)")
+    finally:
+        server.terminate()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["a", "b", "c"])
+    parser.add_argument("--only", choices=["a", "b", "c", "d"])
     parser.add_argument("--pairs", type=int, default=3, help="(a) interleaved raw/harness pairs")
     parser.add_argument("--requests", type=int, default=200_000, help="(c) sweep size")
     parser.add_argument("--canned-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -283,6 +328,8 @@ def main() -> None:
             bench_b(tmp)
         if args.only in (None, "c"):
             bench_c(tmp, args.requests)
+        if args.only in (None, "d"):
+            bench_d(tmp)
 
 
 if __name__ == "__main__":
