@@ -292,3 +292,14 @@ def test_progress_line_and_quiet() -> None:
     with RunProgress(stats, console=Console(file=out), clock=lambda: 110.0):
         pass
     assert "250/1,000" in out.getvalue()
+
+
+def test_429s_shrink_the_concurrency_limit() -> None:
+    def always_429(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, headers={"retry-after-ms": "2"}, json={})
+
+    rows, stats = run(always_429, 8, concurrency=8, max_attempts=3)
+    assert all(r["error_type"] == "rate_limited" and r["attempts"] == 3 for r in rows)
+    assert stats.limit == 5  # one cut per burst (cooldown), 8 * 0.7 → 5, no successes to recover
+    rows, stats = run(always_429, 8, concurrency=8, max_attempts=3, adaptive=False)
+    assert stats.limit == 8

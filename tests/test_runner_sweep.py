@@ -292,12 +292,16 @@ def test_shards_partition_the_sweep_and_merge(
         (["{spec}", "--retry-errors"], "--retry-errors"),
         ([], "SPEC"),
         (["{spec}"], ENV),  # the key's variable is not set
+        (["{spec}", "--key"], "cannot connect to 127.0.0.1:9"),  # nothing listens there
     ],
 )
 def test_bad_input_is_one_line_exit_2(
     tmp_path: Path, args: list[str], needle: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(ENV, raising=False)
+    if "--key" in args:
+        monkeypatch.setenv(ENV, KEY)
+        args = [a for a in args if a != "--key"]
     spec = write_spec(tmp_path, "http://127.0.0.1:9/v1", prompts=1, temperatures=[0.0], repeats=1, runner={})
     filled = [a.format(tmp=tmp_path, spec=spec) for a in args]
     assert main(["run", *filled, "--out", str(tmp_path / "runs")]) == 2

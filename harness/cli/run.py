@@ -14,7 +14,7 @@ from typing import Any, Callable, Coroutine
 
 from harness.errors import UsageError
 from harness.progress import RunProgress
-from harness.runner import Endpoint, api_key_for, Stats, SweepJob, execute, exit_code, finish_job, new_job, open_target, parse_shard, resume_job
+from harness.runner import Endpoint, api_key_for, check_reachable, Stats, SweepJob, execute, exit_code, finish_job, new_job, open_target, parse_shard, resume_job
 from harness.spec import load_spec
 
 
@@ -80,7 +80,9 @@ def _prepare(args: argparse.Namespace) -> SweepJob:
         raise UsageError("only with --resume RUN_DIR", key="--retry-errors")
     shard = parse_shard(args.shard) if args.shard else None
     spec = load_spec(args.spec)
-    api_key_for(spec)  # a missing key fails before a run directory is made
+    api_key_for(spec)  # a missing key or a dead endpoint fails before a run directory is made
+    if spec.target.base_url:
+        check_reachable(spec.target.base_url, source=spec.source)
     return new_job(spec, out=Path(args.out), shard=shard, limit=args.limit, overrides=_overrides(args))
 
 
@@ -114,6 +116,8 @@ def handle(args: argparse.Namespace) -> int:
     stats = Stats(total=job.pending)
     try:
         with open_target(job.spec) as endpoint, RunProgress(stats, quiet=args.quiet):
+            if args.resume and job.pending:
+                check_reachable(endpoint.base_url, source=str(job.run_dir / "manifest.json"))
             interrupted = _session(job, endpoint, stats)
     except KeyboardInterrupt:
         interrupted = True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -103,7 +103,7 @@ def normalize_logprobs(raw: Any, path: str) -> list[dict[str, Any]] | None:
     return [_token(item, f"{path}.content[{i}]") for i, item in enumerate(items)]
 
 
-def _is_logprob(value: Any) -> bool:
+def _is_logprob(value: Any) -> TypeGuard[float | int]:
     return (type(value) is float or type(value) is int) and math.isfinite(value)
 
 

@@ -18,9 +18,11 @@ import fcntl
 import hashlib
 import itertools
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -195,6 +197,18 @@ def api_key_for(spec: SweepSpec, env: Mapping[str, str] | None = None) -> str | 
             f"environment variable {name} is not set (named by api_key_env)", file=spec.source, key="target.api_key_env"
         )
     return key
+
+
+def check_reachable(base_url: str, *, source: str | None = None, timeout_s: float = 5.0) -> None:
+    """Fail fast (TargetError) when nothing listens at the endpoint, instead of retrying every request."""
+    url = urlsplit(base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout_s):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise TargetError(f"cannot connect to {url.hostname}:{port} ({reason})", file=source, key="target.base_url") from None
 
 
 @contextlib.contextmanager
