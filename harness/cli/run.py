@@ -59,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row")
     p.add_argument("--retry-errors", action="store_true", help="with --resume: send the error rows again and replace them")
+    p.add_argument("--report", nargs="?", const="", metavar="DIR",
+                   help="after the run, write its report (to DIR, default reports/<run dir name>)")
     p.set_defaults(func=handle)
 
 
@@ -111,6 +113,18 @@ def _session(job: SweepJob, endpoint: Endpoint, stats: Stats) -> bool:
     return False
 
 
+def _write_report(run_dir: Path, out: str, *, quiet: bool) -> None:
+    """`--report`: the run's report; its path goes to stderr (stdout's last line stays the run dir)."""
+    import sys
+
+    from harness.cli.report import default_out
+    from harness.report import build_report
+
+    report = build_report([run_dir], Path(out) if out else default_out([str(run_dir)]))
+    if not quiet:
+        print(f"report: {report.out_dir / 'index.html'}", file=sys.stderr)
+
+
 def handle(args: argparse.Namespace) -> int:
     job = _prepare(args)
     stats = Stats(total=job.pending)
@@ -125,6 +139,8 @@ def handle(args: argparse.Namespace) -> int:
         finish_job(job, "failed")
         raise
     counts = finish_job(job, "interrupted" if interrupted else "completed")
+    if args.report is not None and not interrupted:
+        _write_report(job.run_dir, args.report, quiet=args.quiet)
     print(job.run_dir)
     if interrupted:
         return 130
