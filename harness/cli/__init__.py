@@ -11,7 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from harness import __version__
 from harness.errors import HarnessError
@@ -26,8 +26,15 @@ def _wanted(argv: Sequence[str] | None) -> tuple[str, ...]:
     return (first,) if first in COMMANDS else COMMANDS
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad flags are one line (no usage dump), exit code 2 — like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="harness",
         description="Sweep the sampling parameters of an OpenAI-compatible endpoint and measure what they do.",
     )
@@ -45,8 +52,6 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     return parser
 
 
-class _ArgumentParserExit(Exception):
-    pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:

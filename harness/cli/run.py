@@ -18,24 +18,19 @@ from harness.runner import Endpoint, api_key_for, check_reachable, Stats, SweepJ
 from harness.spec import load_spec
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number ≥ minimum."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not >= {minimum}")
+        return value
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 0")
-    return value
+    return parse
 
 
 def _positive_float(text: str) -> float:
@@ -52,9 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a sweep (or finish one with --resume)")
     p.add_argument("spec", nargs="?", help="the sweep spec (YAML)")
     p.add_argument("--out", default="runs", metavar="DIR", help="folder for the new run directory (default runs/)")
-    p.add_argument("--concurrency", type=_positive_int, metavar="N", help="requests in flight (overrides runner.concurrency)")
+    p.add_argument("--concurrency", type=_int_at_least(1), metavar="N", help="requests in flight (overrides runner.concurrency)")
     p.add_argument("--rps", type=_positive_float, metavar="X", help="requests per second limit (overrides runner.rps)")
-    p.add_argument("--limit", type=_count, metavar="N", help="run only the first N requests of the plan")
+    p.add_argument("--limit", type=_int_at_least(0), metavar="N", help="run only the first N requests of the plan")
     p.add_argument("--shard", metavar="K/N", help="run only shard K of N (a deterministic slice of the request ids)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row")
