@@ -49,7 +49,7 @@ def _format_of(cfg: DatasetConfig) -> str:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:  # -sig: a leading BOM (Excel, Notepad) is dropped
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -62,7 +62,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
 def _read_csv(path: Path) -> Iterator[tuple[int, Any]]:
     import csv
 
-    with path.open(encoding="utf-8", newline="") as fh:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         for lineno, row in enumerate(reader, 2):
             clean = {k: v for k, v in row.items() if k is not None and v not in (None, "")}
@@ -86,6 +86,19 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 _READERS = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}
+
+
+def _rows(kind: str, path: Path) -> Iterator[tuple[int, Any]]:
+    """The reader's rows; undecodable text is a DatasetError, not a traceback."""
+    import csv
+
+    try:
+        yield from _READERS[kind](path)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8",
+                           file=str(path)) from None
+    except csv.Error as exc:
+        raise DatasetError(f"not a readable CSV file ({exc})", file=str(path)) from None
 
 
 def _messages(row: dict[str, Any], where: str, path: Path) -> list[dict[str, Any]]:
@@ -132,7 +145,7 @@ def load_prompts(source: DatasetConfig | SweepSpec) -> list[Prompt]:
         raise DatasetError("no such file", file=str(cfg.path))
     prompts: list[Prompt] = []
     seen: dict[str, str] = {}
-    for lineno, row in _READERS[kind](cfg.path):
+    for lineno, row in _rows(kind, cfg.path):
         where = f"line {lineno}" if kind != "parquet" else f"row {lineno}"
         prompt = _prompt(row, where, cfg)
         if prompt.id in seen:

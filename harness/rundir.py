@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from harness.errors import RunDirError
 from harness.records import SCHEMA
@@ -56,11 +57,29 @@ def read_results(run_dir: str | Path) -> pd.DataFrame:
     files = sorted(results.glob("*.parquet")) if results.is_dir() else []
     if not files:
         return SCHEMA.empty_table().to_pandas()
+    for f in files:
+        _check_columns(f)
     try:
         table = pads.dataset([str(f) for f in files], format="parquet", schema=SCHEMA).to_table()
     except Exception as exc:  # pyarrow raises many kinds; all mean "unreadable"
         raise RunDirError(f"unreadable results ({exc})", file=str(results)) from None
     return table.to_pandas()
+
+
+def _check_columns(file: Path) -> None:
+    """A part file must carry the schema's required columns (else they would be read as nulls)."""
+    try:
+        names = set(pq.read_schema(file).names)
+    except Exception as exc:  # pyarrow raises many kinds; all mean "unreadable"
+        raise RunDirError(f"unreadable results ({exc})", file=str(file)) from None
+    check_required_columns(names, file)
+
+
+def check_required_columns(names: set[str], file: Path) -> None:
+    """RunDirError naming `file` when it lacks a required (non-nullable) column of the schema."""
+    missing = [field.name for field in SCHEMA if not field.nullable and field.name not in names]
+    if missing:
+        raise RunDirError(f"not a harness results file: no column {', '.join(missing)}", file=str(file))
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -69,4 +88,4 @@ def load_run(run_dir: str | Path) -> Run:
     return Run(path=path, manifest=read_manifest(path), results=read_results(path))
 
 
-__all__ = ["MANIFEST", "RESULTS", "Run", "load_run", "read_manifest", "read_results"]
+__all__ = ["MANIFEST", "RESULTS", "Run", "check_required_columns", "load_run", "read_manifest", "read_results"]

@@ -11,6 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal, Mapping, Union
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -40,6 +41,10 @@ class Target(_Strict):
         if (self.base_url is None) == (self.local is None):
             raise ValueError("@: give exactly one of base_url or local")
         if self.base_url is not None:
+            if "@" in urlsplit(self.base_url).netloc:
+                # never echo the value: it holds a secret that would land in the manifest and logs
+                raise ValueError("@base_url: credentials in the URL (user:key@) are not allowed; "
+                                 "put the key in the variable named by api_key_env")
             if not self.base_url.startswith(("http://", "https://")):
                 raise ValueError(f"@base_url: {self.base_url!r} must start with http:// or https://")
             if not self.model:

@@ -323,6 +323,15 @@ def test_no_shared_point_is_bad_input(tmp_path: Path) -> None:
         compare(base, cand)
 
 
+def test_a_run_without_rows_is_named_as_the_culprit(tmp_path: Path) -> None:
+    """Regression: an empty base run was reported as 'share no sweep point' naming the candidate."""
+    base = make_run(tmp_path, "b", outcome=half_right, prompts=0)
+    cand = make_run(tmp_path, "c", outcome=half_right)
+    with pytest.raises(RunDirError, match="no result rows") as info:
+        compare(base, cand)
+    assert str(info.value).startswith(str(base))
+
+
 def test_bad_scoring_in_a_manifest_names_the_file(tmp_path: Path) -> None:
     base = make_run(tmp_path, "b", outcome=half_right, scoring=["exact_macth"])
     cand = make_run(tmp_path, "c", outcome=half_right, scoring=["exact_macth"])

@@ -96,3 +96,22 @@ def test_missing_and_unknown_format(tmp_path: Path) -> None:
     (tmp_path / "x.txt").write_text("x")
     with pytest.raises(DatasetError, match="unknown format"):
         load_prompts(cfg(tmp_path / "x.txt"))
+
+
+def test_non_utf8_and_oversized_csv_are_one_line_errors(tmp_path: Path) -> None:
+    """Regression: undecodable bytes and csv.Error escaped as tracebacks."""
+    for name, data in (("a.jsonl", b'\xff{"prompt": "x"}\n'), ("b.csv", b"prompt\n\xffx\n"),
+                       ("c.csv", b'prompt\n"' + b"x" * 200_000 + b'"\n')):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DatasetError) as info:
+            load_prompts(cfg(tmp_path / name))
+        assert str(info.value).startswith(str(tmp_path / name)) and "\n" not in str(info.value)
+
+
+def test_a_leading_byte_order_mark_is_ignored(tmp_path: Path) -> None:
+    """Regression: Excel's UTF-8 BOM broke the first JSON line and the CSV header."""
+    (tmp_path / "d.jsonl").write_bytes(b'\xef\xbb\xbf{"prompt": "hi", "reference": "x"}\n')
+    (tmp_path / "d.csv").write_bytes(b"\xef\xbb\xbfprompt,reference\nhi,x\n")
+    for name in ("d.jsonl", "d.csv"):
+        [prompt] = load_prompts(cfg(tmp_path / name))
+        assert prompt.messages == ({"role": "user", "content": "hi"},) and prompt.reference == "x"

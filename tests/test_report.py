@@ -157,6 +157,41 @@ def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     assert "--metric: no column 'latency_p42'" in err and "latency_p95" in err
 
 
+def test_cli_output_paths_that_are_files_or_missing_folders(tmp_path, capsys):
+    """Regression: --out onto a file and --csv/--parquet into a missing folder raised tracebacks."""
+    run = write_run(tmp_path / "r", sweep_rows(hostile=False), scoring=["exact_match"])
+    taken = tmp_path / "taken.html"
+    taken.write_text("keep me")
+    assert main(["report", str(run), "--out", str(taken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "taken.html" in err and "folder" in err and "Traceback" not in err
+    assert taken.read_text() == "keep me"
+    assert main(["summarize", str(run), "--csv", str(tmp_path / "new" / "dir" / "s.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "new" / "dir" / "s.csv")) == 6
+    capsys.readouterr()
+    assert main(["summarize", str(run), "--parquet", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("harness: error: --parquet:") and "folder" in err
+    assert main(["summarize", str(run), "--csv", str(taken / "s.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--csv: cannot write" in err and "Traceback" not in err
+
+
+def test_foreign_parquet_in_results_is_bad_input(tmp_path, capsys):
+    """Regression: a Parquet file without the contract's columns read as all-null rows (compare crashed)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = write_run(tmp_path / "g", sweep_rows(hostile=False), scoring=["exact_match"])
+    run = write_run(tmp_path / "r", sweep_rows(hostile=False), scoring=["exact_match"])
+    pq.write_table(pa.table({"x": [1, 2]}), run / "results" / "zz-foreign.parquet")
+    for argv in (["summarize", str(run)], ["report", str(run), "--out", str(tmp_path / "o")],
+                 ["compare", str(run), str(good)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "zz-foreign.parquet" in err and "no column run_id" in err
+
+
 def test_cli_summarize_table_csv_and_override(tmp_path, capsys):
     run = write_run(tmp_path / "r", sweep_rows(hostile=False), scoring=["exact_match"])
     assert main(["summarize", str(run)]) == 0

@@ -46,6 +46,7 @@ def test_serve_prints_base_url_and_answers() -> None:
         (["--tokens-per-s", "0"], "--tokens-per-s"),
         (["--port", "70000"], "--port"),
         (["--api-key-env", "SURELY_NOT_SET_ANYWHERE"], "--api-key-env"),
+        (["--host", "192.0.2.1", "--port", "0"], "--host"),  # regression: a foreign address blamed --port
     ],
 )
 def test_bad_flags_are_one_line_exit_2(args: list[str], flag: str) -> None:

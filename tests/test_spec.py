@@ -134,6 +134,8 @@ BAD_SPECS = [
     (BASE + "runner:\n  stream: maybe\n", "runner.stream", "boolean"),
     (BASE.replace("  model: m\n", ""), "target.model", "required"),
     (BASE.replace("http://127.0.0.1:9/v1", "ftp://x"), "target.base_url", "http"),
+    # regression: a key in the URL's userinfo was written to the manifest and sent as Basic auth
+    (BASE.replace("http://127.0.0.1:9/v1", "http://u:sk-secret-9@127.0.0.1:9/v1"), "target.base_url", "api_key_env"),
     (BASE.replace("name: t", "name: 'bad name!'"), "name", "match pattern"),
     (BASE.replace("http://127.0.0.1:9/v1", "${NOPE_UNSET_VAR}"), "target.base_url", "NOPE_UNSET_VAR is not set"),
     (BASE.replace("dataset:\n  path: data.jsonl\n", ""), "dataset", "required"),
@@ -153,6 +155,14 @@ def test_bad_spec_is_one_clear_error(tmp_path: Path, text: str, key: str | None,
         assert f": {key}:" in message, message
     if words:
         assert words in message, message
+
+
+def test_credentials_in_base_url_are_refused_without_echoing_them(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE.replace("http://127.0.0.1:9/v1", "http://u:sk-secret-9@127.0.0.1:9/v1"))
+    with pytest.raises(SpecError) as info:
+        load_spec(path, env={})
+    assert "sk-secret-9" not in str(info.value)
+    assert load_spec(write(tmp_path, BASE.replace("/v1", "/v1?tag=a@b")), env={}).target.base_url.endswith("a@b")
 
 
 def test_missing_spec_file(tmp_path: Path) -> None:

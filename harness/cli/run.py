@@ -120,7 +120,13 @@ def _write_report(run_dir: Path, out: str, *, quiet: bool) -> None:
         print(f"report: {report.out_dir / 'index.html'}", file=sys.stderr)
 
 
+def _check_report_out(report: str | None) -> None:
+    if report and Path(report).exists() and not Path(report).is_dir():
+        raise UsageError(f"{report} is a file; give a folder for the report", key="--report")
+
+
 def handle(args: argparse.Namespace) -> int:
+    _check_report_out(args.report)
     job = _prepare(args)
     stats = Stats(total=job.pending)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -92,5 +93,7 @@ def _handle(args: argparse.Namespace) -> int:
     try:
         serve(app, host=args.host, port=args.port, on_ready=ready)
     except OSError as err:
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}", key="--port") from None
+        # only a taken or privileged port is the port's fault; anything else is the address's
+        flag = "--port" if err.errno in (errno.EADDRINUSE, errno.EACCES) else "--host"
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}", key=flag) from None
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -75,6 +75,18 @@ def console_table(summary: pd.DataFrame, params: list[str], score_names: list[st
     return table.to_string(index=False)
 
 
+def _write(path: Path, flag: str, writer: Callable[[Path], Any]) -> None:
+    """Write the summary file (its folder is created, like compare's outputs) and print its path."""
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give a file name", key=flag)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path} ({exc.strerror or exc})", key=flag) from None
+    print(path)
+
+
 def handle(args: argparse.Namespace) -> int:
     from harness.metrics import summarize, swept_params
     from harness.report import scorers_for
@@ -85,11 +97,9 @@ def handle(args: argparse.Namespace) -> int:
     rows = runs[0].rows
     summary = summarize(rows, scorers)
     if args.csv:
-        summary.to_csv(args.csv, index=False)
-        print(args.csv)
+        _write(args.csv, "--csv", lambda path: summary.to_csv(path, index=False))
     elif args.parquet:
-        summary.to_parquet(args.parquet, index=False)
-        print(args.parquet)
+        _write(args.parquet, "--parquet", lambda path: summary.to_parquet(path, index=False))
     elif not len(summary):
         print("no results yet")
     else:

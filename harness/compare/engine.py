@@ -183,6 +183,9 @@ def _values(results: pd.DataFrame, scores: pd.DataFrame, options: CompareOptions
 
 
 def _check_overlap(pairing: Pairing, base: Run, cand: Run) -> None:
+    for run in (base, cand):
+        if not len(run.results):
+            raise RunDirError("the run has no result rows yet; nothing to compare", file=str(run.path))
     if not pairing.shared_points:
         raise RunDirError(
             "the runs share no sweep point (point_json); nothing to compare", file=str(cand.path)

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from harness.errors import SpecError
+from harness.errors import SpecError, UsageError
 from harness.metrics import best_tradeoff, pareto_front, summarize, swept_params
 from harness.report import figures as figs
 from harness.report import html as html_out
@@ -115,9 +115,25 @@ def _draw(summary: pd.DataFrame, rows: pd.DataFrame, params: list[str], metrics:
     return ordered, sections
 
 
+def _check_out(out: Path) -> None:
+    """A file where the output folder should be is bad input (checked before any work)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError("is a file; the report needs a folder (new or existing)", file=str(out))
+
+
+def _make_out(out: Path) -> None:
+    """Create the output folder (an unwritable path is bad input)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the report folder ({exc.strerror or exc})", file=str(out)) from None
+
+
 def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: ReportOptions | None = None) -> Report:
     """Load the runs, summarise, draw, and write PNGs, index.html, report.md and summary.csv."""
     options = options or ReportOptions()
+    out = Path(out_dir)
+    _check_out(out)
     runs = load_runs(list(run_dirs))
     scorers = scorers_for(runs, options.scoring)
     rows = combined_rows(runs)
@@ -131,8 +147,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
     best = best_tradeoff(summary, quality.column, "latency_p50") if quality is not None else pd.Series(dtype=object)
     info = [_run_info(r) for r in runs]
     title = "harness report: " + ", ".join(r.label for r in runs)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _make_out(out)
     report = Report(out_dir=out, summary=summary)
     for fig in ordered:
         (out / fig.name).write_bytes(fig.png)

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from harness.errors import RunDirError
 from harness.metrics import LP_COLUMNS, logprob_row_stats
 from harness.records import SCHEMA
-from harness.rundir import RESULTS, read_manifest
+from harness.rundir import RESULTS, check_required_columns, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def _flat_frame(batch: pa.RecordBatch, flat: list[str]) -> pd.DataFrame:
 def _read_file(path: Path) -> list[pd.DataFrame]:
     parquet = pq.ParquetFile(path)
     present = set(parquet.schema_arrow.names)
+    check_required_columns(present, path)
     flat = [name for name in SCHEMA.names if name not in _DROP]
     columns = [name for name in flat if name in present] + _logprob_paths(parquet.schema)
     return [
