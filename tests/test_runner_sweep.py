@@ -281,6 +281,8 @@ def test_shards_partition_the_sweep_and_merge(
     assert manifest["status"] == "completed" and manifest["counts"] == {"requests": 120, "ok": 120, "error": 0}
     assert main(["merge", str(dirs[0]), str(other_dir), "--out", str(tmp_path / "bad")]) == 2
     assert "spec_hash" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["merge", str(dirs[0]), str(dirs[0]), "--out", str(tmp_path / "twice")]) == 2
+    assert "given twice" in capsys.readouterr().err and not (tmp_path / "twice").exists()
 
 
 @pytest.mark.parametrize(

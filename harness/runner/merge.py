@@ -63,6 +63,12 @@ def merge_runs(run_dirs: list[Path], out: Path) -> tuple[dict[str, Any], Counts]
     """Write the merged run directory `out`; returns its manifest and counts."""
     if not run_dirs:
         raise UsageError("give at least one run directory", key="RUN_DIR")
+    seen: set[Path] = set()
+    for path in run_dirs:
+        real = Path(path).resolve()
+        if real in seen:
+            raise UsageError("given twice; each run directory may be merged once", file=str(path), key="RUN_DIR")
+        seen.add(real)
     runs = [(Path(p), load_for_resume(Path(p))) for p in run_dirs]
     _check_same_spec(runs)
     for path, _ in runs:
