@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +27,25 @@ def test_bad_flag_value_is_one_line() -> None:
     proc = _run(str(REPO / "sweeps/quickstart.yaml"), "--concurrency", "0")
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "--concurrency" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_refused_key_is_one_line_before_any_request(tmp_path: Path) -> None:
+    from harness.server.app import ServerThread, reference_app
+
+    (tmp_path / "d.jsonl").write_text('{"prompt": "7 + 5 ="}\n')
+    with ServerThread(reference_app(api_key="right-key")) as server:
+        spec = tmp_path / "s.yaml"
+        spec.write_text(
+            f"name: k\ntarget: {{base_url: '{server.base_url}', model: harness/ngram, api_key_env: HK_TEST}}\n"
+            "dataset: {path: d.jsonl}\nparams: {max_tokens: 2}\n"
+        )
+        env_wrong = {"HK_TEST": "wrong-key-123"}
+        proc = subprocess.run([sys.executable, "-m", "harness", "run", str(spec), "--out", str(tmp_path / "runs"), "--quiet"],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, **env_wrong})
+        assert proc.returncode == 2, proc.stderr
+        assert "refused the key in $HK_TEST (HTTP 401" in proc.stderr and "wrong-key-123" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+        ok = subprocess.run([sys.executable, "-m", "harness", "run", str(spec), "--out", str(tmp_path / "runs"), "--quiet"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "HK_TEST": "right-key"})
+        assert ok.returncode == 0, ok.stderr

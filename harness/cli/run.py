@@ -12,10 +12,10 @@ import signal
 from pathlib import Path
 from typing import Any, Callable, Coroutine
 
-from harness.errors import UsageError
+from harness.errors import TargetError, UsageError
 from harness.progress import RunProgress
 from harness.runner import Endpoint, api_key_for, check_reachable, Stats, SweepJob, execute, exit_code, finish_job, new_job, open_target, parse_shard, resume_job
-from harness.spec import load_spec
+from harness.spec import SweepSpec, load_spec
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -77,10 +77,26 @@ def _prepare(args: argparse.Namespace) -> SweepJob:
         raise UsageError("only with --resume RUN_DIR", key="--retry-errors")
     shard = parse_shard(args.shard) if args.shard else None
     spec = load_spec(args.spec)
-    api_key_for(spec)  # a missing key or a dead endpoint fails before a run directory is made
+    key = api_key_for(spec)  # a missing key or a dead endpoint fails before a run directory is made
     if spec.target.base_url:
         check_reachable(spec.target.base_url, source=spec.source)
+        if key:
+            _check_key(spec, key)
     return new_job(spec, out=Path(args.out), shard=shard, limit=args.limit, overrides=_overrides(args))
+
+
+def _check_key(spec: SweepSpec, key: str) -> None:
+    """A key the endpoint refuses (401/403 on GET /models) is bad input, not a run of error rows."""
+    from harness.client import probe_auth
+
+    assert spec.target.base_url is not None
+    status = probe_auth(spec.target.base_url, key, headers=dict(spec.target.headers))
+    if status in (401, 403):
+        raise TargetError(
+            f"the endpoint refused the key in ${spec.target.api_key_env} (HTTP {status} on GET /models)",
+            file=spec.source,
+            key="target.api_key_env",
+        )
 
 
 def _loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:

@@ -317,6 +317,22 @@ class ChatClient:
             raise RequestFailed("invalid_response", scrub(str(exc), self._secrets), http_status=acc.http_status) from None
 
 
+def probe_auth(base_url: str, api_key: str, *, headers: dict[str, str] | None = None, timeout_s: float = 10.0) -> int | None:
+    """Status of `GET {base_url}/models` with the key, or None when it cannot be asked.
+
+    Used before a sweep so a wrong key is one clear error instead of a run of 401 rows.
+    """
+    try:
+        response = httpx.get(
+            base_url.rstrip("/") + "/models",
+            headers={**(headers or {}), "Authorization": f"Bearer {api_key}"},
+            timeout=timeout_s,
+        )
+    except httpx.HTTPError:
+        return None
+    return response.status_code
+
+
 async def _read(response: httpx.Response) -> bytes:
     """The body. Without a Content-Encoding the raw bytes are taken as they are: httpx's
     decoder and re-chunking layers cost more CPU than the read itself."""
