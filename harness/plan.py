@@ -34,11 +34,10 @@ class Plan:
 
     @property
     def max_completion_tokens(self) -> int | None:
-        per = self.spec.params.max_tokens
-        if per is None:
-            per = next((p.params.get("max_tokens") for p in self.preview if "max_tokens" in p.params), None)
-            if per is not None and "max_tokens" in self.spec.sweep.swept:
-                per = max(self.spec.sweep.grid.get("max_tokens") or self.spec.sweep.zip.get("max_tokens") or (per,))
+        """Upper bound: the largest max_tokens (fixed or swept) × requests; None when unbounded."""
+        sweep = self.spec.sweep
+        swept = sweep.grid.get("max_tokens") or sweep.zip.get("max_tokens")
+        per = max(swept) if swept else self.spec.params.max_tokens
         return None if per is None else int(per) * self.requests
 
     def to_json(self) -> dict[str, Any]:

@@ -136,3 +136,13 @@ def test_plan_json_cli() -> None:
                           capture_output=True, text=True, check=True, timeout=60)
     data = json.loads(proc.stdout)
     assert (data["points"], data["prompts"], data["repeats"], data["requests"]) == (10, 20, 3, 600)
+
+
+def test_plan_token_bound_uses_the_largest_swept_max_tokens(tmp_path) -> None:
+    from harness.plan import make_plan
+
+    (tmp_path / "d.jsonl").write_text('{"prompt": "abcdefgh"}\n')
+    spec = _spec(dataset={"path": str(tmp_path / "d.jsonl")}, sweep={"grid": {"max_tokens": [4, 16]}, "repeats": 2})
+    plan = make_plan(spec)
+    assert (plan.requests, plan.max_completion_tokens, plan.est_prompt_tokens) == (4, 64, 8)  # 8 chars ≈ 2 tokens × 2 points × 2 repeats
+    assert make_plan(_spec(dataset={"path": str(tmp_path / "d.jsonl")})).max_completion_tokens is None
