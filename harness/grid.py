@@ -160,10 +160,6 @@ def plan_requests(
                 yield RequestPlan(request_id=rid, point=point, prompt=prompt, sample=sample)
 
 
-def total_requests(n_points: int, n_prompts: int, repeats: int) -> int:
-    return n_points * n_prompts * repeats
-
-
 def point_table(points: Sequence[Point]) -> tuple[list[str], list[list[Any]]]:
     """Columns (swept parameters) and rows for display."""
     columns = sorted({k for p in points for k in p.params})
@@ -183,5 +179,4 @@ __all__ = [
     "plan_requests",
     "point_table",
     "request_id_of",
-    "total_requests",
 ]

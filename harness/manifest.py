@@ -78,7 +78,7 @@ def new_manifest(
     }
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     """The manifest of a run directory, or RunDirError naming the file (no pandas import)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -60,11 +60,6 @@ SCHEMA = pa.schema(_FIELDS, metadata={b"harness_schema_version": str(SCHEMA_VERS
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 
 
-def empty_row() -> dict[str, Any]:
-    """A row with every column present and null."""
-    return dict.fromkeys(COLUMNS)
-
-
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Build a table with the explicit schema; unknown keys are dropped, missing ones null."""
     columns = {name: [row.get(name) for row in rows] for name in COLUMNS}
@@ -80,6 +75,5 @@ __all__ = [
     "SWEEPABLE",
     "TOKEN_LOGPROB",
     "TOP_LOGPROB",
-    "empty_row",
     "rows_to_table",
 ]

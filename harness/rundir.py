@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from harness.errors import RunDirError
+from harness.manifest import MANIFEST, read_manifest
 from harness.records import SCHEMA
 
-MANIFEST = "manifest.json"
 RESULTS = "results"
 
 
@@ -35,26 +34,15 @@ class Run:
         return dict(self.manifest.get("spec") or {})
 
 
-def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a run directory, or RunDirError naming the file."""
-    path = Path(run_dir) / MANIFEST
-    if not Path(run_dir).is_dir():
-        raise RunDirError("not a run directory (no such folder)", file=str(run_dir))
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunDirError("no manifest.json: not a harness run directory", file=str(run_dir)) from None
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"unreadable manifest ({exc})", file=str(path)) from None
-    if not isinstance(data, dict):
-        raise RunDirError("manifest is not a JSON object", file=str(path))
-    return data
+def result_files(run_dir: str | Path) -> list[Path]:
+    """The Parquet files under `RUN_DIR/results/`, sorted by name (none if the folder is missing)."""
+    results = Path(run_dir) / RESULTS
+    return sorted(results.glob("*.parquet")) if results.is_dir() else []
 
 
 def read_results(run_dir: str | Path) -> pd.DataFrame:
     """All result rows of a run directory (an empty frame with the schema's columns if none)."""
-    results = Path(run_dir) / RESULTS
-    files = sorted(results.glob("*.parquet")) if results.is_dir() else []
+    files = result_files(run_dir)
     if not files:
         return SCHEMA.empty_table().to_pandas()
     for f in files:
@@ -62,7 +50,7 @@ def read_results(run_dir: str | Path) -> pd.DataFrame:
     try:
         table = pads.dataset([str(f) for f in files], format="parquet", schema=SCHEMA).to_table()
     except Exception as exc:  # pyarrow raises many kinds; all mean "unreadable"
-        raise RunDirError(f"unreadable results ({exc})", file=str(results)) from None
+        raise RunDirError(f"unreadable results ({exc})", file=str(Path(run_dir) / RESULTS)) from None
     return table.to_pandas()
 
 
@@ -88,4 +76,4 @@ def load_run(run_dir: str | Path) -> Run:
     return Run(path=path, manifest=read_manifest(path), results=read_results(path))
 
 
-__all__ = ["MANIFEST", "RESULTS", "Run", "check_required_columns", "load_run", "read_manifest", "read_results"]
+__all__ = ["MANIFEST", "RESULTS", "Run", "check_required_columns", "load_run", "read_manifest", "read_results", "result_files"]

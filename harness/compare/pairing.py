@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.grid import canonical_point
 from harness.records import FLOAT_PARAMS, INT_PARAMS
 
 KEY: tuple[str, str, str] = ("point", "prompt_id", "sample")
@@ -48,7 +49,7 @@ def _params_json(row: dict[str, Any]) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
         point[name] = int(value) if name in INT_PARAMS else float(value)
-    return json.dumps(point, sort_keys=True, separators=(",", ":"))
+    return canonical_point(point)
 
 
 def point_keys(results: pd.DataFrame) -> pd.Series:

@@ -20,11 +20,12 @@ import pyarrow.parquet as pq
 from harness.errors import RunDirError
 from harness.metrics import LP_COLUMNS, logprob_row_stats
 from harness.records import SCHEMA
-from harness.rundir import RESULTS, check_required_columns, read_manifest
+from harness.rundir import check_required_columns, read_manifest, result_files
 
 log = logging.getLogger(__name__)
 
 _DROP = ("logprobs", "inter_token_s")
+_FLAT = [name for name in SCHEMA.names if name not in _DROP]
 _BATCH_ROWS = 65_536
 
 
@@ -75,10 +76,9 @@ def _read_file(path: Path) -> list[pd.DataFrame]:
     parquet = pq.ParquetFile(path)
     present = set(parquet.schema_arrow.names)
     check_required_columns(present, path)
-    flat = [name for name in SCHEMA.names if name not in _DROP]
-    columns = [name for name in flat if name in present] + _logprob_paths(parquet.schema)
+    columns = [name for name in _FLAT if name in present] + _logprob_paths(parquet.schema)
     return [
-        _flat_frame(batch, flat)
+        _flat_frame(batch, _FLAT)
         for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=columns, use_threads=True)
         if batch.num_rows
     ]
@@ -86,17 +86,14 @@ def _read_file(path: Path) -> list[pd.DataFrame]:
 
 def read_rows(run_dir: str | Path) -> pd.DataFrame:
     """All result rows of a run, flat, with LP_COLUMNS; an empty frame with those columns if none."""
-    results = Path(run_dir) / RESULTS
-    files = sorted(results.glob("*.parquet")) if results.is_dir() else []
-    flat = [name for name in SCHEMA.names if name not in _DROP]
     frames: list[pd.DataFrame] = []
-    for path in files:
+    for path in result_files(run_dir):
         try:
             frames += _read_file(path)
         except (pa.ArrowException, OSError) as exc:
             raise RunDirError(f"unreadable results ({exc})", file=str(path)) from None
     if not frames:
-        return _flat_frame(pa.RecordBatch.from_pylist([], schema=SCHEMA), flat)
+        return _flat_frame(pa.RecordBatch.from_pylist([], schema=SCHEMA), _FLAT)
     return pd.concat(frames, ignore_index=True)
 
 

@@ -16,7 +16,6 @@ from typing import Iterable, Sequence
 __all__ = ["BOS", "EOS", "UNK", "WordTokenizer", "split_pieces"]
 
 BOS, EOS, UNK = 0, 1, 2
-_SPECIALS = ("<s>", "</s>", "<unk>")
 _SPECIAL_TEXT = ("", "", "\ufffd")
 _PIECE = re.compile(r" ?[A-Za-z]+(?:'[A-Za-z]+)?| ?\d+| ?[^\sA-Za-z\d]|\n|[^\S\n]+")
 
@@ -56,10 +55,6 @@ class WordTokenizer:
     def vocab_size(self) -> int:
         """Number of token ids."""
         return len(self._texts)
-
-    def special_name(self, token_id: int) -> str | None:
-        """`<s>`, `</s>` or `<unk>` for the special ids, else None."""
-        return _SPECIALS[token_id] if token_id < len(_SPECIALS) else None
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` (no BOS/EOS added)."""
