@@ -1,0 +1,84 @@
+"""Structural redaction of what a spec holds before anything is written or printed.
+
+- `redact_url`: userinfo (`user:key@`) and every query value become `***` (a key interpolated into
+  `base_url?api_key=${KEY}` never reaches a manifest, report, `plan` output or log line). Query
+  names stay, so the URL still says what it is.
+- `redact_headers`: a header value is kept only when its name is on `SAFE_HEADERS`, a short list
+  of headers known to carry no secret; every other value (Authorization, X-Auth, X-Auth-Secret,
+  Cookie, X-Signature, a name we do not know) is `***`.
+
+Pure functions, no I/O; the rundir helper writes `SweepSpec.public_dict()`, built from these.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+
+REDACTED = "***"
+
+SAFE_HEADERS: frozenset[str] = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "anthropic-beta",
+        "anthropic-version",
+        "api-version",
+        "cache-control",
+        "content-type",
+        "http-referer",
+        "openai-beta",
+        "openai-organization",
+        "openai-project",
+        "referer",
+        "traceparent",
+        "tracestate",
+        "user-agent",
+        "x-correlation-id",
+        "x-request-id",
+        "x-title",
+        "x-trace",
+        "x-trace-id",
+    }
+)
+
+_SECRET_WORDS = re.compile(r"auth|key|token|secret|cookie|signature|passw|credential|session|bearer", re.I)
+
+
+def looks_secret(name: str) -> bool:
+    """True when a header (or query) name suggests it carries a secret."""
+    return bool(_SECRET_WORDS.search(name))
+
+
+def header_is_public(name: str) -> bool:
+    """A header value may be written only when its name is on the allow-list and not secret-like."""
+    return name.lower() in SAFE_HEADERS and not looks_secret(name)
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers with every value not known to be harmless replaced by `***`."""
+    return {name: value if header_is_public(name) else REDACTED for name, value in headers.items()}
+
+
+def redact_url(url: str) -> str:
+    """`url` with userinfo and query values replaced by `***`; unparseable URLs are fully hidden."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{host}" + (f":{port}" if port is not None else "")
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, REDACTED) for k, _ in pairs], safe="*") if pairs else REDACTED
+    fragment = REDACTED if parts.fragment else ""
+    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, fragment))
+
+
+__all__ = ["REDACTED", "SAFE_HEADERS", "header_is_public", "looks_secret", "redact_headers", "redact_url"]
