@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from harness.grid import point_table
+from harness.cli.flags import count_flag
+from harness.grid import DEFAULT_MAX_POINTS, point_table
 from harness.plan import Plan, make_plan
 from harness.spec import load_spec
 
@@ -15,7 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="validate a spec and show what it would send")
     p.add_argument("spec", help="the sweep spec (YAML)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--show", type=int, default=20, metavar="N", help="points to list (default 20)")
+    p.add_argument("--show", type=count_flag("--show", 0, 1_000_000), default=20, metavar="N",
+                   help="points to list (default 20)")
+    p.add_argument("--max-points", type=count_flag("--max-points", 1, 10**12), default=DEFAULT_MAX_POINTS,
+                   metavar="N", help=f"refuse grids larger than N points (default {DEFAULT_MAX_POINTS:,})")
     p.set_defaults(func=handle)
 
 
@@ -36,19 +40,24 @@ def _print_table(plan: Plan, show: int) -> None:
         print("(no swept parameters: one point)")
 
 
+def _seed_note(plan: Plan) -> str:
+    base = plan.spec.params.seed_base
+    return f"  (seed per sample: {base} + repeat)" if base is not None else ""
+
+
 def handle(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
-    plan = make_plan(spec, preview=max(args.show, 0))
+    plan = make_plan(spec, preview=args.show, max_points=args.max_points)
     if args.json:
         json.dump(plan.to_json(), sys.stdout, separators=(",", ":"))
         print()
         return 0
     print(f"spec      {spec.name} ({args.spec})")
-    print(f"target    {spec.target.base_url or 'local:' + str(spec.target.local)}  model {spec.model_name}")
+    print(f"target    {spec.public_target()}  model {spec.model_name}")
     _print_table(plan, args.show)
     print(f"points    {_fmt(plan.points)}")
     print(f"prompts   {_fmt(plan.prompts)}")
-    print(f"repeats   {_fmt(plan.repeats)}")
+    print(f"repeats   {_fmt(plan.repeats)}" + _seed_note(plan))
     print(f"requests  {_fmt(plan.requests)}")
     print(f"tokens    ~{_fmt(plan.est_prompt_tokens)} prompt (≈{4} chars/token), "
           f"≤{_fmt(plan.max_completion_tokens)} completion")
