@@ -44,9 +44,10 @@ def expand_range(name: str, spec: dict[str, Any]) -> list[Any]:
     try:
         count = int((stop - start) / step) + 1
     except ArithmeticError:
-        raise AxisError(name, f"range has too many values; at most {MAX_RANGE_VALUES} allowed") from None
+        raise AxisError(name, f"range has too many values; at most {MAX_RANGE_VALUES:,} allowed") from None
     if count > MAX_RANGE_VALUES:
-        raise AxisError(name, f"range has {count} values; at most {MAX_RANGE_VALUES} allowed")
+        shown = f"{count:,}" if count < 10**15 else "more than 10^15"
+        raise AxisError(name, f"range has {shown} values; at most {MAX_RANGE_VALUES:,} allowed")
     values = [start + step * i for i in range(count)]
     as_int = BY_NAME[name].kind == "int"
     return [int(v) if as_int and v == v.to_integral_value() else float(v) for v in values]

@@ -109,23 +109,23 @@ def _rows(kind: str, path: Path) -> Iterator[tuple[int, Any]]:
         raise DatasetError(f"not a readable CSV file ({exc})", file=str(path)) from None
 
 
-def _check_text(value: Any, where: str, path: Path, depth: int = 0) -> None:
-    """Every string must be valid Unicode (no lone surrogates from `"\\ud800"`): it is sent as UTF-8."""
+def _check_text(value: Any, where: str, path: Path, key: str = "") -> None:
+    """Every string must be valid Unicode (no lone surrogate from a `\\ud800` escape): it is sent as UTF-8."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise DatasetError(f"{where}: contains {value[exc.start]!r} (a lone surrogate), not valid Unicode; "
-                               "fix the \\u escape", file=str(path)) from None
+            raise DatasetError(f"{where}: {key or 'a key'} contains {value[exc.start]!r} (a lone surrogate), "
+                               "not valid Unicode; fix the \\u escape", file=str(path)) from None
     elif isinstance(value, float) and not math.isfinite(value):
-        raise DatasetError(f"{where}: {value!r} is not a JSON number", file=str(path))
+        raise DatasetError(f"{where}: {key or 'a value'} is {value!r}, not a JSON number", file=str(path))
     elif isinstance(value, dict):
         for k, v in value.items():
-            _check_text(k, where, path, depth + 1)
-            _check_text(v, f"{where}.{k}", path, depth + 1)
+            _check_text(k, where, path)
+            _check_text(v, where, path, f"{key}.{k}" if key else str(k))
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            _check_text(v, f"{where}[{i}]", path, depth + 1)
+            _check_text(v, where, path, f"{key}[{i}]")
 
 
 def _messages(row: dict[str, Any], where: str, path: Path) -> list[dict[str, Any]]:

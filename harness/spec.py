@@ -55,7 +55,8 @@ def _check_base_url(url: str) -> None:
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"@base_url: {redact_url(url)!r} has an invalid port; allowed: 1 to 65535") from None
+        shown = f"{parts.scheme}://{parts.netloc}"
+        raise ValueError(f"@base_url: {shown!r} has an invalid port; allowed: 1 to 65535") from None
     if port == 0:
         raise ValueError(f"@base_url: {redact_url(url)!r} has port 0; allowed: 1 to 65535")
     if not parts.hostname:
@@ -67,11 +68,11 @@ def _check_headers(headers: Any) -> Any:
         return headers
     for name, value in headers.items():
         if not isinstance(name, str) or not _HEADER_NAME.match(name):
-            raise ValueError(f"@headers: {str(name)[:40]!r} is not a valid header name; allowed: ASCII letters, "
+            raise ValueError(f"@: {str(name)[:40]!r} is not a valid header name; allowed: ASCII letters, "
                              "digits and !#$%&'*+.^_`|~-")
         if not isinstance(value, str) or not _HEADER_VALUE.match(value):
             # never echo the value: it may be a secret
-            raise ValueError(f"@headers.{name}: the value must be a string of printable ASCII "
+            raise ValueError(f"@{name}: the value must be a string of printable ASCII "
                              "(no newlines, at most 8192 characters)")
     return headers
 
