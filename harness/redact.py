@@ -1,8 +1,8 @@
 """Structural redaction of what a spec holds before anything is written or printed.
 
-- `redact_url`: userinfo (`user:key@`) and every query value become `***` (a key interpolated into
-  `base_url?api_key=${KEY}` never reaches a manifest, report, `plan` output or log line). Query
-  names stay, so the URL still says what it is.
+- `redact_url`: userinfo (`user:key@`), every query value and the fragment become `***` (a key
+  interpolated into `base_url?api_key=${KEY}` never reaches a manifest, report, `plan` output or
+  log line). Query names stay, so the URL still says what it is; a bare `?item` is redacted whole.
 - `redact_headers`: a header value is kept only when its name is on `SAFE_HEADERS`, a short list
   of headers known to carry no secret; every other value (Authorization, X-Auth, X-Auth-Secret,
   Cookie, X-Signature, a name we do not know) is `***`.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from typing import Mapping
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 REDACTED = "***"
 
@@ -62,6 +62,12 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {name: value if header_is_public(name) else REDACTED for name, value in headers.items()}
 
 
+def _redact_query_item(item: str) -> str:
+    """`name=value` → `name=***`; an item without `=` may itself be the secret → `***`."""
+    name, sep, _ = item.partition("=")
+    return f"{name}={REDACTED}" if sep and name else REDACTED
+
+
 def redact_url(url: str) -> str:
     """`url` with userinfo and query values replaced by `***`; unparseable URLs are fully hidden."""
     try:
@@ -73,10 +79,7 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{REDACTED}@{host}" + (f":{port}" if port is not None else "")
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, REDACTED) for k, _ in pairs], safe="*") if pairs else REDACTED
+    query = "&".join(_redact_query_item(item) for item in parts.query.split("&")) if parts.query else ""
     fragment = REDACTED if parts.fragment else ""
     return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, fragment))
 
