@@ -110,10 +110,10 @@ class DatasetConfig(_Strict):
     """The prompt set."""
 
     path: Path = Field(description="JSONL, CSV or Parquet file, relative to the spec file")
-    format: Literal["jsonl", "csv", "parquet"] | None = None
-    limit: int | None = Field(None, ge=1, le=INT64_MAX)
-    shuffle: bool = False
-    shuffle_seed: int = Field(0, ge=INT64_MIN, le=INT64_MAX)
+    format: Literal["jsonl", "csv", "parquet"] | None = Field(None, description="default: from the file suffix")
+    limit: int | None = Field(None, ge=1, le=INT64_MAX, description="use only the first N prompts (after shuffle)")
+    shuffle: bool = Field(False, description="shuffle the prompts (seeded by shuffle_seed) before limit")
+    shuffle_seed: int = Field(0, ge=INT64_MIN, le=INT64_MAX, description="seed of the shuffle")
     system: str | None = Field(None, description="a system prompt put before every prompt's messages")
 
 
@@ -279,8 +279,8 @@ class Sweep(_Strict):
         default_factory=list, description="drop points matching every key (a list value means any of)"
     )
     sample: int | None = Field(None, ge=1, le=INT64_MAX, description="keep a random subset of this many points")
-    sample_seed: int = Field(0, ge=INT64_MIN, le=INT64_MAX)
-    repeats: int = Field(1, ge=1, le=100_000)
+    sample_seed: int = Field(0, ge=INT64_MIN, le=INT64_MAX, description="seed of the random subset")
+    repeats: int = Field(1, ge=1, le=100_000, description="requests per (point, prompt); see seed: per_sample")
 
     @field_validator("grid", mode="before")
     @classmethod
@@ -340,10 +340,10 @@ def _check_exclude_rule(rule: dict[str, Any], where: str, swept: tuple[str, ...]
 class RunnerConfig(_Strict):
     """How requests are sent. Times are finite and at most a day (a week for deadline_s)."""
 
-    concurrency: int = Field(16, ge=1, le=10_000)
-    max_attempts: int = Field(6, ge=1, le=100)
+    concurrency: int = Field(16, ge=1, le=10_000, description="requests in flight (--concurrency overrides)")
+    max_attempts: int = Field(6, ge=1, le=100, description="tries per request (429, 5xx, resets are retried)")
     timeout_s: float = Field(120.0, gt=0, le=DAY_S, allow_inf_nan=False, description="seconds per attempt")
-    stream: bool = False
+    stream: bool = Field(False, description="stream responses (SSE): measures time to first token")
     rps: float | None = Field(None, ge=0.001, le=1_000_000, allow_inf_nan=False,
                               description="requests per second limit")
     tokens_per_min: int | None = Field(None, gt=0, le=10**12,
@@ -358,13 +358,14 @@ class SweepSpec(_Strict):
     """A whole sweep spec (the YAML file)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="letters, digits, . _ -")
-    description: str | None = Field(None, max_length=10_000)
+    description: str | None = Field(None, max_length=10_000, description="free text, shown in reports")
     target: Target
     dataset: DatasetConfig
     params: Params = Field(default_factory=Params)
     sweep: Sweep = Field(default_factory=Sweep)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
-    scoring: list[Union[str, dict[str, Any]]] = Field(default_factory=list)
+    scoring: list[Union[str, dict[str, Any]]] = Field(default_factory=list,
+                                                      description="scorers applied to each output (see below)")
     source: str = Field("", exclude=True, description="the file this spec came from (not part of the YAML)")
 
     @model_validator(mode="after")
