@@ -60,7 +60,7 @@ def imported(argv: list[str]) -> str:
     if argv[1] != "-m":
         return ""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HARNESS_BASE_URL": "http://127.0.0.1:9/v1"}
-    proc = subprocess.run([sys.executable, "-c", PROBE, *argv[3:]], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv[3:]], capture_output=True, text=True, env=env, check=False)
     return proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "?"
 
 

@@ -12,9 +12,10 @@ import hashlib
 import json
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from harness.errors import DatasetError
 from harness.spec import DatasetConfig, SweepSpec
@@ -87,7 +88,7 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
 
     try:
         rows = pq.read_table(path).to_pylist()
-    except Exception as exc:  # pyarrow raises many kinds; all mean "unreadable"
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds; all mean "unreadable"
         raise DatasetError(f"not a readable Parquet file ({exc})", file=str(path)) from None
     for i, row in enumerate(rows):
         yield i + 1, {k: v for k, v in row.items() if v is not None}

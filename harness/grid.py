@@ -23,8 +23,9 @@ import hashlib
 import itertools
 import json
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from harness.datasets import Prompt
 from harness.errors import UsageError
@@ -188,12 +189,12 @@ def point_table(points: Sequence[Point]) -> tuple[list[str], list[list[Any]]]:
 
 
 __all__ = [
-    "Point",
     "DEFAULT_MAX_POINTS",
+    "Point",
     "RequestPlan",
     "canonical_point",
-    "check_size",
     "cell_id_of",
+    "check_size",
     "count_points",
     "expand_points",
     "grid_size",

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.datasets import Prompt, load_prompts
-from harness.grid import DEFAULT_MAX_POINTS, Point, check_size, count_points, iter_points, point_table
+from harness.grid import (
+    DEFAULT_MAX_POINTS,
+    Point,
+    check_size,
+    count_points,
+    iter_points,
+    point_table,
+)
 from harness.spec import SweepSpec, spec_hash
 
 CHARS_PER_TOKEN = 4  # a rough, documented heuristic for the estimate; servers report real counts

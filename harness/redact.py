@@ -13,7 +13,7 @@ Pure functions, no I/O; the rundir helper writes `SweepSpec.public_dict()`, buil
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 REDACTED = "***"
@@ -44,7 +44,7 @@ SAFE_HEADERS: frozenset[str] = frozenset(
     }
 )
 
-_SECRET_WORDS = re.compile(r"auth|key|token|secret|cookie|signature|passw|credential|session|bearer", re.I)
+_SECRET_WORDS = re.compile(r"auth|key|token|secret|cookie|signature|passw|credential|session|bearer", re.IGNORECASE)
 
 
 def looks_secret(name: str) -> bool:

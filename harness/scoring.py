@@ -339,7 +339,6 @@ def _missing(value: Any) -> bool:
 
 def _score_custom(scorer: Scorer, rows: pd.DataFrame, where: str) -> np.ndarray:
     import numpy as np
-    import pandas as pd
 
     assert scorer.custom_fn is not None
     out = np.empty(len(rows), dtype=np.float64)

@@ -16,19 +16,36 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Union
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from harness.axes import AxisError, normalise_axis, normalise_zip, unknown_axis
 from harness.errors import SpecError
-from harness.parameters import BY_NAME, INT64_MAX, INT64_MIN, REGISTRY, SWEEPABLE, Param, check_value
+from harness.parameters import (
+    BY_NAME,
+    INT64_MAX,
+    INT64_MIN,
+    REGISTRY,
+    SWEEPABLE,
+    Param,
+    check_value,
+)
 from harness.redact import redact_headers, redact_url
 from harness.specload import check_unknown_keys, interpolate, read_yaml
 
-AxisValues = tuple[Union[float, int], ...]
+AxisValues = tuple[float | int, ...]
 
 PER_SAMPLE = "per_sample"
 RESERVED_BODY_KEYS = ("model", "messages", "stream", "stream_options", "n")
@@ -89,10 +106,13 @@ class Target(_Strict):
                                     description="extra HTTP headers; values are redacted when stored unless "
                                     "the name is a known harmless header")
 
-    _headers = field_validator("headers", mode="before")(classmethod(lambda cls, v: _check_headers(v)))
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, value: Any) -> Any:
+        return _check_headers(value)
 
     @model_validator(mode="after")
-    def _one_target(self) -> "Target":
+    def _one_target(self) -> Target:
         if (self.base_url is None) == (self.local is None):
             raise ValueError("@: give exactly one of base_url or local")
         if self.base_url is not None:
@@ -171,7 +191,7 @@ class _ParamsBase(_Strict):
         return out
 
     @model_validator(mode="after")
-    def _cross(self) -> "_ParamsBase":
+    def _cross(self) -> _ParamsBase:
         logprobs = self.get("logprobs") or self.extra_body.get("logprobs")
         if self.get("top_logprobs") is not None and not logprobs:
             raise ValueError("@top_logprobs: needs logprobs: true")
@@ -247,16 +267,16 @@ def _param_field(param: Param) -> tuple[Any, Any]:
         "float": float,
         "int": int,
         "bool": bool,
-        "stop": Union[str, list[str]],
-        "tool_choice": Union[Literal["none", "auto", "required"], dict[str, Any]],
+        "stop": str | list[str],
+        "tool_choice": Literal["none", "auto", "required"] | dict[str, Any],
     }
     annotation = kinds[param.kind]
     if param.name == "seed":
-        annotation = Union[int, Literal["per_sample"], SeedPerSample]
+        annotation = int | Literal["per_sample"] | SeedPerSample
         extra.pop("ge", None), extra.pop("le", None)
     if param.kind == "stop":
-        extra["description"] += f" (a string or up to 4)"
-    return (Union[annotation, None], Field(None, **extra))
+        extra["description"] += " (a string or up to 4)"
+    return (annotation | None, Field(None, **extra))
 
 
 if TYPE_CHECKING:
@@ -303,10 +323,10 @@ class Sweep(_Strict):
             raise ValueError(f"@{exc}") from None
 
     @model_validator(mode="after")
-    def _cross(self) -> "Sweep":
+    def _cross(self) -> Sweep:
         both = set(self.grid) & set(self.zip)
         if both:
-            raise ValueError(f"@zip.{sorted(both)[0]}: already an axis of grid; sweep a parameter in one place")
+            raise ValueError(f"@zip.{min(both)}: already an axis of grid; sweep a parameter in one place")
         for i, rule in enumerate(self.exclude):
             _check_exclude_rule(rule, f"exclude[{i}]", self.swept)
         return self
@@ -364,12 +384,12 @@ class SweepSpec(_Strict):
     params: Params = Field(default_factory=Params)
     sweep: Sweep = Field(default_factory=Sweep)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
-    scoring: list[Union[str, dict[str, Any]]] = Field(default_factory=list,
+    scoring: list[str | dict[str, Any]] = Field(default_factory=list,
                                                       description="scorers applied to each output (see below)")
     source: str = Field("", exclude=True, description="the file this spec came from (not part of the YAML)")
 
     @model_validator(mode="after")
-    def _cross(self) -> "SweepSpec":
+    def _cross(self) -> SweepSpec:
         swept = set(self.sweep.swept)
         for name in SWEEPABLE:
             if self.params.get(name) is not None and name in swept:

@@ -73,7 +73,7 @@ def _cell(text: str) -> str:
 def _section(schema: dict[str, Any], name: str) -> list[str]:
     model = _ref(schema, schema["properties"][name])
     lines = [f"### `{name}`", "", _cell(model.get("description", "")), "",
-             "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+             "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]  # fmt: skip
     required = set(model.get("required", []))
     for key, prop in model["properties"].items():
         if name == "params" and key != "extra_body":
@@ -84,8 +84,8 @@ def _section(schema: dict[str, Any], name: str) -> list[str]:
 
 
 def _registry() -> list[str]:
-    lines = ["| parameter | allowed (seed API range) | sweepable | result column | \"off\" value | "
-             "server default | meaning |", "|---|---|---|---|---|---|---|"]
+    header = '| parameter | allowed (seed API range) | sweepable | result column | "off" value | server default | meaning |'
+    lines = [header, "|---|---|---|---|---|---|---|"]
     for p in REGISTRY:
         off = "—" if p.off is None else f"`{p.off}`"
         lines.append(f"| `{p.name}` | {_cell(p.describe())} | {'yes' if p.sweepable else 'no'} | "
@@ -167,10 +167,10 @@ def render() -> str:
         "|---|---|",
         f"| spec file | a regular file (no pipe or device) of at most {MAX_SPEC_BYTES:,} bytes |",
         f"| YAML after alias expansion | at most {MAX_NODES:,} values, nested at most {MAX_DEPTH} levels |",
-        f"| grid size before exclude/sample | at most {DEFAULT_MAX_POINTS:,} points; raise with "
-        "`harness plan/run --max-points N` |",
-        f"| dataset file | a regular file of at most {MAX_DATASET_BYTES:,} bytes, {MAX_PROMPTS:,} prompts, "
-        f"JSONL lines of at most {MAX_LINE_BYTES:,} characters, valid Unicode (no lone surrogates) |",
+        (f"| grid size before exclude/sample | at most {DEFAULT_MAX_POINTS:,} points; raise with "
+         "`harness plan/run --max-points N` |"),
+        (f"| dataset file | a regular file of at most {MAX_DATASET_BYTES:,} bytes, {MAX_PROMPTS:,} prompts, "
+         f"JSONL lines of at most {MAX_LINE_BYTES:,} characters, valid Unicode (no lone surrogates) |"),
         "| times (`timeout_s`, `max_retry_after_s`, `deadline_s`) | finite; at most a day (a week for `deadline_s`) |",
         "| `base_url` | http(s), a host, a port from 1 to 65535, ASCII, no `user:key@` |",
         "| header names / values | RFC 7230 tokens / printable ASCII without newlines, ≤ 8192 characters |",

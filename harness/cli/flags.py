@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def count_flag(flag: str, low: int, high: int) -> Callable[[str], int]:
