@@ -422,6 +422,18 @@ class SweepSpec(_Strict):
         return redact_url(self.target.base_url) if self.target.base_url else f"local:{self.target.local}"
 
 
+def check_api_key(key: str, *, env_name: str, source: str) -> str:
+    """An API key usable in an HTTP header (printable ASCII, no newline); never echoes the key."""
+    if not _HEADER_VALUE.match(key) or not key.strip():
+        raise SpecError(
+            f"the value of ${env_name} is not usable as a key: it must be non-blank printable ASCII "
+            "without newlines (check how the variable was set)",
+            file=source,
+            key="target.api_key_env",
+        )
+    return key
+
+
 def spec_hash(spec: SweepSpec) -> str:
     """Stable hash of what the sweep sends (name and description excluded; secrets redacted first)."""
     data = spec.public_dict()
@@ -514,6 +526,7 @@ __all__ = [
     "Sweep",
     "SweepSpec",
     "Target",
+    "check_api_key",
     "json_schema",
     "load_spec",
     "parse_spec",

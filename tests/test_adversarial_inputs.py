@@ -30,8 +30,8 @@ dataset:
 """
 
 
-def harness(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ADV_")}
+def harness(*args: str, cwd: Path | None = None, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ADV_")}, **(extra_env or {})}
     return subprocess.run(
         [sys.executable, "-m", "harness", *args],
         check=False,
@@ -181,4 +181,14 @@ def test_run_refuses_a_huge_grid_before_anything(tmp_path: Path) -> None:
     spec = CORPUS / "specs" / "grid_1e9_exclude.yaml"
     proc = harness("run", str(spec), "--out", str(tmp_path / "runs"))
     assert_one_line(proc, "1,000,000,000 points", "--max-points")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("key", ["clé-non-ascii", "line1\nline2", "   ", "tab\u0007bell"])
+def test_unusable_api_key_is_one_line_without_echo(tmp_path: Path, key: str) -> None:
+    spec = _spec(tmp_path)
+    spec.write_text(spec.read_text().replace("model: m", "model: m\n  api_key_env: ADV_KEY"))
+    proc = harness("run", str(spec), "--out", str(tmp_path / "runs"), extra_env={"ADV_KEY": key})
+    line = assert_one_line(proc, "target.api_key_env", "$ADV_KEY")
+    assert key.strip() not in line or not key.strip()
     assert not (tmp_path / "runs").exists()

@@ -33,7 +33,7 @@ from harness.grid import Point, RequestPlan, expand_points, plan_requests
 from harness.manifest import MANIFEST, Status, finish, load_for_resume, new_manifest, new_run_id, write_manifest
 from harness.requests import build_body
 from harness.runner.engine import Engine, EngineConfig, Stats
-from harness.spec import SweepSpec, parse_spec, spec_hash
+from harness.spec import SweepSpec, check_api_key, parse_spec, spec_hash
 from harness.store import Counts, RunStore
 
 Shard = tuple[int, int]  # (K, N), 1 <= K <= N
@@ -196,7 +196,7 @@ def api_key_for(spec: SweepSpec, env: Mapping[str, str] | None = None) -> str | 
         raise TargetError(
             f"environment variable {name} is not set (named by api_key_env)", file=spec.source, key="target.api_key_env"
         )
-    return key
+    return check_api_key(key, env_name=name, source=spec.source)
 
 
 def check_reachable(base_url: str, *, source: str | None = None, timeout_s: float = 5.0) -> None:
