@@ -165,6 +165,9 @@ FLAG_CASES = [
     (["run", "SPEC", "--limit", "-1"], "--limit"),
     (["run", "SPEC", "--shard", "0/3"], "--shard"),
     (["run", "SPEC", "--shard", "4/3"], "--shard"),
+    (["run", "SPEC", "--shard", "99999999999999999999999/99999999999999999999999"], "--shard"),
+    (["run", "SPEC", "--shard", "1/x"], "--shard"),
+    (["run", "SPEC", "--limit", "99999999999999999999999"], "--limit"),
     (["plan", "SPEC", "--no-such-flag"], "--no-such-flag"),
     (["nosuchcommand"], "nosuchcommand"),
 ]

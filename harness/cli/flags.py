@@ -46,6 +46,22 @@ def number_flag(flag: str, low: float, high: float, *, low_open: bool = False) -
     return parse
 
 
+MAX_SHARDS = 1_000_000
+
+
+def shard_flag(text: str) -> str:
+    """`K/N` with 1 ≤ K ≤ N ≤ MAX_SHARDS; returned unchanged (the runner parses it)."""
+    k, sep, n = text.partition("/")
+    allowed = f"K/N with 1 ≤ K ≤ N ≤ {MAX_SHARDS:,}, e.g. 2/4"
+    try:
+        shard, count = int(k), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not K/N; allowed: {allowed}") from None
+    if not sep or not 1 <= shard <= count <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"{text[:40]} is out of range; allowed: {allowed}")
+    return text
+
+
 def runner_flag(field: str) -> Callable[[str], Any]:
     """The type of a flag overriding `runner.<field>`, bounded exactly like the spec field."""
     from harness.spec import RunnerConfig
@@ -65,4 +81,4 @@ def runner_flag(field: str) -> Callable[[str], Any]:
     return number_flag(flag, float(bounds.get("ge", 0)), float(high))
 
 
-__all__ = ["count_flag", "number_flag", "runner_flag"]
+__all__ = ["MAX_SHARDS", "count_flag", "number_flag", "runner_flag", "shard_flag"]

@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 from typing import Any, Callable, Coroutine
 
-from harness.cli.flags import count_flag, runner_flag
+from harness.cli.flags import count_flag, runner_flag, shard_flag
 from harness.errors import TargetError, UsageError
 from harness.grid import DEFAULT_MAX_POINTS, check_size
 from harness.progress import RunProgress
@@ -53,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rps", type=runner_flag("rps"), metavar="X", help="requests per second limit (overrides runner.rps)")
     p.add_argument("--max-points", type=count_flag("--max-points", 1, 10**12), default=DEFAULT_MAX_POINTS, metavar="N",
                    help=f"refuse grids larger than N points (default {DEFAULT_MAX_POINTS:,})")
-    p.add_argument("--limit", type=_int_at_least(0), metavar="N", help="run only the first N requests of the plan")
-    p.add_argument("--shard", metavar="K/N", help="run only shard K of N (a deterministic slice of the request ids)")
+    p.add_argument("--limit", type=count_flag("--limit", 0, 2**62), metavar="N", help="run only the first N requests of the plan")
+    p.add_argument("--shard", type=shard_flag, metavar="K/N", help="run only shard K of N (a deterministic slice of the request ids)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row")
     p.add_argument("--retry-errors", action="store_true", help="with --resume: send the error rows again and replace them")
