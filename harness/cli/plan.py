@@ -8,6 +8,7 @@ import sys
 
 from harness.cli.flags import count_flag
 from harness.grid import DEFAULT_MAX_POINTS, point_table
+from harness.parameters import is_off
 from harness.plan import Plan, make_plan
 from harness.spec import load_spec
 
@@ -27,8 +28,14 @@ def _fmt(n: int | None) -> str:
     return "unknown" if n is None else f"{n:,}"
 
 
+def _show(column: str, value: object) -> str:
+    """A value for the table: "off" where it disables the parameter (top_k -1, min_p 0, …)."""
+    return f"{value} (off)" if is_off(column, value) else str(value)
+
+
 def _print_table(plan: Plan, show: int) -> None:
-    columns, rows = point_table(plan.preview[:show])
+    columns, raw = point_table(plan.preview[:show])
+    rows = [[_show(c, v) for c, v in zip(columns, r, strict=True)] for r in raw]
     if columns:
         widths = [max(len(c), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
         print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
