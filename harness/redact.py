@@ -3,9 +3,10 @@
 - `redact_url`: userinfo (`user:key@`), every query value and the fragment become `***` (a key
   interpolated into `base_url?api_key=${KEY}` never reaches a manifest, report, `plan` output or
   log line). Query names stay, so the URL still says what it is; a bare `?item` is redacted whole.
-- `redact_headers`: a header value is kept only when its name is on `SAFE_HEADERS`, a short list
-  of headers known to carry no secret; every other value (Authorization, X-Auth, X-Auth-Secret,
-  Cookie, X-Signature, a name we do not know) is `***`.
+- `redact_headers`: a header whose name suggests a secret (auth, key, token, secret, cookie,
+  signature, password, credential, session, bearer: Authorization, X-Auth, X-Authorization,
+  X-Auth-Secret, Cookie, X-Signature, Api-Key …) is `***`, unless its name is on `SAFE_HEADERS`
+  (known-harmless headers); other headers (User-Agent, X-Title, X-Route …) are kept.
 
 Pure functions, no I/O; the rundir helper writes `SweepSpec.public_dict()`, built from these.
 """
@@ -53,12 +54,12 @@ def looks_secret(name: str) -> bool:
 
 
 def header_is_public(name: str) -> bool:
-    """A header value may be written only when its name is on the allow-list and not secret-like."""
-    return name.lower() in SAFE_HEADERS and not looks_secret(name)
+    """A header value may be written unless its name suggests a secret (allow-listed names always may)."""
+    return name.lower() in SAFE_HEADERS or not looks_secret(name)
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Headers with every value not known to be harmless replaced by `***`."""
+    """Headers with every secret-looking value replaced by `***`."""
     return {name: value if header_is_public(name) else REDACTED for name, value in headers.items()}
 
 

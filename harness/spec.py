@@ -406,12 +406,12 @@ class SweepSpec(_Strict):
         return self.target.model_name
 
     def resolved_dict(self) -> dict[str, Any]:
-        """The resolved spec for the manifest: the same as `public_dict` (no secret is ever written)."""
-        return self.public_dict()
+        """The resolved spec as JSON, secrets included: never write it, write `public_dict()`."""
+        return self.model_dump(mode="json", exclude={"source"})
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved spec safe to write or print: URL userinfo/query values and secret headers redacted."""
-        data = self.model_dump(mode="json", exclude={"source"})
+        data = self.resolved_dict()
         if self.target.base_url is not None:
             data["target"]["base_url"] = redact_url(self.target.base_url)
         data["target"]["headers"] = redact_headers(self.target.headers)

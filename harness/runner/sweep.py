@@ -136,7 +136,7 @@ def new_job(
     lock = _lock(run_dir)
     manifest = new_manifest(
         run_id=run_id,
-        spec=spec.resolved_dict(),
+        spec=spec.public_dict(),
         spec_hash=spec_hash(spec),
         target={"base_url": spec.target.base_url, "model": spec.model_name},
         requests=total,
