@@ -35,7 +35,7 @@ def expand_range(name: str, spec: dict[str, Any]) -> list[Any]:
     """`{from, to, step}` → exact decimal values, end inclusive (0.1..0.7 step 0.2 → 0.1, 0.3, 0.5, 0.7)."""
     unknown = set(spec) - {"from", "to", "step"}
     if unknown or not {"from", "to", "step"} <= set(spec):
-        raise AxisError(name, f"a range needs exactly the keys from, to, step; got {sorted(spec)}")
+        raise AxisError(name, f"a range needs exactly the keys from, to, step; got {sorted(map(str, spec))}")
     start, stop, step = (_decimal(name, k, spec[k]) for k in ("from", "to", "step"))
     if step <= 0:
         raise AxisError(f"{name}.step", f"{spec['step']!r} must be > 0")

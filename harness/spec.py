@@ -43,7 +43,7 @@ from harness.parameters import (
     check_value,
 )
 from harness.redact import redact_headers, redact_url
-from harness.specload import check_unknown_keys, interpolate, read_yaml
+from harness.specload import check_shape, check_unknown_keys, interpolate, read_yaml
 
 AxisValues = tuple[float | int, ...]
 
@@ -468,7 +468,9 @@ def parse_spec(
     """Validate a spec already parsed from YAML (or taken from a manifest)."""
     if not isinstance(data, dict):
         raise SpecError("a spec must be a mapping of sections (name, target, dataset, ...)", file=source)
+    check_shape(data, source)  # specs from Python or a manifest too: bounded, valid Unicode
     data = interpolate(data, env, source)
+    check_shape(data, source)  # an environment variable's value may hold undecodable bytes
     check_unknown_keys(data, SweepSpec, source)
     try:
         spec = SweepSpec.model_validate({**data, "source": source})

@@ -96,25 +96,48 @@ def read_yaml(path: Path) -> Any:
 
 
 def check_shape(data: Any, source: str) -> None:
-    """Refuse data nested deeper than MAX_DEPTH or expanding to more than MAX_NODES values."""
+    """Refuse data nested deeper than MAX_DEPTH, expanding to more than MAX_NODES values, or holding
+    a string that is not valid Unicode (a lone surrogate from a `\\ud800` escape cannot be sent)."""
     sizes: dict[int, int] = {}
 
-    def size(node: Any, depth: int) -> int:
+    def size(node: Any, depth: int, path: tuple[str, ...]) -> int:
         if depth > MAX_DEPTH:
             raise SpecError(f"nested deeper than {MAX_DEPTH} levels (or a self-referencing YAML alias)", file=source)
+        if isinstance(node, str):
+            _check_unicode(node, source, path)
+            return 1
         if not isinstance(node, (dict, list)):
             return 1
         key = id(node)
         if key not in sizes:
-            children = node.values() if isinstance(node, dict) else node
-            total = 1 + sum(size(child, depth + 1) for child in children)
+            if isinstance(node, dict):
+                items = [(_part(k), v) for k, v in node.items()]
+                for k in node:
+                    if isinstance(k, str):
+                        _check_unicode(k, source, path)
+            else:
+                items = [(f"[{i}]", v) for i, v in enumerate(node)]
+            total = 1 + sum(size(child, depth + 1, (*path, part)) for part, child in items)
             if total > MAX_NODES:
                 raise SpecError(f"expands to more than {MAX_NODES:,} values (YAML aliases?); "
                                 "write the values out or make the spec smaller", file=source)
             sizes[key] = total
         return sizes[key]
 
-    size(data, 0)
+    size(data, 0, ())
+
+
+def _part(key: Any) -> str:
+    return str(key) if not isinstance(key, str) or key.isprintable() else repr(key)
+
+
+def _check_unicode(text: str, source: str, path: tuple[str, ...]) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        where = "".join(p if p.startswith("[") else f".{p}" for p in path).lstrip(".") or None
+        raise SpecError(f"contains {text[exc.start]!r} (a lone surrogate), not valid Unicode; fix the \\u escape "
+                        "or the environment variable (it must be UTF-8)", file=source, key=where) from None
 
 
 def interpolate(data: Any, env: Mapping[str, str] | None, source: str, path: str = "") -> Any:
