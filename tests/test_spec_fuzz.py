@@ -109,3 +109,33 @@ def test_dates_and_bytes_are_refused_by_place() -> None:
         assert err.key == "params.extra_body.when"
     else:
         raise AssertionError("a date in extra_body must be refused")
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
+              st.sampled_from(["user", "system", "tool", "wizard", "\ud800"])),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(st.sampled_from(["prompt", "messages", "id", "reference", "role", "content", "x"]),
+                        children, max_size=4),
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(json_values, min_size=1, max_size=4))
+def test_any_jsonl_rows_are_prompts_or_one_dataset_error(tmp_path: Path, rows: list[Any]) -> None:
+    from harness.datasets import load_prompts
+    from harness.errors import DatasetError
+    from harness.spec import DatasetConfig
+
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    try:
+        prompts = load_prompts(DatasetConfig(path=path))
+    except DatasetError as err:
+        assert "\n" not in str(err) and str(path) in str(err)
+    else:
+        for prompt in prompts:
+            json.dumps(list(prompt.messages), allow_nan=False, ensure_ascii=False).encode("utf-8")
