@@ -13,6 +13,7 @@ Pure functions, no I/O; the rundir helper writes `SweepSpec.public_dict()`, buil
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from urllib.parse import SplitResult, urlsplit, urlunsplit
@@ -85,4 +86,32 @@ def redact_url(url: str) -> str:
     return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, fragment))
 
 
-__all__ = ["REDACTED", "SAFE_HEADERS", "header_is_public", "looks_secret", "redact_headers", "redact_url"]
+_URL = re.compile(r"https?://[^\s\"'<>]+")
+
+
+def redact_urls_in(text: str) -> str:
+    """`text` with every http(s) URL in it passed through `redact_url` (for log lines we do not build)."""
+    return _URL.sub(lambda m: redact_url(m.group(0)), text) if "://" in text else text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter: URLs in a record (httpx logs "HTTP Request: POST URL") lose their secrets."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact_urls_in(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+__all__ = [
+    "REDACTED",
+    "SAFE_HEADERS",
+    "RedactingFilter",
+    "header_is_public",
+    "looks_secret",
+    "redact_headers",
+    "redact_url",
+    "redact_urls_in",
+]

@@ -80,3 +80,32 @@ def test_plan_output_holds_no_key(tmp_path: Path, flags: list[str]) -> None:
     assert proc.returncode == 0, proc.stderr
     assert KEY not in proc.stdout + proc.stderr
     assert "api_key=***" in proc.stdout
+
+
+def test_log_lines_lose_url_secrets() -> None:
+    import logging
+
+    from harness.redact import RedactingFilter, redact_urls_in
+
+    line = f'HTTP Request: POST http://127.0.0.1:8000/v1/chat/completions?key={KEY} "HTTP/1.1 200 OK"'
+    assert KEY not in redact_urls_in(line) and "?key=***" in redact_urls_in(line)
+    record = logging.LogRecord("httpx", logging.INFO, __file__, 1, "HTTP Request: %s %s", ("POST", f"https://h/v1?k={KEY}"), None)
+    assert RedactingFilter().filter(record) and KEY not in record.getMessage()
+
+
+@pytest.mark.slow
+def test_verbose_run_writes_and_logs_no_key_from_the_url(tmp_path: Path) -> None:
+    from harness.server.app import ServerThread, reference_app
+
+    (tmp_path / "d.jsonl").write_text('{"prompt": "hi"}\n')
+    with ServerThread(reference_app()) as server:
+        spec = tmp_path / "s.yaml"
+        spec.write_text(f"name: v\ntarget: {{base_url: '{server.base_url}?api_key=${{R_KEY}}', model: harness/ngram}}\n"
+                        "dataset: {path: d.jsonl}\nparams: {max_tokens: 2}\n")
+        proc = subprocess.run([sys.executable, "-m", "harness", "-vv", "run", str(spec), "--out", str(tmp_path / "runs")],
+                              check=False, capture_output=True, text=True, timeout=120, env={**os.environ, "R_KEY": KEY})
+    assert proc.returncode in (0, 1), proc.stderr
+    assert KEY not in proc.stdout + proc.stderr
+    for path in (tmp_path / "runs").rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path

@@ -22,7 +22,8 @@ from harness.errors import HarnessError
 
 COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema")
 
-# The help line of each command, shown by `harness --help` without importing the command.
+# The help line of each command, shown by `harness --help` without importing the command
+# (a command missing here is imported to get it: add its line when adding a command).
 SUMMARIES: dict[str, str] = {
     "plan": "validate a spec and show what it would send",
     "run": "run a sweep (or finish one with --resume)",
@@ -78,8 +79,8 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        if name not in commands:
-            sub.add_parser(name, help=SUMMARIES.get(name, ""), add_help=False)
+        if name not in commands and name in SUMMARIES:
+            sub.add_parser(name, help=SUMMARIES[name], add_help=False)
             continue
         try:
             module = importlib.import_module(f"harness.cli.{name}")
@@ -89,6 +90,15 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
             raise
         module.register(sub)
     return parser
+
+
+def _redact_logs() -> None:
+    """Every handler of the root logger drops URL secrets (httpx's `-v` request line included)."""
+    from harness.redact import RedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    _redact_logs()
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

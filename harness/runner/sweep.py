@@ -33,6 +33,7 @@ from harness.grid import Point, RequestPlan, expand_points, plan_requests
 from harness.manifest import MANIFEST, Status, finish, load_for_resume, new_manifest, new_run_id, write_manifest
 from harness.requests import build_body
 from harness.runner.engine import Engine, EngineConfig, Stats
+from harness.redact import redact_url
 from harness.spec import SweepSpec, check_api_key, parse_spec, spec_hash
 from harness.store import Counts, RunStore
 
@@ -138,7 +139,7 @@ def new_job(
         run_id=run_id,
         spec=spec.public_dict(),
         spec_hash=spec_hash(spec),
-        target={"base_url": spec.target.base_url, "model": spec.model_name},
+        target={"base_url": redact_url(spec.target.base_url) if spec.target.base_url else None, "model": spec.model_name},
         requests=total,
         shard=shard,
         limit=limit,
@@ -270,8 +271,8 @@ async def execute(
 ) -> None:
     """Send this session's requests. Raises CancelledError when interrupted (rows kept)."""
     config = config or engine_config(job)
-    if job.manifest.get("target", {}).get("base_url") != endpoint.base_url:
-        job.manifest["target"] = {"base_url": endpoint.base_url, "model": endpoint.model}
+    if job.manifest.get("target", {}).get("base_url") != redact_url(endpoint.base_url):
+        job.manifest["target"] = {"base_url": redact_url(endpoint.base_url), "model": endpoint.model}
         write_manifest(job.run_dir, job.manifest)
     client_config = ClientConfig(
         base_url=endpoint.base_url,
