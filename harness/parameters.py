@@ -128,19 +128,20 @@ def _check_number(param: Param, value: Any) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         noun = "a number" if param.kind == "float" else "an integer"
         raise ValueError(f"{_show(value)} is not {noun}; allowed: {allowed}")  # noqa: TRY004 - pydantic wants ValueError
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{_show(value)} is not a finite number; allowed: {allowed}")
+    number: float | int = value
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"{_show(number)} is not a finite number; allowed: {allowed}")
     if param.kind == "int":
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise ValueError(f"{_show(value)} is not an integer; allowed: {allowed}")
-            value = int(value)
+        if isinstance(number, float):
+            if not number.is_integer():
+                raise ValueError(f"{_show(number)} is not an integer; allowed: {allowed}")
+            number = int(number)
     else:
-        value = float(value)
+        number = float(number)
     low, high = param.bounds()
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{_show(value)} is out of range; allowed: {allowed}")
-    return value
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise ValueError(f"{_show(number)} is out of range; allowed: {allowed}")
+    return number
 
 
 def _check_stop(param: Param, value: Any) -> str | list[str]:

@@ -40,7 +40,7 @@ def _type(schema: dict[str, Any], prop: dict[str, Any]) -> str:
         return f"list of {_type(schema, prop.get('items', {}))}"
     if kind == "object":
         return "mapping"
-    return {"number": "number", "integer": "integer", "string": "string", "boolean": "true/false"}.get(kind, kind)
+    return {"number": "number", "integer": "integer", "string": "string", "boolean": "true/false"}.get(kind, str(kind))
 
 
 def _bounds(prop: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from harness.plan import Plan, make_plan
 from harness.spec import load_spec
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="validate a spec and show what it would send")
     p.add_argument("spec", help="the sweep spec (YAML)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
