@@ -74,15 +74,11 @@ def test_bad_spec_in_corpus_is_one_line_exit_2(spec: Path) -> None:
     assert named in line, line
 
 
-def test_valid_corpus_spec_passes() -> None:
+def test_valid_corpus_spec_passes(tmp_path: Path) -> None:
     """The corpus's errors come from the bad part, not from the shared base."""
-    text = VALID.format(dataset="../datasets/_valid.jsonl")
-    spec = CORPUS / "specs" / "_valid.tmp.yaml"
-    spec.write_text(text)
-    try:
-        proc = harness("plan", str(spec))
-    finally:
-        spec.unlink()
+    spec = tmp_path / "valid.yaml"
+    spec.write_text(VALID.format(dataset=CORPUS / "datasets" / "_valid.jsonl"))
+    proc = harness("plan", str(spec))
     assert proc.returncode == 0, proc.stderr
 
 
