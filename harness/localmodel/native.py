@@ -69,12 +69,12 @@ class NativeEngine:
         params = xllamacpp.CommonParams()
         params.model.path = str(model_path)
         params.n_parallel = opts.slots
-        params.kv_unified = True  # one cache for all slots: a slot can use what others leave
+        params.kv_unified = False  # one cache per slot: a unified one made each slot attend over all (measured 1.6x slower)
         params.n_ctx = opts.slots * opts.slot_ctx
         params.cont_batching = True
         params.cache_prompt = True
         params.cache_ram_mib = opts.cache_ram_mib
-        params.swa_full = True  # Gemma 3's sliding-window layers keep every token: prefixes re-usable
+        params.swa_full = False  # sliding-window layers keep their window only (less memory); llama.cpp checkpoints them
         params.cpuparams.n_threads = opts.threads
         params.cpuparams_batch.n_threads = opts.threads
         params.warmup = False
