@@ -74,7 +74,7 @@ class NativeEngine:
         params.cont_batching = True
         params.cache_prompt = True
         params.cache_ram_mib = opts.cache_ram_mib
-        params.swa_full = False  # sliding-window layers keep their window only (less memory); llama.cpp checkpoints them
+        params.swa_full = True  # sliding-window layers keep every token: a whole cached prompt is re-usable
         params.cpuparams.n_threads = opts.threads
         params.cpuparams_batch.n_threads = opts.threads
         params.warmup = False
