@@ -11,7 +11,8 @@ Engines (each a server process on 127.0.0.1, the same requests over HTTP):
 
 The requests are the quickstart's (sweeps/quickstart.yaml): 12 capitals prompts x (temperature,
 min_p) cells x 3 repeats, max_tokens 8, stop "\\n", top_logprobs 3, seeds 0-2. Figures: wall time,
-completion tokens/s over the whole batch, peak RSS of the server, and parity against the first
+completion tokens/s over the whole batch, the server's CPU seconds (tokens per CPU-second is
+steadier than wall time on a busy machine), peak RSS of the server, and parity against the first
 configuration run: identical greedy answers, the largest logprob difference on the greedy tokens,
 and how many seeded samples differ (same engine: batching changes the kernels' float rounding,
 which flips near-ties). The load average is printed: on a shared machine the figures are noisy.
@@ -90,6 +91,15 @@ def ask_completion(client: httpx.Client, base_url: str, model: str, r: Request) 
                    [float(x) for x in lp.get("token_logprobs") or []])
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by process `pid` and its threads."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def _peak_rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -144,14 +154,16 @@ def run(engine: str, concurrency: int, requests: list[Request]) -> tuple[dict[st
     ask = ask_completion if engine == "llama-server" else ask_chat
     with endpoint as (base_url, pid), httpx.Client(timeout=300) as client:
         ask(client, base_url, "gemma-3-270m", requests[0])  # warm-up, not counted
-        start = time.perf_counter()
+        cpu_before, start = _cpu_s(pid), time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:
             outcomes = list(pool.map(lambda r: ask(client, base_url, "gemma-3-270m", r), requests))
         wall = time.perf_counter() - start
+        cpu = _cpu_s(pid) - cpu_before
         rss = _peak_rss_mb(pid)
     tokens = sum(o.completion_tokens for o in outcomes)
     return {"engine": engine, "concurrency": concurrency, "wall_s": wall, "completion_tokens": tokens,
-            "tokens_per_s": tokens / wall, "requests_per_s": len(outcomes) / wall, "peak_rss_mb": rss}, outcomes
+            "tokens_per_s": tokens / wall, "requests_per_s": len(outcomes) / wall, "server_cpu_s": cpu,
+            "tokens_per_cpu_s": tokens / cpu if cpu else float("nan"), "peak_rss_mb": rss}, outcomes
 
 
 def parity(base: list[Outcome], other: list[Outcome]) -> dict[str, Any]:
@@ -184,7 +196,8 @@ def main() -> None:
             row.update(parity(first, outcomes))
             rows.append(row)
             print(f"{engine:13s} c={concurrency}  wall {row['wall_s']:6.1f} s  {row['completion_tokens']:4d} tok  "
-                  f"{row['tokens_per_s']:5.1f} tok/s  {row['requests_per_s']:5.2f} req/s  peak RSS "
+                  f"{row['tokens_per_s']:5.1f} tok/s  {row['requests_per_s']:5.2f} req/s  server CPU "
+                  f"{row['server_cpu_s']:5.1f} s ({row['tokens_per_cpu_s']:5.1f} tok/CPU-s)  peak RSS "
                   f"{row['peak_rss_mb']:5.0f} MB  greedy same {row['greedy_same']}  max |dlogprob| "
                   f"{row['max_logprob_diff']:.3f}  samples differ {row['samples_differ']}  "
                   f"(load {os.getloadavg()[0]:.2f})", flush=True)
@@ -192,7 +205,8 @@ def main() -> None:
         base = rows[0]
         for row in rows[1:]:
             print(f"ratio {row['engine']} c={row['concurrency']} / {base['engine']} c={base['concurrency']}: "
-                  f"{row['tokens_per_s'] / base['tokens_per_s']:.2f}x tokens/s")
+                  f"{row['tokens_per_s'] / base['tokens_per_s']:.2f}x tokens/s, "
+                  f"{row['tokens_per_cpu_s'] / base['tokens_per_cpu_s']:.2f}x tokens per server CPU-second")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
