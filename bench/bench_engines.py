@@ -26,18 +26,19 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import local  # noqa: E402
+from harness import local
 
 CELLS = [(0.0, 0.0), (0.8, 0.0), (0.8, 0.2), (1.6, 0.0), (1.6, 0.2)]  # quickstart grid less its exclusion
 REPEATS = 3
@@ -122,10 +123,10 @@ def harness_endpoint(engine: str) -> Iterator[tuple[str, int]]:
 
 @contextmanager
 def llama_cpp_server() -> Iterator[tuple[str, int]]:
+    import socket
+
     from harness.localmodel.gguf import gguf_path
     from harness.localmodel.llama import default_threads
-
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -180,9 +181,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", nargs="+", default=["compiled", "native", "llama-server"])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--every", type=int, default=1, help="only every Nth request (a slow engine's sample)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args()
-    requests = quickstart_requests()
+    requests = quickstart_requests()[:: args.every]
     print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} at start; {len(requests)} requests")
     rows, first = [], None
     for engine in args.engines:

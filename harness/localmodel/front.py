@@ -29,7 +29,15 @@ from aiohttp import web
 from harness.localmodel.llama import raw_prompt
 from harness.server.generate import FinishReason, TokenLogprob
 from harness.server.validation import ChatRequest, parse_chat_request
-from harness.server.wire import ApiError, Completion, chunk, completion_body, error_body, logprobs_body, usage_body
+from harness.server.wire import (
+    ApiError,
+    Completion,
+    chunk,
+    completion_body,
+    error_body,
+    logprobs_body,
+    usage_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +88,7 @@ def engine_body(chat: ChatRequest, seed: int) -> dict[str, Any]:
         "prompt": raw_prompt(chat.messages),
         "n_predict": chat.max_tokens or DEFAULT_MAX_TOKENS,
         "temperature": p.temperature,
-        "top_k": p.top_k if p.top_k > 0 else 0,
+        "top_k": max(0, p.top_k),
         "top_p": p.top_p,
         "min_p": p.min_p,
         "frequency_penalty": p.frequency_penalty,
@@ -299,5 +307,13 @@ async def _stream(request: web.Request, chat: ChatRequest, ident: Completion, an
     return response
 
 
-__all__ = ["Answer", "DEFAULT_MAX_TOKENS", "Engine", "SAMPLER_ORDER", "create_front", "engine_body",
-           "engine_seed", "parse_answer"]
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "SAMPLER_ORDER",
+    "Answer",
+    "Engine",
+    "create_front",
+    "engine_body",
+    "engine_seed",
+    "parse_answer",
+]

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from harness.errors import TargetError
 from harness.localmodel.gguf import INSTALL_HINT
@@ -41,7 +42,7 @@ def available() -> bool:
 
 def _import_xllamacpp() -> Any:
     try:
-        import xllamacpp
+        import xllamacpp  # type: ignore[import-untyped]  # (no stubs: a Cython module)
     except ImportError:
         raise TargetError(f"xllamacpp is not installed; {INSTALL_HINT}") from None
     return xllamacpp
@@ -97,7 +98,7 @@ class NativeEngine:
             raise RuntimeError("the engine is closed")
         result = self._server.handle_completions(body)
         if not isinstance(result, dict):
-            raise RuntimeError(f"llama.cpp answered {type(result).__name__}, not an object")
+            raise TypeError(f"llama.cpp answered {type(result).__name__}, not an object")
         return result
 
     def close(self) -> None:
