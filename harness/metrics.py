@@ -773,18 +773,28 @@ def pareto_front(summary: pd.DataFrame, quality: str, cost: str) -> pd.Series:
 
 
 def best_tradeoff(summary: pd.DataFrame, quality: str, cost: str) -> pd.Series:
-    """Per run: the index of the cheapest cell whose `quality` mean is not below the best cell's
-    interval (`<quality base>_lo` of the highest-mean cell), i.e. indistinguishable from the best."""
-    lo_col = quality[: -len("_mean")] + "_lo" if quality.endswith("_mean") else quality
+    """Per run, the index of the best trade-off cell. No choice rests on a difference inside an
+    interval: (1) the cells whose `quality` mean is not below the best cell's interval
+    (`<quality base>_lo` of the highest-mean cell) tie on quality; (2) of those, the cells whose
+    cost interval (`<cost>_lo`) reaches down to the cheapest tied cell's upper bound
+    (`<cost>_hi`) tie on cost too; (3) of the cells tied on both, the highest quality mean, then
+    the first in table order (parameters ascending: the simplest setting)."""
+    lo_col = interval_columns(quality)[0] if quality.endswith("_mean") else quality
+    cost_lo, cost_hi = f"{cost}_lo", f"{cost}_hi"
     picks = {}
     for run, part in summary.groupby("run_id", sort=False):
         part = part.dropna(subset=[quality, cost])
         if not len(part):
             continue
         top = part[quality].idxmax()
-        floor = part.at[top, lo_col] if lo_col in part else part.at[top, quality]
-        good = part[part[quality] >= floor]
-        picks[run] = good.sort_values([cost, quality], ascending=[True, False]).index[0]
+        floor = part.at[top, lo_col] if lo_col in part and pd.notna(part.at[top, lo_col]) else part.at[top, quality]
+        good = part[part[quality] >= floor - 1e-12]
+        cheapest = good[cost].idxmin()
+        ceiling = good.at[cheapest, cost_hi] if cost_hi in good and pd.notna(good.at[cheapest, cost_hi]) \
+            else good.at[cheapest, cost]
+        lows = good[cost_lo].fillna(good[cost]) if cost_lo in good else good[cost]
+        tied = good[lows <= ceiling + 1e-12]
+        picks[run] = tied.sort_values(quality, ascending=False, kind="stable").index[0]
     return pd.Series(picks, dtype=object)
 
 
