@@ -193,11 +193,13 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
             panels.setdefault(metric.column, []).append(ax)
         for k in range(len(metrics), per_run * ncols):
             axes[r_i * per_run + k // ncols, k % ncols].set_visible(False)
-    for group_axes in panels.values():  # one y range per metric across runs: comparable at a glance
+    pad = 0.05 * (float(pos.max() - pos.min()) or 1.0)
+    for group_axes in panels.values():  # one x and y range per metric across runs: comparable at a glance
         low = min(a.get_ylim()[0] for a in group_axes)
         high = max(a.get_ylim()[1] for a in group_axes)
         for a in group_axes:
             a.set_ylim(low, high)
+            a.set_xlim(float(pos.min()) - pad, float(pos.max()) + pad)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if len(colours) > 1:
         by_label = dict(zip(labels, handles))
