@@ -786,14 +786,13 @@ def best_tradeoff(summary: pd.DataFrame, quality: str, cost: str) -> pd.Series:
         part = part.dropna(subset=[quality, cost])
         if not len(part):
             continue
-        top = part[quality].idxmax()
-        floor = part.at[top, lo_col] if lo_col in part and pd.notna(part.at[top, lo_col]) else part.at[top, quality]
-        good = part[part[quality] >= floor - 1e-12]
-        cheapest = good[cost].idxmin()
-        ceiling = good.at[cheapest, cost_hi] if cost_hi in good and pd.notna(good.at[cheapest, cost_hi]) \
-            else good.at[cheapest, cost]
-        lows = good[cost_lo].fillna(good[cost]) if cost_lo in good else good[cost]
-        tied = good[lows <= ceiling + 1e-12]
+        q = part[quality].astype(float)
+        floors = part[lo_col].astype(float).fillna(q) if lo_col in part else q
+        good = part[q >= float(floors[q.idxmax()]) - 1e-12]
+        c = good[cost].astype(float)
+        ceilings = good[cost_hi].astype(float).fillna(c) if cost_hi in good else c
+        lows = good[cost_lo].astype(float).fillna(c) if cost_lo in good else c
+        tied = good[lows <= float(ceilings[c.idxmin()]) + 1e-12]
         picks[run] = tied.sort_values(quality, ascending=False, kind="stable").index[0]
     return pd.Series(picks, dtype=object)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Any, Iterable
+import math
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -36,7 +38,7 @@ details{margin:.3em 0;border:1px solid #e4e4e4;border-radius:4px;padding:.2em .6
 
 def esc(value: Any) -> str:
     """HTML-escape anything (None → empty); control characters become visible `\\xNN` text."""
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return ""
     return html.escape(visible_controls(str(value)), quote=True)
 
@@ -121,7 +123,7 @@ def figures_section(title: str, figures: list[FigureFile]) -> str:
 
 
 def _clip(text: Any) -> str:
-    value = "" if text is None or text is pd.NA or (isinstance(text, float) and text != text) else str(text)
+    value = "" if text is None or text is pd.NA or (isinstance(text, float) and math.isnan(text)) else str(text)
     if len(value) > MAX_CHARS:
         return esc(value[:MAX_CHARS]) + f'<span class="muted"> … ({len(value) - MAX_CHARS} more characters)</span>'
     return esc(value)
@@ -157,8 +159,8 @@ def samples_section(summary: pd.DataFrame, samples: pd.DataFrame, params: list[s
     groups = dict(tuple(samples.groupby(["run_id", "cell_id"], sort=False)))
     multi = summary["run_id"].nunique() > 1
     parts = ["<h2>Sample outputs</h2>",
-             '<p class="muted">The same prompts in every cell, with several repeats each, so the spread the '
-             'sweep is about shows across a row. Model output is shown as escaped text.</p><div class="samples">']
+             ('<p class="muted">The same prompts in every cell, with several repeats each, so the spread the '
+              'sweep is about shows across a row. Model output is shown as escaped text.</p><div class="samples">')]
     for n, (_, row) in enumerate(summary.iterrows()):
         key = (row["run_id"], row["cell_id"])
         if key not in groups:

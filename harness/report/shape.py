@@ -232,7 +232,8 @@ def is_constant(values: pd.Series) -> bool:
 
 def split_constant(summary: pd.DataFrame, metrics: list[Metric]) -> tuple[list[Metric], list[Metric]]:
     """(metrics that vary across cells, metrics with one value everywhere) — the latter become text."""
-    varying_, constant = [], []
+    varying_: list[Metric] = []
+    constant: list[Metric] = []
     for m in metrics:
         (constant if is_constant(summary[m.column]) else varying_).append(m)
     return varying_, constant
