@@ -788,11 +788,11 @@ def best_tradeoff(summary: pd.DataFrame, quality: str, cost: str) -> pd.Series:
             continue
         q = part[quality].astype(float)
         floors = part[lo_col].astype(float).fillna(q) if lo_col in part else q
-        good = part[q >= float(floors[q.idxmax()]) - 1e-12]
+        good = part[q >= float(floors.to_numpy()[int(np.argmax(q.to_numpy()))]) - 1e-12]
         c = good[cost].astype(float)
         ceilings = good[cost_hi].astype(float).fillna(c) if cost_hi in good else c
         lows = good[cost_lo].astype(float).fillna(c) if cost_lo in good else c
-        tied = good[lows <= float(ceilings[c.idxmin()]) + 1e-12]
+        tied = good[lows <= float(ceilings.to_numpy()[int(np.argmin(c.to_numpy()))]) + 1e-12]
         picks[run] = tied.sort_values(quality, ascending=False, kind="stable").index[0]
     return pd.Series(picks, dtype=object)
 
