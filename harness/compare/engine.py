@@ -1,6 +1,6 @@
 """Compare two runs: pair rows, score both sides, test every metric × cell, correct, decide.
 
-Decisions (documented in docs/readme/compare.md):
+Decisions (documented in docs/compare.md):
 
 - Rows pair on (point_json, prompt_id, sample); the model name plays no part.
 - The scorers are the union of both runs' ``spec.scoring`` (candidate's first) and are applied
