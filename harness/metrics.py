@@ -418,6 +418,19 @@ def _repetition_of(text: str) -> float:
     return 1.0 - len(set(pairs)) / len(pairs) if pairs else 0.0
 
 
+def _gram_ids(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(distinct n-gram ids of every text, concatenated; offsets per text; vocabulary size)."""
+    vocab: dict[Any, int] = {}
+    ids: list[int] = []
+    offsets = [0]
+    for text in texts:
+        words = text.lower().split()
+        grams = words if n == 1 else _bigrams(words)
+        ids.extend({vocab.setdefault(g, len(vocab)) for g in grams})
+        offsets.append(len(ids))
+    return np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64), len(vocab)
+
+
 def _distinct_intervals(group: np.ndarray, codes: np.ndarray, uniques: list[str], m: int,
                         estimates: dict[str, float]) -> dict[str, float]:
     """distinct_1/2 intervals by the delete-one-prompt jackknife: θ̂ ± 1.96·SE.
@@ -425,30 +438,31 @@ def _distinct_intervals(group: np.ndarray, codes: np.ndarray, uniques: list[str]
     Leaving prompt i out removes the n-grams found only in its outputs and its n-gram total,
     so all m leave-one-out values cost one pass over the (prompt, n-gram) pairs."""
     out: dict[str, float] = {}
-    pairs_gc, counts = np.unique(np.stack([group, codes], axis=1), axis=0, return_counts=True)
+    base = int(codes.max()) + 1 if len(codes) else 1
+    keys, counts = np.unique(group.astype(np.int64) * base + codes, return_counts=True)
+    pair_group, pair_code = keys // base, keys % base
+    distinct_codes, local = np.unique(pair_code, return_inverse=True)
+    texts = [uniques[c] for c in distinct_codes.tolist()]
     for n in (1, 2):
         name = f"distinct_{n}"
-        vocab: dict[Any, int] = {}
-        ids_per_code: dict[int, set[int]] = {}
-        length: dict[int, int] = {}
-        for c in np.unique(pairs_gc[:, 1]).tolist():
-            words = uniques[c].lower().split()
-            grams = words if n == 1 else _bigrams(words)
-            ids_per_code[c] = {vocab.setdefault(g, len(vocab)) for g in grams}
-            length[c] = len(grams)
-        totals = np.zeros(m)
-        np.add.at(totals, pairs_gc[:, 0], counts * np.array([length[c] for c in pairs_gc[:, 1].tolist()]))
+        out[f"{name}_lo"] = out[f"{name}_hi"] = math.nan
+        ids, offsets, vocab = _gram_ids(texts, n)
+        lengths = np.array([len(t.lower().split()) - (n - 1) for t in texts], dtype=np.float64).clip(0)
+        totals = np.bincount(pair_group, weights=counts * lengths[local], minlength=m)
         if m < 2 or not vocab or not math.isfinite(estimates.get(name, math.nan)):
-            out[f"{name}_lo"] = out[f"{name}_hi"] = math.nan
             continue
-        gram_prompt = np.unique(np.array([(i, g) for g, c in pairs_gc.tolist() for i in ids_per_code[c]],
-                                         dtype=np.int64).reshape(-1, 2), axis=0)
-        prompts_per_gram = np.bincount(gram_prompt[:, 0], minlength=len(vocab))
-        only_here = np.bincount(gram_prompt[:, 1], weights=(prompts_per_gram[gram_prompt[:, 0]] == 1), minlength=m)
+        sizes = np.diff(offsets)[local]
+        starts = np.repeat(offsets[:-1][local] - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(int(sizes.sum()))
+        gram_prompt = np.unique(ids[starts] * m + np.repeat(pair_group, sizes))
+        grams, prompts = gram_prompt // m, gram_prompt % m
+        prompts_per_gram = np.bincount(grams, minlength=vocab)
+        only_here = np.bincount(prompts, weights=(prompts_per_gram[grams] == 1).astype(np.float64), minlength=m)
         with np.errstate(invalid="ignore", divide="ignore"):
-            loo = (len(vocab) - only_here) / (totals.sum() - totals)
+            loo = (vocab - only_here) / (totals.sum() - totals)
         loo = loo[np.isfinite(loo)]
-        se = math.sqrt((len(loo) - 1) / len(loo) * float(np.sum((loo - loo.mean()) ** 2))) if len(loo) > 1 else math.nan
+        if len(loo) < 2:
+            continue
+        se = math.sqrt((len(loo) - 1) / len(loo) * float(np.sum((loo - loo.mean()) ** 2)))
         est = estimates[name]
         out[f"{name}_lo"], out[f"{name}_hi"] = max(0.0, est - 1.96 * se), min(1.0, est + 1.96 * se)
     return out
