@@ -69,7 +69,7 @@ def test_two_runs_share_every_axis(tmp_path, captured):
     by_title: dict[str, list] = {}
     for ax in panels.axes:
         if ax.get_visible():
-            by_title.setdefault(ax.get_title().split(": ", 1)[1], []).append(ax)
+            by_title.setdefault(ax.get_title().split("\n")[0], []).append(ax)
     assert set(by_title) == {"exact_match (mean score)", "latency p50 (s)"}
     for axes in by_title.values():
         assert len(axes) == 2

@@ -13,6 +13,7 @@ The report draws and renders; every number comes from `harness.metrics.summarize
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ class ReportOptions:
     """What to draw: metric columns (None = scorers + defaults), samples shown per cell."""
 
     metrics: list[str] | None = None
-    samples_per_cell: int = 5
+    samples_per_cell: int = 6
     scoring: list[Any] | None = None  # overrides the runs' spec `scoring`
 
 
@@ -94,7 +95,7 @@ def _samples(rows: pd.DataFrame, scores: pd.DataFrame, per_cell: int) -> pd.Data
     cols = [c for c in ("run_id", "cell_id", "prompt_id", "sample", "status", "content", "reference",
                         "finish_reason", "error_type", "error_message") if c in rows.columns]
     repeats = min(SAMPLE_REPEATS, int(rows["sample"].max()) + 1, per_cell)
-    n_prompts = max(1, per_cell // repeats)
+    n_prompts = max(1, math.ceil(per_cell / repeats))
     spread = rows.groupby("prompt_id", sort=False)["content"].nunique(dropna=False)
     prompts = spread.sort_values(ascending=False, kind="stable").index[:n_prompts]
     picked = rows[rows["prompt_id"].isin(prompts) & (rows["sample"] < repeats)][cols].join(scores)

@@ -168,11 +168,14 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
         return None
     x = group[0]
     runs = _runs(summary)
-    ncols = min(PANEL_COLS, len(metrics))
-    per_run = math.ceil(len(metrics) / ncols)
+    # several runs: a metric's panels sit side by side, one per run (run 1, run 2, …)
+    per_row = max(1, PANEL_COLS // len(runs)) if len(runs) <= PANEL_COLS else 1
+    ncols = min(per_row, len(metrics)) * len(runs)
+    nrows = math.ceil(len(metrics) / max(1, ncols // len(runs)))
     legend_rows = math.ceil(min(MAX_LINES, max(1, part_lines(summary, params, x))) / 4)
-    margins = Margins(top=0.35 + (0.22 * legend_rows if part_lines(summary, params, x) > 1 else 0), bottom=0.6)
-    fig, axes = _grid(per_run * len(runs), ncols, 2.55, 1.75, margins)
+    margins = Margins(top=0.35 + (0.22 * legend_rows if part_lines(summary, params, x) > 1 else 0), bottom=0.6,
+                      hspace=0.55 if len(runs) == 1 else 0.7)
+    fig, axes = _grid(nrows, ncols, 2.55, 1.75, margins)
     xs = sorted_values(summary[x])
     pos, _ = _numeric_positions(xs)
     if len(pos) > 1 and not _evenly_readable(pos):
@@ -181,21 +184,25 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
     colours: dict[str, str] = {}
     notes: set[str] = set()
     panels: dict[str, list[Any]] = {}
-    for r_i, run in enumerate(runs):
-        part = summary[summary["run_id"] == run]
-        for k, metric in enumerate(metrics):
-            ax = axes[r_i * per_run + k // ncols, k % ncols]
-            notes.add(_draw_lines(ax, part, params, x, metric, where, colours))
-            title = _short(metric.label, 34) if len(runs) == 1 else _short(f"{run}: {metric.label}", 40)
-            ax.set_title(title, fontsize=8)
+    for k, metric in enumerate(metrics):
+        for r_i, run in enumerate(runs):
+            slot = k * len(runs) + r_i
+            ax = axes[slot // ncols, slot % ncols]
+            notes.add(_draw_lines(ax, summary[summary["run_id"] == run], params, x, metric, where, colours))
+            if len(runs) == 1:
+                ax.set_title(_short(metric.label, 34), fontsize=8)
+            else:
+                ax.set_title(f"{_short(metric.label, 34)}\nrun {r_i + 1}: {_short(run, 30)}", fontsize=7.5)
             _x_ticks(ax, x, xs, pos)
             ax.grid(alpha=0.3)
             panels.setdefault(metric.column, []).append(ax)
-        for k in range(len(metrics), per_run * ncols):
-            axes[r_i * per_run + k // ncols, k % ncols].set_visible(False)
+    for slot in range(len(metrics) * len(runs), nrows * ncols):
+        axes[slot // ncols, slot % ncols].set_visible(False)
     pad = 0.05 * (float(pos.max() - pos.min()) or 1.0)
-    for group_axes in panels.values():  # one x and y range per metric across runs: comparable at a glance
+    for column, group_axes in panels.items():  # one x and y range per metric across runs
         low = min(a.get_ylim()[0] for a in group_axes)
+        if (summary[column].dropna() >= 0).all():  # a share or a count: no negative axis
+            low = max(low, 0.0)
         high = max(a.get_ylim()[1] for a in group_axes)
         for a in group_axes:
             a.set_ylim(low, high)

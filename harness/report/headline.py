@@ -85,7 +85,9 @@ def _best(summary: pd.DataFrame, params: list[str], quality: Metric | None) -> l
             prefix = f"{run}: " if multi else ""
             out.append(f"{prefix}{cell_label(row, params)}: {quality.label} {_with_interval(row, quality)}")
         if tied > 0:
-            out.append(f"{tied} other cell(s) of {run} lie inside the best cell's interval: "
+            where = f" of {run}" if multi else ""
+            cells = "cell lies" if tied == 1 else "cells lie"
+            out.append(f"{tied} other {cells}{where} inside the best cell's interval: "
                        "they cannot be told apart from it with these prompts.")
     return out
 
@@ -114,17 +116,20 @@ def _main_effect(summary: pd.DataFrame, params: list[str], column: str) -> tuple
     return best_axis, best_range
 
 
-def _changes(summary: pd.DataFrame, params: list[str], metrics: list[Metric]) -> list[str]:
-    """The metrics whose range across cells is largest against their interval widths."""
+def _changes(summary: pd.DataFrame, params: list[str], metrics: list[Metric], quality: Metric | None) -> list[str]:
+    """The quality metric (the sweep is about it), then the metrics whose two ends are furthest
+    apart against the width of those ends' intervals."""
     scored = []
     for m in metrics:
         values = summary[m.column].astype(float)
         if values.notna().sum() < 2 or is_constant(values):
             continue
+        low, high = summary.loc[values.idxmin()], summary.loc[values.idxmax()]
         spread = float(values.max() - values.min())
-        width = float((summary[m.hi] - summary[m.lo]).median()) if m.lo and m.hi else 0.0
-        signal = spread / width if width > 0 else spread / (abs(float(values.mean())) or 1.0) * 10
-        scored.append((signal, m))
+        widths = [float(r[m.hi] - r[m.lo]) for r in (low, high) if m.lo and m.hi and pd.notna(r.get(m.lo))]
+        width = sum(widths) / len(widths) if widths else 0.0
+        signal = spread / width if width > 0 else 10.0 * spread / (abs(float(values.mean())) or 1.0)
+        scored.append((float("inf") if m == quality else signal, m))
     out = []
     for _, m in sorted(scored, key=lambda t: -t[0])[:TOP_CHANGES]:
         values = summary[m.column].astype(float)
@@ -179,7 +184,7 @@ def build_headline(summary: pd.DataFrame, rows: pd.DataFrame, params: list[str],
         parameters=_parameters(summary, params),
         best=_best(summary, params, quality),
         tradeoff=_tradeoff(summary, params, quality, best),
-        changes=_changes(summary, params, varying),
+        changes=_changes(summary, params, varying, quality),
         errors=_errors(rows),
         constant=constant_line(summary, constant),
     )

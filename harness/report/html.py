@@ -32,7 +32,7 @@ th{background:#f4f4f4;position:sticky;top:0}td.l,th.l{text-align:left}
 figcaption{color:#555;font-size:12.5px}pre{white-space:pre-wrap;word-break:break-word;margin:0;font-size:12.5px;max-width:60em}
 details{margin:.3em 0;border:1px solid #e4e4e4;border-radius:4px;padding:.2em .6em}summary{cursor:pointer}
 .head{background:#f7f9fc;border:1px solid #dde4ee;border-radius:6px;padding:.6em 1em}.head ul{margin:.2em 0 .5em 1.2em;padding:0}
-.samples td pre{max-width:28em}.best{background:#fff6d6}.muted{color:#777}.err{color:#a00}.tag{font-size:11px;background:#eef;padding:0 4px;border-radius:3px}
+.samples td pre{max-width:28em}.iv{white-space:nowrap;display:block;font-size:11.5px}.best{background:#fff6d6}.muted{color:#777}.err{color:#a00}.tag{font-size:11px;background:#eef;padding:0 4px;border-radius:3px}
 """
 
 
@@ -88,7 +88,8 @@ def _interval(row: pd.Series, metric: Metric) -> str:
     if flag(row, metric):
         text += ' <span class="muted" title="top_logprobs missed more than 5% of the mass">(tail)</span>'
     if metric.lo and metric.hi and pd.notna(row.get(metric.lo)):
-        text += f' <span class="muted">[{esc(fmt_metric(row.get(metric.lo)))}, {esc(fmt_metric(row.get(metric.hi)))}]</span>'
+        lo, hi = esc(fmt_metric(row.get(metric.lo))), esc(fmt_metric(row.get(metric.hi)))
+        text += f' <span class="muted iv">[{lo}, {hi}]</span>'
     return text
 
 
