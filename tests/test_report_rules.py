@@ -160,3 +160,21 @@ def test_best_tradeoff_does_not_pick_a_cell_for_a_difference_inside_its_interval
     assert best_tradeoff(faster, "q_mean", "latency_p50")["r"] == 1  # clearly faster, quality tied
     worse = s.assign(q_mean=[0.75, 0.3, 0.11], q_hi=[0.92, 0.4, 0.22])
     assert best_tradeoff(worse.assign(latency_p50=[0.089, 0.01, 0.265]), "q_mean", "latency_p50")["r"] == 0
+
+
+def test_entropy_tail_is_flagged_per_cell_only_when_it_tells_cells_apart(tmp_path):
+    def rows(loose_everywhere: bool) -> list[dict]:
+        out = _rows(temps=(0.0, 1.4), prompts=2, repeats=1)
+        for r in out:
+            if loose_everywhere or r["temperature"] > 1:  # top-2 covers only ~40% of the mass
+                r["logprobs"] = [tok("P", -1.5, [("P", -1.5), ("L", -1.6)])]
+        return out
+
+    for loose, name in ((False, "some"), (True, "all")):
+        run = write_run(tmp_path / name, rows(loose), scoring=["exact_match"])
+        build_report([run], tmp_path / f"out-{name}", ReportOptions(metrics=["entropy_mean"]))
+        page = (tmp_path / f"out-{name}" / "index.html").read_text()
+        cells = page.split("</thead>", 2)[-1]
+        flagged = cells.count(">(tail)</span>")
+        assert flagged == (0 if loose else 1), name
+        assert ("Entropy is a loose lower bound in every cell" in page) is loose

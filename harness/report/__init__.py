@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,21 @@ from harness.report import html as html_out
 from harness.report import markdown as md_out
 from harness.report.data import RunData, combined_rows, load_runs
 from harness.report.headline import build_headline
-from harness.report.shape import Metric, chosen_metrics, quality_metrics, split_constant
+from harness.report.shape import (
+    Metric,
+    chosen_metrics,
+    quality_metrics,
+    split_constant,
+    tail_everywhere,
+)
 from harness.scoring import Scorer, resolve_scorers, score_frame
 from harness.textsafe import csv_safe_frame
 
 log = logging.getLogger(__name__)
 
 MAX_PANELS = 12
+TAIL_NOTE = ("Entropy is a loose lower bound in every cell: top_logprobs left more than 5% of the probability "
+             "unseen at over half of the positions (ask for more top_logprobs to tighten it).")
 SAMPLE_REPEATS = 3
 
 
@@ -157,6 +165,10 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
     quality = qualities[0] if qualities else None
     best = best_tradeoff(summary, quality.column, "latency_p50") if quality is not None else pd.Series(dtype=object)
     head = build_headline(summary, rows, params, quality, best, shown, constant)
+    table = summary
+    if tail_everywhere(summary) and any(m.column == "entropy_mean" for m in shown + constant):
+        table = summary.assign(_tail_everywhere=True)  # one note, not "(tail)" in every cell
+        head = replace(head, constant=(head.constant + " " if head.constant else "") + TAIL_NOTE)
     figures = _draw(summary, params, shown, quality, best)
     info = [_run_info(r) for r in runs]
     title = "harness report: " + ", ".join(r.label for r in runs)
@@ -168,13 +180,13 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
     body = [
         html_out.headline_section(head),
         html_out.figures_section("Figures", figures),
-        html_out.summary_section(summary, params, shown, set(best.tolist())),
+        html_out.summary_section(table, params, shown, set(best.tolist())),
         html_out.samples_section(summary, _samples(rows, scores, options.samples_per_cell), params, quality),
         html_out.runs_section(info),
     ]
     files = {
         "index.html": html_out.page(title, body),
-        "report.md": md_out.render(title, info, summary, params, shown, head, figures),
+        "report.md": md_out.render(title, info, table, params, shown, head, figures),
     }
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")

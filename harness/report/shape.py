@@ -112,11 +112,22 @@ TRUNCATED_NOTE = 0.5
 
 
 def flag(row: pd.Series, metric: Metric) -> str:
-    """' (tail)' when an entropy value rests on truncated top-k lists at over half of the positions."""
+    """' (tail)' when an entropy value rests on truncated top-k lists at over half of its positions
+    (and not every cell does: then the report says it once, see `tail_everywhere`)."""
     share = row.get("entropy_truncated_share")
+    if row.get("_tail_everywhere") is True:
+        return ""
     if metric.column == "entropy_mean" and share is not None and pd.notna(share) and share > TRUNCATED_NOTE:
         return " (tail)"
     return ""
+
+
+def tail_everywhere(summary: pd.DataFrame) -> bool:
+    """True when every cell's entropy would be flagged: one note instead of a flag per cell."""
+    if "entropy_truncated_share" not in summary:
+        return False
+    share = summary["entropy_truncated_share"].dropna()
+    return bool(len(share)) and bool((share > TRUNCATED_NOTE).all())
 
 
 def fmt_param(name: str, value: Any) -> str:
@@ -267,5 +278,6 @@ __all__ = [
     "quality_metrics",
     "sorted_values",
     "split_constant",
+    "tail_everywhere",
     "varying",
 ]
