@@ -538,7 +538,7 @@ def _percentiles(values: pd.Series, cells: np.ndarray, qs: tuple[float, ...], pr
     out = pd.DataFrame(index=pd.RangeIndex(m))
     keep = values.notna().to_numpy()
     if keep.any():
-        table = values[keep].groupby(cells[keep], sort=False).quantile(list(qs)).unstack()
+        table = values[keep].groupby(cells[keep], sort=False).quantile(np.asarray(qs)).unstack()
     else:
         table = pd.DataFrame()
     for q in qs:
@@ -563,7 +563,7 @@ def _basic(w: pd.DataFrame, ok: np.ndarray, m: int) -> pd.DataFrame:
         counts = np.zeros((m, len(names)))
         np.add.at(counts, (oc, codes), 1.0)
         shares = counts / np.maximum(out["n_ok"].to_numpy(), 1)[:, None]
-        for j in sorted(range(len(names)), key=lambda j: _REASON_ORDER.get(names[j], (2, names[j]))):
+        for j in sorted(range(len(names)), key=lambda j: _REASON_ORDER.get(str(names[j]), (2, str(names[j])))):
             out[names[j]] = np.where(out["n_ok"] > 0, shares[:, j], np.nan)
     tokens = w["completion_tokens"].to_numpy(dtype=float)[ok]
     latency = w["latency_s"].to_numpy(dtype=float)[ok]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from harness.report.shape import (
@@ -79,7 +80,8 @@ def _best(summary: pd.DataFrame, params: list[str], quality: Metric | None) -> l
     for run, part in summary.groupby("run_id", sort=False):
         ranked = part.dropna(subset=[quality.column]).sort_values(quality.column, ascending=False, kind="stable")
         top = ranked.iloc[0]
-        floor = top.get(quality.lo) if quality.lo and pd.notna(top.get(quality.lo)) else top[quality.column]
+        lo = top.get(quality.lo) if quality.lo else None
+        floor = float(lo) if lo is not None and pd.notna(lo) else float(top[quality.column])
         tied = int((ranked[quality.column] >= floor - 1e-12).sum()) - 1
         for _, row in ranked.head(TOP_CELLS).iterrows():
             prefix = f"{run}: " if multi else ""
@@ -116,6 +118,12 @@ def _main_effect(summary: pd.DataFrame, params: list[str], column: str) -> tuple
     return best_axis, best_range
 
 
+def _ends(summary: pd.DataFrame, values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The rows of the smallest and the largest value."""
+    array = values.to_numpy(dtype=float)
+    return summary.iloc[int(np.nanargmin(array))], summary.iloc[int(np.nanargmax(array))]
+
+
 def _changes(summary: pd.DataFrame, params: list[str], metrics: list[Metric], quality: Metric | None) -> list[str]:
     """The quality metric (the sweep is about it), then the metrics whose two ends are furthest
     apart against the width of those ends' intervals."""
@@ -124,7 +132,7 @@ def _changes(summary: pd.DataFrame, params: list[str], metrics: list[Metric], qu
         values = summary[m.column].astype(float)
         if values.notna().sum() < 2 or is_constant(values):
             continue
-        low, high = summary.loc[values.idxmin()], summary.loc[values.idxmax()]
+        low, high = _ends(summary, values)
         spread = float(values.max() - values.min())
         widths = [float(r[m.hi] - r[m.lo]) for r in (low, high) if m.lo and m.hi and pd.notna(r.get(m.lo))]
         width = sum(widths) / len(widths) if widths else 0.0
@@ -132,8 +140,7 @@ def _changes(summary: pd.DataFrame, params: list[str], metrics: list[Metric], qu
         scored.append((float("inf") if m == quality else signal, m))
     out = []
     for _, m in sorted(scored, key=lambda t: -t[0])[:TOP_CHANGES]:
-        values = summary[m.column].astype(float)
-        low, high = summary.loc[values.idxmin()], summary.loc[values.idxmax()]
+        low, high = _ends(summary, summary[m.column].astype(float))
         axis, _ = _main_effect(summary, params, m.column)
         direction = higher_is_better(m)
         note = "" if direction is None else (" (higher is better)" if direction else " (lower is better)")
