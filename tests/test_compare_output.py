@@ -66,6 +66,7 @@ def test_each_line_shows_the_cell_that_decided_its_verdict(tmp_path: Path) -> No
     assert "| p worse (adj.) | p better (adj.) |" in markdown
 
 
+@pytest.mark.slow
 def test_tpot_and_ttft_are_compared_and_tpot_can_be_gated(tmp_path: Path, capsys) -> None:
     base = _write(tmp_path, "b", _rows(lambda p, i: True, gap=0.010))
     slow = _write(tmp_path, "c", _rows(lambda p, i: True, gap=0.016))
