@@ -418,20 +418,32 @@ def _repetition_of(text: str) -> float:
     return 1.0 - len(set(pairs)) / len(pairs) if pairs else 0.0
 
 
-def _gram_ids(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """(distinct n-gram ids of every text, concatenated; offsets per text; vocabulary size)."""
-    vocab: dict[Any, int] = {}
-    ids: list[int] = []
-    offsets = [0]
-    for text in texts:
-        words = text.lower().split()
-        grams = words if n == 1 else _bigrams(words)
-        ids.extend({vocab.setdefault(g, len(vocab)) for g in grams})
-        offsets.append(len(ids))
-    return np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64), len(vocab)
+@dataclass(frozen=True)
+class _GramTable:
+    """For every distinct output text: its distinct word n-gram ids (concatenated, with offsets)
+    and its number of n-grams. Built once per summary, shared by every cell."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def build(cls, texts: list[str], n: int) -> _GramTable:
+        vocab: dict[Any, int] = {}
+        ids: list[int] = []
+        offsets = [0]
+        lengths = []
+        for text in texts:
+            words = text.lower().split()
+            grams = words if n == 1 else _bigrams(words)
+            ids.extend({vocab.setdefault(g, len(vocab)) for g in grams})
+            offsets.append(len(ids))
+            lengths.append(len(grams))
+        return cls(np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64),
+                   np.asarray(lengths, dtype=np.float64))
 
 
-def _distinct_intervals(group: np.ndarray, codes: np.ndarray, uniques: list[str], m: int,
+def _distinct_intervals(group: np.ndarray, codes: np.ndarray, tables: dict[int, _GramTable], m: int,
                         estimates: dict[str, float]) -> dict[str, float]:
     """distinct_1/2 intervals by the delete-one-prompt jackknife: θ̂ ± 1.96·SE.
 
@@ -441,24 +453,20 @@ def _distinct_intervals(group: np.ndarray, codes: np.ndarray, uniques: list[str]
     base = int(codes.max()) + 1 if len(codes) else 1
     keys, counts = np.unique(group.astype(np.int64) * base + codes, return_counts=True)
     pair_group, pair_code = keys // base, keys % base
-    distinct_codes, local = np.unique(pair_code, return_inverse=True)
-    texts = [uniques[c] for c in distinct_codes.tolist()]
-    for n in (1, 2):
+    for n, table in tables.items():
         name = f"distinct_{n}"
         out[f"{name}_lo"] = out[f"{name}_hi"] = math.nan
-        ids, offsets, vocab = _gram_ids(texts, n)
-        lengths = np.array([len(t.lower().split()) - (n - 1) for t in texts], dtype=np.float64).clip(0)
-        totals = np.bincount(pair_group, weights=counts * lengths[local], minlength=m)
-        if m < 2 or not vocab or not math.isfinite(estimates.get(name, math.nan)):
+        totals = np.bincount(pair_group, weights=counts * table.lengths[pair_code], minlength=m)
+        sizes = np.diff(table.offsets)[pair_code]
+        if m < 2 or not sizes.sum() or not math.isfinite(estimates.get(name, math.nan)):
             continue
-        sizes = np.diff(offsets)[local]
-        starts = np.repeat(offsets[:-1][local] - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(int(sizes.sum()))
-        gram_prompt = np.unique(ids[starts] * m + np.repeat(pair_group, sizes))
+        starts = np.repeat(table.offsets[pair_code] - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(int(sizes.sum()))
+        gram_prompt = np.unique(table.ids[starts] * m + np.repeat(pair_group, sizes))
         grams, prompts = gram_prompt // m, gram_prompt % m
-        prompts_per_gram = np.bincount(grams, minlength=vocab)
-        only_here = np.bincount(prompts, weights=(prompts_per_gram[grams] == 1).astype(np.float64), minlength=m)
+        _, first, per_gram = np.unique(grams, return_inverse=True, return_counts=True)
+        only_here = np.bincount(prompts, weights=(per_gram[first] == 1).astype(np.float64), minlength=m)
         with np.errstate(invalid="ignore", divide="ignore"):
-            loo = (vocab - only_here) / (totals.sum() - totals)
+            loo = (len(per_gram) - only_here) / (totals.sum() - totals)
         loo = loo[np.isfinite(loo)]
         if len(loo) < 2:
             continue
@@ -506,7 +514,9 @@ def _cell_intervals(ctx: _CellData, idx: np.ndarray, sim: _Similarity, rng: np.r
                perplexity_hi=math.exp(-row["logprob_lo"]) if not math.isnan(row["logprob_lo"]) else math.nan)
     ok_idx = ctx.ok[idx]
     if ok_idx.any():
-        row.update(_distinct_intervals(group[ok_idx], ctx.codes[idx][ok_idx], ctx.uniques, m, ctx.distinct))
+        if ctx.grams is None:
+            ctx.grams = {n: _GramTable.build(ctx.uniques, n) for n in (1, 2)}
+        row.update(_distinct_intervals(group[ok_idx], ctx.codes[idx][ok_idx], ctx.grams, m, ctx.distinct))
     for column, base, qs in _QUANTILES:
         values = ctx.quantile_values[column][idx][ok_idx]
         if np.isnan(values).all():
@@ -608,6 +618,7 @@ class _CellData:
     den: np.ndarray
     quantile_values: dict[str, np.ndarray]
     distinct: dict[str, float]
+    grams: dict[int, _GramTable] | None = None
 
 
 def _ratio_inputs(w: pd.DataFrame, ok: np.ndarray, repetition: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from test_report_support import row, tok, write_run
 
 from harness.cli import main
 from harness.metrics import INTERVAL_METRICS, interval_columns, summarize
@@ -14,9 +16,8 @@ from harness.report import build_report
 from harness.scoring import resolve_scorers
 from harness.stats import bootstrap_quantiles, cluster_weights, weighted_ratios
 from harness.textsafe import csv_cell, csv_safe_frame, visible_controls
-from test_report_support import row, tok, write_run
 
-WORDS = "the sea is wide and deep blue under a grey sky with gulls".split()
+WORDS = ["the", "sea", "is", "wide", "and", "deep", "blue", "under", "a", "grey", "sky", "with", "gulls"]
 
 
 def _varied_rows(prompts: int = 12, repeats: int = 4, streamed: bool = True) -> list[dict]:
@@ -132,3 +133,21 @@ def test_control_characters_are_visible_in_html_and_markdown(tmp_path):
     page = (tmp_path / "out" / "index.html").read_text()
     assert "ok\\x00then\\x1b[2Jgone\\x07\\x7f" in page and "bad\\x00\\x1b[31m" in page
     assert visible_controls("a\nb\tc\x9b") == "a\nb\tc\\x9b"
+
+
+def test_distinct_interval_is_the_delete_one_prompt_jackknife():
+    rows = pd.DataFrame(_varied_rows(prompts=6, repeats=3))
+    s = summarize(rows).iloc[0]
+
+    def distinct(frame: pd.DataFrame, n: int) -> float:
+        words = [t.lower().split() for t in frame["content"]]
+        grams = [g for w in words for g in (w if n == 1 else list(itertools.pairwise(w)))]
+        return len(set(grams)) / len(grams)
+
+    prompts = sorted(rows["prompt_id"].unique())
+    for n in (1, 2):
+        loo = np.array([distinct(rows[rows["prompt_id"] != p], n) for p in prompts])
+        se = math.sqrt((len(loo) - 1) / len(loo) * float(((loo - loo.mean()) ** 2).sum()))
+        assert s[f"distinct_{n}"] == pytest.approx(distinct(rows, n))
+        assert s[f"distinct_{n}_lo"] == pytest.approx(max(0.0, s[f"distinct_{n}"] - 1.96 * se))
+        assert s[f"distinct_{n}_hi"] == pytest.approx(min(1.0, s[f"distinct_{n}"] + 1.96 * se))

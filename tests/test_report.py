@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_report_support import row, tok, write_run
 
 from harness.cli import main
 from harness.report import ReportOptions, build_report
 from harness.report.markdown import md
-from test_report_support import row, tok, write_run
 
 HOSTILE = [
     "<script>alert(1)</script>",

@@ -3,16 +3,17 @@ a headline that explains an all-error run, "off" values, readable ticks, the tra
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
 import pandas as pd
 import pytest
+from test_report_support import row, tok, write_run
 
 from harness.metrics import best_tradeoff
 from harness.report import ReportOptions, build_report
 from harness.report import figures as figs
-from test_report_support import row, tok, write_run
 
 
 def _rows(run_id: str = "run-a", temps: tuple[float, ...] = (0.0, 0.7, 1.4), prompts: int = 4, repeats: int = 3,
@@ -144,7 +145,7 @@ def test_many_x_values_keep_tick_labels_apart(tmp_path, captured):
             labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
             assert 2 <= len(labels) <= 6
             boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()]
-            assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))  # no two labels overlap
+            assert all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes))  # no two labels overlap
 
 
 def test_best_tradeoff_does_not_pick_a_cell_for_a_difference_inside_its_interval():
