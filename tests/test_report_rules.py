@@ -179,3 +179,16 @@ def test_entropy_tail_is_flagged_per_cell_only_when_it_tells_cells_apart(tmp_pat
         flagged = cells.count(">(tail)</span>")
         assert flagged == (0 if loose else 1), name
         assert ("Entropy is a loose lower bound in every cell" in page) is loose
+
+
+def test_long_categorical_tick_labels_do_not_overlap(tmp_path, captured):
+    names = ["openai-gpt-4o-mini-2024", "local-gemma-3-270m-q4", "vllm-qwen3-32b-awq", "ollama-llama3.1-8b"]
+    rows = [row(f"c{i}", f"p{p}", 0, target=name, point={"target": name}, latency_s=0.1 * (i + 1))
+            for i, name in enumerate(names) for p in range(2)]
+    run = write_run(tmp_path / "r", rows, scoring=["exact_match"])
+    build_report([run], tmp_path / "out", ReportOptions(metrics=["latency_p50"]))
+    panel = next(ax for ax in captured[0].axes if ax.get_visible())
+    captured[0].canvas.draw()
+    boxes = [t.get_window_extent() for t in panel.get_xticklabels() if t.get_text()]
+    assert len(boxes) == 4
+    assert all(a.x1 <= b.x0 or a.y1 <= b.y0 or b.y1 <= a.y0 for a, b in itertools.pairwise(boxes))

@@ -153,10 +153,18 @@ def _draw_lines(ax: Any, part: pd.DataFrame, params: list[str], x: str, metric: 
     return note
 
 
-def _x_ticks(ax: Any, x: str, xs: list[Any], pos: np.ndarray) -> None:
+def _x_ticks(ax: Any, x: str, xs: list[Any], pos: np.ndarray, panel_px: float = 250.0) -> None:
+    """At most ~6 tick labels; long ones (target or model names) shortened and slanted so that
+    no two overlap."""
     labels = [fmt_param(x, v) for v in xs]
-    step = max(1, math.ceil(len(xs) / 6))  # at most ~6 labels on a small panel: none overlap
-    ax.set_xticks(pos[::step], labels[::step], fontsize=7)
+    step = max(1, math.ceil(len(xs) / 6))
+    shown = labels[::step]
+    room = panel_px / max(1, len(shown)) / 4.5  # characters that fit per label at 7 pt
+    if max(len(lb) for lb in shown) > room:
+        shown = [_short(lb, 14) for lb in shown]
+        ax.set_xticks(pos[::step], shown, fontsize=6.5, rotation=30, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticks(pos[::step], shown, fontsize=7)
     ax.tick_params(axis="y", labelsize=7)
 
 
