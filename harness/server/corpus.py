@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Iterator
 
-__all__ = ["Country", "build_corpus", "chat_pairs", "load_countries", "prose_paragraphs"]
+__all__ = ["FACT_WEIGHT", "Country", "build_corpus", "chat_pairs", "load_countries", "prose_paragraphs"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,7 @@ def _arithmetic_pairs() -> Iterator[tuple[str, str]]:
     for a in range(11):
         for b in range(11):
             yield f"What is {a} + {b}?", f" {a} + {b} = {a + b}."
+            yield f"Q: What is {a} + {b}?\nA:", f" {a + b}"
 
 
 def _prose_pairs(paragraphs: list[str]) -> Iterator[tuple[str, str]]:
@@ -145,10 +146,13 @@ def _prose_pairs(paragraphs: list[str]) -> Iterator[tuple[str, str]]:
             yield _OPEN_REQUESTS[(2 * i + j) % len(_OPEN_REQUESTS)], f" {paragraph}"
 
 
-def chat_pairs() -> list[tuple[str, str]]:
-    """(prompt, answer) chat turns, in a fixed order; answers start with a space."""
-    return [
-        *_prose_pairs(prose_paragraphs()),
-        *_country_pairs(load_countries()),
-        *_arithmetic_pairs(),
-    ]
+FACT_WEIGHT = 3  # a fact seen once gets about half of the probability under Witten-Bell, 3x ~3/4
+
+
+def chat_pairs() -> list[tuple[str, str, int]]:
+    """(prompt, answer, weight) chat turns, in a fixed order; answers start with a space.
+
+    The weight is how many times the turn counts in training: FACT_WEIGHT for facts.
+    """
+    facts = [*_country_pairs(load_countries()), *_arithmetic_pairs()]
+    return [*((q, a, 1) for q, a in _prose_pairs(prose_paragraphs())), *((q, a, FACT_WEIGHT) for q, a in facts)]

@@ -1,6 +1,6 @@
-"""The built-in language model: a word-level 8-gram with Witten-Bell interpolation, chat-style.
+"""The built-in language model: a word-level 9-gram with Witten-Bell interpolation, chat-style.
 
-Trained at start-up (~0.3 s) on the text in `harness/server/data/` (see `corpus.py`): prose,
+Trained at start-up (~1.5 s on a loaded 2-core machine, as long as the plain 8-gram it replaced) on the text in `harness/server/data/` (see `corpus.py`): prose,
 country facts, few-shot lists, arithmetic and counting, plus the same material as chat turns
 (`<s> prompt <assistant> answer </s>`: "Country: Italy\nCapital:" -> " Rome", "4 * 12 =" -> " 48",
 "Tell me something." -> a prose line). Every token of the vocabulary (~4,000) has a non-zero
@@ -19,8 +19,9 @@ with the prompt, as a small n-gram that the answer can follow or leave,
     P(w) = (1 - lam) * P_8gram(w | context) + lam * P_topic(w | answer so far)
 
 with lam = 0.05 / 0.6 / 0.6 / 0.7 when the last 0 / 1 / 2 / 3 answer tokens were seen in the
-topic text (x 0.3 on the first token when the 8-gram already knows the prompt's form, e.g. a
-few-shot "Capital:"). The first answer token is never `</s>`: every answer is non-empty. An
+topic text, x 0.3 for the whole answer when the 9-gram already knows the prompt's form (its
+first answer token has probability >= 0.5: a few-shot "Capital:", "7 + 5 =", "What is the
+capital of Japan?"). The first answer token is never `</s>`: every answer is non-empty. An
 answer ends with `</s>`, which the model emits at the end of a sentence or a short answer.
 Token ids given to `start` without a trailing `<assistant>` are continued as plain text.
 """
@@ -42,9 +43,9 @@ __all__ = ["DEFAULT_MODEL_NAME", "NGramModel", "NGramSession", "default_model"]
 DEFAULT_MODEL_NAME = "harness/ngram"
 _Entry = tuple[np.ndarray, np.ndarray, float, float]  # ids, counts, total, distinct
 _TOPIC_WEIGHT = (0.05, 0.6, 0.6, 0.7)  # lam by the number of answer tokens the topic text matches
-_KNOWN_FORM = 4  # first token: an 8-gram context this long means the prompt's form is known
+_KNOWN_FORM = 0.5  # the 9-gram's best first answer token this likely: the prompt's form is known
 _KNOWN_FORM_DAMPING = 0.3
-_Topic = tuple[tuple[int, ...], TopicModel] | None  # (retrieved line ids, their n-gram)
+_Topic = tuple[tuple[int, ...], float, TopicModel] | None  # (retrieved line ids, lam scale, n-gram)
 
 
 class NGramModel:
@@ -52,17 +53,17 @@ class NGramModel:
 
     blocking = False
 
-    def __init__(self, name: str = DEFAULT_MODEL_NAME, *, order: int = 8, cache_size: int = 4096) -> None:
+    def __init__(self, name: str = DEFAULT_MODEL_NAME, *, order: int = 9, cache_size: int = 4096) -> None:
         self.name = name
         self.order = order
         documents = build_corpus()
         pairs = chat_pairs()
-        self.tokenizer = WordTokenizer.from_corpus([*documents, *(q + a for q, a in pairs)])
+        self.tokenizer = WordTokenizer.from_corpus([*documents, *(q + a for q, a, _ in pairs)])
         self.vocab_size = self.tokenizer.vocab_size
         self.eos_token_ids = frozenset({EOS})
         encode = self.tokenizer.encode
-        sequences = [[BOS, *encode(doc), EOS] for doc in documents]
-        sequences += [[BOS, *encode(q), ASSISTANT, *encode(a), EOS] for q, a in pairs]
+        sequences = [([BOS, *encode(doc), EOS], 1) for doc in documents]
+        sequences += [([BOS, *encode(q), ASSISTANT, *encode(a), EOS], w) for q, a, w in pairs]
         self._tables = _count_contexts(sequences, order)
         self._unigram = _unigram(sequences, self.vocab_size)
         paragraphs = prose_paragraphs()
@@ -102,7 +103,11 @@ class NGramModel:
         topic: _Topic = None
         if found:
             answer = " " + " ".join(self._paragraphs[i] for i in found)
-            topic = (found, TopicModel(self.tokenizer.encode(answer), self.vocab_size))
+            first = self._ngram_probs(self._effective_context((*key[-self._context_size + 1 :], ASSISTANT)))
+            first[EOS] = 0.0
+            known = float(first.max()) >= _KNOWN_FORM * float(first.sum())
+            scale = _KNOWN_FORM_DAMPING if known else 1.0
+            topic = (found, scale, TopicModel(self.tokenizer.encode(answer), self.vocab_size))
         with self._lock:
             if len(self._topics) >= self._cache_size:
                 self._topics.pop(next(iter(self._topics)), None)
@@ -126,8 +131,8 @@ class NGramModel:
                     self._aliases.pop(next(iter(self._aliases)), None)
                 self._aliases[tail] = base
         first = len(answer) == 1
-        matched = topic[1].match(answer) if topic is not None and answer else None
-        key = (base, first, None if topic is None else topic[0], matched)
+        matched = topic[2].match(answer) if topic is not None and answer else None
+        key = (base, first, None if topic is None else topic[:2], matched)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
@@ -151,10 +156,8 @@ class NGramModel:
     def _compute(self, base: tuple[int, ...], first: bool, topic: _Topic, matched: tuple[int, ...] | None) -> np.ndarray:
         probs = self._ngram_probs(base)
         if topic is not None and matched is not None:
-            weight = _TOPIC_WEIGHT[len(matched)]
-            if first and len(base) >= _KNOWN_FORM:
-                weight *= _KNOWN_FORM_DAMPING
-            probs = (1.0 - weight) * probs + weight * topic[1].probs(matched)
+            weight = _TOPIC_WEIGHT[len(matched)] * topic[1]
+            probs = (1.0 - weight) * probs + weight * topic[2].probs(matched)
         if first:  # an answer is never empty
             probs[EOS] = 0.0
             probs /= probs.sum()
@@ -224,12 +227,16 @@ def _content_text(content: object) -> str:
 _NEVER_NEXT = frozenset({BOS, ASSISTANT})
 
 
-def _count_contexts(sequences: list[list[int]], order: int) -> list[dict[tuple[int, ...], dict[int, int]]]:
-    """tables[k][context of length k] = {next token: count}, k = 1 .. order-1."""
-    grams: Counter[tuple[int, ...]] = Counter()
-    for seq in sequences:
+def _count_contexts(sequences: list[tuple[list[int], int]], order: int) -> list[dict[tuple[int, ...], dict[int, int]]]:
+    """tables[k][context of length k] = {next token: count}, k = 1 .. order-1 (weighted sequences)."""
+    by_weight: defaultdict[int, Counter[tuple[int, ...]]] = defaultdict(Counter)
+    for seq, weight in sequences:
         for k in range(1, order):
-            grams.update(zip(*(seq[j:] for j in range(k + 1))))
+            by_weight[weight].update(zip(*(seq[j:] for j in range(k + 1))))
+    grams = by_weight.pop(1, Counter())
+    for weight, counter in by_weight.items():
+        for gram, count in counter.items():
+            grams[gram] += weight * count
     tables: list[dict[tuple[int, ...], dict[int, int]]] = [{} for _ in range(order)]
     grouped: list[defaultdict[tuple[int, ...], dict[int, int]]] = [defaultdict(dict) for _ in range(order)]
     for gram, count in grams.items():
@@ -240,11 +247,11 @@ def _count_contexts(sequences: list[list[int]], order: int) -> list[dict[tuple[i
     return tables
 
 
-def _unigram(sequences: list[list[int]], vocab_size: int) -> np.ndarray:
+def _unigram(sequences: list[tuple[list[int], int]], vocab_size: int) -> np.ndarray:
     """P_1: Witten-Bell mix of unigram counts and a uniform distribution (no <s>, <unk>, <assistant>)."""
     counts = np.zeros(vocab_size, dtype=np.float64)
-    for seq in sequences:
-        np.add.at(counts, np.asarray(seq[1:], dtype=np.int64), 1.0)
+    for seq, weight in sequences:
+        np.add.at(counts, np.asarray(seq[1:], dtype=np.int64), float(weight))
     counts[ASSISTANT] = 0.0
     uniform = np.full(vocab_size, 1.0 / (vocab_size - 3))
     uniform[[BOS, UNK, ASSISTANT]] = 0.0
