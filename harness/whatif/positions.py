@@ -32,6 +32,15 @@ class Positions:
         return int(self.row.shape[0])
 
     @property
+    def index(self) -> np.ndarray:
+        """Each position's index within its row (0 = the first generated token)."""
+        n = len(self)
+        if not n:
+            return np.zeros(0, dtype=np.int64)
+        starts = np.flatnonzero(np.r_[True, self.row[1:] != self.row[:-1]])
+        return np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+
+    @property
     def tail(self) -> np.ndarray:
         """Probability mass beyond the returned candidates (>= 0)."""
         return np.clip(1.0 - self.top.sum(axis=1), 0.0, 1.0)
