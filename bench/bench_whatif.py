@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ def _spec(folder: Path, base_url: str, seeds: int, max_tokens: int) -> Path:
     return path
 
 
-def _label(row: pd.Series) -> str:
+def _label(row: Any) -> str:
     for label, (p, k, m) in SETTINGS.items():
         if (row["top_p"], row["top_k"], row["min_p"]) == (p, k, m):
             return label

@@ -104,7 +104,7 @@ def test_raw_stream_ends_with_done_and_no_usage_unless_asked(server: ServerThrea
 
 
 def test_same_seed_same_output_other_seed_differs(client: openai.OpenAI) -> None:
-    run = lambda seed: ask(client, "Once upon a time", temperature=1.5, seed=seed, max_tokens=30).choices[0].message.content  # noqa: E731
+    run = lambda seed: ask(client, "Once upon a time", temperature=1.5, seed=seed, max_tokens=30).choices[0].message.content
     assert run(1) == run(1)
     assert len({run(s) for s in range(1, 6)}) > 1
 

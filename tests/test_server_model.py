@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import httpx
 import numpy as np
@@ -14,7 +14,7 @@ from harness.server.app import ServerThread, create_app
 from harness.server.generate import Generation
 from harness.server.ngram import NGramModel, NGramSession, default_model
 from harness.server.sampler import SamplingParams
-from harness.server.tokenizer import ASSISTANT, BOS, EOS, UNK, WordTokenizer
+from harness.server.tokenizer import ASSISTANT, BOS, EOS, UNK
 
 
 @pytest.fixture(scope="module")

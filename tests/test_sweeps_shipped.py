@@ -10,9 +10,11 @@ promise about temperature and min_p holds for it too).
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -68,7 +70,7 @@ def test_penalties_lower_repetition_monotonically(base_url: str, tmp_path: Path)
     assert sorted(summary["temperature"].unique()) == [0.7, 1.0] and len(summary) == 8
     for _, cells in summary.groupby("temperature"):
         by_penalty = cells.sort_values("frequency_penalty")["repetition"].to_numpy()
-        assert all(a >= b for a, b in zip(by_penalty, by_penalty[1:])), by_penalty
+        assert all(a >= b for a, b in itertools.pairwise(by_penalty)), by_penalty
         assert by_penalty[-1] < by_penalty[0]
         distinct = cells.sort_values("frequency_penalty")["distinct_1"].to_numpy()
         assert distinct[-1] > distinct[0]
@@ -90,7 +92,7 @@ def test_truncation_min_p_and_top_k_rescue_accuracy(base_url: str, tmp_path: Pat
     acc = df.groupby(["top_k", "min_p"]).apply(accuracy, include_groups=False)
     untruncated = acc.loc[(-1, 0.0)]
     by_min_p = acc.loc[-1].sort_index().to_numpy()
-    assert all(a <= b for a, b in zip(by_min_p, by_min_p[1:])) and by_min_p[-1] > untruncated + 0.2, acc
+    assert all(a <= b for a, b in itertools.pairwise(by_min_p)) and by_min_p[-1] > untruncated + 0.2, acc
     assert acc.loc[(1, 0.0)] > acc.loc[(5, 0.0)] > untruncated, acc
     outputs = df.groupby(["top_k", "min_p"])["content"].nunique()
     assert outputs.loc[(1, 0.0)] < outputs.loc[(-1, 0.0)]  # candidate sets shrink, so do the outputs

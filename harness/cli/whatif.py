@@ -65,11 +65,11 @@ def settings_from(args: argparse.Namespace) -> list[Any]:
         "top_k": _check(args.top_k, "--top-k", lambda v: v == -1 or v >= 1, "use -1 (off) or 1 and more"),
         "min_p": _check(args.min_p, "--min-p", lambda v: 0.0 <= v <= 1.0, "use a value in [0, 1]"),
     }
-    given = {k: v for k, v in given.items() if v}
-    if not given:
+    chosen: dict[str, list[Any]] = {k: v for k, v in given.items() if v}
+    if not chosen:
         return [Setting(**d) for d in _DEFAULTS]
-    names = list(given)
-    return [Setting(**dict(zip(names, combo))) for combo in itertools.product(*(given[n] for n in names))]
+    names = list(chosen)
+    return [Setting(**dict(zip(names, combo))) for combo in itertools.product(*(chosen[n] for n in names))]
 
 
 def _load_rows(run_dir: str) -> Any:

@@ -14,9 +14,9 @@ as answers to open requests. `prose_paragraphs()` is what open answers are retri
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
-from typing import Iterator
 
 __all__ = ["FACT_WEIGHT", "Country", "build_corpus", "chat_pairs", "load_countries", "prose_paragraphs"]
 
@@ -122,8 +122,10 @@ def _country_pairs(countries: list[Country]) -> Iterator[tuple[str, str]]:
         yield f"{c.name}:", f" {c.capital}"
         yield (
             f"Tell me about {c.name}.",
-            f" {c.name} is a country in {c.continent}. People in {c.name} speak {c.language},"
-            f" and the currency of {c.name} is the {c.currency}.",
+            (
+                f" {c.name} is a country in {c.continent}. People in {c.name} speak {c.language},"
+                f" and the currency of {c.name} is the {c.currency}."
+            ),
         )
         yield f"What language do people speak in {c.name}?", f" People in {c.name} speak {c.language}."
 

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,7 @@ class NGramModel:
         """The text of a token sequence."""
         return self.tokenizer.decode(token_ids)
 
-    def start(self, prompt_ids: Sequence[int]) -> "NGramSession":
+    def start(self, prompt_ids: Sequence[int]) -> NGramSession:
         """Begin a generation after the prompt."""
         return NGramSession(self, prompt_ids)
 

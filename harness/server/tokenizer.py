@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 __all__ = ["ASSISTANT", "BOS", "EOS", "SPECIAL_IDS", "UNK", "WordTokenizer", "split_pieces"]
 
@@ -45,7 +45,7 @@ class WordTokenizer:
                 self._texts.append(piece)
 
     @classmethod
-    def from_corpus(cls, documents: Iterable[str]) -> "WordTokenizer":
+    def from_corpus(cls, documents: Iterable[str]) -> WordTokenizer:
         """Vocabulary = fallback alphabet + every piece of the corpus, most frequent first."""
         counts: Counter[str] = Counter()
         for doc in documents:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,12 +25,7 @@ __all__ = ["Retriever", "TopicModel", "content_words"]
 
 _WORD = re.compile(r"[A-Za-z]+")
 _STOP = frozenset(
-    """a an the and or but of to in on at for with from by about as is are was were be been being it its
-    this that these those i you he she we they me my your our their his her him them what which who whom
-    how why when where there here do does did can could would should will shall may might must not no
-    yes so if then than too very just one two into out up down over under again more most some any each
-    every all both few other such only own same also give write tell describe say make invent explain
-    sentence line lines short idea name please something thing things let us like set made from""".split()
+    ["a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "for", "with", "from", "by", "about", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "i", "you", "he", "she", "we", "they", "me", "my", "your", "our", "their", "his", "her", "him", "them", "what", "which", "who", "whom", "how", "why", "when", "where", "there", "here", "do", "does", "did", "can", "could", "would", "should", "will", "shall", "may", "might", "must", "not", "no", "yes", "so", "if", "then", "than", "too", "very", "just", "one", "two", "into", "out", "up", "down", "over", "under", "again", "more", "most", "some", "any", "each", "every", "all", "both", "few", "other", "such", "only", "own", "same", "also", "give", "write", "tell", "describe", "say", "make", "invent", "explain", "sentence", "line", "lines", "short", "idea", "name", "please", "something", "thing", "things", "let", "us", "like", "set", "made", "from"]
 )
 _TOPIC_ORDER = 4
 
@@ -66,7 +61,7 @@ class Retriever:
 
     def find(self, text: str) -> tuple[int, ...]:
         """Indices (ascending) of the best-matching lines; () when no content word matches."""
-        scores: Counter[int] = Counter()
+        scores: defaultdict[int, float] = defaultdict(float)
         for word in content_words(text):
             weight = self._idf.get(word, 0.0)
             for i in self._index.get(word, ()):

@@ -9,7 +9,13 @@
 report section can render).
 """
 
-from harness.whatif.estimate import DEFAULT_VOCAB, Setting, as_run, cell_setting, whatif_frame
+from harness.whatif.estimate import (
+    DEFAULT_VOCAB,
+    Setting,
+    as_run,
+    cell_setting,
+    whatif_frame,
+)
 from harness.whatif.suggest import suggestions
 
 __all__ = ["DEFAULT_VOCAB", "Setting", "as_run", "cell_setting", "suggestions", "whatif_frame"]

@@ -25,8 +25,9 @@ paths (`run_ess`: Kish's effective number of positions behind them).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -166,7 +167,8 @@ def _profile_interval(
         return math.nan, math.nan, math.nan
     lo = min(float(np.nanquantile(b, 0.025)) for b in boots)
     hi = max(float(np.nanquantile(b, 0.975)) for b in boots)
-    return (points[0] + points[1]) / 2, min(lo, *points), max(hi, *points)
+    a, b = float(points[0]), float(points[1])
+    return (a + b) / 2, min(lo, a, b), max(hi, a, b)
 
 
 def _profile_mean(num: np.ndarray, den: np.ndarray, profile: np.ndarray) -> np.ndarray | float:
@@ -178,6 +180,11 @@ def _profile_mean(num: np.ndarray, den: np.ndarray, profile: np.ndarray) -> np.n
     total = weight.sum(axis=-1)
     out = np.where(total > 0, (ratio * weight).sum(axis=-1) / np.where(total > 0, total, 1.0), np.nan)
     return float(out) if np.ndim(out) == 0 else out
+
+
+def _row_sums(pair: tuple[Effect, Effect], name: str, pos: Positions, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row sums of one effect under each tail."""
+    return _per_row(getattr(pair[0], name), pos.row, n_rows), _per_row(getattr(pair[1], name), pos.row, n_rows)
 
 
 def _cell_records(
@@ -197,14 +204,10 @@ def _cell_records(
             "affected_basis": "sampled" if same_temperature else "expected",
         }
 
-        def sums(name: str, weights: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-            w = weights or (np.ones(len(pos)), np.ones(len(pos)))
-            return _per_row(getattr(pair[0], name) * w[0], pos.row, n_rows), _per_row(getattr(pair[1], name) * w[1], pos.row, n_rows)
-
         for name in _METRICS:
-            record[name], record[f"{name}_lo"], record[f"{name}_hi"] = _interval(sums(name), ones, idx)
+            record[name], record[f"{name}_lo"], record[f"{name}_hi"] = _interval(_row_sums(pair, name, pos, n_rows), ones, idx)
         source = "cut" if same_temperature else "removed"
-        record["affected"], record["affected_lo"], record["affected_hi"] = _interval(sums(source), ones, idx)
+        record["affected"], record["affected_lo"], record["affected_hi"] = _interval(_row_sums(pair, source, pos, n_rows), ones, idx)
         if same_temperature:
             weights = (path_weights(pair[0], pos.row), path_weights(pair[1], pos.row))
             for name in _METRICS:
