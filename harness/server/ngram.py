@@ -46,7 +46,7 @@ _Entry = tuple[np.ndarray, np.ndarray, float, float]  # ids, counts, total, dist
 _TOPIC_WEIGHT = (0.05, 0.6, 0.6, 0.7)  # lam by the number of answer tokens the topic text matches
 _KNOWN_FORM = 0.5  # the 9-gram's best first answer token this likely: the prompt's form is known
 _KNOWN_FORM_DAMPING = 0.3
-_Topic = tuple[tuple[int, ...], float, TopicModel] | None  # (retrieved line ids, lam scale, n-gram)
+_Topic = tuple[int, float, TopicModel] | None  # (cache id, lam scale, n-gram of the retrieved lines)
 
 
 class NGramModel:
@@ -71,6 +71,7 @@ class NGramModel:
         self._retriever = Retriever(paragraphs)
         self._paragraphs = paragraphs
         self._topics: dict[tuple[int, ...], _Topic] = {}  # prompt ids -> topic
+        self._topic_ids: dict[tuple[tuple[int, ...], float], int] = {}  # (line ids, scale) -> cache id
         self._entries: dict[tuple[int, ...], _Entry] = {}
         self._cache: dict[tuple[Any, ...], np.ndarray] = {}
         self._context_size = order - 1
@@ -108,7 +109,9 @@ class NGramModel:
             first[EOS] = 0.0
             known = float(first.max()) >= _KNOWN_FORM * float(first.sum())
             scale = _KNOWN_FORM_DAMPING if known else 1.0
-            topic = (found, scale, TopicModel(self.tokenizer.encode(answer), self.vocab_size))
+            with self._lock:
+                topic_id = self._topic_ids.setdefault((found, scale), len(self._topic_ids))
+            topic = (topic_id, scale, TopicModel(self.tokenizer.encode(answer), self.vocab_size))
         with self._lock:
             if len(self._topics) >= self._cache_size:
                 self._topics.pop(next(iter(self._topics)), None)
@@ -132,8 +135,12 @@ class NGramModel:
                     self._aliases.pop(next(iter(self._aliases)), None)
                 self._aliases[tail] = base
         first = len(answer) == 1
-        matched = topic[2].match(answer) if topic is not None and answer else None
-        key = (base, first, None if topic is None else topic[:2], matched)
+        if topic is None:
+            key: tuple[Any, ...] = (base, first)
+            matched = None
+        else:
+            matched = topic[2].match(answer)
+            key = (base, first, topic[0], matched)
         hit = self._cache.get(key)
         if hit is not None:
             return hit

@@ -98,9 +98,10 @@ class TopicModel:
     def match(self, answer: Sequence[int]) -> tuple[int, ...]:
         """The longest suffix of `answer` (up to 3 tokens) seen in the topic text."""
         seen: tuple[int, ...] = ()
+        tables = self._tables
         for k in range(1, min(len(answer), _TOPIC_ORDER - 1) + 1):
             tail = tuple(answer[-k:])
-            if tail not in self._tables[k]:
+            if tail not in tables[k]:
                 break
             seen = tail
         return seen
