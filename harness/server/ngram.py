@@ -162,10 +162,17 @@ class NGramModel:
         return tail[len(tail) - seen :]
 
     def _compute(self, base: tuple[int, ...], first: bool, topic: _Topic, matched: tuple[int, ...] | None) -> np.ndarray:
-        probs = self._ngram_probs(base)
+        """Both interpolations as a scaled floor plus sparse terms: one full-vocabulary pass."""
+        floor, terms = self._ngram_terms(base)
+        weight = 0.0
         if topic is not None and matched is not None:
             weight = _TOPIC_WEIGHT[len(matched)] * topic[1]
-            probs = (1.0 - weight) * probs + weight * topic[2].probs(matched)
+        probs = self._unigram * (floor * (1.0 - weight))
+        for ids, values in terms:
+            probs[ids] += values * (1.0 - weight) if weight else values
+        if weight and topic is not None and matched is not None:
+            for ids, values in topic[2].terms(matched):
+                probs[ids] += values * weight
         if first:  # an answer is never empty
             probs[EOS] = 0.0
             probs /= probs.sum()
@@ -175,15 +182,26 @@ class NGramModel:
         return logits
 
     def _ngram_probs(self, key: tuple[int, ...]) -> np.ndarray:
-        probs = self._unigram.copy()
+        """P_k(.|key) as a dense float64 array."""
+        floor, terms = self._ngram_terms(key)
+        probs = self._unigram * floor
+        for ids, values in terms:
+            probs[ids] += values
+        return probs
+
+    def _ngram_terms(self, key: tuple[int, ...]) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
+        """P_k(.|key) = floor * P_1 + sum of the sparse terms (Witten-Bell, longest context first)."""
+        entries = []
         for k in range(1, len(key) + 1):
             entry = self._entry(key[-k:])
             if entry is None:
                 break
-            ids, counts, total, distinct = entry
-            probs *= distinct / (total + distinct)
-            probs[ids] += counts / (total + distinct)
-        return probs
+            entries.append(entry)
+        floor, terms = 1.0, []
+        for ids, counts, total, distinct in reversed(entries):
+            terms.append((ids, counts * (floor / (total + distinct))))
+            floor *= distinct / (total + distinct)
+        return floor, terms
 
     def _entry(self, context: tuple[int, ...]) -> _Entry | None:
         """Counts of what followed `context` as arrays (converted on first use)."""

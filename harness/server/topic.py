@@ -93,7 +93,9 @@ class TopicModel:
                 self._tables[k][context] = (ids, counts, float(counts.sum()), float(len(counter)))
         unigram = np.zeros(vocab_size, dtype=np.float64)
         np.add.at(unigram, np.asarray(sequence[1:], dtype=np.int64), 1.0)
-        self._unigram = unigram / unigram.sum()
+        self._vocab_size = vocab_size
+        self._unigram_ids = np.flatnonzero(unigram)
+        self._unigram_values = unigram[self._unigram_ids] / unigram.sum()
 
     def match(self, answer: Sequence[int]) -> tuple[int, ...]:
         """The longest suffix of `answer` (up to 3 tokens) seen in the topic text."""
@@ -106,11 +108,19 @@ class TopicModel:
             seen = tail
         return seen
 
+    def terms(self, matched: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """P(next | matched context) as sparse (ids, probabilities) terms that add up to it."""
+        floor, terms = 1.0, []
+        for k in range(len(matched), 0, -1):
+            ids, counts, total, distinct = self._tables[k][matched[-k:]]
+            terms.append((ids, counts * (floor / (total + distinct))))
+            floor *= distinct / (total + distinct)
+        terms.append((self._unigram_ids, self._unigram_values * floor))
+        return terms
+
     def probs(self, matched: tuple[int, ...]) -> np.ndarray:
         """P(next | matched context), a dense float64 distribution over the vocabulary."""
-        probs = self._unigram.copy()
-        for k in range(1, len(matched) + 1):
-            ids, counts, total, distinct = self._tables[k][matched[-k:]]
-            probs *= distinct / (total + distinct)
-            probs[ids] += counts / (total + distinct)
+        probs = np.zeros(self._vocab_size)
+        for ids, values in self.terms(matched):
+            np.add.at(probs, ids, values)
         return probs
