@@ -14,7 +14,8 @@ smooth and sampling parameters have measurable effects.
 A chat is rendered as `<s>` + the message contents joined by newlines + `<assistant>`: the model
 answers rather than continues the prompt's last word. While it answers, its distribution is
 mixed with a topic model (`harness.server.topic`): the prose lines that share the rarest words
-with the prompt, as a small n-gram that the answer can follow or leave,
+with the prompt (or, when none does, three general lines such as "Good questions are often more
+useful than quick answers."), as a small n-gram that the answer can follow or leave,
 
     P(w) = (1 - lam) * P_8gram(w | context) + lam * P_topic(w | answer so far)
 
@@ -44,6 +45,7 @@ __all__ = ["DEFAULT_MODEL_NAME", "NGramModel", "NGramSession", "default_model"]
 DEFAULT_MODEL_NAME = "harness/ngram"
 _Entry = tuple[np.ndarray, np.ndarray, float, float]  # ids, counts, total, distinct
 _TOPIC_WEIGHT = (0.05, 0.6, 0.6, 0.7)  # lam by the number of answer tokens the topic text matches
+_FALLBACK_LINES = ("Good questions are", "A short answer is", "I think so.")  # the topic of an unknown prompt
 _KNOWN_FORM = 0.5  # the 9-gram's best first answer token this likely: the prompt's form is known
 _KNOWN_FORM_DAMPING = 0.3
 _Topic = tuple[int, float, TopicModel] | None  # (cache id, lam scale, n-gram of the retrieved lines)
@@ -70,6 +72,7 @@ class NGramModel:
         paragraphs = prose_paragraphs()
         self._retriever = Retriever(paragraphs)
         self._paragraphs = paragraphs
+        self._fallback = tuple(i for i, line in enumerate(paragraphs) if line.startswith(_FALLBACK_LINES))
         self._topics: dict[tuple[int, ...], _Topic] = {}  # prompt ids -> topic
         self._topic_ids: dict[tuple[tuple[int, ...], float], int] = {}  # (line ids, scale) -> cache id
         self._entries: dict[tuple[int, ...], _Entry] = {}
@@ -97,21 +100,22 @@ class NGramModel:
         return NGramSession(self, prompt_ids)
 
     def topic_for(self, prompt_ids: Sequence[int]) -> _Topic:
-        """The topic model of a prompt (None when no prose line shares a content word with it)."""
+        """The topic model of a prompt (the fallback lines when no prose line shares a content word)."""
         key = tuple(prompt_ids)
         if key in self._topics:
             return self._topics[key]
-        found = self._retriever.find(self.tokenizer.decode(prompt_ids))
+        found = self._retriever.find(self.tokenizer.decode(prompt_ids)) or self._fallback
         topic: _Topic = None
         if found:
-            answer = " " + " ".join(self._paragraphs[i] for i in found)
+            lines = [self._paragraphs[i] for i in found]
+            answers = [self.tokenizer.encode(" " + " ".join(lines[start:])) for start in range(len(lines))]
             first = self._ngram_probs(self._effective_context((*key[-self._context_size + 1 :], ASSISTANT)))
             first[EOS] = 0.0
             known = float(first.max()) >= _KNOWN_FORM * float(first.sum())
             scale = _KNOWN_FORM_DAMPING if known else 1.0
             with self._lock:
                 topic_id = self._topic_ids.setdefault((found, scale), len(self._topic_ids))
-            topic = (topic_id, scale, TopicModel(self.tokenizer.encode(answer), self.vocab_size))
+            topic = (topic_id, scale, TopicModel(answers, self.vocab_size))
         with self._lock:
             if len(self._topics) >= self._cache_size:
                 self._topics.pop(next(iter(self._topics)), None)

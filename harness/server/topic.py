@@ -77,14 +77,20 @@ _Entry = tuple[np.ndarray, np.ndarray, float, float]  # follower ids, counts, to
 
 
 class TopicModel:
-    """An order-4 Witten-Bell n-gram over one answer made of the retrieved lines."""
+    """An order-4 Witten-Bell n-gram over answers made of the retrieved lines.
 
-    def __init__(self, answer_ids: Sequence[int], vocab_size: int) -> None:
-        sequence = [ASSISTANT, *answer_ids, EOS]
+    Each answer is `<assistant>` + lines i, i+1, ... + `</s>`, so an answer may open with any of
+    the lines. The first token comes from the lines' first words only (no backoff to the topic's
+    unigram): an answer does not start in the middle of a sentence.
+    """
+
+    def __init__(self, answers: Sequence[Sequence[int]], vocab_size: int) -> None:
+        sequences = [[ASSISTANT, *answer, EOS] for answer in answers]
         followers: list[defaultdict[tuple[int, ...], Counter[int]]] = [defaultdict(Counter) for _ in range(_TOPIC_ORDER)]
-        for k in range(1, _TOPIC_ORDER):
-            for start in range(len(sequence) - k):
-                followers[k][tuple(sequence[start : start + k])][sequence[start + k]] += 1
+        for sequence in sequences:
+            for k in range(1, _TOPIC_ORDER):
+                for start in range(len(sequence) - k):
+                    followers[k][tuple(sequence[start : start + k])][sequence[start + k]] += 1
         self._tables: list[dict[tuple[int, ...], _Entry]] = [{} for _ in range(_TOPIC_ORDER)]
         for k in range(1, _TOPIC_ORDER):
             for context, counter in followers[k].items():
@@ -92,7 +98,8 @@ class TopicModel:
                 counts = np.fromiter(counter.values(), dtype=np.float64, count=len(counter))
                 self._tables[k][context] = (ids, counts, float(counts.sum()), float(len(counter)))
         unigram = np.zeros(vocab_size, dtype=np.float64)
-        np.add.at(unigram, np.asarray(sequence[1:], dtype=np.int64), 1.0)
+        for sequence in sequences:
+            np.add.at(unigram, np.asarray(sequence[1:], dtype=np.int64), 1.0)
         self._vocab_size = vocab_size
         self._unigram_ids = np.flatnonzero(unigram)
         self._unigram_values = unigram[self._unigram_ids] / unigram.sum()
@@ -110,6 +117,9 @@ class TopicModel:
 
     def terms(self, matched: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
         """P(next | matched context) as sparse (ids, probabilities) terms that add up to it."""
+        if matched == (ASSISTANT,):  # the first word of one of the lines
+            ids, counts, total, _ = self._tables[1][matched]
+            return [(ids, counts / total)]
         floor, terms = 1.0, []
         for k in range(len(matched), 0, -1):
             ids, counts, total, distinct = self._tables[k][matched[-k:]]
