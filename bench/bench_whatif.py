@@ -18,7 +18,10 @@ end-of-answer draw is not in the logprobs, so a truncated run's lengths cannot b
 Prints a table and the agreement figures (absolute error; measured inside the predicted
 interval or not).
 
-    python bench/bench_whatif.py [--seeds 5] [--max-tokens 48]
+    python bench/bench_whatif.py [--seeds 5] [--max-tokens 48] [--local] [--prompts N]
+
+`--local` runs the same check on the embedded Gemma 3 270M (llama.cpp; slow on a CPU: use
+`--prompts 8 --seeds 3 --max-tokens 24`).
 """
 
 from __future__ import annotations
@@ -53,18 +56,19 @@ def _serve() -> tuple[subprocess.Popen[str], str]:
     return proc, proc.stdout.readline().strip()
 
 
-def _spec(folder: Path, base_url: str, seeds: int, max_tokens: int) -> Path:
+def _spec(folder: Path, base_url: str | None, seeds: int, max_tokens: int, limit: int | None = None) -> Path:
     values = list(SETTINGS.values())
+    target: dict[str, Any] = {"local": "gemma-3-270m"} if base_url is None else {"base_url": base_url, "model": "harness/ngram"}
     spec = {
         "name": "whatif-validation",
-        "target": {"base_url": base_url, "model": "harness/ngram"},
-        "dataset": {"path": str(ROOT / "datasets" / "creative.jsonl")},
+        "target": target,
+        "dataset": {"path": str(ROOT / "datasets" / "creative.jsonl"), **({"limit": limit} if limit else {})},
         "params": {"max_tokens": max_tokens, "logprobs": True, "top_logprobs": 20, "temperature": 1.0},
         "sweep": {
             "grid": {"seed": list(range(1, seeds + 1))},
             "zip": {"top_p": [v[0] for v in values], "top_k": [v[1] for v in values], "min_p": [v[2] for v in values]},
         },
-        "runner": {"concurrency": 16},
+        "runner": {"concurrency": 16 if base_url else 1, "timeout_s": 120},
     }
     path = folder / "spec.yaml"
     path.write_text(json.dumps(spec))
@@ -82,6 +86,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--local", action="store_true", help="the embedded Gemma 3 270M (llama.cpp) instead of harness serve")
+    parser.add_argument("--prompts", type=int, default=None, help="use the first N creative prompts (default all 20)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from harness.cli import main as harness
@@ -92,19 +98,21 @@ def main() -> None:
     from harness.whatif.positions import extract_positions
     from harness.whatif.truncate import Resolved, evaluate
 
-    vocab = default_model().vocab_size
-    proc, base_url = _serve()
+    vocab = 262_144 if args.local else default_model().vocab_size
+    proc, base_url = (None, None) if args.local else _serve()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             out = Path(tmp) / "runs"
-            code = harness(["run", str(_spec(Path(tmp), base_url, args.seeds, args.max_tokens)), "--out", str(out), "--quiet"])
+            spec = _spec(Path(tmp), base_url, args.seeds, args.max_tokens, args.prompts)
+            code = harness(["run", str(spec), "--out", str(out), "--quiet"])
             assert code == 0, code
             rows = read_results(next(out.iterdir()))
             run_s = time.perf_counter() - start
     finally:
-        proc.terminate()
-        proc.wait(10)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
     rows["cell_id"] = rows.apply(_label, axis=1)  # pool the seeds of each setting
     start = time.perf_counter()
     hypothetical = [Setting(top_p=0.9), Setting(top_k=5), Setting(min_p=0.1)]
@@ -121,7 +129,7 @@ def main() -> None:
         measured[label]["logprob"] = length_profile_mean(np.log(pos.sampled), pos, base_positions)
     whatif_s = time.perf_counter() - start
     tokens = {label: rows[rows["cell_id"] == label]["logprobs"].map(len).sum() for label in SETTINGS}
-    print(f"requests {len(rows)} ({run_s:.1f} s), whatif on {sum(tokens.values())} tokens in {whatif_s:.2f} s, vocab {vocab}")
+    print(f"{'embedded gemma-3-270m' if args.local else 'harness serve'}: requests {len(rows)} ({run_s:.1f} s), whatif on {sum(tokens.values())} tokens in {whatif_s:.2f} s, vocab {vocab}")
     print(f"{'setting':<10} {'quantity':<9} {'predicted [interval]':<30} {'measured':>9} {'abs err':>8}  inside  unweighted")
     errors: dict[str, list[float]] = {"affected": [], "entropy": [], "logprob": []}
     naive_errors: dict[str, list[float]] = {"affected": [], "entropy": [], "logprob": []}

@@ -66,7 +66,7 @@ def accuracy(df: pd.DataFrame) -> float:
 def repetition(text: str) -> float:
     """1 - distinct word bigrams / word bigrams (0 under two words): the report's definition."""
     words = text.split()
-    bigrams = list(zip(words, words[1:]))
+    bigrams = list(itertools.pairwise(words))
     return 1.0 - len(set(bigrams)) / len(bigrams) if bigrams else 0.0
 
 
