@@ -155,7 +155,9 @@ def test_cli_json_csv_and_table_on_a_served_run(tmp_path: Path, base_url: str, c
     assert (tighter["removed"] >= looser["removed"] - 1e-12).all()  # more truncation removes more
     assert (tighter["entropy"] <= looser["entropy"] + 1e-12).all()
     assert ((rows["affected_lo"] <= rows["affected"]) & (rows["affected"] <= rows["affected_hi"])).all()
-    assert doc["suggestions"] and all(" would change " in line for line in doc["suggestions"])
+    advice = [line for line in doc["suggestions"] if " cells, skip in " in line]
+    assert len(advice) == 2 and advice[0].startswith("top_p 0.9, min_p 0: worth running in ")  # one per setting
+    assert all(" would change " in line for line in doc["suggestions"][2:]) and len(doc["suggestions"]) == 2 + 6
     assert main(["whatif", str(run_dir), "--top-k", "5", "--csv"]) == 0
     frame = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
     assert set(frame["setting"]) == {"as run", "top_k 5"} and (frame["hyp_top_k"].isin([5, -1])).all()

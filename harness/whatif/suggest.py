@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["suggestions"]
+__all__ = ["grid_advice", "suggestions"]
 
 
 def _pct(x: float) -> str:
@@ -22,12 +22,27 @@ def _cell_label(row: pd.Series) -> str:
     return " ".join(parts)
 
 
+def grid_advice(frame: pd.DataFrame) -> list[str]:
+    """One line per hypothetical setting over every cell: in how many it is worth running."""
+    lines = []
+    for setting, rows in frame[frame["setting"] != "as run"].groupby("setting", sort=False):
+        counts = rows["verdict"].value_counts()
+        run, skip, unsure = (int(counts.get(v, 0)) for v in ("run", "skip", "unsure"))
+        span = f"{_pct(rows['affected'].min())}-{_pct(rows['affected'].max())}"
+        lines.append(
+            f"{setting}: worth running in {run} of {len(rows)} cells, skip in {skip}, unsure in {unsure} "
+            f"(changes {span} of tokens)"
+        )
+    return lines
+
+
 def suggestions(frame: pd.DataFrame, skip_below: float = 0.01) -> list[str]:
     """'min_p 0.2 would change 0.4% [0.1%, 0.9%] of tokens at T=0.7: skip', one per row.
 
-    A verdict that depends on the tokens beyond the returned top_logprobs says so.
+    A verdict that depends on the tokens beyond the returned top_logprobs says so. With more
+    than one cell, `grid_advice` lines (one per setting) come first.
     """
-    lines = []
+    lines = grid_advice(frame) if frame["cell_id"].nunique() > 1 else []
     for _, row in frame.iterrows():
         if row["setting"] == "as run":
             continue
