@@ -94,9 +94,12 @@ def _table(frame: Any) -> str:
     def span(name: str, fmt: str) -> list[str]:
         return [f"{m:{fmt}} [{a:{fmt}}, {b:{fmt}}]" for m, a, b in zip(frame[name], frame[f"{name}_lo"], frame[f"{name}_hi"])]
 
+    cells = [f"T={t:g} top_p={p:g} top_k={'off' if k <= 0 else k} min_p={m:g}"
+             for t, p, k, m in zip(frame["temperature"], frame["top_p"], frame["top_k"], frame["min_p"])]
+    if len(set(cells)) < frame["cell_id"].nunique():  # cells that differ in something else (seed, penalties)
+        cells = [f"{c} ({cell_id[:6]})" for c, cell_id in zip(cells, frame["cell_id"])]
     table = pd.DataFrame({
-        "cell": [f"T={t:g} top_p={p:g} top_k={'off' if k <= 0 else k} min_p={m:g}"
-                 for t, p, k, m in zip(frame["temperature"], frame["top_p"], frame["top_k"], frame["min_p"])],
+        "cell": cells,
         "setting": frame["setting"],
         "tokens": frame["positions"],
         "affected": span("affected", ".1%"),
