@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from harness.errors import HarnessError
 
-COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema")
+COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema", "whatif")
 
 # The help line of each command, shown by `harness --help` without importing the command
 # (a command missing here is imported to get it: add its line when adding a command).
