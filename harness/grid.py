@@ -120,6 +120,8 @@ def iter_point_params(sweep: Sweep) -> Iterator[dict[str, Value]]:
 
 
 DEFAULT_MAX_POINTS = 1_000_000
+MAX_EXCLUDE_RULES = 1_000
+MAX_EXCLUDE_WORK = 20_000_000  # points × rules checked: about 10-20 s of CPU at worst
 
 
 def grid_size(sweep: Sweep) -> int:
@@ -145,6 +147,14 @@ def check_size(sweep: Sweep, max_points: int = DEFAULT_MAX_POINTS, *, source: st
             "(raise the cap with --max-points N)",
             file=source or None,
             key="sweep",
+        )
+    rules = len(sweep.exclude)
+    if rules > MAX_EXCLUDE_RULES or visited * rules > MAX_EXCLUDE_WORK:
+        raise UsageError(
+            f"{rules:,} rules × {visited:,} points is too much to check (at most {MAX_EXCLUDE_RULES:,} rules "
+            f"and {MAX_EXCLUDE_WORK:,} rule checks); merge rules with lists of values, or shrink the grid",
+            file=source or None,
+            key="sweep.exclude",
         )
     return visited
 
@@ -214,6 +224,8 @@ def point_table(points: Sequence[Point]) -> tuple[list[str], list[list[Any]]]:
 
 __all__ = [
     "DEFAULT_MAX_POINTS",
+    "MAX_EXCLUDE_RULES",
+    "MAX_EXCLUDE_WORK",
     "Point",
     "RequestPlan",
     "canonical_point",
