@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     manifest, counts = merge_runs([Path(p) for p in args.runs], Path(args.out))
-    print(f"merged {len(manifest['merged_from'])} runs: {counts.rows:,} requests, ok {counts.ok:,}, "
-          f"error {counts.error:,}, of {manifest['counts']['requests']:,} planned ({manifest['status']})")
+    print(f"merged {len(manifest.merged_from or [])} runs: {counts.rows:,} requests, ok {counts.ok:,}, "
+          f"error {counts.error:,}, of {manifest.counts.requests:,} planned ({manifest.status})")
     print(Path(args.out))
     return 0

@@ -1,21 +1,22 @@
 """`harness run SPEC [...]` and `harness run --resume RUN_DIR [--retry-errors]`.
 
-Progress goes to stderr (none with --quiet); the run directory is the last line on stdout.
-Exit codes: 0 all ok, 1 some error rows, 2 bad input, 130 interrupted (finished rows kept).
+A thin layer over `harness.runner.session`: flags in, progress and messages on stderr, the run
+directory as the last line on stdout, and the exit code (0 all ok, 1 some error rows, 2 bad
+input, 130 interrupted — finished rows kept).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
+import sys
 from pathlib import Path
-from typing import Any, Callable, Coroutine
+from typing import Callable
 
-from harness.errors import TargetError, UsageError
+from harness.errors import UsageError
 from harness.progress import RunProgress
-from harness.runner import Endpoint, api_key_for, check_reachable, Stats, SweepJob, execute, exit_code, finish_job, new_job, open_target, parse_shard, resume_job
-from harness.spec import SweepSpec, load_spec
+from harness.runner.engine import Stats
+from harness.runner.session import RunResult, prepare_resume, prepare_run, run_job
+from harness.runner.sweep import SweepJob, parse_shard
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -55,12 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row")
     p.add_argument("--retry-errors", action="store_true", help="with --resume: send the error rows again and replace them")
     p.add_argument("--report", nargs="?", const="", metavar="DIR",
-                   help="after the run, write its report (to DIR, default reports/<run dir name>)")
+                   help="after the run, write its report (to DIR, default RUN_DIR/report)")
     p.set_defaults(func=handle)
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in (("concurrency", args.concurrency), ("rps", args.rps)) if v is not None}
 
 
 def _prepare(args: argparse.Namespace) -> SweepJob:
@@ -70,68 +67,21 @@ def _prepare(args: argparse.Namespace) -> SweepJob:
         for flag, value in (("--limit", args.limit), ("--shard", args.shard)):
             if value is not None:
                 raise UsageError("is fixed by the run being resumed; not allowed with --resume", key=flag)
-        return resume_job(Path(args.resume), retry_errors=args.retry_errors, overrides=_overrides(args))
+        return prepare_resume(args.resume, retry_errors=args.retry_errors, concurrency=args.concurrency, rps=args.rps)
     if not args.spec:
         raise UsageError("a sweep spec is required (or --resume RUN_DIR)", key="SPEC")
     if args.retry_errors:
         raise UsageError("only with --resume RUN_DIR", key="--retry-errors")
     shard = parse_shard(args.shard) if args.shard else None
-    spec = load_spec(args.spec)
-    key = api_key_for(spec)  # a missing key or a dead endpoint fails before a run directory is made
-    if spec.target.base_url:
-        check_reachable(spec.target.base_url, source=spec.source)
-        if key:
-            _check_key(spec, key)
-    return new_job(spec, out=Path(args.out), shard=shard, limit=args.limit, overrides=_overrides(args))
-
-
-def _check_key(spec: SweepSpec, key: str) -> None:
-    """A key the endpoint refuses (401/403 on GET /models) is bad input, not a run of error rows."""
-    from harness.client import probe_auth
-
-    assert spec.target.base_url is not None
-    status = probe_auth(spec.target.base_url, key, headers=dict(spec.target.headers))
-    if status in (401, 403):
-        raise TargetError(
-            f"the endpoint refused the key in ${spec.target.api_key_env} (HTTP {status} on GET /models)",
-            file=spec.source,
-            key="target.api_key_env",
-        )
-
-
-def _loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
-    """uvloop when installed (measured ~30% less CPU per request here), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run  # type: ignore[no-any-return]
-
-
-def _session(job: SweepJob, endpoint: Endpoint, stats: Stats) -> bool:
-    """Run the async part; True when interrupted (Ctrl-C or SIGTERM)."""
-
-    async def main() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        await execute(job, endpoint, stats)
-
-    try:
-        _loop_runner()(main())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        return True
-    return False
+    return prepare_run(args.spec, out=args.out, shard=shard, limit=args.limit,
+                       concurrency=args.concurrency, rps=args.rps)
 
 
 def _write_report(run_dir: Path, out: str, *, quiet: bool) -> None:
-    """`--report`: the run's report; its path goes to stderr (stdout's last line stays the run dir)."""
-    import sys
-
-    from harness.cli.report import default_out
+    """`--report`: the run's report (default inside the run directory); its path goes to stderr."""
     from harness.report import build_report
 
-    report = build_report([run_dir], Path(out) if out else default_out([str(run_dir)]))
+    report = build_report([run_dir], Path(out) if out else run_dir / "report")
     if not quiet:
         print(f"report: {report.out_dir / 'index.html'}", file=sys.stderr)
 
@@ -141,24 +91,23 @@ def _check_report_out(report: str | None) -> None:
         raise UsageError(f"{report} is a file; give a folder for the report", key="--report")
 
 
+def _started(job: SweepJob, quiet: bool) -> None:
+    if not quiet:
+        print(f"harness: run directory {job.run_dir} (if stopped, finish with: {job.resume_command})", file=sys.stderr)
+
+
 def handle(args: argparse.Namespace) -> int:
     _check_report_out(args.report)
     job = _prepare(args)
+    _started(job, args.quiet)
     stats = Stats(total=job.pending)
-    try:
-        with open_target(job.spec) as endpoint, RunProgress(stats, quiet=args.quiet):
-            if args.resume and job.pending:
-                check_reachable(endpoint.base_url, source=str(job.run_dir / "manifest.json"))
-            interrupted = _session(job, endpoint, stats)
-    except KeyboardInterrupt:
-        interrupted = True
-    except BaseException:
-        finish_job(job, "failed")
-        raise
-    counts = finish_job(job, "interrupted" if interrupted else "completed")
-    if args.report is not None and not interrupted:
+    with RunProgress(stats, quiet=args.quiet):
+        result: RunResult = run_job(job, stats=stats)
+    if result.interrupted:
+        print(f"harness: interrupted; rows kept in {job.run_dir}; finish with: {job.resume_command}", file=sys.stderr)
+    elif args.report is not None:
         _write_report(job.run_dir, args.report, quiet=args.quiet)
     print(job.run_dir)
-    if interrupted:
-        return 130
-    return exit_code(job, counts)
+    return result.exit_code
+
+

@@ -16,7 +16,7 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import pandas as pd
 
@@ -43,6 +43,7 @@ class ReportOptions:
     metrics: list[str] | None = None
     samples_per_cell: int = 5
     scoring: list[Any] | None = None  # overrides the runs' spec `scoring`
+    allow_scorers: tuple[str, ...] = ()  # custom scorers of the runs' specs that may be imported
 
 
 @dataclass
@@ -54,14 +55,19 @@ class Report:
     summary: pd.DataFrame | None = None
 
 
-def scorers_for(runs: Sequence[RunData], override: list[Any] | None = None) -> list[Scorer]:
-    """The override, else the union (by metric name, in order) of the runs' spec `scoring`."""
+def scorers_for(
+    runs: Sequence[RunData], override: list[Any] | None = None, allow: Collection[str] = ()
+) -> list[Scorer]:
+    """The override, else the union (by metric name, in order) of the runs' spec `scoring`.
+
+    A run's custom `module:function` scorer is imported only when named in `allow`.
+    """
     if override is not None:
         return resolve_scorers(override, key="--scoring")
     seen: dict[str, Scorer] = {}
     for run in runs:
         try:
-            for scorer in resolve_scorers(run.spec.get("scoring"), key="spec.scoring"):
+            for scorer in resolve_scorers(run.spec.get("scoring"), key="spec.scoring", allow_custom=allow):
                 seen.setdefault(scorer.name, scorer)
         except SpecError as err:
             raise SpecError(err.detail, file=str(run.path / "manifest.json"), key=err.key) from None
@@ -70,18 +76,17 @@ def scorers_for(runs: Sequence[RunData], override: list[Any] | None = None) -> l
 
 def _run_info(run: RunData) -> dict[str, Any]:
     m = run.manifest
-    target = m.get("target") if isinstance(m.get("target"), dict) else {}
-    counts = m.get("counts") if isinstance(m.get("counts"), dict) else {}
     models = run.rows["model"].dropna().unique() if "model" in run.rows else []
+    ok = int((run.rows["status"] == "ok").sum()) if len(run.rows) else 0
     return {
         "label": run.label,
-        "model": target.get("model") or (models[0] if len(models) else None),
-        "base_url": target.get("base_url"),
-        "started_at": m.get("started_at"),
-        "status": m.get("status"),
-        "requests": counts.get("requests", len(run.rows)),
-        "ok": counts.get("ok", int((run.rows["status"] == "ok").sum()) if len(run.rows) else 0),
-        "error": counts.get("error", int((run.rows["status"] != "ok").sum()) if len(run.rows) else 0),
+        "model": m.target.model or (models[0] if len(models) else None),
+        "base_url": m.target.base_url,
+        "started_at": m.started_at,
+        "status": m.status,
+        "requests": m.counts.requests or len(run.rows),
+        "ok": m.counts.ok or ok,
+        "error": m.counts.error or len(run.rows) - ok,
     }
 
 
@@ -135,7 +140,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
     out = Path(out_dir)
     _check_out(out)
     runs = load_runs(list(run_dirs))
-    scorers = scorers_for(runs, options.scoring)
+    scorers = scorers_for(runs, options.scoring, options.allow_scorers)
     rows = combined_rows(runs)
     scores = score_frame(rows, scorers)
     summary = summarize(rows, scorers, scores=scores)
