@@ -122,7 +122,7 @@ def _finish(job: SweepJob, status: Status, reason: str | None = None) -> RunResu
 
 async def _send(job: SweepJob, stats: Stats, hook: Hook | None, transport: Any) -> None:
     with open_target(job.spec) as endpoint:
-        if job.pending and job.manifest.sessions > 1 and not job.spec.target.local:
+        if job.pending and job.manifest.sessions > 1 and not job.spec.target.local and transport is None:
             check_reachable(endpoint.base_url, source=str(job.run_dir / MANIFEST))
         if hook is not None:
             maybe = hook(job, endpoint)
