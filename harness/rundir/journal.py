@@ -146,10 +146,17 @@ def _table(rows: list[dict[str, Any]]) -> tuple[pa.Table, list[int]]:
     return (pa.concat_tables(good) if good else SCHEMA.empty_table()), bad
 
 
+def _objects_only(data: bytes) -> bool:
+    """Every line looks like one JSON object (Arrow's reader crashes the process on a bare `null`)."""
+    return all(line.startswith(b"{") and line.endswith(b"}") for line in data.split(b"\n") if line)
+
+
 def _fast(data: bytes) -> pa.Table | None:
     """Arrow's JSON reader over the whole segment as one block (so no line can straddle blocks)."""
     if not data:
         return SCHEMA.empty_table()
+    if not _objects_only(data):
+        return None
     try:
         options = pajson.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
         read = pajson.ReadOptions(block_size=min(len(data) + 1, 2**31 - 1), use_threads=False)
