@@ -45,7 +45,27 @@ _LAZY = {
     "summarize_run": "harness.api",
 }
 
-__all__ = sorted(["__version__", *_LAZY])
+__all__ = [
+    "CompareOptions",
+    "HarnessError",
+    "Manifest",
+    "Run",
+    "RunResult",
+    "Stats",
+    "SweepSpec",
+    "__version__",
+    "compare_runs",
+    "load_run",
+    "load_spec",
+    "plan_sweep",
+    "read_manifest",
+    "read_results",
+    "resume_sweep",
+    "resume_sweep_async",
+    "run_sweep",
+    "run_sweep_async",
+    "summarize_run",
+]
 
 if TYPE_CHECKING:
     from harness.api import compare_runs, plan_sweep, summarize_run

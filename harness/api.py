@@ -6,8 +6,9 @@ Custom scorers named by a run directory are imported only when listed in `allow_
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Collection
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from harness.spec import SweepSpec
 
 
-def plan_sweep(spec: "SweepSpec | str | Path", preview: int = 20) -> "Plan":
+def plan_sweep(spec: SweepSpec | str | Path, preview: int = 20) -> Plan:
     """What a sweep would send (points, prompts, repeats, requests), without sending anything."""
     from harness.plan import make_plan
     from harness.spec import SweepSpec, load_spec
@@ -28,7 +29,7 @@ def plan_sweep(spec: "SweepSpec | str | Path", preview: int = 20) -> "Plan":
 
 def summarize_run(
     run_dir: str | Path, *, scoring: list[Any] | None = None, allow_scorers: Collection[str] = ()
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """One row per cell of a run: errors, latency, scores with 95% intervals, diversity, logprobs."""
     from harness.metrics import summarize
     from harness.report import scorers_for
@@ -39,9 +40,9 @@ def summarize_run(
 
 
 def compare_runs(
-    base: "str | Path | Run", cand: "str | Path | Run", options: "CompareOptions | None" = None, *,
+    base: str | Path | Run, cand: str | Path | Run, options: CompareOptions | None = None, *,
     allow_scorers: Collection[str] = (),
-) -> "Comparison":
+) -> Comparison:
     """Paired comparison of two runs (folders or loaded `Run`s); `result.failed` is the CI gate."""
     import dataclasses
 

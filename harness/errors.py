@@ -13,7 +13,6 @@ Anything else escaping to the CLI is a bug in harness: one line, exit code `INTE
 
 from __future__ import annotations
 
-
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE
 
 

@@ -44,9 +44,10 @@ import math
 import re
 import string
 import sys
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -280,7 +281,7 @@ def _resolve_one(item: str | Mapping[str, Any], where: str, allow_custom: bool |
     if kind in BUILTINS:
         fn, needs_ref = _build_builtin(kind, opts, where)
         if opts:
-            bad = sorted(opts)[0]
+            bad = min(opts)
             raise SpecError(f"unknown option {bad!r} for scorer {kind}", key=f"{where}.{bad}")
         scorer = Scorer(kind, kind, given, pair_fn=fn, needs_reference=needs_ref)
     elif ":" in kind:
@@ -357,7 +358,7 @@ def _score_custom(scorer: Scorer, rows: pd.DataFrame, where: str) -> np.ndarray:
                 "" if _missing(content) else str(content), None if _missing(reference) else str(reference), row
             )
             out[i] = float(value) if value is not None else math.nan
-        except Exception as exc:  # user code: any failure is reported as the scorer's fault
+        except Exception as exc:  # noqa: BLE001 - user code: any failure is reported as the scorer's fault
             raise SpecError(
                 f"custom scorer {scorer.type} failed on request {row.get('request_id')} ({type(exc).__name__}: {exc})",
                 key=where,

@@ -9,8 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from rundir_helpers import Recorder, write_spec
@@ -114,10 +114,10 @@ def test_signals_stop_a_run_even_when_sigint_was_ignored(tmp_path: Path, sig: si
     server, base_url = _serve_process()
     try:
         spec = write_spec(tmp_path, prompts=40, base_url=base_url, target={"base_url": base_url, "model": "harness/ngram"})
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "harness", "run", str(spec), "--out", str(tmp_path / "runs")],
+        command = f'trap "" INT; exec "{sys.executable}" -m harness run "{spec}" --out "{tmp_path / "runs"}"'
+        proc = subprocess.Popen(  # `trap "" INT`: SIGINT ignored, as for `cmd &` in a script
+            ["sh", "-c", command],
             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as `cmd &` in a script
         )
         deadline = time.monotonic() + 60
         while not list((tmp_path / "runs").glob("t-*/journal/seg-*.jsonl")) and time.monotonic() < deadline:

@@ -12,7 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rundir_helpers import Recorder, forget_rows, write_spec
 
-from harness.rundir.journal import UNREPRESENTABLE, encode_row, read_segment, read_segment_rows
+from harness.rundir.journal import (
+    UNREPRESENTABLE,
+    encode_row,
+    read_segment,
+    read_segment_rows,
+)
 from harness.rundir.manifest import read_manifest
 from harness.rundir.results import read_results
 from harness.rundir.store import RunStore

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 from rundir_helpers import Recorder, forget_rows, write_spec
 
 from harness.cli import main
@@ -36,7 +37,7 @@ def test_manifest_is_typed_and_frozen(tmp_path: Path) -> None:
     manifest = read_manifest(result.run_dir)
     assert isinstance(manifest, Manifest) and manifest.shard == Shard(index=2, count=3)
     assert manifest.status == "completed" and manifest.counts.requests == len(planned(spec, (2, 3)))
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         manifest.status = "failed"  # type: ignore[misc]
     raw = json.loads((result.run_dir / "manifest.json").read_text())
     assert raw["manifest_version"] == 2 and raw["shard"] == {"count": 3, "index": 2}
@@ -191,7 +192,7 @@ def test_unwritable_out_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_an_internal_error_is_not_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import harness.cli.summarize as summarize
+    from harness.cli import summarize
 
     def boom(args: object) -> int:
         raise RuntimeError("a bug\nover two lines")

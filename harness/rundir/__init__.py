@@ -38,7 +38,27 @@ _EXPORTS = {
     "check_required_columns": "results",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "JOURNAL",
+    "MANIFEST",
+    "RESULTS",
+    "Counts",
+    "Manifest",
+    "RowCounts",
+    "Run",
+    "RunLock",
+    "RunStore",
+    "Shard",
+    "Status",
+    "check_required_columns",
+    "load_run",
+    "part_files",
+    "read_manifest",
+    "read_results",
+    "read_table",
+    "result_files",
+    "write_manifest",
+]
 
 
 def __getattr__(name: str) -> Any:

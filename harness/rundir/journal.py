@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,7 @@ def _timestamp(text: str) -> datetime | None:
         value = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _table(rows: list[dict[str, Any]]) -> tuple[pa.Table, list[int]]:
@@ -200,4 +200,4 @@ def read_segment(path: Path) -> pa.Table:
     return read_segment_rows(Path(path).read_bytes(), Path(path).name).table
 
 
-__all__ = ["JournalRead", "UNREPRESENTABLE", "encode_row", "fit_row", "read_segment", "read_segment_rows"]
+__all__ = ["UNREPRESENTABLE", "JournalRead", "encode_row", "fit_row", "read_segment", "read_segment_rows"]

@@ -19,7 +19,7 @@ again, so a `$${VAR}` escape sends `${VAR}` before and after a resume.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -47,7 +47,7 @@ class Shard(_Frozen):
     count: int = Field(ge=1)
 
     @model_validator(mode="after")
-    def _in_range(self) -> "Shard":
+    def _in_range(self) -> Shard:
         if self.index > self.count:
             raise ValueError(f"index {self.index} is above count {self.count}")
         return self
@@ -88,7 +88,7 @@ class Manifest(BaseModel):
     finished_at: str | None = None
     status: Status = "running"
     reason: str | None = None
-    counts: Counts = Field(default_factory=lambda: Counts(requests=0))
+    counts: Counts = Field(default_factory=lambda: Counts(requests=0, ok=0, error=0))
     shard: Shard | None = None
     limit: int | None = Field(None, ge=0)
     overrides: dict[str, Any] = Field(default_factory=dict)
@@ -98,18 +98,18 @@ class Manifest(BaseModel):
 
     # -- transitions (each returns a new manifest) ----------------------------------------
 
-    def resumed(self, overrides: dict[str, Any]) -> "Manifest":
+    def resumed(self, overrides: dict[str, Any]) -> Manifest:
         """The manifest of a new session over this run."""
         return self.model_copy(update={
             "status": "running", "finished_at": None, "reason": None, "sessions": self.sessions + 1,
             "overrides": {**self.overrides, **overrides}, "manifest_version": MANIFEST_VERSION,
         })
 
-    def finished(self, status: Status, counts: Counts, reason: str | None = None) -> "Manifest":
+    def finished(self, status: Status, counts: Counts, reason: str | None = None) -> Manifest:
         """The final status, counts and finish time."""
         return self.model_copy(update={"status": status, "counts": counts, "reason": reason, "finished_at": utc_now()})
 
-    def with_target(self, base_url: str | None, model: str | None) -> "Manifest":
+    def with_target(self, base_url: str | None, model: str | None) -> Manifest:
         from harness.rundir.redact import redact_url
 
         url = redact_url(base_url) if base_url else None
@@ -120,14 +120,14 @@ class Manifest(BaseModel):
         data = self.model_dump(mode="json")
         return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
-    def stored_spec(self, run_dir: Path) -> "SweepSpec":
+    def stored_spec(self, run_dir: Path) -> SweepSpec:
         """The run's spec, validated again but never interpolated again (`$` is taken literally)."""
         from harness.spec import parse_spec
 
         where = str(Path(run_dir) / MANIFEST)
         if self.redacted:
             raise RunDirError(
-                f"was stored redacted (it held a secret), so this run cannot be resumed; run the spec again",
+                "was stored redacted (it held a secret), so this run cannot be resumed; run the spec again",
                 file=where, key=f"spec.{self.redacted[0]}",
             )
         return parse_spec(_literal_dollars(self.spec), source=where, base_dir=Path(run_dir))
@@ -144,19 +144,19 @@ def _literal_dollars(data: Any) -> Any:
 
 def utc_now() -> str:
     """Now as an ISO-8601 UTC timestamp."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def new_run_id(name: str, now: datetime | None = None) -> str:
     """`<name>-<UTC timestamp>-<6 hex>`: sortable by time, unique across machines."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     return f"{name}-{stamp}-{secrets.token_hex(3)}"
 
 
 def new_manifest(
     *,
     run_id: str,
-    spec: "SweepSpec",
+    spec: SweepSpec,
     requests: int,
     shard: Shard | None,
     limit: int | None,
@@ -176,7 +176,8 @@ def new_manifest(
         spec=stored,
         spec_hash=spec_hash(spec),
         started_at=utc_now(),
-        counts=Counts(requests=requests),
+        counts=Counts(requests=requests, ok=0, error=0),
+        sessions=1,
         shard=shard,
         limit=limit,
         overrides=dict(overrides),

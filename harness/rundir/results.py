@@ -35,7 +35,7 @@ class Run:
 
     path: Path
     manifest: Manifest
-    results: "pd.DataFrame"
+    results: pd.DataFrame
 
     @property
     def run_id(self) -> str:
@@ -56,7 +56,7 @@ def check_required_columns(names: set[str], file: Path) -> None:
 def _check_part(file: Path) -> None:
     try:
         names = set(pq.read_schema(file).names)
-    except Exception as exc:  # pyarrow raises many kinds; all mean "unreadable"
+    except (OSError, pa.ArrowException) as exc:  # all mean "unreadable"
         raise RunDirError(f"unreadable results ({exc})", file=str(file)) from None
     check_required_columns(names, file)
 
@@ -133,7 +133,7 @@ def read_table(run_dir: str | Path, columns: list[str] | None = None) -> pa.Tabl
     return table.select(list(columns)) if columns else table
 
 
-def read_results(run_dir: str | Path, columns: list[str] | None = None) -> "pd.DataFrame":
+def read_results(run_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
     """`read_table` as a pandas DataFrame (an empty frame with the schema's columns if no rows)."""
     return read_table(run_dir, columns).to_pandas()
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,7 +26,15 @@ import pyarrow.parquet as pq
 from harness.errors import RunDirError
 from harness.records import SCHEMA
 from harness.rundir.journal import encode_row, read_segment
-from harness.rundir.layout import JOURNAL, PART, RESULTS, SEGMENT, commit_tmp, fsync_path, numbered, tmp_for
+from harness.rundir.layout import (
+    JOURNAL,
+    PART,
+    RESULTS,
+    SEGMENT,
+    commit_tmp,
+    numbered,
+    tmp_for,
+)
 
 log = logging.getLogger(__name__)
 _SEG = SEGMENT

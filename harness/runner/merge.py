@@ -8,12 +8,21 @@ need `harness run --resume` first). Rows are copied part by part (memory stays f
 from __future__ import annotations
 
 from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import RunDirError, UsageError
 from harness.rundir.layout import MANIFEST
-from harness.rundir.manifest import Counts, Manifest, Shard, Status, check_resumable, read_manifest, write_manifest
+from harness.rundir.manifest import (
+    Counts,
+    Manifest,
+    Shard,
+    Status,
+    check_resumable,
+    read_manifest,
+    write_manifest,
+)
 from harness.rundir.results import journal_segments
 from harness.rundir.store import RowCounts, RunStore, write_table_atomic
 

@@ -20,9 +20,10 @@ import asyncio
 import inspect
 import signal
 import threading
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+from typing import Any, TypeVar
 
 from harness.errors import TargetError
 from harness.rundir.layout import MANIFEST, StorageError

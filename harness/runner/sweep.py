@@ -18,9 +18,10 @@ import hashlib
 import itertools
 import os
 import socket
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from harness.client import ChatClient, ClientConfig
@@ -357,9 +358,9 @@ def exit_code(job: SweepJob, counts: RowCounts) -> int:
 
 __all__ = [
     "Endpoint",
-    "api_key_for",
     "Shard",
     "SweepJob",
+    "api_key_for",
     "as_shard",
     "engine_config",
     "execute",
