@@ -72,6 +72,8 @@ def part_files(run_dir: str | Path, *, check: bool = True) -> list[Path]:
             continue
         match = PART.match(entry.name)
         if match is None or not entry.is_file():
+            if entry.suffix == ".parquet" and entry.is_file():
+                _check_part(entry)  # the more precise message first: which columns it lacks
             raise RunDirError(
                 "not a file harness wrote (results/ holds only part-NNNNNN.parquet); move it out of the run directory",
                 file=str(entry),
