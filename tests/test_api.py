@@ -150,3 +150,29 @@ def test_report_without_a_folder_goes_inside_the_run_directory(
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert (run_dir / "report" / "index.html").exists() and not (tmp_path / "reports").exists()
     assert len(harness.read_results(run_dir)) == 4  # the report folder is not mistaken for results
+
+
+def test_disk_full_in_the_cli_is_one_line_exit_2(
+    tmp_path: Path, server: ServerThread, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from harness.cli import main
+    from harness.rundir.store import RunStore
+
+    real, written = RunStore.append, []
+
+    def append(self: RunStore, row: dict) -> bool:
+        written.append(1)
+        if len(written) > 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, row)
+
+    monkeypatch.setattr(RunStore, "append", append)
+    spec = write_spec(tmp_path, prompts=10, target={"base_url": server.base_url, "model": "harness/ngram"})
+    assert main(["run", str(spec), "--out", str(tmp_path / "runs"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write (disk full)" in err and "Traceback" not in err
+    run_dir = next((tmp_path / "runs").iterdir())
+    manifest = harness.read_manifest(run_dir)
+    assert manifest.status == "interrupted" and manifest.reason == "disk full"

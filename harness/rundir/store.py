@@ -193,16 +193,20 @@ class RunStore:
         target = self.results / f"part-{self._next_number():06d}.parquet"
         tmp = tmp_for(target)
         offset = 0
-        with pq.ParquetWriter(tmp, SCHEMA) as writer:
-            for part, size in zip(parts, sizes):
-                rows = pa.array(range(offset, offset + size), pa.int64())
-                offset += size
-                table = _read_part(part, None).filter(pc.is_in(rows, value_set=keep))
-                if table.num_rows:
-                    writer.write_table(table, row_group_size=ROW_GROUP)
-                del table
-                pa.default_memory_pool().release_unused()
-        commit_tmp(tmp, target)
+        try:
+            with pq.ParquetWriter(tmp, SCHEMA) as writer:
+                for part, size in zip(parts, sizes):
+                    rows = pa.array(range(offset, offset + size), pa.int64())
+                    offset += size
+                    table = _read_part(part, None).filter(pc.is_in(rows, value_set=keep))
+                    if table.num_rows:
+                        writer.write_table(table, row_group_size=ROW_GROUP)
+                    del table
+                    pa.default_memory_pool().release_unused()
+            commit_tmp(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk must not also keep the half-written copy
+            raise
         for part in parts:
             part.unlink()
         log.info("compacted %d part files into %s", len(parts), target.name)

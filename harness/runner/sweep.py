@@ -260,7 +260,10 @@ class _Writer:
     async def flush_every(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            self._store.flush()
+            try:
+                self._store.flush()
+            except OSError:  # the disk refused: the next append (or drain) raises it where it is handled
+                return
 
     async def drain(self) -> None:
         self._store.flush()
@@ -271,8 +274,20 @@ class _Writer:
 async def execute(
     job: SweepJob, endpoint: Endpoint, stats: Stats, *, config: EngineConfig | None = None, transport: Any = None
 ) -> None:
-    """Send this session's requests. Raises CancelledError when interrupted (rows kept)."""
-    config = config or engine_config(job)
+    """Send this session's requests. Raises CancelledError when interrupted (rows kept), and
+    StorageError (one line) when the disk refuses a write."""
+    try:
+        await _execute(job, endpoint, stats, config or engine_config(job), transport)
+    except BaseExceptionGroup as group:
+        refused = _first_oserror(group)
+        if refused is None:
+            raise
+        raise storage_error(refused, job.run_dir) from None
+    except OSError as exc:
+        raise storage_error(exc, job.run_dir) from None
+
+
+async def _execute(job: SweepJob, endpoint: Endpoint, stats: Stats, config: EngineConfig, transport: Any) -> None:
     updated = job.manifest.with_target(endpoint.base_url, endpoint.model)
     if updated.target != job.manifest.target:
         job.manifest = updated
@@ -295,11 +310,6 @@ async def execute(
         flusher = asyncio.create_task(writer.flush_every(0.2))
         try:
             await engine.run(job.plans())
-        except BaseExceptionGroup as group:
-            refused = _first_oserror(group)
-            if refused is None:
-                raise
-            raise storage_error(refused, job.run_dir) from None
         finally:
             flusher.cancel()
             await writer.drain()
