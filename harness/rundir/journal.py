@@ -162,24 +162,21 @@ def _fast(data: bytes) -> pa.Table | None:
         read = pajson.ReadOptions(block_size=min(len(data) + 1, 2**31 - 1), use_threads=False)
         table = pajson.read_json(io.BytesIO(data), read_options=read, parse_options=options)
         table = table.select(SCHEMA.names).cast(SCHEMA)
+        table.validate(full=True)  # Arrow's JSON reader lets invalid UTF-8 through; this catches it
     except (pa.ArrowException, ValueError, OverflowError):
         return None
     return None if any(table.column(k).null_count for k in _REQUIRED) else table
 
 
-def read_segment_rows(data: bytes, name: str = "journal") -> JournalRead:
-    """Every complete row of journal bytes; torn or invalid lines skipped and reported."""
-    end = data.rfind(b"\n") + 1
-    if not data[end:].strip():  # the usual case: no torn tail
-        fast = _fast(data[:end])
-        if fast is not None:
-            return JournalRead(table=fast)
+_CHUNK_LINES = 256
+
+
+def _slow(lines: list[tuple[int, bytes]]) -> tuple[pa.Table, list[int]]:
+    """Line by line: every row that parses and fits; the numbers of the lines that do not."""
     rows: list[dict[str, Any]] = []
     numbers: list[int] = []
     torn: list[int] = []
-    for number, line in enumerate(data.split(b"\n"), 1):
-        if not line.strip():
-            continue
+    for number, line in lines:
         row = _parse_line(line)
         if row is None:
             torn.append(number)
@@ -187,12 +184,43 @@ def read_segment_rows(data: bytes, name: str = "journal") -> JournalRead:
             rows.append(row)
             numbers.append(number)
     table, bad = _table(rows)
-    torn = sorted(torn + [numbers[i] for i in bad])
-    tail_only = torn == [number] and not data.endswith(b"\n")  # the usual mark of a kill -9
+    return table, sorted(torn + [numbers[i] for i in bad])
+
+
+def read_segment_rows(data: bytes, name: str = "journal") -> JournalRead:
+    """Every complete row of journal bytes; torn or invalid lines skipped and reported.
+
+    Arrow's reader takes the segment (or, when some line is bad, each chunk of 256 lines) as one
+    block, so no line is too long for it; only a chunk it refuses is parsed line by line.
+    """
+    end = data.rfind(b"\n") + 1
+    tail_number = data.count(b"\n", 0, end) + 1
+    tail, torn = None, []
+    if data[end:].strip():  # a kill -9 tears the last line (kept if it happens to be whole)
+        tail, torn = _slow([(tail_number, data[end:])])
+    fast = _fast(data[:end])
+    if fast is not None:
+        tables = [fast]
+    else:
+        lines = [(n, line) for n, line in enumerate(data[:end].split(b"\n"), 1) if line.strip()]
+        tables = []
+        for start in range(0, len(lines), _CHUNK_LINES):
+            chunk = lines[start : start + _CHUNK_LINES]
+            table = _fast(b"\n".join(line for _, line in chunk) + b"\n")
+            if table is None:
+                table, bad = _slow(chunk)
+                torn += bad
+            tables.append(table)
+    if tail is not None and tail.num_rows:
+        tables.append(tail)
+    torn.sort()
     if torn:
-        (log.info if tail_only else log.warning)("journal %s: %d torn or invalid line(s) skipped (first: line %d); "
-                    "those requests are sent again on resume", name, len(torn), torn[0])
-    return JournalRead(table=table, torn=torn)
+        tail_only = torn == [tail_number]
+        (log.info if tail_only else log.warning)(
+            "journal %s: %d torn or invalid line(s) skipped (first: line %d); "
+            "those requests are sent again on resume", name, len(torn), torn[0])
+    table = pa.concat_tables(tables) if len(tables) != 1 else tables[0]
+    return JournalRead(table=table if tables else SCHEMA.empty_table(), torn=torn)
 
 
 def read_segment(path: Path) -> pa.Table:
