@@ -11,12 +11,12 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import UsageError
-from harness.progress import RunProgress
-from harness.runner.engine import Stats
-from harness.runner.session import RunResult, prepare_resume, prepare_run, run_job
-from harness.runner.sweep import SweepJob, parse_shard
+
+if TYPE_CHECKING:  # imported when a run starts: `harness --version` must not pay for them
+    from harness.runner.sweep import SweepJob
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> SweepJob:
+    from harness.runner.session import prepare_resume, prepare_run
+    from harness.runner.sweep import parse_shard
+
     if args.resume:
         if args.spec:
             raise UsageError("give either SPEC or --resume RUN_DIR, not both", key="--resume")
@@ -97,12 +100,16 @@ def _started(job: SweepJob, quiet: bool) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from harness.progress import RunProgress
+    from harness.runner.engine import Stats
+    from harness.runner.session import run_job
+
     _check_report_out(args.report)
     job = _prepare(args)
     _started(job, args.quiet)
     stats = Stats(total=job.pending)
     with RunProgress(stats, quiet=args.quiet):
-        result: RunResult = run_job(job, stats=stats)
+        result = run_job(job, stats=stats)
     if result.interrupted:
         print(f"harness: interrupted; rows kept in {job.run_dir}; finish with: {job.resume_command}", file=sys.stderr)
     elif args.report is not None:
