@@ -158,6 +158,7 @@ def test_a_bricked_journal_resumes_to_one_row_per_request(bricked_run: tuple[Pat
 GOOD = [encode_row(row(f"r{i}", content="x" * (i * 37 % 300))) for i in range(12)]
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     cuts=st.lists(st.tuples(st.integers(0, 10_000), st.binary(max_size=40)), max_size=6),

@@ -135,6 +135,7 @@ def test_a_foreign_file_in_results_is_refused_by_name(tmp_path: Path) -> None:
         prepare_resume(run.run_dir)
 
 
+@pytest.mark.slow
 def test_rows_still_in_the_journal_are_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = write_spec(tmp_path)
     run = run_sweep(spec, out=tmp_path / "runs", transport=Recorder().transport(), check_endpoint=False)
@@ -211,7 +212,7 @@ def fn(content, reference, row):
 '''
 
 
-@pytest.mark.parametrize("command", ["summarize", "report", "compare"])
+@pytest.mark.parametrize("command", ["summarize", pytest.param("report", marks=pytest.mark.slow), "compare"])
 def test_analysis_never_imports_a_scorer_named_by_a_run_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:

@@ -195,7 +195,8 @@ def read_segment_rows(data: bytes, name: str = "journal") -> JournalRead:
     """
     end = data.rfind(b"\n") + 1
     tail_number = data.count(b"\n", 0, end) + 1
-    tail, torn = None, []
+    tail: pa.Table | None = None
+    torn: list[int] = []
     if data[end:].strip():  # a kill -9 tears the last line (kept if it happens to be whole)
         tail, torn = _slow([(tail_number, data[end:])])
     fast = _fast(data[:end])

@@ -137,7 +137,8 @@ def read_table(run_dir: str | Path, columns: list[str] | None = None) -> pa.Tabl
 
 def read_results(run_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
     """`read_table` as a pandas DataFrame (an empty frame with the schema's columns if no rows)."""
-    return read_table(run_dir, columns).to_pandas()
+    frame: pd.DataFrame = read_table(run_dir, columns).to_pandas()
+    return frame
 
 
 def load_run(run_dir: str | Path) -> Run:

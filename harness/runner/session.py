@@ -153,8 +153,9 @@ async def run_job_async(
     except BaseException:
         _finish_quietly(job, None)
         raise
-    job.result = _finish(job, "completed")
-    return job.result
+    result = _finish(job, "completed")
+    job.result = result
+    return result
 
 
 def _finish_quietly(job: SweepJob, reason: str | None) -> None:
@@ -171,7 +172,7 @@ def _loop_runner() -> Callable[[Coroutine[Any, Any, _T]], _T]:
         import uvloop
     except ImportError:
         return asyncio.run
-    return uvloop.run  # type: ignore[no-any-return]
+    return uvloop.run
 
 
 def run_job(
@@ -196,9 +197,9 @@ def run_job(
     try:
         return _loop_runner()(main())
     except (KeyboardInterrupt, asyncio.CancelledError):
-        if job.result is None:
-            job.result = _finish(job, "interrupted", "cancelled")
-        return job.result
+        result = job.result if job.result is not None else _finish(job, "interrupted", "cancelled")
+        job.result = result
+        return result
 
 
 def run_sweep(spec: SweepSpec | str | Path, *, out: str | Path = "runs", shard: Shard | tuple[int, int] | None = None,

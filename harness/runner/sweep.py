@@ -21,7 +21,7 @@ import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from harness.client import ChatClient, ClientConfig
@@ -46,6 +46,9 @@ from harness.rundir.store import RowCounts, RunStore
 from harness.runner.engine import Engine, EngineConfig, Stats
 from harness.spec import SweepSpec
 
+if TYPE_CHECKING:
+    from harness.runner.session import RunResult
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -69,7 +72,7 @@ class SweepJob:
     overrides: dict[str, Any]
     _select: Callable[[], Iterator[RequestPlan]]
     _lock: RunLock | None = None
-    result: Any = None  # the session's RunResult once finished (harness.runner.session)
+    result: RunResult | None = None  # how the session ended, once it has (harness.runner.session)
 
     def plans(self) -> Iterator[RequestPlan]:
         """The requests to send, lazily, in plan order."""
