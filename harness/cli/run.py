@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from harness.errors import UsageError
 
 if TYPE_CHECKING:  # imported when a run starts: `harness --version` must not pay for them
+    from harness.runner.session import Hook
     from harness.runner.sweep import SweepJob
 
 
@@ -94,6 +95,11 @@ def _check_report_out(report: str | None) -> None:
         raise UsageError(f"{report} is a file; give a folder for the report", key="--report")
 
 
+def _before_first_request(args: argparse.Namespace) -> Hook | None:
+    """Checks run once the target is open, before the first request (e.g. a preflight); none yet."""
+    return None
+
+
 def _started(job: SweepJob, quiet: bool) -> None:
     if not quiet:
         print(f"harness: run directory {job.run_dir} (if stopped, finish with: {job.resume_command})", file=sys.stderr)
@@ -109,7 +115,7 @@ def handle(args: argparse.Namespace) -> int:
     _started(job, args.quiet)
     stats = Stats(total=job.pending)
     with RunProgress(stats, quiet=args.quiet):
-        result = run_job(job, stats=stats)
+        result = run_job(job, stats=stats, before_first_request=_before_first_request(args))
     if result.interrupted:
         print(f"harness: interrupted; rows kept in {job.run_dir}; finish with: {job.resume_command}", file=sys.stderr)
     elif args.report is not None:

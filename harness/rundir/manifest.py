@@ -65,11 +65,12 @@ class Counts(_Frozen):
 
 
 class TargetInfo(_Frozen):
-    """Where the run sent (the URL redacted)."""
+    """Where the run sent (the URL redacted) and how the server spells the fields (`dialect`)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
     base_url: str | None = None
     model: str | None = None
+    dialect: str | None = None
 
 
 class Manifest(BaseModel):
@@ -113,7 +114,11 @@ class Manifest(BaseModel):
         from harness.rundir.redact import redact_url
 
         url = redact_url(base_url) if base_url else None
-        return self.model_copy(update={"target": TargetInfo(base_url=url, model=model)})
+        return self.model_copy(update={"target": self.target.model_copy(update={"base_url": url, "model": model})})
+
+    def with_dialect(self, dialect: str) -> Manifest:
+        """The same run, recording the dialect the server was spoken to in."""
+        return self.model_copy(update={"target": self.target.model_copy(update={"dialect": dialect})})
 
     def to_json(self) -> bytes:
         """The file's bytes (sorted keys, indented, newline-terminated)."""
