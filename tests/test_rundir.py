@@ -121,6 +121,17 @@ def test_the_key_never_enters_what_is_written(tmp_path: Path, monkeypatch: pytes
         prepare_resume(run.run_dir)
 
 
+def test_a_key_interpolated_anywhere_is_not_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LONG_KEY", "sk-0123456789abcdef")
+    spec = write_spec(tmp_path, target={"base_url": "http://127.0.0.1:9/${LONG_KEY}/v1", "model": "m",
+                                        "api_key_env": "LONG_KEY"})
+    run = run_sweep(spec, out=tmp_path / "runs", transport=Recorder().transport(), check_endpoint=False)
+    manifest = read_manifest(run.run_dir)
+    assert manifest.spec["target"]["base_url"] == "***" and manifest.redacted == ["target.base_url"]
+    assert b"0123456789abcdef" not in (run.run_dir / "manifest.json").read_bytes()
+    assert manifest.target.base_url != "http://127.0.0.1:9/sk-0123456789abcdef/v1"
+
+
 def test_a_foreign_file_in_results_is_refused_by_name(tmp_path: Path) -> None:
     spec = write_spec(tmp_path)
     run = run_sweep(spec, out=tmp_path / "runs", transport=Recorder().transport(), check_endpoint=False)

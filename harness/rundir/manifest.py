@@ -114,6 +114,9 @@ class Manifest(BaseModel):
         from harness.rundir.redact import redact_url
 
         url = redact_url(base_url) if base_url else None
+        stored = self.spec.get("target")
+        if url and isinstance(stored, dict) and stored.get("base_url") == "***":  # it held the key itself
+            url = "***"
         return self.model_copy(update={"target": self.target.model_copy(update={"base_url": url, "model": model})})
 
     def with_dialect(self, dialect: str) -> Manifest:
@@ -166,14 +169,17 @@ def new_manifest(
     shard: Shard | None,
     limit: int | None,
     overrides: dict[str, Any],
+    secrets: tuple[str, ...] = (),
 ) -> Manifest:
-    """The manifest of a run about to start; the spec is stored resolved and redacted."""
+    """The manifest of a run about to start; the spec is stored resolved and redacted.
+
+    `secrets` (the API key): a field whose value contains one is stored as `***`."""
     from harness import __version__
     from harness.records import SCHEMA_VERSION
     from harness.rundir.redact import redact_spec
     from harness.spec import spec_hash
 
-    stored, redacted = redact_spec(spec.resolved_dict())
+    stored, redacted = redact_spec(spec.resolved_dict(), secrets)
     return Manifest(
         run_id=run_id,
         harness_version=__version__,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -100,13 +101,15 @@ def prepare_run(
     """Validate, check the key and the endpoint (before any folder is made), create the run directory."""
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
+    env_key = os.environ.get(spec.target.api_key_env or "") if spec.target.api_key_env else None
     if check_endpoint:
         key = api_key_for(spec)
         if spec.target.base_url:
             check_reachable(spec.target.base_url, source=spec.source)
             if key:
                 _check_key(spec, key)
-    return new_job(spec, out=Path(out), shard=as_shard(shard), limit=limit, overrides=_overrides(concurrency, rps))
+    return new_job(spec, out=Path(out), shard=as_shard(shard), limit=limit, overrides=_overrides(concurrency, rps),
+                   secrets=(env_key,) if env_key else ())
 
 
 def prepare_resume(

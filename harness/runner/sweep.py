@@ -138,8 +138,9 @@ def new_job(
     shard: Shard | tuple[int, int] | None = None,
     limit: int | None = None,
     overrides: dict[str, Any] | None = None,
+    secrets: tuple[str, ...] = (),
 ) -> SweepJob:
-    """Create a fresh run directory inside `out` for `spec`."""
+    """Create a fresh run directory inside `out` for `spec` (`secrets`: values never to store)."""
     shard = as_shard(shard)
     select = _selection(spec, shard, limit)
     total = sum(1 for _ in select())
@@ -153,7 +154,7 @@ def new_job(
     lock = RunLock(run_dir)
     try:
         manifest = new_manifest(run_id=run_id, spec=spec, requests=total, shard=shard, limit=limit,
-                                overrides=dict(overrides or {}))
+                                overrides=dict(overrides or {}), secrets=secrets)
         write_manifest(run_dir, manifest)
         store = RunStore(run_dir)
     except OSError as exc:
