@@ -245,3 +245,21 @@ def test_analysis_never_imports_a_scorer_named_by_a_run_directory(
     assert not marker.exists() and module not in sys.modules
     assert main([*args, "--allow-scorer", f"{module}:fn"]) == 0
     assert marker.exists()
+
+
+def test_resume_in_a_read_only_run_directory_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path)
+    run = run_sweep(spec, out=tmp_path / "runs", transport=Recorder().transport(), check_endpoint=False)
+    forget_rows(run.run_dir, keep=10)
+    before = (run.run_dir / "manifest.json").read_bytes()
+
+    def refuse(path: Path, data: bytes) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("harness.rundir.manifest.write_bytes_atomic", refuse)
+    assert main(["run", "--resume", str(run.run_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "read-only file system" in err and len(err.strip().splitlines()) == 1
+    assert (run.run_dir / "manifest.json").read_bytes() == before and len(read_results(run.run_dir)) == 10
