@@ -14,7 +14,22 @@ Names are imported lazily so `import harness.rundir` stays cheap (no pyarrow unt
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.rundir.layout import JOURNAL, MANIFEST, RESULTS
+    from harness.rundir.lock import RunLock
+    from harness.rundir.manifest import Counts, Manifest, Shard, Status, read_manifest, write_manifest
+    from harness.rundir.results import (
+        Run,
+        check_required_columns,
+        load_run,
+        part_files,
+        read_results,
+        read_table,
+        result_files,
+    )
+    from harness.rundir.store import RowCounts, RunStore
 
 _EXPORTS = {
     "MANIFEST": "layout",
