@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from harness.rundir.layout import JOURNAL, MANIFEST, RESULTS
     from harness.rundir.lock import RunLock
-    from harness.rundir.manifest import Counts, Manifest, Shard, Status, read_manifest, write_manifest
+    from harness.rundir.manifest import (
+        Counts,
+        Manifest,
+        Shard,
+        Status,
+        read_manifest,
+        write_manifest,
+    )
     from harness.rundir.results import (
         Run,
         check_required_columns,
