@@ -96,7 +96,12 @@ def journal_segments(run_dir: str | Path) -> list[Path]:
 
 def journal_table(run_dir: str | Path) -> pa.Table:
     """The rows of the unsealed journal (torn lines skipped), read only — nothing is written."""
-    tables = [read_segment(seg) for seg in journal_segments(run_dir)]
+    tables = []
+    for segment in journal_segments(run_dir):
+        try:
+            tables.append(read_segment(segment))
+        except FileNotFoundError:  # sealed by the running process since it was listed
+            log.info("%s was sealed while being read; run again to see its rows", segment)
     return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 
 
