@@ -263,3 +263,16 @@ def test_resume_in_a_read_only_run_directory_is_one_line(
     err = capsys.readouterr().err
     assert "read-only file system" in err and len(err.strip().splitlines()) == 1
     assert (run.run_dir / "manifest.json").read_bytes() == before and len(read_results(run.run_dir)) == 10
+
+
+def test_a_version_1_manifest_with_a_masked_header_is_not_resumed_with_stars(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path)
+    run = run_sweep(spec, out=tmp_path / "runs", transport=Recorder().transport(), check_endpoint=False)
+    forget_rows(run.run_dir, keep=10)
+    raw = json.loads((run.run_dir / "manifest.json").read_text())
+    for key in ("manifest_version", "redacted"):
+        raw.pop(key)
+    raw["spec"]["target"]["headers"] = {"X-Api-Key": "***"}  # what version 1 wrote for a secret header
+    (run.run_dir / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(RunDirError, match=r"spec.target.headers.X-Api-Key: was stored redacted"):
+        prepare_resume(run.run_dir)

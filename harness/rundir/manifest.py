@@ -133,12 +133,24 @@ class Manifest(BaseModel):
         from harness.spec import parse_spec
 
         where = str(Path(run_dir) / MANIFEST)
-        if self.redacted:
+        redacted = self.redacted or _masked_target_fields(self.spec)  # version 1 did not list them
+        if redacted:
             raise RunDirError(
                 "was stored redacted (it held a secret), so this run cannot be resumed; run the spec again",
-                file=where, key=f"spec.{self.redacted[0]}",
+                file=where, key=f"spec.{redacted[0]}",
             )
         return parse_spec(_literal_dollars(self.spec), source=where, base_dir=Path(run_dir))
+
+
+def _masked_target_fields(spec: dict[str, Any]) -> list[str]:
+    """Target fields a version-1 manifest stored as `***` (resuming would send `***`)."""
+    target = spec.get("target")
+    if not isinstance(target, dict):
+        return []
+    headers = target.get("headers")
+    found = [f"target.headers.{k}" for k, v in headers.items() if v == "***"] if isinstance(headers, dict) else []
+    url = target.get("base_url")
+    return (["target.base_url"] if isinstance(url, str) and "***" in url else []) + found
 
 
 def _literal_dollars(data: Any) -> Any:
