@@ -276,3 +276,20 @@ def test_a_version_1_manifest_with_a_masked_header_is_not_resumed_with_stars(tmp
     (run.run_dir / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(RunDirError, match=r"spec.target.headers.X-Api-Key: was stored redacted"):
         prepare_resume(run.run_dir)
+
+
+def test_resume_does_not_import_a_scorer_named_by_the_run_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = write_spec(tmp_path)
+    run = run_sweep(spec, out=tmp_path / "runs", transport=Recorder().transport(), check_endpoint=False)
+    forget_rows(run.run_dir, keep=10)
+    marker = tmp_path / "evil_resume.marker"
+    (tmp_path / "evil_resume.py").write_text(EVIL.format(marker=marker))
+    raw = json.loads((run.run_dir / "manifest.json").read_text())
+    raw["spec"]["scoring"] = ["evil_resume:fn"]
+    (run.run_dir / "manifest.json").write_text(json.dumps(raw))
+    monkeypatch.chdir(tmp_path)
+    result = run_job(prepare_resume(run.run_dir), transport=Recorder().transport())
+    assert result.exit_code == 0 and not marker.exists() and "evil_resume" not in sys.modules
+    assert read_manifest(run.run_dir).spec["scoring"] == ["evil_resume:fn"]  # kept as stored

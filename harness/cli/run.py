@@ -81,11 +81,21 @@ def _prepare(args: argparse.Namespace) -> SweepJob:
                        concurrency=args.concurrency, rps=args.rps)
 
 
-def _write_report(run_dir: Path, out: str, *, quiet: bool) -> None:
-    """`--report`: the run's report (default inside the run directory); its path goes to stderr."""
-    from harness.report import build_report
+def _custom_scorers(job: SweepJob, resumed: bool) -> tuple[str, ...]:
+    """The `module:function` scorers of the spec given on this command line (the user's own code);
+    none for --resume, whose spec comes from the run directory."""
+    if resumed:
+        return ()
+    items = [item if isinstance(item, str) else item.get("type") for item in job.spec.scoring]
+    return tuple(str(item) for item in items if isinstance(item, str) and ":" in item)
 
-    report = build_report([run_dir], Path(out) if out else run_dir / "report")
+
+def _write_report(job: SweepJob, out: str, *, quiet: bool, resumed: bool) -> None:
+    """`--report`: the run's report (default inside the run directory); its path goes to stderr."""
+    from harness.report import ReportOptions, build_report
+
+    options = ReportOptions(allow_scorers=_custom_scorers(job, resumed))
+    report = build_report([job.run_dir], Path(out) if out else job.run_dir / "report", options)
     if not quiet:
         print(f"report: {report.out_dir / 'index.html'}", file=sys.stderr)
 
@@ -119,7 +129,7 @@ def handle(args: argparse.Namespace) -> int:
     if result.interrupted:
         print(f"harness: interrupted; rows kept in {job.run_dir}; finish with: {job.resume_command}", file=sys.stderr)
     elif args.report is not None:
-        _write_report(job.run_dir, args.report, quiet=args.quiet)
+        _write_report(job, args.report, quiet=args.quiet, resumed=bool(args.resume))
     print(job.run_dir)
     return result.exit_code
 

@@ -139,7 +139,11 @@ class Manifest(BaseModel):
                 "was stored redacted (it held a secret), so this run cannot be resumed; run the spec again",
                 file=where, key=f"spec.{redacted[0]}",
             )
-        return parse_spec(_literal_dollars(self.spec), source=where, base_dir=Path(run_dir))
+        # validated without `scoring`: a custom scorer named here must not be imported (it is
+        # someone's code, and a run does not score); the list is kept as stored
+        data = {k: v for k, v in _literal_dollars(self.spec).items() if k != "scoring"}
+        spec = parse_spec(data, source=where, base_dir=Path(run_dir))
+        return spec.model_copy(update={"scoring": list(self.spec.get("scoring") or [])})
 
 
 def _masked_target_fields(spec: dict[str, Any]) -> list[str]:
