@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--metric", action="append", metavar="M", dest="metrics",
                         help="a summary column to draw (repeatable; default: scorers, error rate, latency, "
                         "diversity, entropy)")
-    parser.add_argument("--samples", type=int, default=5, metavar="N", help="sample outputs per cell (default 5)")
+    parser.add_argument("--samples", type=int, default=6, metavar="N", help="sample outputs per cell: prompts × up to 3 repeats (default 6)")
     parser.add_argument("--scoring", nargs="+", metavar="ITEM", help="re-score with these scorers (as in summarize)")
     parser.add_argument("--allow-scorer", action="append", default=[], metavar="MODULE:FUNCTION",
                         help="run this custom scorer named by the run's manifest (imports its code; repeatable)")

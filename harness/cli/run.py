@@ -9,50 +9,28 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.cli.flags import count_flag, runner_flag, shard_flag
 from harness.errors import UsageError
+from harness.grid import DEFAULT_MAX_POINTS
 
 if TYPE_CHECKING:  # imported when a run starts: `harness --version` must not pay for them
     from harness.runner.session import Hook
     from harness.runner.sweep import SweepJob
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number ≥ minimum."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is not >= {minimum}")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a number > 0")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a sweep (or finish one with --resume)")
     p.add_argument("spec", nargs="?", help="the sweep spec (YAML)")
     p.add_argument("--out", default="runs", metavar="DIR", help="folder for the new run directory (default runs/)")
-    p.add_argument("--concurrency", type=_int_at_least(1), metavar="N", help="requests in flight (overrides runner.concurrency)")
-    p.add_argument("--rps", type=_positive_float, metavar="X", help="requests per second limit (overrides runner.rps)")
-    p.add_argument("--limit", type=_int_at_least(0), metavar="N", help="run only the first N requests of the plan")
-    p.add_argument("--shard", metavar="K/N", help="run only shard K of N (a deterministic slice of the request ids)")
+    p.add_argument("--concurrency", type=runner_flag("concurrency"), metavar="N", help="requests in flight (overrides runner.concurrency)")
+    p.add_argument("--rps", type=runner_flag("rps"), metavar="X", help="requests per second limit (overrides runner.rps)")
+    p.add_argument("--max-points", type=count_flag("--max-points", 1, 10**12), default=DEFAULT_MAX_POINTS, metavar="N",
+                   help=f"refuse grids larger than N points (default {DEFAULT_MAX_POINTS:,})")
+    p.add_argument("--limit", type=count_flag("--limit", 0, 2**62), metavar="N", help="run only the first N requests of the plan")
+    p.add_argument("--shard", type=shard_flag, metavar="K/N", help="run only shard K of N (a deterministic slice of the request ids)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row")
     p.add_argument("--retry-errors", action="store_true", help="with --resume: send the error rows again and replace them")
@@ -78,7 +56,7 @@ def _prepare(args: argparse.Namespace) -> SweepJob:
         raise UsageError("only with --resume RUN_DIR", key="--retry-errors")
     shard = parse_shard(args.shard) if args.shard else None
     return prepare_run(args.spec, out=args.out, shard=shard, limit=args.limit,
-                       concurrency=args.concurrency, rps=args.rps)
+                       concurrency=args.concurrency, rps=args.rps, max_points=args.max_points)
 
 
 def _custom_scorers(job: SweepJob, resumed: bool) -> tuple[str, ...]:

@@ -1,8 +1,7 @@
 """Secrets are removed from structures before anything is written — never replaced in text afterwards.
 
-- URL: the userinfo (`user:pass@`) and every query value become `***` (`?key=***`).
-- Headers: a header whose name suggests a secret (auth, key, token, secret, password, cookie,
-  session, signature, credential) is `***`; the names in `SAFE_HEADERS` are kept.
+- URL and headers: `harness.redact` (userinfo and query values `***`; a header whose name
+  suggests a secret is `***` unless allow-listed).
 - Any other field whose value contains the API key itself (say a key interpolated into the
   path of `base_url`) is `***` as a whole — the field, never a substring of other text. Keys
   shorter than `MIN_SECRET_LEN` are placeholders (`ollama`, `x`), not searched for: a field
@@ -11,42 +10,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-MASK = "***"
+from harness.redact import REDACTED as MASK
+from harness.redact import SAFE_HEADERS, header_is_public, redact_headers, redact_url
+
 MIN_SECRET_LEN = 8
-_SECRET_NAME = re.compile(r"auth|key|token|secret|passw|cookie|session|signature|credential|bearer", re.IGNORECASE)
-SAFE_HEADERS = frozenset({"accept", "accept-language", "content-type", "user-agent", "openai-organization",
-                          "openai-project", "http-referer", "x-title", "anthropic-version", "api-version"})
-
-
-def redact_url(url: str) -> str:
-    """`url` with userinfo and query values replaced by `***` (unchanged when it has neither)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return MASK
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(name, MASK) for name, _ in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def secret_header(name: str) -> bool:
     """Whether a header's value must never be written (by its name)."""
-    return name.lower() not in SAFE_HEADERS and bool(_SECRET_NAME.search(name))
-
-
-def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Headers with every secret-looking value replaced by `***`."""
-    return {name: MASK if secret_header(name) else value for name, value in headers.items()}
+    return not header_is_public(name)
 
 
 def _hide_secrets(data: Any, secrets: tuple[str, ...], path: str, found: list[str]) -> Any:

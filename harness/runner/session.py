@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.errors import TargetError
+from harness.grid import DEFAULT_MAX_POINTS, check_size
 from harness.rundir.layout import MANIFEST, StorageError
 from harness.rundir.manifest import Manifest, Shard, Status
 from harness.rundir.store import RowCounts
@@ -97,10 +98,12 @@ def prepare_run(
     concurrency: int | None = None,
     rps: float | None = None,
     check_endpoint: bool = True,
+    max_points: int = DEFAULT_MAX_POINTS,
 ) -> SweepJob:
-    """Validate, check the key and the endpoint (before any folder is made), create the run directory."""
+    """Validate, check the size, the key and the endpoint (before any folder is made), create the run directory."""
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
+    check_size(spec.sweep, max_points, source=spec.source)
     env_key = os.environ.get(spec.target.api_key_env or "") if spec.target.api_key_env else None
     if check_endpoint:
         key = api_key_for(spec)

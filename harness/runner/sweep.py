@@ -44,7 +44,7 @@ from harness.rundir.manifest import (
 )
 from harness.rundir.store import RowCounts, RunStore
 from harness.runner.engine import Engine, EngineConfig, Stats
-from harness.spec import SweepSpec
+from harness.spec import SweepSpec, check_api_key
 
 if TYPE_CHECKING:
     from harness.runner.session import RunResult
@@ -203,7 +203,7 @@ def api_key_for(spec: SweepSpec, env: Mapping[str, str] | None = None) -> str | 
         raise TargetError(
             f"environment variable {name} is not set (named by api_key_env)", file=spec.source, key="target.api_key_env"
         )
-    return key
+    return check_api_key(key, env_name=name, source=spec.source)
 
 
 def check_reachable(base_url: str, *, source: str | None = None, timeout_s: float = 5.0) -> None:
