@@ -28,7 +28,7 @@ from harness.localmodel.gguf import INSTALL_HINT
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SLOTS = 4  # sequences decoded together; the local target's default concurrency
+DEFAULT_SLOTS = 1  # sequences decoded together: 1 keeps seeded samples reproducible (docs/local-model.md)
 DEFAULT_SLOT_CTX = 2048  # tokens of context per slot (the KV cache holds slots × this)
 DEFAULT_CACHE_RAM_MIB = 256  # cap on the host-RAM prompt cache (llama.cpp's default is 8 GiB)
 
