@@ -69,6 +69,7 @@ class NGramModel:
         sequences += [([BOS, *encode(q), ASSISTANT, *encode(a), EOS], w) for q, a, w in pairs]
         self._tables = _count_contexts(sequences, order)
         self._unigram = _unigram(sequences, self.vocab_size)
+        self._unigram32 = self._unigram.astype(np.float32)
         paragraphs = prose_paragraphs()
         self._retriever = Retriever(paragraphs)
         self._paragraphs = paragraphs
@@ -172,7 +173,7 @@ class NGramModel:
         weight = 0.0
         if topic is not None and matched is not None:
             weight = _TOPIC_WEIGHT[len(matched)] * topic[1]
-        probs = self._unigram * (floor * (1.0 - weight))
+        probs = self._unigram32 * np.float32(floor * (1.0 - weight))  # float32: half the memory traffic
         for ids, values in terms:
             probs[ids] += values * (1.0 - weight) if weight else values
         if weight and topic is not None and matched is not None:
@@ -180,9 +181,9 @@ class NGramModel:
                 probs[ids] += values * weight
         if first:  # an answer is never empty
             probs[EOS] = 0.0
-            probs /= probs.sum()
+            probs /= probs.sum(dtype=np.float64)
         with np.errstate(divide="ignore"):
-            logits: np.ndarray = np.log(probs).astype(np.float32)
+            logits: np.ndarray = np.log(probs, out=probs)
         logits.flags.writeable = False
         return logits
 
