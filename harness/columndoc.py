@@ -76,10 +76,10 @@ def render() -> str:
         "     (harness/records.py) and the parameter registry (harness/parameters.py). Do not edit by",
         "     hand: tests/test_docs.py fails when this file and the code differ. -->",
         "",
-        f"One row per planned request, ok or error, in `RUN_DIR/results/*.parquet` (row schema version "
+        (f"One row per planned request, ok or error, in `RUN_DIR/results/*.parquet` (row schema version "
         f"{SCHEMA_VERSION}, stored in the Parquet metadata as `harness_schema_version`). The schema is "
         "explicit, never inferred: an all-null column keeps its type. Columns up to `reference` are the "
-        "contract (DESIGN.md); the ones after it are extras that never change the meaning of the others.",
+        "contract (DESIGN.md); the ones after it are extras that never change the meaning of the others."),
         "",
         "| column | type | null? | meaning |",
         "|---|---|---|---|",
@@ -94,8 +94,8 @@ def render() -> str:
     lines += [
         "",
         "Read them with `pandas.read_parquet(\"RUN_DIR/results\")` or DuckDB's",
-        "`read_parquet('RUN_DIR/results/*.parquet')`; the layout around them: "
-        "[run-directory.md](run-directory.md).",
+        ("`read_parquet('RUN_DIR/results/*.parquet')`; the layout around them: "
+        "[run-directory.md](run-directory.md)."),
         "",
     ]
     return "\n".join(lines)

@@ -46,7 +46,8 @@ class Block:
 
     @property
     def name(self) -> str:
-        return f"{self.path.relative_to(REPO)}:{self.line}"
+        path = self.path.relative_to(REPO) if self.path.is_relative_to(REPO) else self.path
+        return f"{path}:{self.line}"
 
 
 def parse_blocks(path: Path) -> list[Block]:
@@ -175,7 +176,7 @@ def test_readme_test_command_is_what_ci_runs() -> None:
 def test_readme_command_table_lists_every_command() -> None:
     out = subprocess.run([sys.executable, "-m", "harness", "--help"], capture_output=True, text=True,
                          check=True, env=dict(os.environ, PYTHONPATH=str(REPO))).stdout
-    commands = re.findall(r"^    (\w+)\s", out, flags=re.M)
+    commands = re.findall(r"^    (\w+)\s", out, flags=re.MULTILINE)
     assert "run" in commands and "serve" in commands
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for command in commands:
@@ -184,7 +185,7 @@ def test_readme_command_table_lists_every_command() -> None:
 
 def test_relative_links_resolve() -> None:
     for path in DOCS:
-        text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+        text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.DOTALL)
         for target in re.findall(r"\]\(([^)\s]+)\)", text):
             if re.match(r"^[a-z]+:", target) or target.startswith("#"):
                 continue
