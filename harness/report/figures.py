@@ -153,15 +153,21 @@ def _draw_lines(ax: Any, part: pd.DataFrame, params: list[str], x: str, metric: 
     return note
 
 
-def _x_ticks(ax: Any, x: str, xs: list[Any], pos: np.ndarray, panel_px: float = 250.0) -> None:
-    """At most ~6 tick labels; long ones (target or model names) shortened and slanted so that
-    no two overlap."""
+def _tick_labels(x: str, xs: list[Any], panel_px: float = 250.0) -> tuple[int, list[str], bool]:
+    """(step, labels shown, slanted): at most ~6 labels; long ones (target or model names)
+    shortened and slanted so that no two overlap."""
     labels = [fmt_param(x, v) for v in xs]
     step = max(1, math.ceil(len(xs) / 6))
     shown = labels[::step]
     room = panel_px / max(1, len(shown)) / 4.5  # characters that fit per label at 7 pt
     if max(len(lb) for lb in shown) > room:
-        shown = [_short(lb, 14) for lb in shown]
+        return step, [_short(lb, 14) for lb in shown], True
+    return step, shown, False
+
+
+def _x_ticks(ax: Any, pos: np.ndarray, ticks: tuple[int, list[str], bool]) -> None:
+    step, shown, slanted = ticks
+    if slanted:
         ax.set_xticks(pos[::step], shown, fontsize=6.5, rotation=30, ha="right", rotation_mode="anchor")
     else:
         ax.set_xticks(pos[::step], shown, fontsize=7)
@@ -181,10 +187,12 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
     ncols = min(per_row, len(metrics)) * len(runs)
     nrows = math.ceil(len(metrics) / max(1, ncols // len(runs)))
     legend_rows = math.ceil(min(MAX_LINES, max(1, part_lines(summary, params, x))) / 4)
-    margins = Margins(top=0.35 + (0.22 * legend_rows if part_lines(summary, params, x) > 1 else 0), bottom=0.6,
-                      hspace=0.55 if len(runs) == 1 else 0.7)
-    fig, axes = _grid(nrows, ncols, 2.55, 1.75, margins)
     xs = sorted_values(summary[x])
+    ticks = _tick_labels(x, xs)
+    slant = 0.45 if ticks[2] else 0.0
+    margins = Margins(top=0.35 + (0.22 * legend_rows if part_lines(summary, params, x) > 1 else 0),
+                      bottom=0.6 + slant, left=0.55 + slant, hspace=(0.55 if len(runs) == 1 else 0.7) + slant)
+    fig, axes = _grid(nrows, ncols, 2.55, 1.75, margins)
     pos, _ = _numeric_positions(xs)
     if len(pos) > 1 and not _evenly_readable(pos):
         pos = np.arange(len(xs), dtype=np.float64)
@@ -201,7 +209,7 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
                 ax.set_title(_short(metric.label, 34), fontsize=8)
             else:
                 ax.set_title(f"{_short(metric.label, 34)}\nrun {r_i + 1}: {_short(run, 30)}", fontsize=7.5)
-            _x_ticks(ax, x, xs, pos)
+            _x_ticks(ax, pos, ticks)
             ax.grid(alpha=0.3)
             panels.setdefault(metric.column, []).append(ax)
     for slot in range(len(metrics) * len(runs), nrows * ncols):
