@@ -80,9 +80,9 @@ def scorers_for(runs: Sequence[RunData], override: list[Any] | None = None) -> l
 
 def _run_info(run: RunData) -> dict[str, Any]:
     m = run.manifest
-    target: dict[str, Any] = m["target"] if isinstance(m.get("target"), dict) else {}
-    counts: dict[str, Any] = m["counts"] if isinstance(m.get("counts"), dict) else {}
-    models = list(run.rows["model"].dropna().unique()) if "model" in run.rows else []
+    target = m.get("target") if isinstance(m.get("target"), dict) else {}
+    counts = m.get("counts") if isinstance(m.get("counts"), dict) else {}
+    models = run.rows["model"].dropna().unique() if "model" in run.rows else []
     return {
         "label": run.label,
         "model": target.get("model") or (models[0] if len(models) else None),
