@@ -210,6 +210,9 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
             else:
                 ax.set_title(f"{_short(metric.label, 34)}\nrun {r_i + 1}: {_short(run, 30)}", fontsize=7.5)
             _x_ticks(ax, pos, ticks)
+            # tiny or huge values (seconds per token, perplexity) as short labels × 10^k
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
+            ax.yaxis.get_offset_text().set_fontsize(7)
             ax.grid(alpha=0.3)
             panels.setdefault(metric.column, []).append(ax)
     for slot in range(len(metrics) * len(runs), nrows * ncols):
