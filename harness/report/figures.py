@@ -200,19 +200,23 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
     colours: dict[str, str] = {}
     notes: set[str] = set()
     panels: dict[str, list[Any]] = {}
+    log_columns = {m.column for m in metrics if m.column in LOG_SCALE and _spans_decades(summary, m)}
     for k, metric in enumerate(metrics):
         for r_i, run in enumerate(runs):
             slot = k * len(runs) + r_i
             ax = axes[slot // ncols, slot % ncols]
             notes.add(_draw_lines(ax, summary[summary["run_id"] == run], params, x, metric, where, colours))
             if len(runs) == 1:
-                ax.set_title(_short(metric.label, 34), fontsize=8)
+                ax.set_title(_short(metric.label, 42), fontsize=8)
             else:
-                ax.set_title(f"{_short(metric.label, 34)}\nrun {r_i + 1}: {_short(run, 30)}", fontsize=7.5)
+                ax.set_title(f"{_short(metric.label, 42)}\nrun {r_i + 1}: {_short(run, 30)}", fontsize=7.5)
             _x_ticks(ax, pos, ticks)
-            # tiny or huge values (seconds per token, perplexity) as short labels × 10^k
-            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
-            ax.yaxis.get_offset_text().set_fontsize(7)
+            if metric.column in log_columns:
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_metric(v)))
+            else:  # tiny or huge values (seconds per token) as short labels × 10^k
+                ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
+                ax.yaxis.get_offset_text().set_fontsize(7)
             ax.grid(alpha=0.3)
             panels.setdefault(metric.column, []).append(ax)
     for slot in range(len(metrics) * len(runs), nrows * ncols):
@@ -220,7 +224,7 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
     pad = 0.05 * (float(pos.max() - pos.min()) or 1.0)
     for column, group_axes in panels.items():  # one x and y range per metric across runs
         low = min(a.get_ylim()[0] for a in group_axes)
-        if (summary[column].dropna() >= 0).all():  # a share or a count: no negative axis
+        if (summary[column].dropna() >= 0).all() and column not in log_columns:  # no negative axis
             low = max(low, 0.0)
         high = max(a.get_ylim()[1] for a in group_axes)
         for a in group_axes:
@@ -239,6 +243,17 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
     caption = (f"Each panel one metric against {x}; one line per setting of the other swept parameters{fixed}; "
                "shaded: 95% interval (prompt-clustered bootstrap). Same axes across runs.")
     return FigureFile(file_name("panels", x), f"metrics vs {x}", caption, _render(fig))
+
+
+LOG_SCALE = ("perplexity",)
+
+
+def _spans_decades(summary: pd.DataFrame, metric: Metric) -> bool:
+    """True when a positive metric's values (and intervals) span more than 30×: draw it on a log axis."""
+    cols = [c for c in (metric.column, metric.lo, metric.hi) if c and c in summary]
+    values = summary[cols].to_numpy(dtype=float).ravel()
+    values = values[np.isfinite(values)]
+    return bool(len(values)) and values.min() > 0 and values.max() / values.min() > 30
 
 
 def part_lines(summary: pd.DataFrame, params: list[str], x: str) -> int:
