@@ -241,7 +241,8 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
     fixed = "".join(n for n in notes if n)
     fig.supxlabel(axis_label(group) + fixed, fontsize=9, y=0.12 / fig.get_figheight())
     caption = (f"Each panel one metric against {x}; one line per setting of the other swept parameters{fixed}; "
-               "shaded: 95% interval (prompt-clustered bootstrap). Same axes across runs.")
+               "shaded: 95% interval (prompt-clustered bootstrap)."
+               + (" A metric's panels sit side by side, one per run, on the same axes." if len(runs) > 1 else ""))
     return FigureFile(file_name("panels", x), f"metrics vs {x}", caption, _render(fig))
 
 
