@@ -191,3 +191,23 @@ def test_relative_links_resolve() -> None:
                 continue
             file = (path.parent / target.split("#")[0]).resolve()
             assert file.exists(), f"{path.relative_to(REPO)}: link to missing {target}"
+
+
+PYTHON = [b for p in DOCS for b in parse_blocks(p) if b.lang == "python"]
+
+
+@pytest.mark.parametrize("block", PYTHON, ids=lambda b: b.name)
+def test_python_block_parses_and_names_exist(block: Block) -> None:
+    """Python examples are not run (they need runs and endpoints), but what they import must exist."""
+    import ast
+    import importlib
+
+    tree = ast.parse(block.code, filename=block.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "harness":
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{block.name}: {node.module} has no {alias.name}"
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "harness":
+            harness = importlib.import_module("harness")
+            assert hasattr(harness, node.attr), f"{block.name}: harness has no {node.attr}"
