@@ -16,7 +16,7 @@ from typing import NoReturn, Sequence
 from harness import __version__
 from harness.errors import HarnessError
 
-COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema")
+COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema", "probe")
 
 
 def _wanted(argv: Sequence[str] | None) -> tuple[str, ...]:

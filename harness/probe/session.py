@@ -1,0 +1,73 @@
+"""Runs every test against one endpoint and gathers the report.
+
+    report = run_probe(Endpoint(base_url, model, api_key), budget=160)
+    report.results["top_k"].verdict      # "honoured" | "ignored" | "rejected" | "inconclusive"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from harness.client import ChatClient, ClientConfig
+from harness.errors import TargetError
+from harness.probe.checks import Probe, gather_results
+from harness.probe.sender import BudgetSpent, Sender
+from harness.probe.verdicts import PARAMETERS, ParamResult, ProbeReport
+from harness.runner.sweep import Endpoint
+
+__all__ = ["DEFAULT_BUDGET", "MIN_BUDGET", "probe_endpoint", "run_probe"]
+
+DEFAULT_BUDGET = 160
+MIN_BUDGET = 40
+_FIXED = 16  # requests of the set-up and the deterministic tests
+_STATISTICAL = ("temperature", "top_k", "top_p", "min_p", "seed")
+
+
+def run_probe(endpoint: Endpoint, *, budget: int = DEFAULT_BUDGET, alpha: float = 1e-3,
+              headers: dict[str, str] | None = None, transport: Any = None) -> ProbeReport:
+    """Probe `endpoint` (blocking)."""
+    return asyncio.run(probe_endpoint(endpoint, budget=budget, alpha=alpha, headers=headers, transport=transport))
+
+
+async def probe_endpoint(endpoint: Endpoint, *, budget: int = DEFAULT_BUDGET, alpha: float = 1e-3,
+                         headers: dict[str, str] | None = None, transport: Any = None) -> ProbeReport:
+    """Probe `endpoint`; TargetError when even a plain request fails."""
+    started = time.monotonic()
+    config = ClientConfig(base_url=endpoint.base_url, api_key=endpoint.api_key, headers=dict(headers or {}), timeout_s=60.0)
+    async with ChatClient(config, transport=transport) as client:
+        sender = Sender(client, endpoint.model, budget)
+        probe = Probe(sender, alpha=alpha)
+        results = await _run(probe)
+    ordered = {name: results.get(name) or ParamResult(name, "inconclusive", "budget spent before this test") for name in PARAMETERS}
+    return ProbeReport(
+        base_url=endpoint.base_url, model=endpoint.model, results=ordered, logprobs_mode=probe.mode,
+        unknown_field=probe.unknown_field, requests=sender.spent, budget=budget, alpha=alpha,
+        seconds=time.monotonic() - started, notes=probe.notes,
+    )  # fmt: skip
+
+
+async def _run(probe: Probe) -> dict[str, ParamResult]:
+    plain = await probe.plain()
+    if not plain.ok:
+        raise TargetError(f"a plain request (model and messages only) failed: {plain.words()}", key="model")
+    results: dict[str, ParamResult] = {}
+    try:
+        results["logprobs"] = await probe.logprobs()
+        top, at_one = await probe.top_logprobs()
+        results["top_logprobs"] = top
+        await probe.detect_mode(at_one)
+        await probe.establish_greedy()
+        cap = max(8, (probe.sender.left - _FIXED) // len(_STATISTICAL))
+        cap -= cap % 4
+        found = await gather_results([
+            probe.temperature(cap), probe.top_k(cap), probe.top_p(cap), probe.min_p(cap), probe.seed(cap),
+            probe.penalty("frequency_penalty"), probe.penalty("presence_penalty"),
+            probe.stop(), probe.max_tokens(), probe.stream(),
+        ])  # fmt: skip
+        results.update({r.name: r for r in found})
+        await probe.unknown()
+    except BudgetSpent:
+        probe.notes.append("the budget ran out before every test finished")
+    return results
