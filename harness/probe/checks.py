@@ -28,6 +28,8 @@ SAMPLE_TOKENS = 4  # tokens per request of a statistical test
 GREEDY_TOKENS = 24  # tokens of the greedy answers the deterministic tests compare
 TOP = 20  # top_logprobs asked for (the seed API's maximum)
 PENALTY = 2.0
+# greedy, and seeded so that the answers still repeat on a server that ignores temperature
+GREEDY: dict[str, Any] = {"temperature": 0.0, "seed": 7}
 
 
 @dataclass
@@ -191,7 +193,7 @@ class Probe:
 
     async def establish_greedy(self) -> None:
         """Two greedy answers to each REPEAT_PROMPTS entry; those that agree are kept."""
-        bodies = [self.body(p, GREEDY_TOKENS, temperature=0.0) for p in REPEAT_PROMPTS for _ in range(2)]
+        bodies = [self.body(p, GREEDY_TOKENS, **GREEDY) for p in REPEAT_PROMPTS for _ in range(2)]
         outcomes = await self.sender.send_all(bodies)
         for i, prompt in enumerate(REPEAT_PROMPTS):
             first, second = outcomes[2 * i], outcomes[2 * i + 1]
@@ -214,7 +216,7 @@ class Probe:
         spent = 0
         for value in (PENALTY, -PENALTY):
             for prompt, base in self.greedy.items():
-                out = await self.sender.send(self.body(prompt, GREEDY_TOKENS, temperature=0.0, **{name: value}))
+                out = await self.sender.send(self.body(prompt, GREEDY_TOKENS, **GREEDY, **{name: value}))
                 spent += out.attempts
                 early = _refusal(name, out, spent, {name: value})
                 if early is not None:
@@ -237,7 +239,7 @@ class Probe:
         cut = _stop_string(text)
         if ref is None or cut is None:
             return ParamResult("stop", "inconclusive", "no greedy answer long enough to cut")
-        out = await self.sender.send(self.body(ref[0], GREEDY_TOKENS, logprobs=False, temperature=0.0, stop=[cut]))
+        out = await self.sender.send(self.body(ref[0], GREEDY_TOKENS, logprobs=False, **GREEDY, stop=[cut]))
         early = _refusal("stop", out, out.attempts, {"stop": [cut]})
         if early is not None:
             return early
@@ -255,7 +257,7 @@ class Probe:
         ref = self.reference
         if ref is None or ref[1].completion is None or ref[1].completion.completion_tokens <= 3:
             return ParamResult("max_tokens", "inconclusive", "no greedy answer longer than 3 tokens")
-        out = await self.sender.send(self.body(ref[0], 2, logprobs=False, temperature=0.0))
+        out = await self.sender.send(self.body(ref[0], 2, logprobs=False, **GREEDY))
         early = _refusal("max_tokens", out, out.attempts, {"max_tokens": 2})
         if early is not None:
             return early
@@ -269,11 +271,11 @@ class Probe:
     async def stream(self) -> list[ParamResult]:
         ref = self.reference
         prompt = ref[0] if ref is not None else REPEAT_PROMPTS[0]
-        fields = {"temperature": 0.0, "stream": True, "stream_options": {"include_usage": True}}
+        fields = {**GREEDY, "stream": True, "stream_options": {"include_usage": True}}
         out = await self.sender.send(self.body(prompt, GREEDY_TOKENS, logprobs=False, **fields))
         spent = out.attempts
         if out.refused:
-            plain = await self.sender.send(self.body(prompt, GREEDY_TOKENS, logprobs=False, temperature=0.0, stream=True))
+            plain = await self.sender.send(self.body(prompt, GREEDY_TOKENS, logprobs=False, **GREEDY, stream=True))
             spent += plain.attempts
             if plain.refused:
                 return [ParamResult("stream", "rejected", plain.words(), requests=spent, sent={"stream": True}),
