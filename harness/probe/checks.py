@@ -116,9 +116,10 @@ class Probe:
             return ParamResult(name, "inconclusive", "needs logprobs with top candidates", sent=dict(fields))
         log_lr, tokens, spent, turn = 0.0, 0, 0, 0
         target = math.log(self.alpha)
-        while spent + ROUND <= cap:
-            bodies = [self.body(PROMPTS[(turn + i) % len(PROMPTS)], **fields) for i in range(ROUND)]
-            turn += ROUND
+        size = 1  # one request first: a refusal costs one request, not a round
+        while spent + size <= cap:
+            bodies = [self.body(PROMPTS[(turn + i) % len(PROMPTS)], **fields) for i in range(size)]
+            turn, size = turn + size, ROUND
             try:
                 outcomes = await self.sender.send_all(bodies)
             except BudgetSpent:
