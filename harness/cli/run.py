@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from pathlib import Path
 from typing import Any, Callable, Coroutine
 
@@ -54,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row")
     p.add_argument("--retry-errors", action="store_true", help="with --resume: send the error rows again and replace them")
+    p.add_argument("--no-preflight", action="store_true", help="skip the check that the server accepts every swept value")
     p.add_argument("--report", nargs="?", const="", metavar="DIR",
                    help="after the run, write its report (to DIR, default reports/<run dir name>)")
     p.set_defaults(func=handle)
@@ -149,6 +151,9 @@ def handle(args: argparse.Namespace) -> int:
         with open_target(job.spec) as endpoint, RunProgress(stats, quiet=args.quiet):
             if args.resume and job.pending:
                 check_reachable(endpoint.base_url, source=str(job.run_dir / "manifest.json"))
+            if not args.no_preflight:
+                from harness.probe.preflight import preflight_job
+                preflight_job(job, endpoint)
             interrupted = _session(job, endpoint, stats)
     except KeyboardInterrupt:
         interrupted = True
@@ -156,6 +161,8 @@ def handle(args: argparse.Namespace) -> int:
         finish_job(job, "failed")
         raise
     counts = finish_job(job, "interrupted" if interrupted else "completed")
+    if stats.halted:
+        print(f"harness: {stats.halted.replace('RUN_DIR', str(job.run_dir))}", file=sys.stderr)
     if args.report is not None and not interrupted:
         _write_report(job.run_dir, args.report, quiet=args.quiet)
     print(job.run_dir)
