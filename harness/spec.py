@@ -35,6 +35,9 @@ class Target(_Strict):
     api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
     local: Literal["gemma-3-270m"] | None = Field(None, description="run on an embedded local model")
     headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers (no secrets)")
+    dialect: Literal["auto", "seed", "openai", "vllm", "sglang", "llama.cpp", "ollama"] = Field(
+        "auto", description="how the server spells the sampling fields (harness.probe.dialects); auto: from GET /models"
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> "Target":
@@ -196,6 +199,11 @@ class SweepSpec(_Strict):
         clash = set_params & set(self.sweep.swept)
         if clash:
             raise ValueError(f"@params.{sorted(clash)[0]}: also swept in sweep; set it in one place")
+        from harness.probe.dialects import lacking  # the dialect table lives with the probe
+
+        for name in lacking(self.target.dialect, set(self.params.sent()) | set(self.sweep.swept)):
+            where = f"params.{name}" if name in set_params else f"sweep.{'grid' if name in self.sweep.grid else 'zip'}.{name}"
+            raise ValueError(f"@{where}: the {self.target.dialect} dialect (target.dialect) has no {name}; remove it, or name the right dialect")
         return self
 
     @property

@@ -47,8 +47,21 @@ def preflight(spec: SweepSpec, endpoint: Any, messages: Sequence[dict[str, Any]]
     headers = dict(spec.target.headers)
     if not spec.target.local:
         result.served = _check_models(spec, endpoint, headers)
-    result.requests, result.checked = asyncio.run(_check_values(spec, endpoint, list(messages), headers, transport))
+    try:
+        result.requests, result.checked = asyncio.run(_check_values(spec, endpoint, list(messages), headers, transport))
+    except _Refused as refused:
+        # a model missing from GET /models is only an error when requests for it are refused
+        # (llama.cpp lists a file path and answers to any name)
+        if refused.name == "params" and result.served and endpoint.model not in result.served:
+            raise _not_served(spec, endpoint.model, result.served, refused.failure.message) from None
+        raise _refusal(spec, refused.name, refused.value, refused.failure, refused.sent) from None
     return result
+
+
+class _Refused(Exception):
+    def __init__(self, name: str, value: Any, failure: RequestFailed, sent: int) -> None:
+        super().__init__(name)
+        self.name, self.value, self.failure, self.sent = name, value, failure, sent
 
 
 # ---------------------------------------------------------------- GET /models
@@ -96,12 +109,15 @@ def _check_models(spec: SweepSpec, endpoint: Any, headers: dict[str, str]) -> li
             )  # fmt: skip
     if ids is None:
         return []
-    if endpoint.model not in ids:
-        close = difflib.get_close_matches(endpoint.model, ids, n=1, cutoff=0.3)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
-        raise TargetError(f"the server does not serve {endpoint.model!r}; {hint}(served: {shown})", key="target.model", **where)
     return ids
+
+
+def _not_served(spec: SweepSpec, model: str, ids: list[str], words: str) -> TargetError:
+    close = difflib.get_close_matches(model, ids, n=1, cutoff=0.3)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+    return TargetError(f"the server does not serve {model!r}; {hint}(served: {shown}; it said: {words})",
+                       file=spec.source or None, key="target.model")  # fmt: skip
 
 
 # ---------------------------------------------------------------- one request per value
@@ -156,7 +172,7 @@ async def _check_values(spec: SweepSpec, endpoint: Any, messages: list[dict[str,
     sent = sum(n for _, n in results)
     for (name, value, _), (failure, _) in zip(checks, results, strict=True):
         if failure is not None:
-            raise _refusal(spec, name, value, failure, sent)
+            raise _Refused(name, value, failure, sent)
     return sent, [(name, value) for name, value, _ in checks]
 
 
@@ -185,3 +201,15 @@ def preflight_job(job: Any, endpoint: Any, *, transport: Any = None) -> Prefligh
     except TargetError as err:
         hint = f"; nothing was sent to the sweep: after fixing, harness run --resume {job.run_dir}"
         raise TargetError(err.detail + hint, file=err.file, key=err.key) from None
+
+
+def resolve_dialect(spec: SweepSpec, endpoint: Any) -> str:
+    """`target.dialect`, with auto decided from `GET /models` (seed when it says nothing)."""
+    from harness.probe.dialects import detect
+
+    if spec.target.dialect != "auto":
+        return spec.target.dialect
+    if spec.target.local:
+        return "seed"  # the embedded model sits behind harness's own front
+    status, doc = _get(endpoint.base_url.rstrip("/") + "/models", endpoint.api_key, dict(spec.target.headers))
+    return detect(doc if status == 200 else None, endpoint.base_url)

@@ -282,18 +282,31 @@ async def execute(
     )
     writer = _Writer(job.store)
     stats.total = job.pending
+    sending = _dialect(job, endpoint)
 
     def build(plan: RequestPlan) -> dict[str, Any]:
-        return build_body(job.spec, plan, model=endpoint.model)
+        return sending.body(build_body(job.spec, plan, model=endpoint.model))
 
     async with ChatClient(client_config, transport=transport) as client:
-        engine = Engine(client, build, writer.write, config, stats)
+        engine = Engine(client, build, sending.wrap(writer.write), config, stats)
         flusher = asyncio.create_task(writer.flush_every(0.2))
         try:
             await engine.run(job.plans())
         finally:
             flusher.cancel()
             await writer.drain()
+
+
+def _dialect(job: SweepJob, endpoint: Endpoint) -> Any:
+    """How this server spells the fields (harness.probe.dialects), recorded in the manifest."""
+    from harness.probe.dialects import Sending
+    from harness.probe.preflight import resolve_dialect
+
+    name = resolve_dialect(job.spec, endpoint)
+    if job.manifest.setdefault("target", {}).get("dialect") != name:
+        job.manifest["target"]["dialect"] = name
+        write_manifest(job.run_dir, job.manifest)
+    return Sending(name, job.spec.params.sent())
 
 
 def finish_job(job: SweepJob, status: Status) -> Counts:
