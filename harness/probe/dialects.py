@@ -117,3 +117,13 @@ class Sending:
             await sink(self.row(row))
 
         return write
+
+
+def describe(dialect: str, fixed: Mapping[str, Any], axes: Mapping[str, Iterable[Any]]) -> str:
+    """One line for `harness plan`: the dialect and every value it sends differently."""
+    if dialect == "auto":
+        return "auto (decided from GET /models when the run starts; recorded in the manifest)"
+    values = [("top_k", v) for v in ([fixed["top_k"]] if "top_k" in fixed else list(axes.get("top_k", ())))]
+    changes = sorted({f"{name} {value} is sent as {translate(dialect, {name: value})[1][name]}"
+                      for name, value in values if translate(dialect, {name: value})[1]})  # fmt: skip
+    return f"{dialect} ({DIALECTS[dialect].note})" + (f"; {', '.join(changes)}" if changes else "")

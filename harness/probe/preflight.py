@@ -165,7 +165,10 @@ async def _check_values(spec: SweepSpec, endpoint: Any, messages: list[dict[str,
                         transport: Any) -> tuple[int, list[tuple[str, Any]]]:  # fmt: skip
     config = ClientConfig(base_url=endpoint.base_url, api_key=endpoint.api_key, headers=headers,
                           timeout_s=min(spec.runner.timeout_s, 60.0), pool_size=_CONCURRENCY)  # fmt: skip
-    checks = _bodies(spec, endpoint.model, messages)
+    from harness.probe.dialects import translate
+
+    dialect = resolve_dialect(spec, endpoint)
+    checks = [(name, value, translate(dialect, body)[0]) for name, value, body in _bodies(spec, endpoint.model, messages)]
     gate = asyncio.Semaphore(_CONCURRENCY)
     async with ChatClient(config, transport=transport) as client:
         results = await asyncio.gather(*(_send(client, gate, body) for _, _, body in checks))
@@ -176,16 +179,26 @@ async def _check_values(spec: SweepSpec, endpoint: Any, messages: list[dict[str,
     return sent, [(name, value) for name, value, _ in checks]
 
 
-def _refusal(spec: SweepSpec, name: str, value: Any, failure: RequestFailed, sent: int) -> TargetError:
+def translate_value(spec: SweepSpec, name: str, value: Any) -> Any:
+    """The value sent for `name` under an explicit dialect, when it differs (None otherwise)."""
+    from harness.probe.dialects import translate
+
+    return translate(spec.target.dialect, {name: value})[1].get(name)
+
+
+def _refusal(spec: SweepSpec, name: str, value: Any, failure: RequestFailed, requests: int) -> TargetError:
     words = failure.message
     if name == "params":
         what = "a request with the spec's params (and max_tokens 1)"
         key = "params"
     else:
         what = f"{name}={json.dumps(value)}"
+        sent = translate_value(spec, name, value)
+        if sent is not None:
+            what += f" (sent as {json.dumps(sent)} for target.dialect {spec.target.dialect})"
         key = f"sweep.{'grid' if name in spec.sweep.grid else 'zip'}.{name}"
     return TargetError(
-        f"the server refused {what}: {words} (preflight, {sent} requests; --no-preflight skips it)",
+        f"the server refused {what}: {words} (preflight, {requests} requests; --no-preflight skips it)",
         file=spec.source or None, key=key,
     )  # fmt: skip
 
