@@ -62,18 +62,17 @@ def test_a_refused_swept_value_stops_the_run_in_seconds(tmp_path: Path) -> None:
     server = Counted(refuse=["top_k=-1"], refuse_status=500)
     with ServerThread(server.app) as thread:
         spec = write_spec(tmp_path, thread.base_url, repeats=5)  # 100 prompts x 6 points x 5 repeats = 3000 requests
-        done, seconds = run(str(spec), "--out", str(tmp_path / "runs"))
+        done, _ = run(str(spec), "--out", str(tmp_path / "runs"))
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr
     assert "sweep.grid.top_k" in lines[0] and "top_k=-1" in lines[0] and "validation error" in lines[0]
-    assert seconds < 10 and server.chats <= 30  # <= 1% of 3000
-    # nothing lost: once the server is fixed, resume sends the whole sweep
-    run_dir = Path(lines[0].rsplit("--resume ", 1)[1])
-    with ServerThread(reference_app(seed=0), port=thread.port):
-        again, _ = run("--resume", str(run_dir))
+    assert server.chats <= 30  # <= 1% of 3000; seconds: see bench/bench_refused.py
+    assert not (tmp_path / "runs").exists()  # refused before a run directory was made
+    with ServerThread(reference_app(seed=0), port=thread.port):  # once the server is fixed
+        again, _ = run(str(spec), "--out", str(tmp_path / "runs"))
     assert again.returncode == 0, again.stderr
-    assert len(pd.read_parquet(run_dir / "results")) == 3000
+    assert len(pd.read_parquet(Path(again.stdout.strip().splitlines()[-1]) / "results")) == 3000
 
 
 def test_a_model_not_served_is_one_line_with_a_suggestion(tmp_path: Path) -> None:
@@ -108,14 +107,14 @@ def test_the_breaker_stops_a_sweep_that_is_refused_throughout(tmp_path: Path) ->
     server = Counted(refuse=["temperature=*"], refuse_status=500)
     with ServerThread(server.app) as thread:
         spec = write_spec(tmp_path, thread.base_url)
-        done, seconds = run(str(spec), "--out", str(tmp_path / "runs"), "--no-preflight")
+        done, _ = run(str(spec), "--out", str(tmp_path / "runs"), "--no-preflight")
     assert done.returncode == 1
     why = [line for line in done.stderr.splitlines() if "stopped sending" in line]
-    assert len(why) == 1 and "validation error" in why[0] and "--retry-errors" in why[0]
+    assert len(why) == 1 and "validation error" in why[0] and "--retry-errors" in why[0] and str(tmp_path) in why[0]
     run_dir = Path(done.stdout.strip().splitlines()[-1])
     rows = pd.read_parquet(run_dir / "results")
     sent = rows[rows.attempts > 0]
-    assert len(rows) == 6000 and len(sent) <= 60 and seconds < 10
+    assert len(rows) == 6000 and len(sent) <= 60  # seconds: see bench/bench_refused.py
     assert (rows[rows.attempts == 0].error_type == NOT_SENT).all()
     assert sent.attempts.max() <= 3  # the same 500 three times is final, not six
     with ServerThread(reference_app(seed=0), port=thread.port):

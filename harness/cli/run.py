@@ -84,6 +84,9 @@ def _prepare(args: argparse.Namespace) -> SweepJob:
         check_reachable(spec.target.base_url, source=spec.source)
         if key:
             _check_key(spec, key)
+        if not args.no_preflight:  # before the run directory exists: a refusal leaves nothing behind
+            from harness.probe.preflight import preflight_spec
+            preflight_spec(spec, key)
     return new_job(spec, out=Path(args.out), shard=shard, limit=args.limit, overrides=_overrides(args))
 
 
@@ -151,7 +154,7 @@ def handle(args: argparse.Namespace) -> int:
         with open_target(job.spec) as endpoint, RunProgress(stats, quiet=args.quiet):
             if args.resume and job.pending:
                 check_reachable(endpoint.base_url, source=str(job.run_dir / "manifest.json"))
-            if not args.no_preflight:
+            if not args.no_preflight and (args.resume or job.spec.target.local):
                 from harness.probe.preflight import preflight_job
                 preflight_job(job, endpoint)
             interrupted = _session(job, endpoint, stats)

@@ -226,3 +226,15 @@ def resolve_dialect(spec: SweepSpec, endpoint: Any) -> str:
         return "seed"  # the embedded model sits behind harness's own front
     status, doc = _get(endpoint.base_url.rstrip("/") + "/models", endpoint.api_key, dict(spec.target.headers))
     return detect(doc if status == 200 else None, endpoint.base_url)
+
+
+def preflight_spec(spec: SweepSpec, api_key: str | None) -> PreflightResult | None:
+    """`preflight` for a new sweep on a base_url, before its run directory exists."""
+    from harness.datasets import load_prompts
+    from harness.runner.sweep import Endpoint
+
+    prompts = load_prompts(spec)
+    if not prompts or spec.target.base_url is None or spec.target.model is None:
+        return None
+    endpoint = Endpoint(base_url=spec.target.base_url, model=spec.target.model, api_key=api_key)
+    return preflight(spec, endpoint, list(prompts[0].messages))
