@@ -25,7 +25,7 @@ def write_spec(folder: Path, target: dict[str, Any], grid: dict[str, list[Any]])
 
 
 def harness(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "harness", *args], check=False, capture_output=True, text=True, timeout=120)
 
 
 def test_translate_spells_off_per_dialect_and_says_so() -> None:

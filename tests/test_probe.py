@@ -13,7 +13,13 @@ import pytest
 
 from harness.probe import run_probe
 from harness.probe.render import to_markdown, to_table
-from harness.probe.tokens import Position, greedy_judge, min_p_judge, top_k_judge, top_p_judge
+from harness.probe.tokens import (
+    Position,
+    greedy_judge,
+    min_p_judge,
+    top_k_judge,
+    top_p_judge,
+)
 from harness.runner.sweep import Endpoint
 from harness.server.app import ServerThread, reference_app
 from harness.server.misbehave import Misbehaviour
@@ -128,7 +134,7 @@ def test_processed_logprobs_are_detected() -> None:
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "harness", "probe", *args],
-        capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
+        check=False, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
     )  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from harness.errors import UsageError
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "probe",
         help="check that an endpoint accepts and applies each sampling parameter",

@@ -14,12 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from harness.probe.sender import PROMPTS, REPEAT_PROMPTS, BudgetSpent, Outcome, Sender
-from harness.probe.tokens import Judge, Position, greedy_judge, min_p_judge, positions, top_k_judge, top_p_judge
-from harness.probe.verdicts import ParamResult
+from harness.probe.tokens import (
+    Judge,
+    Position,
+    greedy_judge,
+    min_p_judge,
+    positions,
+    top_k_judge,
+    top_p_judge,
+)
+from harness.probe.verdicts import ParamResult, Verdict
 
 __all__ = ["Probe"]
 
@@ -217,7 +226,8 @@ class Probe:
         spent = 0
         for value in (PENALTY, -PENALTY):
             for prompt, base in self.greedy.items():
-                out = await self.sender.send(self.body(prompt, GREEDY_TOKENS, **GREEDY, **{name: value}))
+                fields: dict[str, Any] = {**GREEDY, name: value}
+                out = await self.sender.send(self.body(prompt, GREEDY_TOKENS, **fields))
                 spent += out.attempts
                 early = _refusal(name, out, spent, {name: value})
                 if early is not None:
@@ -282,7 +292,7 @@ class Probe:
                 return [ParamResult("stream", "rejected", plain.words(), requests=spent, sent={"stream": True}),
                         ParamResult("stream_options", "inconclusive", "stream is refused")]
             streamed = (plain.completion is not None and plain.completion.ttft_s is not None) or "missing from the stream" in plain.words()
-            verdict = "honoured" if streamed else ("ignored" if plain.ok else "inconclusive")
+            verdict: Verdict = "honoured" if streamed else ("ignored" if plain.ok else "inconclusive")
             why = "answered as server-sent events" if streamed else (plain.words() or "answered with one JSON body, not a stream")
             return [ParamResult("stream", verdict, why, requests=spent, sent={"stream": True}),
                     ParamResult("stream_options", "rejected", out.words(), requests=0, sent={"stream_options": {"include_usage": True}})]

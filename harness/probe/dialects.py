@@ -20,8 +20,9 @@ confirmable with `harness probe`.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 __all__ = ["DIALECTS", "NAMES", "Dialect", "Sending", "detect", "lacking", "translate"]
 

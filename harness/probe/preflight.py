@@ -18,8 +18,9 @@ import difflib
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from harness.client import ChatClient, ClientConfig, RequestFailed
@@ -70,7 +71,7 @@ class _Refused(Exception):
 def _get(url: str, api_key: str | None, headers: dict[str, str]) -> tuple[int | None, Any]:
     request = urllib.request.Request(url, headers={**headers, **({"Authorization": f"Bearer {api_key}"} if api_key else {})})
     try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:  # noqa: S310 - http(s) only, checked by the spec
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
             status, raw = response.status, response.read(1 << 20)
     except urllib.error.HTTPError as err:
         return err.code, None

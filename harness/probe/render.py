@@ -23,9 +23,11 @@ def _printable(text: str) -> str:
 
 def to_table(report: ProbeReport) -> str:
     lines = [
-        f"probe of {report.model} at {report.base_url}: {report.requests} requests "
-        f"(budget {report.budget}), {report.seconds:.1f} s; logprobs {report.logprobs_mode}; "
-        f"unknown fields {report.unknown_field}",
+        _printable(
+            f"probe of {report.model} at {report.base_url}: {report.requests} requests "
+            f"(budget {report.budget}), {report.seconds:.1f} s; logprobs {report.logprobs_mode}; "
+            f"unknown fields {report.unknown_field}"
+        ),
         f"{'parameter':<18} {'verdict':<13} {'requests':>8}  evidence",
     ]
     for result in report.results.values():
@@ -49,9 +51,11 @@ def to_markdown(report: ProbeReport) -> str:
     lines = [
         f"# Probe of `{_cell(report.model)}`",
         "",
-        f"Endpoint `{_cell(report.base_url)}` · {report.requests} requests (budget {report.budget}) · "
-        f"{report.seconds:.1f} s · logprobs **{report.logprobs_mode}** · unknown fields **{report.unknown_field}** · "
-        f"alpha {report.alpha:g}",
+        (
+            f"Endpoint `{_cell(report.base_url)}` · {report.requests} requests (budget {report.budget}) · "
+            f"{report.seconds:.1f} s · logprobs **{report.logprobs_mode}** · unknown fields **{report.unknown_field}** · "
+            f"alpha {report.alpha:g}"
+        ),
         "",
         "| parameter | verdict | requests | evidence | statistic |",
         "|---|---|---:|---|---|",

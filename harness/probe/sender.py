@@ -7,8 +7,9 @@ validation message in its body is a refusal, not bad luck.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from harness.client import ChatClient, Completion, RequestFailed
 

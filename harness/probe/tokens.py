@@ -18,8 +18,9 @@ ignored parameter honoured by alpha (Ville's inequality), however many requests 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 __all__ = [
     "Judge",

@@ -38,7 +38,7 @@ class Misbehaviour:
 
     @classmethod
     def parse(cls, ignore: str | None = None, refuse: list[str] | None = None, refuse_status: int = 400,
-              dialect: str = "seed") -> "Misbehaviour":
+              dialect: str = "seed") -> Misbehaviour:
         """From command-line text; UsageError naming the flag on a bad entry."""
         names = frozenset(n.strip() for n in (ignore or "").split(",") if n.strip())
         unknown = sorted(names - _FIELDS)
