@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness.axes import AxisError, normalise_axis, normalise_zip
 from harness.errors import SpecError
 from harness.limits import LIMITS, SWEEPABLE, check_value
+from harness.probe.dialects import lacking
 from harness.specload import check_unknown_keys, interpolate, read_yaml
 
 AxisValues = tuple[Union[float, int], ...]
@@ -199,8 +200,6 @@ class SweepSpec(_Strict):
         clash = set_params & set(self.sweep.swept)
         if clash:
             raise ValueError(f"@params.{sorted(clash)[0]}: also swept in sweep; set it in one place")
-        from harness.probe.dialects import lacking  # the dialect table lives with the probe
-
         for name in lacking(self.target.dialect, set(self.params.sent()) | set(self.sweep.swept)):
             where = f"params.{name}" if name in set_params else f"sweep.{'grid' if name in self.sweep.grid else 'zip'}.{name}"
             raise ValueError(f"@{where}: the {self.target.dialect} dialect (target.dialect) has no {name}; remove it, or name the right dialect")

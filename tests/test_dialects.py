@@ -75,3 +75,19 @@ def test_auto_dialect_is_decided_from_the_server_and_recorded(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     manifest = json.loads((Path(done.stdout.strip().splitlines()[-1]) / "manifest.json").read_text())
     assert manifest["target"]["dialect"] == "seed"
+
+
+def test_auto_detects_a_llama_cpp_server_and_the_probe_confirms(tmp_path: Path) -> None:
+    from harness.probe import run_probe
+    from harness.runner.sweep import Endpoint
+
+    rules = Misbehaviour.parse(refuse=["top_k=-1"], dialect="llama.cpp")  # like llama-cpp-python's server
+    with ServerThread(reference_app(seed=0, misbehaviour=rules)) as server:
+        spec = write_spec(tmp_path, {"base_url": server.base_url}, {"top_k": [-1, 5]})
+        done = harness("run", str(spec), "--out", str(tmp_path / "runs"), "--quiet")
+        report = run_probe(Endpoint(server.base_url, "harness/ngram"), budget=160)
+    assert done.returncode == 0, done.stderr
+    rows = pd.read_parquet(Path(done.stdout.strip().splitlines()[-1]) / "results")
+    assert (rows[rows.top_k == -1].sent_json == '{"top_k": 0}').all()
+    assert report.dialect == "llama.cpp" and report.top_k_off == {"-1": "refused", "0": "accepted"}
+    assert report.results["top_k"].verdict == "honoured"

@@ -51,6 +51,7 @@ class Probe:
     logprobs_ok: bool = False
     mode: str = "unknown"
     unknown_field: str = "unknown"
+    top_k_off: dict[str, str] = field(default_factory=dict)  # "-1"/"0" -> accepted | refused
     notes: list[str] = field(default_factory=list)
     greedy: dict[str, Outcome] = field(default_factory=dict)  # repeatable greedy answers by prompt
 
@@ -310,6 +311,14 @@ class Probe:
         note = "" if same else f" (content differs from the non-streamed answer: {_text(out)!r})"
         return [ParamResult("stream", "honoured", "answered as server-sent events" + note, "", spent, {"stream": True}),
                 ParamResult("stream_options", "honoured", f"usage chunk: {out.completion.completion_tokens} completion tokens", "", 0, usage)]
+
+    async def off_values(self) -> None:
+        """Which spelling of "top_k off" the server takes: the seed API's -1, or 0."""
+        outs = await self.sender.send_all([self.body(PROMPTS[0], 1, logprobs=False, top_k=v) for v in (-1, 0)])
+        self.top_k_off = {str(v): ("accepted" if o.ok else ("refused" if o.refused else "unknown")) for v, o in zip((-1, 0), outs)}
+        for v, out in zip((-1, 0), outs):
+            if out.refused:
+                self.notes.append(f"top_k={v} (\"off\") is refused: {out.words()}")
 
     async def unknown(self) -> None:
         out = await self.sender.send(self.body(PROMPTS[0], 2, logprobs=False, temperature=0.0, harness_probe_unknown_field=1))

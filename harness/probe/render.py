@@ -26,7 +26,8 @@ def to_table(report: ProbeReport) -> str:
         _printable(
             f"probe of {report.model} at {report.base_url}: {report.requests} requests "
             f"(budget {report.budget}), {report.seconds:.1f} s; logprobs {report.logprobs_mode}; "
-            f"unknown fields {report.unknown_field}"
+            f"unknown fields {report.unknown_field}; dialect {report.dialect}; top_k off: "
+            + (", ".join(f"{k} {v}" for k, v in report.top_k_off.items()) or "?")
         ),
         f"{'parameter':<18} {'verdict':<13} {'requests':>8}  evidence",
     ]
@@ -54,7 +55,7 @@ def to_markdown(report: ProbeReport) -> str:
         (
             f"Endpoint `{_cell(report.base_url)}` · {report.requests} requests (budget {report.budget}) · "
             f"{report.seconds:.1f} s · logprobs **{report.logprobs_mode}** · unknown fields **{report.unknown_field}** · "
-            f"alpha {report.alpha:g}"
+            f"dialect **{_cell(report.dialect)}** · alpha {report.alpha:g}"
         ),
         "",
         "| parameter | verdict | requests | evidence | statistic |",

@@ -44,8 +44,18 @@ async def probe_endpoint(endpoint: Endpoint, *, budget: int = DEFAULT_BUDGET, al
     return ProbeReport(
         base_url=endpoint.base_url, model=endpoint.model, results=ordered, logprobs_mode=probe.mode,
         unknown_field=probe.unknown_field, requests=sender.spent, budget=budget, alpha=alpha,
-        seconds=time.monotonic() - started, notes=probe.notes,
+        seconds=time.monotonic() - started, notes=probe.notes, dialect=_dialect(endpoint, headers),
+        top_k_off=probe.top_k_off,
     )  # fmt: skip
+
+
+def _dialect(endpoint: Endpoint, headers: dict[str, str] | None) -> str:
+    """The dialect `GET /models` points to (as `target.dialect: auto` would decide)."""
+    from harness.probe.dialects import detect
+    from harness.probe.preflight import _get
+
+    status, doc = _get(endpoint.base_url.rstrip("/") + "/models", endpoint.api_key, dict(headers or {}))
+    return detect(doc if status == 200 else None, endpoint.base_url)
 
 
 async def _run(probe: Probe) -> dict[str, ParamResult]:
@@ -68,6 +78,7 @@ async def _run(probe: Probe) -> dict[str, ParamResult]:
         ])  # fmt: skip
         results.update({r.name: r for r in found})
         await probe.unknown()
+        await probe.off_values()
     except BudgetSpent:
         probe.notes.append("the budget ran out before every test finished")
     return results

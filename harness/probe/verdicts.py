@@ -56,6 +56,8 @@ class ProbeReport:
     alpha: float
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    dialect: str = "seed"  # what GET /models points to (see dialects.py)
+    top_k_off: dict[str, str] = field(default_factory=dict)  # "-1" / "0" -> accepted | refused
 
     @property
     def exit_code(self) -> int:
@@ -79,6 +81,8 @@ class ProbeReport:
             "model": self.model,
             "logprobs_mode": self.logprobs_mode,
             "unknown_field": self.unknown_field,
+            "dialect": self.dialect,
+            "top_k_off": dict(self.top_k_off),
             "requests": self.requests,
             "budget": self.budget,
             "alpha": self.alpha,

@@ -49,7 +49,7 @@ from aiohttp import web
 
 from harness.server.faults import FaultInjector, FaultSpec, Latency, is_fault_kind
 from harness.server.generate import Delta, Generation
-from harness.server.misbehave import Misbehaviour
+from harness.server.misbehave import OWNERS, Misbehaviour
 from harness.server.model import LanguageModel
 from harness.server.sampler import LogprobsMode
 from harness.server.validation import ChatRequest, parse_chat_request
@@ -236,7 +236,8 @@ async def _health(request: web.Request) -> web.Response:
 
 
 def _model_card(state: _State, name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": state.created, "owned_by": "harness"}
+    owner = OWNERS.get(state.misbehaviour.dialect, "harness")  # what `target.dialect: auto` reads
+    return {"id": name, "object": "model", "created": state.created, "owned_by": owner}
 
 
 async def _list_models(request: web.Request) -> web.Response:

@@ -17,10 +17,12 @@ from typing import Any
 from harness.errors import UsageError
 from harness.server.wire import ApiError
 
-__all__ = ["ANY", "DIALECTS", "Misbehaviour"]
+__all__ = ["ANY", "DIALECTS", "OWNERS", "Misbehaviour"]
 
 ANY = "*"
 DIALECTS = ("seed", "openai", "vllm", "sglang", "llama.cpp", "ollama")
+# `owned_by` in GET /models, as each server family answers it
+OWNERS = {"openai": "system", "vllm": "vllm", "sglang": "sglang", "llama.cpp": "llamacpp", "ollama": "library"}
 _FIELDS = frozenset({
     "temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty", "seed", "stop",
     "max_tokens", "max_completion_tokens", "logprobs", "top_logprobs", "stream", "stream_options", "n", "user",
