@@ -175,3 +175,17 @@ def test_renderers_escape_server_words() -> None:
     md = to_markdown(report)
     assert "<script>" not in md and "&lt;script&gt;" in md and "\\|" in md
     assert "\x1b" not in to_table(report)
+
+
+def test_run_with_probe_keeps_the_profile_in_the_run_dir(tmp_path: Path) -> None:
+    (tmp_path / "p.jsonl").write_text('{"id": "a", "prompt": "7 + 5 ="}\n')
+    with ServerThread(reference_app(seed=0, misbehaviour=Misbehaviour.parse(ignore="min_p"))) as server:
+        spec = {"name": "p", "target": {"base_url": server.base_url, "model": MODEL}, "dataset": {"path": "p.jsonl"},
+                "params": {"max_tokens": 2}, "sweep": {"grid": {"min_p": [0.0, 0.5]}}}  # fmt: skip
+        (tmp_path / "s.yaml").write_text(json.dumps(spec))
+        done = subprocess.run([sys.executable, "-m", "harness", "run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "runs"), "--probe"],
+                              check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "probe: min_p ignored" in done.stderr
+    profile = json.loads((Path(done.stdout.strip().splitlines()[-1]) / "probe.json").read_text())
+    assert profile["min_p"]["verdict"] == "ignored" and profile["top_k"]["verdict"] == "honoured"

@@ -56,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row")
     p.add_argument("--retry-errors", action="store_true", help="with --resume: send the error rows again and replace them")
     p.add_argument("--no-preflight", action="store_true", help="skip the check that the server accepts every swept value")
+    p.add_argument("--probe", action="store_true", help="probe the endpoint first (harness probe) and keep its profile as RUN_DIR/probe.json")
     p.add_argument("--report", nargs="?", const="", metavar="DIR",
                    help="after the run, write its report (to DIR, default reports/<run dir name>)")
     p.set_defaults(func=handle)
@@ -157,6 +158,9 @@ def handle(args: argparse.Namespace) -> int:
             if not args.no_preflight and (args.resume or job.spec.target.local):
                 from harness.probe.preflight import preflight_job
                 preflight_job(job, endpoint)
+            if args.probe:
+                from harness.probe.session import store_probe
+                store_probe(job.run_dir, endpoint, headers=dict(job.spec.target.headers), quiet=args.quiet)
             interrupted = _session(job, endpoint, stats)
     except KeyboardInterrupt:
         interrupted = True

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from harness.client import ChatClient, ClientConfig
@@ -17,7 +19,7 @@ from harness.probe.sender import BudgetSpent, Sender
 from harness.probe.verdicts import PARAMETERS, ParamResult, ProbeReport
 from harness.runner.sweep import Endpoint
 
-__all__ = ["DEFAULT_BUDGET", "MIN_BUDGET", "probe_endpoint", "run_probe"]
+__all__ = ["DEFAULT_BUDGET", "MIN_BUDGET", "PROBE_FILE", "probe_endpoint", "run_probe", "store_probe"]
 
 DEFAULT_BUDGET = 160
 MIN_BUDGET = 40
@@ -82,3 +84,20 @@ async def _run(probe: Probe) -> dict[str, ParamResult]:
     except BudgetSpent:
         probe.notes.append("the budget ran out before every test finished")
     return results
+
+
+PROBE_FILE = "probe.json"
+
+
+def store_probe(run_dir: Path, endpoint: Endpoint, *, headers: dict[str, str] | None = None, quiet: bool = False) -> ProbeReport:
+    """`harness run --probe`: probe the endpoint, keep the profile as RUN_DIR/probe.json, and say
+    on stderr (one line) which parameters are not honoured. The run goes ahead either way."""
+    from harness.probe.render import to_json
+
+    report = run_probe(endpoint, headers=headers)
+    (run_dir / PROBE_FILE).write_text(to_json(report) + "\n", encoding="utf-8")
+    bad = [f"{n} {r.verdict}" for n, r in report.results.items() if r.verdict != "honoured"]
+    if not quiet:
+        summary = ", ".join(bad) if bad else "every parameter honoured"
+        print(f"probe: {summary} ({report.requests} requests; {run_dir / PROBE_FILE})", file=sys.stderr)
+    return report
