@@ -147,3 +147,11 @@ def test_settle_makes_a_thrice_repeated_500_final() -> None:
     assert not settle(fail("x"), [fail("x"), fail("x")]).retryable
     assert settle(fail("x"), [fail("y"), fail("x")]).retryable
     assert settle(fail("x", 503), [fail("x", 503), fail("x", 503)]).retryable  # 503 is transient by nature
+
+
+def test_preflight_samples_long_axes_keeping_off_values_and_extremes() -> None:
+    from harness.probe.preflight import _sample
+
+    picked = _sample([-1, 0, *range(1, 1000)])
+    assert len(picked) <= 16 and {-1, 0, 999} <= set(picked)
+    assert _sample([0.5, 1.0]) == [0.5, 1.0]

@@ -31,6 +31,7 @@ __all__ = ["PreflightResult", "preflight"]
 
 _TIMEOUT_S = 10.0
 _CONCURRENCY = 4
+_MOST_VALUES = 16  # per swept parameter
 
 
 @dataclass
@@ -133,12 +134,24 @@ def _bodies(spec: SweepSpec, model: str, messages: list[dict[str, Any]]) -> list
     out: list[tuple[str, Any, dict[str, Any]]] = [("params", None, base)]
     axes = {**spec.sweep.grid, **spec.sweep.zip}
     for name in sorted(axes):
-        for value in dict.fromkeys(axes[name]):  # distinct, in order
+        for value in _sample(list(dict.fromkeys(axes[name]))):  # distinct, in order
             body = {**base, name: value}
             if name == "top_logprobs" and "logprobs" not in body:
                 body["logprobs"] = True
             out.append((name, value, body))
     return out
+
+
+def _sample(values: list[Any], most: int = _MOST_VALUES) -> list[Any]:
+    """Every value when there are few; else the special ones (<= 0), the extremes and an even
+    spread — a sweep over 1,000 seeds does not need 1,000 preflight requests."""
+    if len(values) <= most:
+        return values
+    ordered = sorted(values)
+    special = [v for v in ordered if v <= 0][: most // 2]
+    step = (len(ordered) - 1) / max(1, most - len(special) - 1)
+    spread = [ordered[round(i * step)] for i in range(most - len(special))]
+    return list(dict.fromkeys([*special, *spread]))
 
 
 async def _send(client: ChatClient, gate: asyncio.Semaphore, body: dict[str, Any]) -> tuple[RequestFailed | None, int]:
