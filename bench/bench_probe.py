@@ -8,8 +8,8 @@ requests spent per probe (mean, max) and the seconds per probe.
     python bench/bench_probe.py [--runs 100] [--params temperature,top_k,...]
 
 Parameters whose test needs another one (logprobs, top_logprobs: every statistical test reads
-them; temperature: the greedy comparisons) leave those dependants "inconclusive" when ignored;
-they are counted correct when X is "ignored" and nothing else is "ignored" or "rejected".
+them; stream: stream_options) leave those dependants "inconclusive" when ignored; a run is
+correct when X is "ignored", those dependants honoured or inconclusive and the rest honoured.
 """
 
 from __future__ import annotations
@@ -25,18 +25,18 @@ from harness.server.misbehave import Misbehaviour
 
 SWEEPABLE = ("temperature", "top_k", "top_p", "min_p", "seed", "frequency_penalty", "presence_penalty", "stop",
              "max_tokens", "stream", "stream_options", "logprobs", "top_logprobs")  # fmt: skip
-_NEEDED_BY_OTHERS = {"logprobs", "top_logprobs"}
+_STATISTICAL = {"temperature", "top_k", "top_p", "min_p", "seed", "top_logprobs"}
+# parameters whose tests need X: "inconclusive" is the right answer for them when X is ignored
+DEPENDANTS = {"logprobs": _STATISTICAL, "top_logprobs": _STATISTICAL - {"top_logprobs"}, "stream": {"stream_options"}}
 
 
 def correct(verdicts: dict[str, str], ignored: str | None) -> bool:
+    needs = DEPENDANTS.get(ignored or "", set())
     for name, verdict in verdicts.items():
         if name == ignored:
             if verdict != "ignored":
                 return False
-        elif ignored in _NEEDED_BY_OTHERS:
-            if verdict in ("ignored", "rejected"):
-                return False
-        elif verdict != "honoured":
+        elif verdict != "honoured" and not (name in needs and verdict == "inconclusive"):
             return False
     return True
 
