@@ -105,7 +105,11 @@ class Probe:
             if not out.ok or out.completion is None:
                 return ParamResult("top_logprobs", "inconclusive", out.words(), requests=requests, sent=sent), None
             self.top = top
-            return _judge_top(out, top, requests), out
+            judged = _judge_top(out, top, requests)
+            if judged.verdict != "honoured":
+                self.logprobs_ok = False  # the statistical tests read the candidates: without them, no evidence
+                return judged, None
+            return judged, out
         raise AssertionError("unreachable")
 
     async def detect_mode(self, at_one: Outcome | None) -> None:
