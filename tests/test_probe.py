@@ -53,6 +53,13 @@ def test_greedy_judge_flags_a_non_argmax_token_and_bounds_the_chance() -> None:
     assert not ok.violates and ok.p_allowed == pytest.approx(0.4)
 
 
+def test_greedy_chance_is_bounded_at_a_lower_default_temperature() -> None:
+    at_one = greedy_judge(pos("a", DIST)).p_allowed
+    at_07 = greedy_judge(pos("a", DIST), 0.7).p_allowed
+    assert at_07 > at_one  # a sharper default makes greedy-by-luck likelier: the bound must cover it
+    assert at_07 == pytest.approx(0.4 ** (1 / 0.7) / sum(p ** (1 / 0.7) for _, p in DIST))
+
+
 def test_top_k_min_p_top_p_judges() -> None:
     assert not top_k_judge(2)(pos("b", DIST)).violates
     assert top_k_judge(2)(pos("c", DIST)).violates

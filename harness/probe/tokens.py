@@ -81,19 +81,23 @@ def positions(logprobs: Sequence[dict[str, Any]] | None) -> list[Position]:
     return out
 
 
-def _share(pos: Position, keep: Callable[[int, float], bool]) -> float:
-    """Mass of the kept candidates over the mass shown (an upper bound of the true share)."""
-    total = pos.mass
+def _share(pos: Position, keep: Callable[[int, float], bool], temperature: float = 1.0) -> float:
+    """Mass of the kept candidates over the mass shown, at `temperature` (an upper bound of the
+    true share when the kept ones are the most likely)."""
+    best = pos.top[0][1]
+    weights = [math.exp((lp - best) / temperature) for _, lp in pos.top]
+    total = sum(weights)
     if total <= 0:
         return 1.0
-    kept = sum(math.exp(lp) for i, (_, lp) in enumerate(pos.top) if keep(i, lp))
+    kept = sum(w for i, (w, (_, lp)) in enumerate(zip(weights, pos.top)) if keep(i, lp))
     return min(1.0, kept / total)
 
 
-def greedy_judge(pos: Position) -> Judgement:
-    """Greedy (temperature 0, top_k 1, min_p 1...): the token must be the most likely one."""
+def greedy_judge(pos: Position, null_temperature: float = 1.0) -> Judgement:
+    """Greedy (temperature 0, top_k 1, min_p 1...): the token must be the most likely one.
+    `null_temperature`: the temperature an ignoring server would sample at (its default)."""
     best = pos.top[0][1]
-    p = _share(pos, lambda _i, lp: lp >= best - LOG_TOL)
+    p = _share(pos, lambda _i, lp: lp >= best - LOG_TOL, null_temperature)
     if pos.rank > 1:
         return Judgement(True, p, f"{pos.token!r} was drawn at rank {pos.rank} (logprob {pos.logprob:.3f} < best {best:.3f})")
     return Judgement(False, p)
