@@ -45,12 +45,19 @@ class PreflightResult:
 
 def preflight(spec: SweepSpec, endpoint: Any, messages: Sequence[dict[str, Any]], *, transport: Any = None) -> PreflightResult:
     """Check `endpoint` (an Endpoint: base_url, model, api_key) for `spec`; TargetError if unusable."""
+    return asyncio.run(preflight_async(spec, endpoint, messages, transport=transport))
+
+
+async def preflight_async(spec: SweepSpec, endpoint: Any, messages: Sequence[dict[str, Any]], *,
+                          transport: Any = None) -> PreflightResult:  # fmt: skip
+    """`preflight` inside a running event loop."""
     result = PreflightResult()
     headers = dict(spec.target.headers)
     if not spec.target.local:
-        result.served = _check_models(spec, endpoint, headers)
+        result.served = await asyncio.to_thread(_check_models, spec, endpoint, headers)
     try:
-        result.requests, result.checked = asyncio.run(_check_values(spec, endpoint, list(messages), headers, transport))
+        dialect = await asyncio.to_thread(resolve_dialect, spec, endpoint)
+        result.requests, result.checked = await _check_values(spec, endpoint, list(messages), headers, transport, dialect)
     except _Refused as refused:
         # a model missing from GET /models is only an error when requests for it are refused
         # (llama.cpp lists a file path and answers to any name)
@@ -176,12 +183,11 @@ async def _send(client: ChatClient, gate: asyncio.Semaphore, body: dict[str, Any
 
 
 async def _check_values(spec: SweepSpec, endpoint: Any, messages: list[dict[str, Any]], headers: dict[str, str],
-                        transport: Any) -> tuple[int, list[tuple[str, Any]]]:  # fmt: skip
+                        transport: Any, dialect: str) -> tuple[int, list[tuple[str, Any]]]:  # fmt: skip
     config = ClientConfig(base_url=endpoint.base_url, api_key=endpoint.api_key, headers=headers,
                           timeout_s=min(spec.runner.timeout_s, 60.0), pool_size=_CONCURRENCY)  # fmt: skip
     from harness.probe.dialects import translate
 
-    dialect = resolve_dialect(spec, endpoint)
     checks = [(name, value, translate(dialect, body)[0]) for name, value, body in _bodies(spec, endpoint.model, messages)]
     gate = asyncio.Semaphore(_CONCURRENCY)
     async with ChatClient(config, transport=transport) as client:
@@ -220,11 +226,16 @@ def _refusal(spec: SweepSpec, name: str, value: Any, failure: RequestFailed, req
 def preflight_job(job: Any, endpoint: Any, *, transport: Any = None) -> PreflightResult | None:
     """`preflight` for a prepared sweep job (harness run); None when it has nothing to send.
     A refusal names the run directory, which `harness run --resume` finishes once fixed."""
+    return asyncio.run(preflight_job_async(job, endpoint, transport=transport))
+
+
+async def preflight_job_async(job: Any, endpoint: Any, *, transport: Any = None) -> PreflightResult | None:
+    """`preflight_job` inside a running event loop (e.g. as `run_job`'s before_first_request hook)."""
     first = next(iter(job.plans()), None)
     if first is None:
         return None
     try:
-        return preflight(job.spec, endpoint, list(first.prompt.messages), transport=transport)
+        return await preflight_async(job.spec, endpoint, list(first.prompt.messages), transport=transport)
     except TargetError as err:
         hint = f"; nothing was sent to the sweep: after fixing, harness run --resume {job.run_dir}"
         raise TargetError(err.detail + hint, file=err.file, key=err.key) from None

@@ -19,7 +19,7 @@ from harness.probe.sender import BudgetSpent, Sender
 from harness.probe.verdicts import PARAMETERS, ParamResult, ProbeReport
 from harness.runner.sweep import Endpoint
 
-__all__ = ["DEFAULT_BUDGET", "MIN_BUDGET", "PROBE_FILE", "probe_endpoint", "run_probe", "store_probe"]
+__all__ = ["DEFAULT_BUDGET", "MIN_BUDGET", "PROBE_FILE", "probe_endpoint", "run_probe", "store_probe", "store_probe_async"]
 
 DEFAULT_BUDGET = 160
 MIN_BUDGET = 40
@@ -46,7 +46,7 @@ async def probe_endpoint(endpoint: Endpoint, *, budget: int = DEFAULT_BUDGET, al
     return ProbeReport(
         base_url=endpoint.base_url, model=endpoint.model, results=ordered, logprobs_mode=probe.mode,
         unknown_field=probe.unknown_field, requests=sender.spent, budget=budget, alpha=alpha,
-        seconds=time.monotonic() - started, notes=probe.notes, dialect=_dialect(endpoint, headers),
+        seconds=time.monotonic() - started, notes=probe.notes, dialect=await asyncio.to_thread(_dialect, endpoint, headers),
         top_k_off=probe.top_k_off,
     )  # fmt: skip
 
@@ -92,9 +92,15 @@ PROBE_FILE = "probe.json"
 def store_probe(run_dir: Path, endpoint: Endpoint, *, headers: dict[str, str] | None = None, quiet: bool = False) -> ProbeReport:
     """`harness run --probe`: probe the endpoint, keep the profile as RUN_DIR/probe.json, and say
     on stderr (one line) which parameters are not honoured. The run goes ahead either way."""
+    return asyncio.run(store_probe_async(run_dir, endpoint, headers=headers, quiet=quiet))
+
+
+async def store_probe_async(run_dir: Path, endpoint: Endpoint, *, headers: dict[str, str] | None = None,
+                            quiet: bool = False) -> ProbeReport:  # fmt: skip
+    """`store_probe` inside a running event loop."""
     from harness.probe.render import to_json
 
-    report = run_probe(endpoint, headers=headers)
+    report = await probe_endpoint(endpoint, headers=headers)
     (run_dir / PROBE_FILE).write_text(to_json(report) + "\n", encoding="utf-8")
     bad = [f"{n} {r.verdict}" for n, r in report.results.items() if r.verdict != "honoured"]
     if not quiet:
