@@ -232,8 +232,8 @@ class Probe:
         if not self.greedy:
             return ParamResult(name, "inconclusive", "no repeatable greedy answer to compare with")
         spent = 0
-        for value in (PENALTY, -PENALTY):
-            for prompt, base in self.greedy.items():
+        for prompt, base in self.greedy.items():
+            for value in (PENALTY, -PENALTY):
                 fields: dict[str, Any] = {**GREEDY, name: value}
                 out = await self.sender.send(self.body(prompt, GREEDY_TOKENS, **fields))
                 spent += out.attempts
