@@ -67,14 +67,14 @@ def main() -> None:
                   f"({100 * seen[0] / args.requests:.2f}% of {args.requests})\n    {last[:220]}")
             fixed, _ = counted_app([])
             with ServerThread(fixed, port=port):
-                if done.returncode == 1:  # the breaker: resume the run
+                if done.returncode == 1:  # the breaker: send the not_sent rows
                     run_dir = Path(done.stdout.strip().splitlines()[-1])
                     again, seconds = run("--resume", str(run_dir), "--retry-errors")
-                else:  # the preflight: nothing was made; run again
-                    again, seconds = run(str(spec), "--out", str(folder / "runs"))
-                    run_dir = Path(again.stdout.strip().splitlines()[-1])
+                else:  # the preflight: the error line names the run directory to resume
+                    run_dir = Path(last.rsplit("--resume ", 1)[-1])
+                    again, seconds = run("--resume", str(run_dir))
             rows = pd.read_parquet(run_dir / "results")
-            what = "resume" if done.returncode == 1 else "rerun"
+            what = "resume"
             print(f"    {what} on the fixed server: exit {again.returncode}, {seconds:.1f} s, {int((rows.status == 'ok').sum())}/{len(rows)} ok")
 
 
