@@ -34,6 +34,7 @@ SUMMARIES: dict[str, str] = {
     "report": "figures, a self-contained HTML page and Markdown for one or more runs",
     "compare": "paired comparison of two runs; exit 1 on a regression (a CI gate)",
     "schema": "print the JSON Schema of sweep specs (for editors)",
+    "whatif": "what top_p / top_k / min_p would change, estimated from a run's logprobs",
 }
 
 
