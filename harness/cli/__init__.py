@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from harness.errors import HarnessError
+from harness.errors import INTERNAL_ERROR_EXIT, HarnessError
 
 COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema", "whatif")
 
@@ -127,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug: one line, a code CI cannot mistake for "some requests failed"
+        logging.getLogger("harness").debug("internal error", exc_info=True)
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        print(f"harness: internal error (a bug in harness; please report it, -vv shows the traceback): {text}",
+              file=sys.stderr)
+        return INTERNAL_ERROR_EXIT
 
 
 def run() -> None:
