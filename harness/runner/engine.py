@@ -26,6 +26,7 @@ from tenacity.wait import wait_random_exponential
 
 from harness.client import Completion, RequestFailed, scrub
 from harness.grid import RequestPlan
+from harness.runner.breaker import Breaker, settle
 from harness.runner.limits import AdaptiveLimit, TokenBucket
 from harness.runner.rows import base_row, error_row, ok_row
 
@@ -69,6 +70,7 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     limit: int = 0
     errors_by_type: dict[str, int] = field(default_factory=dict)
+    halted: str | None = None  # why the breaker stopped sending (see breaker.py)
 
     def count(self, row: dict[str, Any]) -> None:
         """Account for one finished row."""
@@ -118,6 +120,7 @@ class Engine:
         if config.deadline_s is not None:
             stop = stop | stop_before_delay(config.deadline_s)
         self._stop = stop
+        self.breaker = Breaker()
         stats.limit = self._limit.limit
 
     async def run(self, plans: Iterable[RequestPlan]) -> None:
@@ -130,7 +133,12 @@ class Engine:
 
     async def _worker(self, plans: Iterator[RequestPlan]) -> None:
         for plan in plans:  # next() never awaits, so sharing one iterator between tasks is safe
-            row = await self.run_one(plan)
+            if self.breaker.reason is not None:
+                row = Breaker.skipped(base_row(self._config.run_id, plan, self._build(plan), datetime.now(timezone.utc)), self.breaker.reason)
+            else:
+                row = await self.run_one(plan)
+            self.breaker.record(row)
+            self.stats.halted = self.breaker.reason
             self.stats.count(row)
             await self._sink(row)
 
@@ -160,13 +168,19 @@ class Engine:
             if not failure.retryable:
                 raise
             first: RequestFailed | None = failure
+        earlier: list[RequestFailed] = [first] if first is not None else []
 
         async def attempt() -> Completion:
             nonlocal first
             if first is not None:  # tenacity's attempt 1 is the one already made
                 failed, first = first, None
                 raise failed
-            return await self._attempt(body, started, tries)
+            try:
+                return await self._attempt(body, started, tries)
+            except RequestFailed as failure:
+                settled = settle(failure, earlier)  # the same 500 three times is final
+                earlier.append(failure)
+                raise settled from None
 
         return await self._retrying(plan, tries)(attempt)  # type: ignore[no-any-return]
 
