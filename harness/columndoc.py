@@ -45,6 +45,7 @@ MEANINGS: dict[str, str] = {
     "inter_token_s": "streaming: one gap per token (a chunk of k tokens gives k equal gaps)",
     "response_bytes": "size of the answer's body",
     "system_fingerprint": "as the server sent it",
+    "sent_json": "JSON of the parameters the target's dialect spelled differently (e.g. top_k off as 0 for llama.cpp), as really sent; the parameter columns keep the spec's values; null when nothing was respelled",
 }
 
 
@@ -62,8 +63,10 @@ def _type(dtype: pa.DataType) -> str:
 
 def _meaning(name: str) -> str:
     param = BY_NAME.get(name)
-    if param is not None:
+    if param is not None and param.column:
         return f"{param.description}; null when not sent (allowed: {param.describe()})"
+    if name not in MEANINGS:
+        raise KeyError(f"column {name!r} has no description: add it to harness/columndoc.py MEANINGS")
     return MEANINGS[name]
 
 
