@@ -181,6 +181,8 @@ def test_readme_command_table_lists_every_command() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for command in commands:
         assert f"| `harness {command}" in readme, f"README.md's command table lacks `harness {command}`"
+    for command in re.findall(r"^\| `harness (\w+)", readme, flags=re.MULTILINE):
+        assert command in commands, f"README.md's command table names `harness {command}`, which does not exist"
 
 
 def test_relative_links_resolve() -> None:
