@@ -80,10 +80,15 @@ def _finite(value: Any, path: str) -> float:
     return number
 
 
+MAX_COUNT = 2**53  # any larger "token count" is a server bug, and would overflow a column or a sum
+
+
 def _count(value: Any, path: str) -> int:
     number = _expect(value, int, path)
     if number < 0:
         raise InvalidResponse(f"{path}: {number} is negative")
+    if number > MAX_COUNT:
+        raise InvalidResponse(f"{path}: {number:.3g} is not a plausible count (the limit is 2^53)")
     return int(number)
 
 

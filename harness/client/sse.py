@@ -22,33 +22,47 @@ class SSEEvent:
     data: str
 
 
-class SSEDecoder:
-    """Incremental decoder: feed bytes as they arrive, get complete events back."""
+class EventTooLarge(ValueError):
+    """One event grew past the decoder's `max_event_bytes`."""
 
-    def __init__(self) -> None:
+
+class SSEDecoder:
+    """Incremental decoder: feed bytes as they arrive, get complete events back.
+
+    An event that grows past `max_event_bytes` without ending raises `EventTooLarge`; a buffer
+    is never rescanned from its start, so a long event costs linear time.
+    """
+
+    def __init__(self, max_event_bytes: int | None = None) -> None:
         self._buffer = b""
+        self._scanned = 0  # bytes of the buffer known to hold no event end
+        self._max = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Add bytes; return the events completed by them."""
-        self._buffer += chunk
+        self._buffer = self._buffer + chunk if self._buffer else chunk
         events: list[SSEEvent] = []
         start = 0
         # A trailing "\r" may be the first half of "\r\n": leave it for the next chunk.
         limit = len(self._buffer) - 1 if self._buffer.endswith(b"\r") else len(self._buffer)
+        position = max(0, self._scanned - 3)  # an end marker may straddle two chunks
         while True:
-            match = _EVENT_END.search(self._buffer, start, limit)
+            match = _EVENT_END.search(self._buffer, position, limit)
             if match is None:
                 break
             event = _parse_event(self._buffer[start : match.start()])
             if event is not None:
                 events.append(event)
-            start = match.end()
+            start = position = match.end()
         self._buffer = self._buffer[start:]
+        self._scanned = max(0, limit - start)
+        if self._max is not None and len(self._buffer) > self._max:
+            raise EventTooLarge(f"one server-sent event is over the {self._max:,}-byte limit")
         return events
 
     def flush(self) -> list[SSEEvent]:
         """The last event when the stream ends without a blank line."""
-        rest, self._buffer = self._buffer, b""
+        rest, self._buffer, self._scanned = self._buffer, b"", 0
         event = _parse_event(rest.rstrip(b"\r\n"))
         return [event] if event is not None else []
 
@@ -72,4 +86,4 @@ def _parse_event(raw: bytes) -> SSEEvent | None:
     return SSEEvent(event=name, data="\n".join(data))
 
 
-__all__ = ["SSEDecoder", "SSEEvent"]
+__all__ = ["EventTooLarge", "SSEDecoder", "SSEEvent"]
