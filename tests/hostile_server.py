@@ -352,6 +352,7 @@ class HostileServer:
         return f"http://{self.host}:{self.port}/case/{','.join(cases)}/v1"
 
     def __enter__(self) -> "HostileServer":
+        _bomb("body"), _bomb("sse")  # built before serving, so no case waits for them
         ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
         self._thread.start()
