@@ -337,6 +337,7 @@ class HostileServer:
 
     host: str = "127.0.0.1"
     port: int = 0
+    bombs: bool = True  # build the gzip bombs before serving (about a second of CPU)
     hits: int = 0
     seen: list[Request] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
@@ -352,7 +353,8 @@ class HostileServer:
         return f"http://{self.host}:{self.port}/case/{','.join(cases)}/v1"
 
     def __enter__(self) -> "HostileServer":
-        _bomb("body"), _bomb("sse")  # built before serving, so no case waits for them
+        if self.bombs:
+            _bomb("body"), _bomb("sse")  # built before serving, so no case waits for them
         ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
         self._thread.start()
