@@ -345,12 +345,13 @@ class HostileServer:
     _counters: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def url(self, *cases: str) -> str:
-        """Base URL whose n-th chat request gets the n-th case (the last one repeats)."""
+    def url(self, *cases: str, cycle: bool = False) -> str:
+        """Base URL whose n-th chat request gets the n-th case (the last one repeats, or with
+        `cycle` the list starts again)."""
         for case in cases:
             if case not in CASES:
                 raise KeyError(case)
-        return f"http://{self.host}:{self.port}/case/{','.join(cases)}/v1"
+        return f"http://{self.host}:{self.port}/case/{'~' if cycle else ''}{','.join(cases)}/v1"
 
     def __enter__(self) -> "HostileServer":
         if self.bombs:
@@ -387,11 +388,13 @@ class HostileServer:
         parts = path.split("/")
         if len(parts) < 3 or parts[1] != "case":
             return ok
-        names = parts[2].split(",")
+        cycle = parts[2].startswith("~")
+        names = parts[2].lstrip("~").split(",")
         with self._lock:
             n = self._counters.get(parts[2], 0)
             self._counters[parts[2]] = n + 1
-        return CASES.get(names[min(n, len(names) - 1)], ok)
+        index = n % len(names) if cycle else min(n, len(names) - 1)
+        return CASES.get(names[index], ok)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: Writer) -> None:
         try:
