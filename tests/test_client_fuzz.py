@@ -170,3 +170,27 @@ plausible_bodies = st.builds(_plausible, st.text(max_size=30), near_usage, st.no
 @given(encodings, plausible_bodies, cut_lists)
 def test_near_valid_answers_are_rows_that_fit_the_columns(encoding: str, body: bytes, cuts: list[int]) -> None:
     _check(_answer(200, "application/json", encoding, body, cuts, stream=False))
+
+
+def _strict(data: Any) -> Any:
+    from harness.client import parse
+
+    fast, parse._fast_completion = parse._fast_completion, lambda *a: None  # type: ignore[assignment]
+    try:
+        return parse.parse_completion(data, http_status=200, response_bytes=1)
+    except parse.InvalidResponse as exc:
+        return type(exc)
+    finally:
+        parse._fast_completion = fast  # type: ignore[assignment]
+
+
+@fuzz
+@given(st.builds(_plausible, st.one_of(st.text(max_size=10), st.just("<think>a</think>b"), json_leaf), near_usage, logprobs, finish))
+def test_fast_parse_agrees_with_the_strict_parse(data: dict[str, Any]) -> None:
+    from harness.client.parse import InvalidResponse, parse_completion
+
+    try:
+        fast: Any = parse_completion(data, http_status=200, response_bytes=1)
+    except InvalidResponse as exc:
+        fast = type(exc)
+    assert fast == _strict(data)

@@ -169,8 +169,52 @@ def _first_choice(data: Any) -> dict[str, Any]:
     return _expect(choices[0], dict, "choices[0]")  # type: ignore[no-any-return]
 
 
+def _plain_count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_COUNT
+
+
+def _fast_completion(data: Any, http_status: int, response_bytes: int) -> Completion | None:
+    """The common, well-formed answer checked with plain type tests (None: use the strict path,
+    which names what is wrong)."""
+    if type(data) is not dict:
+        return None
+    choices, usage = data.get("choices"), data.get("usage")
+    if type(choices) is not list or not choices or type(usage) is not dict:
+        return None
+    choice = choices[0]
+    message = choice.get("message") if type(choice) is dict else None
+    if type(message) is not dict:
+        return None
+    content, finish, fingerprint = message.get("content"), choice.get("finish_reason"), data.get("system_fingerprint")
+    prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if (
+        type(content) is not str
+        or "reasoning_content" in message
+        or "reasoning" in message
+        or content.lstrip().startswith(THINK_OPEN)
+        or not (finish is None or type(finish) is str)
+        or not (fingerprint is None or type(fingerprint) is str)
+        or not (_plain_count(prompt_tokens) and _plain_count(completion_tokens))
+    ):
+        return None
+    return Completion(
+        content=content,
+        reasoning=None,
+        finish_reason=finish,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        logprobs=normalize_logprobs(choice.get("logprobs"), "choices[0].logprobs"),
+        system_fingerprint=fingerprint,
+        http_status=http_status,
+        response_bytes=response_bytes,
+    )
+
+
 def parse_completion(data: Any, *, http_status: int, response_bytes: int) -> Completion:
     """A whole (non-streamed) chat-completion object → `Completion`."""
+    fast = _fast_completion(data, http_status, response_bytes)
+    if fast is not None:
+        return fast
     choice = _first_choice(data)
     message = _expect(choice.get("message"), dict, "choices[0].message")
     content = _optional_str(message.get("content"), "choices[0].message.content") or ""

@@ -6,8 +6,11 @@ for the requests in flight, so a resume sends them again.
 
 Workers pull from one lazy iterator of plans (memory stays flat for any sweep size). Each
 *attempt* passes the req/s bucket, the tokens/min bucket and the adaptive concurrency limit.
-Retries use tenacity: jittered exponential backoff, or the server's Retry-After (capped), at
-most `max_attempts` attempts and, when set, `deadline_s` in total.
+Retries wait the server's Retry-After (capped, plus a little jitter), else a jittered
+exponential backoff — `uniform(0, min(backoff_max_s, backoff_s * 2**(n-1)))` after the n-th
+attempt — for at most `max_attempts` attempts and, when set, never past `deadline_s` in total
+(a wait that would end after the deadline is not started). The loop is plain code: a retry
+library's per-request set-up cost more CPU than the rest of the engine.
 """
 
 from __future__ import annotations
@@ -19,10 +22,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable, Iterator, Protocol
-
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
-from tenacity.stop import stop_base
-from tenacity.wait import wait_random_exponential
 
 from harness.client import Completion, RequestFailed, scrub
 from harness.grid import RequestPlan
@@ -81,23 +80,13 @@ class Stats:
             self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
 
 
-class _Wait:
-    """Tenacity wait: the server's Retry-After (capped, plus a little jitter), else jittered backoff."""
-
-    def __init__(self, config: EngineConfig) -> None:
-        self._cap = config.max_retry_after_s
-        self._backoff = wait_random_exponential(multiplier=config.backoff_s, max=config.backoff_max_s)
-
-    def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RequestFailed) and exc.retry_after_s is not None:
-            wait = min(exc.retry_after_s, self._cap)
-            return wait + random.uniform(0, 0.1 * wait)
-        return float(self._backoff(state))
-
-
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, RequestFailed) and exc.retryable
+def retry_wait(config: EngineConfig, failure: RequestFailed, attempts: int) -> float:
+    """Seconds to wait after the `attempts`-th failed attempt."""
+    if failure.retry_after_s is not None:
+        wait = min(failure.retry_after_s, config.max_retry_after_s)
+        return wait + random.uniform(0, 0.1 * wait)
+    ceiling = config.backoff_s * 2.0 ** min(attempts - 1, 60)
+    return random.uniform(0, min(config.backoff_max_s, ceiling))
 
 
 class Engine:
@@ -113,11 +102,6 @@ class Engine:
         self._rps = TokenBucket(config.rps) if config.rps else None
         self._tpm = TokenBucket(config.tokens_per_min / 60.0, burst=config.tokens_per_min / 6.0) if config.tokens_per_min else None
         self._token_estimate = 256.0
-        self._wait = _Wait(config)
-        stop: stop_base = stop_after_attempt(config.max_attempts)
-        if config.deadline_s is not None:
-            stop = stop | stop_before_delay(config.deadline_s)
-        self._stop = stop
         stats.limit = self._limit.limit
 
     async def run(self, plans: Iterable[RequestPlan]) -> None:
@@ -153,37 +137,20 @@ class Engine:
             return error_row(base, bug, attempts=max(tries.count, 1), latency_s=tries.last_latency)
 
     async def _send(self, plan: RequestPlan, body: dict[str, Any], started: float, tries: "_Tries") -> Completion:
-        """The first attempt directly (most succeed: tenacity's set-up costs CPU), the rest via tenacity."""
-        try:
-            return await self._attempt(body, started, tries)
-        except RequestFailed as failure:
-            if not failure.retryable:
-                raise
-            first: RequestFailed | None = failure
-
-        async def attempt() -> Completion:
-            nonlocal first
-            if first is not None:  # tenacity's attempt 1 is the one already made
-                failed, first = first, None
-                raise failed
-            return await self._attempt(body, started, tries)
-
-        return await self._retrying(plan, tries)(attempt)  # type: ignore[no-any-return]
-
-    def _retrying(self, plan: RequestPlan, tries: "_Tries") -> AsyncRetrying:
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            self.stats.retries += 1
-            wait = state.next_action.sleep if state.next_action else 0.0
-            log.info("retry %s attempt %d after %s; waiting %.2fs", plan.request_id, state.attempt_number, exc, wait)
-
-        return AsyncRetrying(
-            stop=self._stop,
-            wait=self._wait,
-            retry=retry_if_exception(_retryable),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
+        """Attempts until one succeeds, one fails for good, or attempts or deadline run out."""
+        config = self._config
+        while True:
+            try:
+                return await self._attempt(body, started, tries)
+            except RequestFailed as failure:
+                if not failure.retryable or tries.count >= config.max_attempts:
+                    raise
+                wait = retry_wait(config, failure, tries.count)
+                if config.deadline_s is not None and time.monotonic() - started + wait >= config.deadline_s:
+                    raise
+                self.stats.retries += 1
+                log.info("retry %s attempt %d after %s; waiting %.2fs", plan.request_id, tries.count, failure, wait)
+                await asyncio.sleep(wait)
 
     async def _attempt(self, body: dict[str, Any], started: float, tries: "_Tries") -> Completion:
         timeout = None
@@ -232,4 +199,4 @@ class _Tries:
     last_latency: float | None = None
 
 
-__all__ = ["BodyBuilder", "Client", "Engine", "EngineConfig", "Sink", "Stats"]
+__all__ = ["BodyBuilder", "Client", "Engine", "EngineConfig", "Sink", "Stats", "retry_wait"]
