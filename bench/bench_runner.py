@@ -282,13 +282,13 @@ def bench_d(tmp: Path, requests: int = 8000, rounds: int = 3, profile: bool = Fa
     rounds interleaved; CPU per request from process_time."""
     import orjson
 
+    from harness.client import ChatClient, ClientConfig
     from harness.datasets import load_prompts
     from harness.grid import expand_points, plan_requests
     from harness.requests import build_body
+    from harness.runner.engine import Engine, EngineConfig, Stats
     from harness.spec import load_spec
     from harness.store import RunStore
-    from harness.client import ChatClient, ClientConfig
-    from harness.runner.engine import Engine, EngineConfig, Stats
 
     server, url = start_canned(0.0)
     try:

@@ -7,9 +7,11 @@ only when a display is shown (not for `--quiet`, which is how scripts and CI run
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Self
 
 from harness.runner.engine import Stats
 
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _duration(seconds: float) -> str:
-    if seconds != seconds or seconds == float("inf"):
+    if math.isnan(seconds) or seconds == float("inf"):
         return "--:--"
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
@@ -59,7 +61,7 @@ class _View:
 class RunProgress:
     """`with RunProgress(stats, quiet=False): ...` shows live progress on stderr."""
 
-    def __init__(self, stats: Stats, *, quiet: bool = False, console: "Console | None" = None,
+    def __init__(self, stats: Stats, *, quiet: bool = False, console: Console | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._stats = stats
         self._quiet = quiet
@@ -68,14 +70,14 @@ class RunProgress:
         self._clock = clock
 
     @property
-    def _console(self) -> "Console":
+    def _console(self) -> Console:
         if self._console_given is None:
             from rich.console import Console
 
             self._console_given = Console(stderr=True)
         return self._console_given
 
-    def __enter__(self) -> "RunProgress":
+    def __enter__(self) -> Self:
         if self._quiet:
             return self
         if self._console.is_terminal:

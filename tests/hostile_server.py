@@ -21,8 +21,9 @@ import socket
 import struct
 import threading
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Self
 
 import orjson
 
@@ -353,7 +354,7 @@ class HostileServer:
                 raise KeyError(case)
         return f"http://{self.host}:{self.port}/case/{'~' if cycle else ''}{','.join(cases)}/v1"
 
-    def __enter__(self) -> "HostileServer":
+    def __enter__(self) -> Self:
         if self.bombs:
             _bomb("body"), _bomb("sse")  # built before serving, so no case waits for them
         ready = threading.Event()

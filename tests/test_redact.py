@@ -9,10 +9,16 @@ from pathlib import Path
 import pytest
 
 from harness.client import probe_auth
-from harness.client.redact import Scrubber, is_secret_header, redact_url, scrub, secrets_of
+from harness.client.redact import (
+    Scrubber,
+    is_secret_header,
+    redact_url,
+    scrub,
+    secrets_of,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hostile_server import HostileServer  # noqa: E402
+from hostile_server import HostileServer
 
 LONG = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
 

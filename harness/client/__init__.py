@@ -5,8 +5,21 @@
     parse.py   answer → row fields (content, reasoning, usage, logprobs), strict about shape
 """
 
-from harness.client.http import ChatClient, ClientConfig, ErrorType, RequestFailed, parse_retry_after, probe_auth, scrub
-from harness.client.parse import Completion, InvalidResponse, parse_completion, split_reasoning
+from harness.client.http import (
+    ChatClient,
+    ClientConfig,
+    ErrorType,
+    RequestFailed,
+    parse_retry_after,
+    probe_auth,
+    scrub,
+)
+from harness.client.parse import (
+    Completion,
+    InvalidResponse,
+    parse_completion,
+    split_reasoning,
+)
 from harness.client.sse import SSEDecoder, SSEEvent
 
 __all__ = [

@@ -81,4 +81,4 @@ def describe(n: int) -> str:
     return _size(n)
 
 
-__all__ = ["Bounds", "Inflater", "MIB", "TooLarge", "UnsupportedEncoding", "describe"]
+__all__ = ["MIB", "Bounds", "Inflater", "TooLarge", "UnsupportedEncoding", "describe"]

@@ -22,14 +22,32 @@ import email.utils
 import logging
 import time
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Self
 
 import orjson
 
-from harness.client.bounds import Bounds, Inflater, TooLarge, UnsupportedEncoding, describe
-from harness.client.parse import Completion, InvalidResponse, StreamAccumulator, parse_completion
-from harness.client.redact import MAX_MESSAGE, Scrubber, install_log_filters, scrub, secrets_of
+from harness.client.bounds import (
+    Bounds,
+    Inflater,
+    TooLarge,
+    UnsupportedEncoding,
+    describe,
+)
+from harness.client.parse import (
+    Completion,
+    InvalidResponse,
+    StreamAccumulator,
+    parse_completion,
+)
+from harness.client.redact import (
+    MAX_MESSAGE,
+    Scrubber,
+    install_log_filters,
+    scrub,
+    secrets_of,
+)
 from harness.client.sse import EventTooLarge, SSEDecoder
 from harness.client.wire import AiohttpWire, HttpxWire, Reply, Wire
 
@@ -277,7 +295,7 @@ class ChatClient:
         """`text` without secrets, one line, cut to length."""
         return self._scrub(text)
 
-    async def __aenter__(self) -> "ChatClient":
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -303,7 +321,7 @@ class ChatClient:
                     await reply.aclose()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # everything a server can cause is classified here
+        except Exception as exc:  # noqa: BLE001 - everything a server can cause is classified here
             raise _classify(exc, self._scrub) from None
 
     async def _read(self, reply: Reply) -> bytes:

@@ -105,35 +105,43 @@ def normalize_logprobs(raw: Any, path: str) -> list[dict[str, Any]] | None:
     if content is None:
         return None
     items = _expect(content, list, f"{path}.content")
+    fast = _tokens_fast(items)
+    if fast is not None:
+        return fast
     return [_token(item, f"{path}.content[{i}]") for i, item in enumerate(items)]
 
 
-def _is_logprob(value: Any) -> TypeGuard[float | int]:
-    return (type(value) is float or type(value) is int) and math.isfinite(value)
+def _plain_number(value: Any) -> TypeGuard[float]:
+    kind = type(value)
+    return (kind is float or kind is int) and value - value == 0  # inf - inf and nan are not 0
 
 
-def _token_fast(item: Any) -> dict[str, Any] | None:
-    """The common, well-formed case without building error paths (None: use the strict path)."""
-    if type(item) is not dict:
-        return None
-    token, logprob, top = item.get("token"), item.get("logprob"), item.get("top_logprobs")
-    if type(token) is not str or not _is_logprob(logprob) or not (top is None or type(top) is list):
-        return None
-    tops = []
-    for entry in top or ():
-        if type(entry) is not dict:
+def _tokens_fast(items: list[Any]) -> list[dict[str, Any]] | None:
+    """All tokens when every one is well formed, checked with plain type tests (the common case:
+    no error paths are built); None sends the list through the strict path."""
+    out = []
+    for item in items:
+        if type(item) is not dict:
             return None
-        alt, alt_lp = entry.get("token"), entry.get("logprob")
-        if type(alt) is not str or not _is_logprob(alt_lp):
+        token, logprob, top = item.get("token"), item.get("logprob"), item.get("top_logprobs")
+        if type(token) is not str or not _plain_number(logprob):
             return None
-        tops.append({"token": alt, "logprob": float(alt_lp)})
-    return {"token": token, "logprob": float(logprob), "top_logprobs": tops}
+        tops = []
+        if top is not None:
+            if type(top) is not list:
+                return None
+            for entry in top:
+                if type(entry) is not dict:
+                    return None
+                alt, alt_lp = entry.get("token"), entry.get("logprob")
+                if type(alt) is not str or not _plain_number(alt_lp):
+                    return None
+                tops.append({"token": alt, "logprob": float(alt_lp)})
+        out.append({"token": token, "logprob": float(logprob), "top_logprobs": tops})
+    return out
 
 
 def _token(item: Any, path: str) -> dict[str, Any]:
-    fast = _token_fast(item)
-    if fast is not None:
-        return fast
     _expect(item, dict, path)
     top_raw = item.get("top_logprobs")
     top = [] if top_raw is None else _expect(top_raw, list, f"{path}.top_logprobs")
@@ -169,7 +177,7 @@ def _first_choice(data: Any) -> dict[str, Any]:
     return _expect(choices[0], dict, "choices[0]")  # type: ignore[no-any-return]
 
 
-def _plain_count(value: Any) -> bool:
+def _plain_count(value: Any) -> TypeGuard[int]:
     return type(value) is int and 0 <= value <= MAX_COUNT
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 MASK = "***"
 MAX_MESSAGE = 500
 LONG_SECRET = 12
-_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|passw|credential|signature|session", re.I)
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|passw|credential|signature|session", re.IGNORECASE)
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
 _URL_QUERY = re.compile(r"(?P<url>[A-Za-z][A-Za-z0-9+.-]*://[^\s?#'\")]*)\?(?P<query>[^\s#'\")]*)")
 _TOKEN_CHARS = r"A-Za-z0-9_\-"

@@ -12,7 +12,8 @@ header parser limited by `Bounds`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, AsyncIterator, Protocol
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Protocol
 
 from harness.client.bounds import Bounds
 
@@ -59,7 +60,7 @@ class AiohttpReply:
 
     __slots__ = ("_response", "status")
 
-    def __init__(self, response: "aiohttp.ClientResponse") -> None:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status = response.status
 
@@ -95,9 +96,9 @@ class AiohttpWire:
         self._headers = headers
         self._pool_size = pool_size
         self._bounds = bounds
-        self._session: "aiohttp.ClientSession | None" = None
+        self._session: aiohttp.ClientSession | None = None
 
-    def _open(self) -> "aiohttp.ClientSession":
+    def _open(self) -> aiohttp.ClientSession:
         import aiohttp
 
         connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=self._pool_size)
@@ -129,7 +130,7 @@ class AiohttpWire:
 class HttpxReply:
     """`Reply` over an `httpx.Response` from a transport (used with `httpx.MockTransport`)."""
 
-    def __init__(self, response: "httpx.Response") -> None:
+    def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self.status = response.status_code
 
@@ -166,7 +167,7 @@ class HttpxReply:
 class HttpxWire:
     """Drives an httpx transport directly (httpx's client layers are not needed)."""
 
-    def __init__(self, url: str, headers: dict[str, str], transport: "httpx.AsyncBaseTransport", timeout_s: float) -> None:
+    def __init__(self, url: str, headers: dict[str, str], transport: httpx.AsyncBaseTransport, timeout_s: float) -> None:
         import httpx
 
         self._url = httpx.URL(url)

@@ -19,9 +19,10 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Iterable, Iterator, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from harness.client import Completion, RequestFailed, scrub
 from harness.grid import RequestPlan
@@ -121,7 +122,7 @@ class Engine:
     async def run_one(self, plan: RequestPlan) -> dict[str, Any]:
         """One request, retries included → its row. Raises only CancelledError."""
         body = self._build(plan)
-        base = base_row(self._config.run_id, plan, body, datetime.now(timezone.utc))
+        base = base_row(self._config.run_id, plan, body, datetime.now(UTC))
         started = time.monotonic()
         tries = _Tries()
         try:
@@ -136,7 +137,7 @@ class Engine:
             bug = RequestFailed("internal", scrub(f"{type(exc).__name__}: {exc}", getattr(self._client, "secrets", ())))
             return error_row(base, bug, attempts=max(tries.count, 1), latency_s=tries.last_latency)
 
-    async def _send(self, plan: RequestPlan, body: dict[str, Any], started: float, tries: "_Tries") -> Completion:
+    async def _send(self, plan: RequestPlan, body: dict[str, Any], started: float, tries: _Tries) -> Completion:
         """Attempts until one succeeds, one fails for good, or attempts or deadline run out."""
         config = self._config
         while True:
@@ -152,7 +153,7 @@ class Engine:
                 log.info("retry %s attempt %d after %s; waiting %.2fs", plan.request_id, tries.count, failure, wait)
                 await asyncio.sleep(wait)
 
-    async def _attempt(self, body: dict[str, Any], started: float, tries: "_Tries") -> Completion:
+    async def _attempt(self, body: dict[str, Any], started: float, tries: _Tries) -> Completion:
         timeout = None
         if self._config.deadline_s is not None:
             timeout = self._config.deadline_s - (time.monotonic() - started)
