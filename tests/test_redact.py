@@ -78,3 +78,33 @@ def test_httpx_request_log_never_prints_url_secrets(caplog: pytest.LogCaptureFix
     assert "HTTP Request" in logged  # httpx did log the request …
     assert "userinfo-secret" not in logged and "query-secret-1" not in logged  # … without the secrets
     assert "sk-the-key-itself-000" not in logged
+
+
+def test_whitespace_before_a_cut_key_cannot_pull_a_fragment_into_view() -> None:
+    scrubber = Scrubber((LONG,))
+    for pad in range(1990, 2120, 7):  # the scrub window ends inside the key
+        out = scrubber(" " * pad + LONG + " end")
+        for size in range(5, len(LONG)):
+            assert LONG[:size] not in out, (pad, out)
+    assert LONG[:10] not in scrubber("note " + LONG[:30], cut=True)  # text known to be cut
+
+
+def test_a_huge_error_body_echoing_the_key_is_scrubbed() -> None:
+    import asyncio
+
+    import httpx
+
+    from harness.client import ChatClient, ClientConfig, RequestFailed
+
+    body = (b" " * 65_530) + LONG.encode() + b" rest"
+
+    async def go() -> str:
+        config = ClientConfig(base_url="http://t/v1", api_key=LONG)
+        async with ChatClient(config, transport=httpx.MockTransport(lambda r: httpx.Response(500, content=body))) as c:
+            with pytest.raises(RequestFailed) as info:
+                await c.complete({"model": "m", "messages": []})
+        return info.value.message
+
+    message = asyncio.run(go())
+    for size in range(5, len(LONG)):
+        assert LONG[:size] not in message

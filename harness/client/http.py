@@ -148,8 +148,8 @@ class _Headers:
 
 def _status_failure(status: int, body: bytes, reply: Reply, scrubber: Scrubber) -> RequestFailed:
     """Classify a non-2xx answer."""
-    detail = _error_detail(body)
-    message = scrubber(f"HTTP {status}: {detail}" if detail else f"HTTP {status}")
+    detail, cut = _error_detail(body)
+    message = scrubber(f"HTTP {status}: {detail}" if detail else f"HTTP {status}", cut=cut)
     if status == 429:
         kind: ErrorType = "rate_limited"
     elif status >= 500 or status in RETRY_STATUSES:
@@ -162,21 +162,25 @@ def _status_failure(status: int, body: bytes, reply: Reply, scrubber: Scrubber) 
     )
 
 
-def _error_detail(body: bytes) -> str:
-    """The `error.message` of an OpenAI-style error body, else the start of the body (uncut:
-    the caller scrubs before cutting)."""
-    head = body[: 8 * MAX_MESSAGE] if len(body) > 64 * 1024 else body
+ERROR_BODY_READ = 64 * 1024
+
+
+def _error_detail(body: bytes) -> tuple[str, bool]:
+    """The `error.message` of an OpenAI-style error body, else the body's start; and whether
+    that text was cut from something longer (the caller scrubs, then cuts)."""
+    cut = len(body) > ERROR_BODY_READ
+    head = body[:ERROR_BODY_READ]
     try:
         data = orjson.loads(head)
     except orjson.JSONDecodeError:
-        return head.decode("utf-8", "replace")
+        return head.decode("utf-8", "replace"), cut
     if isinstance(data, dict):
         err = data.get("error", data)
         if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return str(err["message"])
+            return str(err["message"]), False
         if isinstance(err, str):
-            return err
-    return head.decode("utf-8", "replace")
+            return err, False
+    return head.decode("utf-8", "replace"), cut
 
 
 def _bad_json(body: bytes, exc: Exception) -> str:

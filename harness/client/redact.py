@@ -101,15 +101,20 @@ class Scrubber:
         self._pattern = _pattern(self.secrets)
         self._margin = max((len(s) for s in self.secrets), default=0)
 
-    def __call__(self, text: str, limit: int = MAX_MESSAGE) -> str:
-        """One line of at most `limit` characters with no secret in it."""
-        # Scrub a prefix longer than the cut by the longest secret, so a secret that straddles
-        # the cut is replaced before the cut can leave a piece of it.
-        window = text[: 4 * limit + 2 * self._margin + 16]
+    def __call__(self, text: str, limit: int = MAX_MESSAGE, *, cut: bool = False) -> str:
+        """One line of at most `limit` characters with no secret in it. `cut`: `text` is
+        already the start of something longer (its end may hold part of a secret)."""
+        # Scrub a window longer than the result; when the window (or the text) ends before
+        # the real end, drop its last `margin` characters after scrubbing: a secret straddling
+        # that end was not matched, and its start lies there.
+        size = 4 * limit + 2 * self._margin + 16
+        window = text[:size]
+        truncated = cut or len(window) < len(text)
         clean = self._scrub(window)
-        clean = " ".join(clean.split())
-        clean = self._scrub(clean)  # a secret with inner whitespace, now collapsed
-        if len(clean) <= limit and len(window) == len(text):
+        if truncated and self._margin:
+            clean = clean[: max(0, len(clean) - self._margin)]
+        clean = self._scrub(" ".join(clean.split()))  # a secret with inner whitespace, now collapsed
+        if not truncated and len(clean) <= limit:
             return clean
         return clean[: limit - 1] + "…" if len(clean) >= limit else clean + "…"
 
