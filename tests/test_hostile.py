@@ -163,3 +163,17 @@ def test_a_sweep_through_every_case_completes_with_error_rows(tmp_path: Path, st
     for path in run_dir.rglob("*"):
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_url_credentials_never_reach_a_message(server: HostileServer) -> None:
+    async def go(case: str) -> tuple[str, str]:
+        base = server.url(case).replace("http://", "http://someone:pw-in-url-123@") + "?key=query-secret-456"
+        async with ChatClient(ClientConfig(base_url=base, timeout_s=TIMEOUT)) as client:
+            with pytest.raises(RequestFailed) as info:
+                await client.complete({"model": "m", "messages": []})
+        return info.value.error_type, info.value.message
+
+    for case in ("huge_header", "header_newline", "garbage_http", "reset", "echo_key"):
+        kind, message = asyncio.run(go(case))
+        assert "pw-in-url-123" not in message and "query-secret-456" not in message, message
+    assert server.seen[-1].path.endswith("/v1/chat/completions?key=query-secret-456")

@@ -270,7 +270,7 @@ class ChatClient:
         self._bounds = config.bounds
         self._secrets = secrets_of(config.api_key, config.headers, config.base_url)
         self._scrub = Scrubber(self._secrets)
-        url = config.base_url.rstrip("/") + "/chat/completions"
+        url = endpoint_url(config.base_url)
         headers = self._headers(config)
         self._wire: Wire
         if transport is None:
@@ -419,6 +419,12 @@ class ChatClient:
             raise RequestFailed("invalid_response", self._scrub(str(exc)), http_status=acc.http_status) from None
 
 
+def endpoint_url(base_url: str, path: str = "/chat/completions") -> str:
+    """`path` appended to the base URL's path, keeping its query (`…/v1?api-version=…`)."""
+    base, sep, query = base_url.partition("?")
+    return base.rstrip("/") + path + (sep + query if sep else "")
+
+
 def probe_auth(base_url: str, api_key: str, *, headers: dict[str, str] | None = None, timeout_s: float = 10.0) -> int | None:
     """Status of `GET {base_url}/models` with the key, or None when it cannot be asked.
 
@@ -428,7 +434,7 @@ def probe_auth(base_url: str, api_key: str, *, headers: dict[str, str] | None = 
 
     try:
         response = httpx.get(
-            base_url.rstrip("/") + "/models",
+            endpoint_url(base_url, "/models"),
             headers={**(headers or {}), "Authorization": f"Bearer {api_key.strip()}"},
             timeout=timeout_s,
         )
@@ -458,6 +464,7 @@ __all__ = [
     "ErrorType",
     "RequestFailed",
     "parse_retry_after",
+    "endpoint_url",
     "probe_auth",
     "scrub",
 ]
