@@ -195,3 +195,33 @@ def test_fast_parse_agrees_with_the_strict_parse(data: dict[str, Any]) -> None:
     except InvalidResponse as exc:
         fast = type(exc)
     assert fast == _strict(data)
+
+
+def _accumulate(chunks: list[Any], fast: bool) -> Any:
+    from harness.client.parse import InvalidResponse, StreamAccumulator
+
+    acc = StreamAccumulator(started=0.0, http_status=200)
+    if not fast:
+        acc._add_fast = lambda obj, now: False  # type: ignore[method-assign]
+    try:
+        for i, chunk in enumerate(chunks):
+            acc.add(chunk, float(i))
+        return acc.result()
+    except InvalidResponse as exc:
+        return type(exc)
+
+
+stream_chunk = st.one_of(
+    st.builds(
+        lambda text, lp, finish, role: {"choices": [{"index": 0, "delta": {"content": text, **({"role": "assistant"} if role else {})}, "logprobs": lp, "finish_reason": finish}]},
+        st.one_of(st.text(max_size=5), json_leaf), logprobs, finish, st.booleans(),
+    ),
+    st.builds(lambda u: {"choices": [], "usage": u}, near_usage),
+    json_value,
+)
+
+
+@fuzz
+@given(st.lists(stream_chunk, max_size=6))
+def test_fast_stream_path_agrees_with_the_strict_path(chunks: list[Any]) -> None:
+    assert _accumulate(chunks, fast=True) == _accumulate(chunks, fast=False)

@@ -270,6 +270,8 @@ class StreamAccumulator:
     def add(self, obj: Any, now: float) -> None:
         """One parsed `data:` chunk."""
         self.chunks += 1
+        if self._add_fast(obj, now):
+            return
         path = f"chunk[{self.chunks - 1}]"
         _expect(obj, dict, path)
         if obj.get("usage") is not None:
@@ -281,6 +283,40 @@ class StreamAccumulator:
             return  # the usage chunk has no choices
         choice = _expect(_expect(choices, list, f"{path}.choices")[0], dict, f"{path}.choices[0]")
         self._add_choice(choice, now, path)
+
+    def _add_fast(self, obj: Any, now: float) -> bool:
+        """The common token chunk (a text delta, optional logprobs, no usage) with plain type
+        tests; False leaves the chunk untouched for the strict path, which names what is wrong."""
+        if type(obj) is not dict or obj.get("usage") is not None or obj.get("system_fingerprint") is not None:
+            return False
+        choices = obj.get("choices")
+        if type(choices) is not list or not choices or type(choices[0]) is not dict:
+            return False
+        choice = choices[0]
+        delta, raw, finish = choice.get("delta"), choice.get("logprobs"), choice.get("finish_reason")
+        if type(delta) is not dict or len(delta) > 2 or not (finish is None or type(finish) is str):
+            return False
+        text = delta.get("content")
+        if type(text) is not str or (len(delta) == 2 and "role" not in delta):
+            return False
+        tokens = None
+        if raw is not None:
+            content = raw.get("content") if type(raw) is dict else False
+            tokens = _tokens_fast(content) if type(content) is list else None
+            if tokens is None and content is not None:
+                return False
+        if tokens is not None:
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs.extend(tokens)
+        if text:
+            self.content.append(text)
+        count = len(tokens) if tokens else (1 if text else 0)
+        if count:
+            self._time_tokens(count, now)
+        if finish is not None:
+            self.finish_reason = finish
+        return True
 
     def _add_choice(self, choice: dict[str, Any], now: float, path: str) -> None:
         delta = choice.get("delta") or {}
