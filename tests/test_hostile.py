@@ -174,6 +174,6 @@ def test_url_credentials_never_reach_a_message(server: HostileServer) -> None:
         return info.value.error_type, info.value.message
 
     for case in ("huge_header", "header_newline", "garbage_http", "reset", "echo_key"):
-        kind, message = asyncio.run(go(case))
+        _, message = asyncio.run(go(case))
         assert "pw-in-url-123" not in message and "query-secret-456" not in message, message
     assert server.seen[-1].path.endswith("/v1/chat/completions?key=query-secret-456")

@@ -42,7 +42,6 @@ from harness.client.parse import (
     parse_completion,
 )
 from harness.client.redact import (
-    MAX_MESSAGE,
     Scrubber,
     install_log_filters,
     scrub,
@@ -463,8 +462,8 @@ __all__ = [
     "Completion",
     "ErrorType",
     "RequestFailed",
-    "parse_retry_after",
     "endpoint_url",
+    "parse_retry_after",
     "probe_auth",
     "scrub",
 ]
