@@ -307,3 +307,15 @@ def test_stream_error_status_before_streaming() -> None:
 def test_a_server_ignoring_stream_true_is_read_whole() -> None:
     done = send(lambda r: httpx.Response(200, json=completion()), STREAM_BODY)
     assert done.content == "Paris" and done.ttft_s is None
+
+
+def test_a_body_that_cannot_be_encoded_is_a_final_failure_before_sending() -> None:
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json=completion())
+
+    got = failure(handler, {"model": "m", "messages": [{"role": "user", "content": "bad \ud800"}]})
+    assert got.error_type == "invalid_request" and not got.retryable and "JSON" in got.message
+    assert sent == []

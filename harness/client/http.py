@@ -57,6 +57,7 @@ ErrorType = Literal[
     "rate_limited",  # 429
     "server_error",  # 5xx, 408, 409
     "client_error",  # other 4xx: final
+    "invalid_request",  # the body harness built cannot be encoded (nothing was sent)
     "timeout",  # the attempt took longer than timeout_s
     "connection",
     "protocol_error",  # not valid HTTP (a bad header line, an unknown Content-Encoding)
@@ -311,7 +312,10 @@ class ChatClient:
     async def complete(self, body: dict[str, Any], *, timeout_s: float | None = None) -> Completion:
         """Send one attempt; a streamed body (`stream: true`) is read as SSE."""
         limit = self._config.timeout_s if timeout_s is None else min(timeout_s, self._config.timeout_s)
-        payload = orjson.dumps(body)
+        try:
+            payload = orjson.dumps(body)
+        except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate or a 65-bit int in the data
+            raise RequestFailed("invalid_request", self._scrub(f"the request body cannot be sent as JSON ({exc})")) from None
         started = time.perf_counter()
         try:
             async with asyncio.timeout(limit):
