@@ -235,6 +235,16 @@ async def huge_event(req: Request, w: Writer) -> bool:
     return False
 
 
+async def many_events(req: Request, w: Writer) -> bool:
+    """15 MiB of tiny events (`data: {}`), within every size limit: only counting stops them."""
+    return await _send(w, b"data: {}\n\n" * (15 * MIB // 10), headers=SSE_HEAD)
+
+
+async def many_pings(req: Request, w: Writer) -> bool:
+    """15 MiB of keep-alive comments, gzipped (about 15 KiB on the wire)."""
+    return await _send(w, gzip.compress(b": ping\n\n" * (15 * MIB // 8)), headers={**SSE_HEAD, "content-encoding": "gzip"})
+
+
 async def slow_sse(req: Request, w: Writer) -> bool:
     """Valid chunks every 20 ms, forever (never a finish_reason)."""
     w.write(_head(200, {**SSE_HEAD, "transfer-encoding": "chunked"}))
@@ -321,7 +331,8 @@ CASES: dict[str, Behaviour] = {
     for f in (
         ok, ok_gzip, huge_usage, overflow_usage, sse_error_1e300, status_in_error_huge, lone_surrogate,
         invalid_utf8, invalid_utf8_sse, short_content_length, huge_header, header_newline, many_headers,
-        gzip_bomb_body, gzip_bomb_sse, body_100mb, body_100mb_chunked, huge_event, slow_sse, slow_body,
+        gzip_bomb_body, gzip_bomb_sse, body_100mb, body_100mb_chunked, huge_event, many_events, many_pings,
+        slow_sse, slow_body,
         hang, garbage_json, nan_json, deep_nesting, garbage_http, bad_status, unknown_encoding,
         corrupt_gzip, reset, close, echo_key, rate_limited,
     )

@@ -24,6 +24,7 @@ class Bounds:
     max_header_bytes: int = 64 * 1024  # one header line (name and value)
     max_headers: int = 128  # header lines
     max_event_bytes: int = 4 * MIB  # one server-sent event
+    max_events: int = 100_000  # server-sent events in one stream, keep-alive comments included
 
 
 class TooLarge(Exception):

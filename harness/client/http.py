@@ -70,6 +70,7 @@ ErrorType = Literal[
 ]
 
 RETRY_STATUSES = frozenset({408, 409, 429})
+SLICE = 64 * 1024  # stream bytes decoded between two yields to the event loop
 
 
 class RequestFailed(Exception):
@@ -370,7 +371,7 @@ class ChatClient:
     async def _stream(self, reply: Reply, started: float) -> Completion:
         bounds = self._bounds
         acc = StreamAccumulator(started=started, http_status=reply.status)
-        decoder = SSEDecoder(max_event_bytes=bounds.max_event_bytes)
+        decoder = SSEDecoder(max_event_bytes=bounds.max_event_bytes, max_events=bounds.max_events)
         inflater = Inflater(reply.header("content-encoding"), bounds.max_body_bytes)
         received = 0
         async for chunk in reply.chunks():
@@ -379,9 +380,12 @@ class ChatClient:
                 raise TooLarge(f"stream is over the {describe(bounds.max_wire_bytes)} limit")
             data = inflater.feed(chunk)
             acc.response_bytes += len(data)
-            for event in decoder.feed(data):
-                if self._consume(acc, event.event, event.data):
-                    return self._finish(acc)
+            for offset in range(0, len(data), SLICE):
+                if offset:  # a big (decompressed) chunk: let timeouts and other requests run
+                    await asyncio.sleep(0)
+                for event in decoder.feed(data[offset : offset + SLICE]):
+                    if self._consume(acc, event.event, event.data):
+                        return self._finish(acc)
         for event in decoder.flush():
             if self._consume(acc, event.event, event.data):
                 return self._finish(acc)
