@@ -245,6 +245,11 @@ async def many_pings(req: Request, w: Writer) -> bool:
     return await _send(w, gzip.compress(b": ping\n\n" * (15 * MIB // 8)), headers={**SSE_HEAD, "content-encoding": "gzip"})
 
 
+async def dense_json(req: Request, w: Writer) -> bool:
+    """15 MiB of `{},` — within the size limits, 400 MB once parsed."""
+    return await _send(w, b"[" + b"{}," * (5 * MIB) + b"{}]")
+
+
 async def slow_sse(req: Request, w: Writer) -> bool:
     """Valid chunks every 20 ms, forever (never a finish_reason)."""
     w.write(_head(200, {**SSE_HEAD, "transfer-encoding": "chunked"}))
@@ -331,7 +336,7 @@ CASES: dict[str, Behaviour] = {
     for f in (
         ok, ok_gzip, huge_usage, overflow_usage, sse_error_1e300, status_in_error_huge, lone_surrogate,
         invalid_utf8, invalid_utf8_sse, short_content_length, huge_header, header_newline, many_headers,
-        gzip_bomb_body, gzip_bomb_sse, body_100mb, body_100mb_chunked, huge_event, many_events, many_pings,
+        gzip_bomb_body, gzip_bomb_sse, body_100mb, body_100mb_chunked, huge_event, many_events, many_pings, dense_json,
         slow_sse, slow_body,
         hang, garbage_json, nan_json, deep_nesting, garbage_http, bad_status, unknown_encoding,
         corrupt_gzip, reset, close, echo_key, rate_limited,

@@ -48,6 +48,7 @@ EXPECTED: dict[str, str | None] = {
     "huge_event": "too_large",
     "many_events": "too_large",
     "many_pings": "too_large",
+    "dense_json": "too_large",
     "slow_sse": "timeout",
     "slow_body": "timeout",
     "hang": "timeout",

@@ -25,10 +25,23 @@ class Bounds:
     max_headers: int = 128  # header lines
     max_event_bytes: int = 4 * MIB  # one server-sent event
     max_events: int = 100_000  # server-sent events in one stream, keep-alive comments included
+    max_json_values: int = 1_000_000  # commas in one JSON document: 16 MiB of `{},` would be 400 MB parsed
 
 
 class TooLarge(Exception):
     """An answer exceeded one of the `Bounds`; the message names which and by how much."""
+
+
+DENSE_CHECK_BYTES = 1024 * 1024  # smaller documents cannot hold enough values to matter
+
+
+def check_json_density(data: bytes | str, bounds: Bounds) -> None:
+    """TooLarge when a document holds more values than `max_json_values` (counted by commas,
+    before parsing: parsed, tiny values cost ~70 bytes each)."""
+    if len(data) > DENSE_CHECK_BYTES:
+        commas = data.count(b",") if isinstance(data, bytes) else data.count(",")
+        if commas > bounds.max_json_values:
+            raise TooLarge(f"JSON document with {commas:,} values is over the {bounds.max_json_values:,}-value limit")
 
 
 class Inflater:

@@ -33,6 +33,7 @@ from harness.client.bounds import (
     Inflater,
     TooLarge,
     UnsupportedEncoding,
+    check_json_density,
     describe,
 )
 from harness.client.parse import (
@@ -356,6 +357,7 @@ class ChatClient:
         status = reply.status
         if not 200 <= status < 300:
             raise _status_failure(status, body, reply, self._scrub)
+        check_json_density(body, self._bounds)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -402,6 +404,7 @@ class ChatClient:
         """Feed one SSE event; True when the stream is complete."""
         if data == "[DONE]":
             return True
+        check_json_density(data, self._bounds)
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
