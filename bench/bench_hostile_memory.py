@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from hostile_server import HostileServer
 
-CASES = ("body_100mb", "body_100mb_chunked", "gzip_bomb_body", "gzip_bomb_sse", "huge_event")
+CASES = ("body_100mb", "body_100mb_chunked", "gzip_bomb_body", "gzip_bomb_sse", "huge_event", "dense_json", "many_pings")
 
 
 def main() -> None:
