@@ -316,8 +316,9 @@ class ChatClient:
         limit = self._config.timeout_s if timeout_s is None else min(timeout_s, self._config.timeout_s)
         try:
             payload = orjson.dumps(body)
-        except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate or a 65-bit int in the data
-            raise RequestFailed("invalid_request", self._scrub(f"the request body cannot be sent as JSON ({exc})")) from None
+        except orjson.JSONEncodeError as exc:  # a lone surrogate or a 65-bit int in the data; or a bug
+            kind: ErrorType = "internal" if "not JSON serializable" in str(exc) else "invalid_request"
+            raise RequestFailed(kind, self._scrub(f"the request body cannot be sent as JSON ({exc})")) from None
         started = time.perf_counter()
         try:
             async with asyncio.timeout(limit):
