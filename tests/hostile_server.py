@@ -327,6 +327,11 @@ async def echo_key(req: Request, w: Writer) -> bool:
     return await _send(w, orjson.dumps({"error": {"message": message}}), status=401)
 
 
+async def redirect(req: Request, w: Writer) -> bool:
+    """A 307 to another place (a client that follows it would send the key along)."""
+    return await _send(w, b"", status=307, headers={"location": "http://127.0.0.2:9/steal"})
+
+
 async def rate_limited(req: Request, w: Writer) -> bool:
     return await _send(w, b'{"error": {"message": "slow down"}}', status=429, headers={"retry-after-ms": "10"})
 
@@ -339,7 +344,7 @@ CASES: dict[str, Behaviour] = {
         gzip_bomb_body, gzip_bomb_sse, body_100mb, body_100mb_chunked, huge_event, many_events, many_pings, dense_json,
         slow_sse, slow_body,
         hang, garbage_json, nan_json, deep_nesting, garbage_http, bad_status, unknown_encoding,
-        corrupt_gzip, reset, close, echo_key, rate_limited,
+        corrupt_gzip, reset, close, echo_key, redirect, rate_limited,
     )
 }
 SLOW_CASES = frozenset({"slow_sse", "slow_body", "hang"})  # end by the client's timeout

@@ -62,6 +62,7 @@ EXPECTED: dict[str, str | None] = {
     "reset": "connection",
     "close": "connection",
     "echo_key": "client_error",
+    "redirect": "client_error",  # never followed
     "rate_limited": "rate_limited",
 }
 

@@ -118,7 +118,8 @@ class AiohttpWire:
 
     async def post(self, payload: bytes) -> AiohttpReply:
         session = self._session or self._open()
-        response = await session._request("POST", self._url, data=payload)
+        # never follow a redirect: it could carry the Authorization header to another host
+        response = await session._request("POST", self._url, data=payload, allow_redirects=False)
         return AiohttpReply(response)
 
     async def aclose(self) -> None:
