@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import sys
 import time
 import zlib
 from collections.abc import Mapping
@@ -216,10 +217,14 @@ def _classify(exc: BaseException, scrubber: Scrubber) -> RequestFailed:
     return RequestFailed(kind, scrubber(text), retryable=retryable)
 
 
+def _httpx() -> Any:
+    """httpx when something imported it (a test transport): else no exception can be its."""
+    return sys.modules.get("httpx")
+
+
 def _origin(exc: BaseException) -> BaseException:
-    try:
-        import httpx
-    except ImportError:  # pragma: no cover - a declared dependency
+    httpx = _httpx()
+    if httpx is None:
         return exc
     if isinstance(exc, httpx.TransportError) and exc.__cause__ is not None:
         return exc.__cause__
@@ -238,9 +243,8 @@ def _kind_of(exc: BaseException) -> tuple[ErrorType, bool]:
         return "connection", True
     if isinstance(exc, (ValueError, UnicodeError, LookupError, zlib.error)):
         return "protocol_error", False  # e.g. a corrupt gzip body, an undecodable header
-    try:
-        import httpx
-    except ImportError:  # pragma: no cover
+    httpx = _httpx()
+    if httpx is None:
         return "internal", False
     if isinstance(exc, httpx.RemoteProtocolError):
         return "stream_cut", True
@@ -250,13 +254,12 @@ def _kind_of(exc: BaseException) -> tuple[ErrorType, bool]:
 
 
 def _is_timeout(exc: BaseException) -> bool:
-    """A timeout, judged by the original exception: httpx-aiohttp maps a refused connection
-    to httpx.ConnectTimeout, so the wrapper's type alone would mislead."""
+    """A timeout, judged by the original exception: an httpx transport may map a refused
+    connection to httpx.ConnectTimeout, so the wrapper's type alone would mislead."""
     if isinstance(exc, TimeoutError):
         return True
-    try:
-        import httpx
-    except ImportError:  # pragma: no cover
+    httpx = _httpx()
+    if httpx is None:
         return False
     cause = exc.__cause__
     if cause is not None and isinstance(exc, httpx.TransportError):
