@@ -236,8 +236,9 @@ async def huge_event(req: Request, w: Writer) -> bool:
 
 
 async def many_events(req: Request, w: Writer) -> bool:
-    """15 MiB of tiny events (`data: {}`), within every size limit: only counting stops them."""
-    return await _send(w, b"data: {}\n\n" * (15 * MIB // 10), headers=SSE_HEAD)
+    """6 MiB of tiny events (`data: {}`, 600,000 of them), within every size limit: only
+    counting stops them."""
+    return await _send(w, b"data: {}\n\n" * (6 * MIB // 10), headers=SSE_HEAD)
 
 
 async def many_pings(req: Request, w: Writer) -> bool:
@@ -246,8 +247,8 @@ async def many_pings(req: Request, w: Writer) -> bool:
 
 
 async def dense_json(req: Request, w: Writer) -> bool:
-    """15 MiB of `{},` — within the size limits, 400 MB once parsed."""
-    return await _send(w, b"[" + b"{}," * (5 * MIB) + b"{}]")
+    """4 MiB of `{},` (1.4 million values) — within the size limits, 100 MB once parsed."""
+    return await _send(w, b"[" + b"{}," * (4 * MIB // 3) + b"{}]")
 
 
 async def slow_sse(req: Request, w: Writer) -> bool:
