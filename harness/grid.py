@@ -23,11 +23,13 @@ import hashlib
 import itertools
 import json
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from harness.datasets import Prompt
-from harness.limits import check_value
+from harness.errors import UsageError
+from harness.parameters import PARAM_COLUMNS, check_value
 from harness.spec import Sweep, SweepSpec
 
 Value = float | int
@@ -117,14 +119,33 @@ def iter_point_params(sweep: Sweep) -> Iterator[dict[str, Value]]:
         yield dict(zip(keys, values))
 
 
+DEFAULT_MAX_POINTS = 1_000_000
+
+
+def grid_size(sweep: Sweep) -> int:
+    """Points of the grid × zip product before `exclude` and `sample` (computed, never iterated)."""
+    total = len(_zip_rows(sweep))
+    for values in sweep.grid.values():
+        total *= len(values)
+    return total
+
+
+def check_size(sweep: Sweep, max_points: int = DEFAULT_MAX_POINTS, *, source: str = "") -> int:
+    """The product size, or a UsageError when it exceeds `max_points` (so nothing hangs or eats memory)."""
+    size = grid_size(sweep)
+    if size > max_points:
+        raise UsageError(
+            f"the grid has {size:,} points before exclude/sample; at most {max_points:,} allowed "
+            "(raise the cap with --max-points N)",
+            file=source or None,
+            key="sweep",
+        )
+    return size
+
+
 def count_points(sweep: Sweep) -> int:
     """How many points the sweep has, without building them when it can."""
-    if sweep.exclude:
-        total = sum(1 for _ in _iter_tuples(sweep))
-    else:
-        total = len(_zip_rows(sweep))
-        for values in sweep.grid.values():
-            total *= len(values)
+    total = sum(1 for _ in _iter_tuples(sweep)) if sweep.exclude else grid_size(sweep)
     return min(total, sweep.sample) if sweep.sample else total
 
 
@@ -161,18 +182,22 @@ def plan_requests(
 
 
 def point_table(points: Sequence[Point]) -> tuple[list[str], list[list[Any]]]:
-    """Columns (swept parameters) and rows for display."""
-    columns = sorted({k for p in points for k in p.params})
+    """Columns (swept parameters, in the canonical `PARAM_COLUMNS` order) and rows for display."""
+    present = {k for p in points for k in p.params}
+    columns = [c for c in PARAM_COLUMNS if c in present] + sorted(present - set(PARAM_COLUMNS))
     return columns, [[p.params.get(c) for c in columns] for p in points]
 
 
 __all__ = [
+    "DEFAULT_MAX_POINTS",
     "Point",
     "RequestPlan",
     "canonical_point",
     "cell_id_of",
+    "check_size",
     "count_points",
     "expand_points",
+    "grid_size",
     "iter_point_params",
     "iter_points",
     "make_point",

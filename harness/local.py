@@ -1,7 +1,7 @@
 """Start and stop the embedded real model (llama.cpp + Gemma 3 270M) as a loopback endpoint.
 
-`local_endpoint()` runs `python -m harness.localmodel` (the reference endpoint's HTTP layer and
-sampler in front of llama.cpp) as a child process on a free 127.0.0.1 port (the child binds
+`local_endpoint()` runs `python -m harness.localmodel` (harness's HTTP front in front of llama.cpp:
+the prebuilt xllamacpp engine, or llama-cpp-python under harness's sampler; see docs/local-model.md) as a child process on a free 127.0.0.1 port (the child binds
 port 0 and reports it), waits until `GET /v1/models` answers, yields its `base_url`, and stops
 it on exit — also on Ctrl-C, on errors and when harness itself is killed: the child watches a pipe from its parent (EOF when the parent
 dies, even of SIGKILL) and, on Linux, asks the kernel for SIGTERM when its parent goes away.
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from harness.errors import TargetError
-from harness.localmodel import READY
+from harness.localmodel import READY, default_engine, engine_module
 from harness.localmodel.gguf import INSTALL_HINT, cache_dir, model_info
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,10 @@ def _command(name: str, port: int, *, watch_parent: bool, n_ctx: int | None) -> 
 
 
 def _check_installed(name: str) -> None:
-    """TargetError naming the install command when llama_cpp or the model package is missing."""
+    """TargetError naming the install command when the engine or the model package is missing."""
     import importlib.util
 
-    for module in ("llama_cpp", model_info(name).package):
+    for module in (engine_module(default_engine()), model_info(name).package):
         if importlib.util.find_spec(module) is None:
             raise TargetError(f"the local model needs the package {module!r}; {INSTALL_HINT}")
 

@@ -13,6 +13,10 @@ Length and speed (ok rows)
   completion_tokens_mean mean `completion_tokens`
   latency_p50/p95/p99    percentiles of `latency_s` (linear interpolation), seconds
   ttft_p50/p95           percentiles of `ttft_s` (NaN unless streamed)
+  tpot_p50/p95           percentiles of the time per output token of each request: the mean
+                         of its `inter_token_s` gaps, else (latency_s − ttft_s) ÷
+                         (completion_tokens − 1) (streamed requests with ≥ 2 tokens)
+  itl_mean               inter-token latency: Σ gaps ÷ number of gaps, pooled over the cell
   tokens_per_s           Σ completion_tokens / Σ latency_s: the per-request generation rate
 Quality (one block per scorer, see harness.scoring)
   <name>_mean            mean score over ok rows that could be scored (NaN scores are skipped)
@@ -42,14 +46,25 @@ Logprobs (ok rows with logprobs; natural log, nats)
                          may be loose, and the report marks the entropy as truncated
   nonargmax_share        share of sampled tokens whose logprob is below the best top-k logprob
                          (by more than 1e-6): the sampler picked something other than the argmax
+
+Intervals: every summarized number X has X_lo and X_hi (95%; for a `<base>_mean` column they are
+`<base>_lo`/`<base>_hi`, e.g. entropy_lo), from a percentile bootstrap that resamples *prompts*
+(see harness.stats), seeded per (run, cell): ratios (means, rates, tokens/s, entropy, logprob,
+perplexity = exp(−logprob), diversity shares) exactly as defined above on each resample;
+quantiles (latency, TTFT, TPOT) as weighted quantiles of the resampled prompts' rows.
+distinct_1/2 (pooled n-gram sets, which a with-replacement resample would bias) use the
+delete-one-prompt jackknife instead: estimate ± 1.96 × jackknife standard error, clipped to [0, 1].
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,7 +73,16 @@ import pyarrow.compute as pc
 
 from harness.records import SWEEPABLE, TOKEN_LOGPROB
 from harness.scoring import Scorer, score_frame
-from harness.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval, bootstrap_mean, rng_for
+from harness.stats import (
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    Interval,
+    bootstrap_mean,
+    bootstrap_quantiles,
+    cluster_weights,
+    rng_for,
+    weighted_ratios,
+)
 
 TAIL_FLAG = 0.05
 ARGMAX_EPS = 1e-6
@@ -66,6 +90,18 @@ MAX_SIMILARITY_PROMPTS = 200
 MAX_SIMILARITY_REPEATS = 16
 KEYS = ("run_id", "cell_id")
 LP_COLUMNS = ("lp_tokens", "lp_sum", "ent_positions", "ent_sum", "tail_sum", "trunc_positions", "nonargmax_tokens")
+ITL_COLUMNS = ("itl_n", "itl_sum")
+# ratio metrics with intervals: column, interval base, (numerator, denominator) per row
+_RATIOS = (
+    ("completion_tokens_mean", "completion_tokens", "completion_tokens", "_one"),
+    ("tokens_per_s", "tokens_per_s", "completion_tokens", "latency_s"),
+    ("logprob_mean", "logprob", "lp_sum", "lp_tokens"),
+    ("entropy_mean", "entropy", "ent_sum", "ent_positions"),
+    ("nonargmax_share", "nonargmax_share", "nonargmax_tokens", "ent_positions"),
+    ("itl_mean", "itl", "itl_sum", "itl_n"),
+    ("repetition", "repetition", "_repetition", "_one"),
+)
+_QUANTILES = (("latency_s", "latency", (0.5, 0.95, 0.99)), ("ttft_s", "ttft", (0.5, 0.95)), ("_tpot", "tpot", (0.5, 0.95)))
 _REASON_ORDER = {"finish_stop": (0, ""), "finish_length": (1, "")}
 _REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -174,6 +210,51 @@ def logprob_row_stats(column: Any) -> pd.DataFrame:
     )
 
 
+def itl_row_stats(column: Any) -> pd.DataFrame:
+    """Per row: number and sum of the inter-token gaps (`inter_token_s`, a list column)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not isinstance(arr, pa.Array):
+        arr = pa.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else list(v) for v in arr],
+                       type=pa.list_(pa.float64()))
+    gaps = np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float64)
+    parents = _parents(arr)
+    valid = ~np.isnan(gaps)
+    return pd.DataFrame({
+        "itl_n": np.bincount(parents[valid], minlength=len(arr)).astype(np.float64),
+        "itl_sum": np.bincount(parents[valid], weights=gaps[valid], minlength=len(arr)),
+    })
+
+
+def tpot_per_row(df: pd.DataFrame) -> np.ndarray:
+    """Time per output token of each row: mean inter-token gap, else (latency − ttft) ÷ (tokens − 1)."""
+    n = len(df)
+
+    def col(name: str) -> np.ndarray:
+        return df[name].to_numpy(dtype=np.float64, na_value=np.nan) if name in df else np.full(n, np.nan)
+
+    itl_n, itl_sum = col("itl_n"), col("itl_sum")
+    if "itl_n" not in df and "inter_token_s" in df:
+        stats = itl_row_stats(df["inter_token_s"].to_numpy(dtype=object))
+        itl_n, itl_sum = stats["itl_n"].to_numpy(), stats["itl_sum"].to_numpy()
+    tokens = col("completion_tokens")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        from_gaps = np.where(itl_n > 0, itl_sum / np.where(itl_n > 0, itl_n, 1), np.nan)
+        from_ttft = np.where(tokens >= 2, (col("latency_s") - col("ttft_s")) / (tokens - 1), np.nan)
+    return np.where(np.isnan(from_gaps), from_ttft, from_gaps)
+
+
+def with_itl_stats(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with ITL_COLUMNS present (from `inter_token_s` unless already there; 0 without it)."""
+    if all(c in df.columns for c in ITL_COLUMNS):
+        return df
+    if "inter_token_s" in df.columns:
+        stats = itl_row_stats(df["inter_token_s"].to_numpy(dtype=object))
+    else:
+        stats = pd.DataFrame(0.0, index=range(len(df)), columns=list(ITL_COLUMNS))
+    stats.index = df.index
+    return pd.concat([df.drop(columns=[c for c in ITL_COLUMNS if c in df.columns]), stats], axis=1)
+
+
 def with_logprob_stats(df: pd.DataFrame) -> pd.DataFrame:
     """`df` with LP_COLUMNS present (computed from `logprobs` unless already there)."""
     if all(c in df.columns for c in LP_COLUMNS):
@@ -259,7 +340,7 @@ def _scalar(value: Any) -> Any:
 
 
 def _bigrams(words: list[str]) -> list[tuple[str, str]]:
-    return list(zip(words, words[1:]))
+    return list(itertools.pairwise(words))
 
 
 def _diversity(texts: list[str], counts: np.ndarray) -> dict[str, float]:
@@ -297,24 +378,152 @@ def _jaccard_mean(texts: list[str]) -> float:
     return total / pairs if pairs else math.nan
 
 
-def _similarity(prompts: np.ndarray, codes: np.ndarray, uniques: list[str]) -> tuple[float, float]:
-    """(unique_share, pairwise_similarity) over prompts with ≥2 outputs; rows sorted by prompt."""
+@dataclass(frozen=True)
+class _Similarity:
+    """Per prompt with ≥ 2 outputs: its code, distinct share and mean pairwise similarity."""
+
+    prompts: np.ndarray
+    shares: np.ndarray
+    sims: np.ndarray  # NaN past MAX_SIMILARITY_PROMPTS
+
+    def means(self) -> tuple[float, float]:
+        if not len(self.prompts):
+            return math.nan, math.nan
+        sims = self.sims[~np.isnan(self.sims)]
+        return float(np.mean(self.shares)), float(np.mean(sims)) if len(sims) else math.nan
+
+
+def _similarity(prompts: np.ndarray, codes: np.ndarray, uniques: list[str]) -> _Similarity:
+    """Repeat agreement per prompt with ≥2 outputs; rows sorted by prompt."""
+    empty = _Similarity(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
     if len(prompts) < 2:
-        return math.nan, math.nan
+        return empty
     starts = np.flatnonzero(np.r_[True, prompts[1:] != prompts[:-1]])
     sizes = np.diff(np.r_[starts, len(prompts)])
     multi = sizes >= 2
     if not multi.any():
-        return math.nan, math.nan
+        return empty
     group = np.repeat(np.arange(len(starts)), sizes)
     distinct_pairs = np.unique(group.astype(np.int64) * (int(codes.max()) + 1) + codes)
     distinct = np.bincount(distinct_pairs // (int(codes.max()) + 1), minlength=len(starts))
-    share = float(np.mean(distinct[multi] / sizes[multi]))
-    sims = []
-    for s, n in list(zip(starts[multi], sizes[multi]))[:MAX_SIMILARITY_PROMPTS]:
+    sims = np.full(int(multi.sum()), np.nan)
+    for i, (s, n) in enumerate(list(zip(starts[multi], sizes[multi]))[:MAX_SIMILARITY_PROMPTS]):
         chosen = codes[s : s + min(n, MAX_SIMILARITY_REPEATS)]
-        sims.append(_jaccard_mean([uniques[c] for c in chosen.tolist()]))
-    return share, float(np.mean(sims))
+        sims[i] = _jaccard_mean([uniques[c] for c in chosen.tolist()])
+    return _Similarity(prompts[starts[multi]], distinct[multi] / sizes[multi], sims)
+
+
+def _repetition_of(text: str) -> float:
+    pairs = _bigrams(text.lower().split())
+    return 1.0 - len(set(pairs)) / len(pairs) if pairs else 0.0
+
+
+@dataclass(frozen=True)
+class _GramTable:
+    """For every distinct output text: its distinct word n-gram ids (concatenated, with offsets)
+    and its number of n-grams. Built once per summary, shared by every cell."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def build(cls, texts: list[str], n: int) -> _GramTable:
+        vocab: dict[Any, int] = {}
+        ids: list[int] = []
+        offsets = [0]
+        lengths = []
+        for text in texts:
+            words = text.lower().split()
+            grams = words if n == 1 else _bigrams(words)
+            ids.extend({vocab.setdefault(g, len(vocab)) for g in grams})
+            offsets.append(len(ids))
+            lengths.append(len(grams))
+        return cls(np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64),
+                   np.asarray(lengths, dtype=np.float64))
+
+
+def _distinct_intervals(group: np.ndarray, codes: np.ndarray, tables: dict[int, _GramTable], m: int,
+                        estimates: dict[str, float]) -> dict[str, float]:
+    """distinct_1/2 intervals by the delete-one-prompt jackknife: θ̂ ± 1.96·SE.
+
+    Leaving prompt i out removes the n-grams found only in its outputs and its n-gram total,
+    so all m leave-one-out values cost one pass over the (prompt, n-gram) pairs."""
+    out: dict[str, float] = {}
+    base = int(codes.max()) + 1 if len(codes) else 1
+    keys, counts = np.unique(group.astype(np.int64) * base + codes, return_counts=True)
+    pair_group, pair_code = keys // base, keys % base
+    for n, table in tables.items():
+        name = f"distinct_{n}"
+        out[f"{name}_lo"] = out[f"{name}_hi"] = math.nan
+        totals = np.bincount(pair_group, weights=counts * table.lengths[pair_code], minlength=m)
+        sizes = np.diff(table.offsets)[pair_code]
+        if m < 2 or not sizes.sum() or not math.isfinite(estimates.get(name, math.nan)):
+            continue
+        starts = np.repeat(table.offsets[pair_code] - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(int(sizes.sum()))
+        gram_prompt = np.unique(table.ids[starts] * m + np.repeat(pair_group, sizes))
+        grams, prompts = gram_prompt // m, gram_prompt % m
+        _, first, per_gram = np.unique(grams, return_inverse=True, return_counts=True)
+        only_here = np.bincount(prompts, weights=(per_gram[first] == 1).astype(np.float64), minlength=m)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loo = (len(per_gram) - only_here) / (totals.sum() - totals)
+        loo = loo[np.isfinite(loo)]
+        if len(loo) < 2:
+            continue
+        se = math.sqrt((len(loo) - 1) / len(loo) * float(np.sum((loo - loo.mean()) ** 2)))
+        est = estimates[name]
+        out[f"{name}_lo"], out[f"{name}_hi"] = max(0.0, est - 1.96 * se), min(1.0, est + 1.96 * se)
+    return out
+
+
+def _groups(prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start of each prompt's rows, group index per row) for rows sorted by prompt."""
+    if not len(prompts):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, prompts[1:] != prompts[:-1]])
+    return starts, np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(prompts)]))
+
+
+def _interval_cols(base: str, iv: Interval) -> dict[str, float]:
+    return {f"{base}_lo": iv.lo, f"{base}_hi": iv.hi}
+
+
+def _cell_intervals(ctx: _CellData, idx: np.ndarray, sim: _Similarity, rng: np.random.Generator,
+                    resamples: int) -> dict[str, float]:
+    """Intervals of the ratio, diversity and quantile metrics of one cell (one shared resampling)."""
+    prompts = ctx.prompts[idx]
+    starts, group = _groups(prompts)
+    m = len(starts)
+    row: dict[str, float] = {}
+    if m == 0:
+        return row
+    weights = cluster_weights(m, resamples, rng)
+    num = np.add.reduceat(ctx.num[idx], starts, axis=0)
+    den = np.add.reduceat(ctx.den[idx], starts, axis=0)
+    positions = np.searchsorted(prompts[starts], sim.prompts)
+    for values in (sim.shares, np.nan_to_num(sim.sims)):
+        col_n, col_d = np.zeros(m), np.zeros(m)
+        has = ~np.isnan(sim.sims) if values is not sim.shares else np.ones(len(values), dtype=bool)
+        col_n[positions[has]], col_d[positions[has]] = values[has], 1.0
+        num, den = np.column_stack([num, col_n]), np.column_stack([den, col_d])
+    ivs = weighted_ratios(num, den, weights)
+    names = [base for _, base, _, _ in _RATIOS] + ["unique_share", "pairwise_similarity"]
+    for base, iv in zip(names, ivs):
+        row.update(_interval_cols(base, iv))
+    row.update(perplexity_lo=math.exp(-row["logprob_hi"]) if not math.isnan(row["logprob_hi"]) else math.nan,
+               perplexity_hi=math.exp(-row["logprob_lo"]) if not math.isnan(row["logprob_lo"]) else math.nan)
+    ok_idx = ctx.ok[idx]
+    if ok_idx.any():
+        if ctx.grams is None:
+            ctx.grams = {n: _GramTable.build(ctx.uniques, n) for n in (1, 2)}
+        row.update(_distinct_intervals(group[ok_idx], ctx.codes[idx][ok_idx], ctx.grams, m, ctx.distinct))
+    for column, base, qs in _QUANTILES:
+        values = ctx.quantile_values[column][idx][ok_idx]
+        if np.isnan(values).all():
+            continue
+        for q, iv in zip(qs, bootstrap_quantiles(values, prompts[ok_idx], qs, resamples=resamples, rng=rng)):
+            row.update(_interval_cols(f"{base}_p{round(q * 100)}", iv))
+    return row
 
 
 # --- the summary --------------------------------------------------------------------------------
@@ -339,7 +548,7 @@ def _percentiles(values: pd.Series, cells: np.ndarray, qs: tuple[float, ...], pr
     out = pd.DataFrame(index=pd.RangeIndex(m))
     keep = values.notna().to_numpy()
     if keep.any():
-        table = values[keep].groupby(cells[keep], sort=False).quantile(list(qs)).unstack()
+        table = values[keep].groupby(cells[keep], sort=False).quantile(np.asarray(qs)).unstack()
     else:
         table = pd.DataFrame()
     for q in qs:
@@ -364,13 +573,17 @@ def _basic(w: pd.DataFrame, ok: np.ndarray, m: int) -> pd.DataFrame:
         counts = np.zeros((m, len(names)))
         np.add.at(counts, (oc, codes), 1.0)
         shares = counts / np.maximum(out["n_ok"].to_numpy(), 1)[:, None]
-        for j in sorted(range(len(names)), key=lambda j: _REASON_ORDER.get(names[j], (2, names[j]))):
+        for j in sorted(range(len(names)), key=lambda j: _REASON_ORDER.get(str(names[j]), (2, str(names[j])))):
             out[names[j]] = np.where(out["n_ok"] > 0, shares[:, j], np.nan)
     tokens = w["completion_tokens"].to_numpy(dtype=float)[ok]
     latency = w["latency_s"].to_numpy(dtype=float)[ok]
     out["completion_tokens_mean"] = _per_cell(tokens, oc, m, "mean")
     out = out.join(_percentiles(pd.Series(latency), oc, (0.5, 0.95, 0.99), "latency", m))
     out = out.join(_percentiles(pd.Series(w["ttft_s"].to_numpy(dtype=float)[ok]), oc, (0.5, 0.95), "ttft", m))
+    out = out.join(_percentiles(pd.Series(w["_tpot"].to_numpy(dtype=float)[ok]), oc, (0.5, 0.95), "tpot", m))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gaps = _per_cell(w["itl_n"].to_numpy(dtype=float)[ok], oc, m, "sum")
+        out["itl_mean"] = (_per_cell(w["itl_sum"].to_numpy(dtype=float)[ok], oc, m, "sum") / gaps).where(gaps > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         speed = _per_cell(tokens, oc, m, "sum") / _per_cell(np.nan_to_num(latency), oc, m, "sum")
     out["tokens_per_s"] = speed.replace([np.inf, -np.inf], np.nan)
@@ -393,6 +606,35 @@ def _logprob_block(w: pd.DataFrame, ok: np.ndarray, m: int) -> pd.DataFrame:
     return out
 
 
+@dataclass
+class _CellData:
+    """Row arrays sorted by (cell, prompt, sample), shared by the per-cell loop."""
+
+    prompts: np.ndarray
+    codes: np.ndarray
+    uniques: list[str]
+    ok: np.ndarray
+    num: np.ndarray
+    den: np.ndarray
+    quantile_values: dict[str, np.ndarray]
+    distinct: dict[str, float]
+    grams: dict[int, _GramTable] | None = None
+
+
+def _ratio_inputs(w: pd.DataFrame, ok: np.ndarray, repetition: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows × len(_RATIOS)) numerators and denominators; 0 for error rows and missing values."""
+    cols = {c: w[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in w.columns if c in
+            {"completion_tokens", "latency_s", *LP_COLUMNS, *ITL_COLUMNS}}
+    cols["_one"] = np.ones(len(w))
+    cols["_repetition"] = repetition
+    num, den = np.zeros((len(w), len(_RATIOS))), np.zeros((len(w), len(_RATIOS)))
+    for j, (_, _, a, b) in enumerate(_RATIOS):
+        x, y = cols.get(a, np.zeros(len(w))), cols.get(b, np.zeros(len(w)))
+        keep = ok & ~np.isnan(x) & ~np.isnan(y)
+        num[keep, j], den[keep, j] = x[keep], y[keep]
+    return num, den
+
+
 def _cell_loop(
     w: pd.DataFrame, scores: pd.DataFrame, scorers: list[Scorer], keys: pd.DataFrame, resamples: int, seed: int
 ) -> pd.DataFrame:
@@ -408,6 +650,11 @@ def _cell_loop(
     codes, prompt_codes, cells = codes[order], prompt_codes[order], cells[order]
     errors = (~ok).astype(np.float64)
     score_values = {s.name: scores[s.name].to_numpy()[order] for s in scorers}
+    rep_of_code = np.array([_repetition_of(u) for u in uniques]) if uniques else np.zeros(0)
+    num, den = _ratio_inputs(w.iloc[order], ok, rep_of_code[codes] if len(codes) else np.zeros(0))
+    quantile_values = {c: (w[c].to_numpy(dtype=np.float64, na_value=np.nan)[order] if c in w else np.full(len(w), np.nan))
+                       for c, _, _ in _QUANTILES}
+    ctx = _CellData(prompt_codes, codes, uniques, ok, num, den, quantile_values, {})
     bounds = np.r_[np.searchsorted(cells, np.arange(len(keys))), len(cells)]
     records = []
     for cell, (run_id, cell_id) in enumerate(zip(keys["run_id"], keys["cell_id"])):
@@ -415,7 +662,8 @@ def _cell_loop(
         row: dict[str, float] = {}
         prompts = prompt_codes[idx]
 
-        def interval(values: np.ndarray, metric: str) -> Interval:
+        def interval(values: np.ndarray, metric: str, run_id: str = run_id, cell_id: str = cell_id,
+                     idx: np.ndarray = idx, prompts: np.ndarray = prompts) -> Interval:
             rng = rng_for(run_id, cell_id, metric, seed=seed)
             return bootstrap_mean(values[idx], prompts, resamples=resamples, rng=rng)
 
@@ -426,9 +674,13 @@ def _cell_loop(
             row.update({f"{name}_mean": iv.mean, f"{name}_lo": iv.lo, f"{name}_hi": iv.hi, f"{name}_n": float(iv.n)})
         ok_idx = idx[ok[idx]]
         cell_codes_, counts = np.unique(codes[ok_idx], return_counts=True)
-        row.update(_diversity([uniques[c] for c in cell_codes_.tolist()], counts))
-        share, sim = _similarity(prompt_codes[ok_idx], codes[ok_idx], uniques)
-        row.update(unique_share=share, pairwise_similarity=sim)
+        diversity = _diversity([uniques[c] for c in cell_codes_.tolist()], counts)
+        row.update(diversity)
+        sim = _similarity(prompt_codes[ok_idx], codes[ok_idx], uniques)
+        share, similarity = sim.means()
+        row.update(unique_share=share, pairwise_similarity=similarity)
+        ctx.distinct = diversity
+        row.update(_cell_intervals(ctx, idx, sim, rng_for(run_id, cell_id, "shared", seed=seed), resamples))
         records.append(row)
     if not records:
         return pd.DataFrame(index=pd.RangeIndex(0))
@@ -437,7 +689,8 @@ def _cell_loop(
 
 _DIVERSITY = ("distinct_1", "distinct_2", "unique_share", "pairwise_similarity", "repetition")
 _NEEDED = ("run_id", "cell_id", "prompt_id", "sample", "model", "status", "attempts", "finish_reason",
-           "completion_tokens", "latency_s", "ttft_s", "content", "point_json", *SWEEPABLE, *LP_COLUMNS)
+           "completion_tokens", "latency_s", "ttft_s", "content", "point_json", *SWEEPABLE, *LP_COLUMNS,
+           *ITL_COLUMNS)
 
 
 def summarize(
@@ -458,10 +711,12 @@ def summarize(
     scorers = list(scorers or [])
     df = df.reset_index(drop=True)
     scores = score_frame(df, scorers) if scores is None else scores.reset_index(drop=True)
-    w = with_logprob_stats(df[[c for c in _NEEDED + ("logprobs",) if c in df.columns]])
+    w = with_logprob_stats(df[[c for c in _NEEDED + ("logprobs", "inter_token_s") if c in df.columns]])
+    w = with_itl_stats(w).drop(columns=["logprobs", "inter_token_s"], errors="ignore")
     for col in ("attempts", "completion_tokens", "latency_s", "ttft_s", "finish_reason"):
         if col not in w:
             w[col] = np.nan
+    w["_tpot"] = tpot_per_row(w)
     params = swept_params(w, prefer)
     w["_cell"] = cell_codes(w)
     firsts = w.iloc[np.unique(w["_cell"].to_numpy(), return_index=True)[1]].reset_index(drop=True)
@@ -476,23 +731,42 @@ def summarize(
     return _sort_cells(summary, params)
 
 
+def interval_columns(column: str) -> tuple[str, str]:
+    """The (lo, hi) columns of a metric: `<base>_lo/_hi` where base drops a `_mean` suffix."""
+    base = column.removesuffix("_mean")
+    return f"{base}_lo", f"{base}_hi"
+
+
+INTERVAL_METRICS = (
+    "error_rate", "completion_tokens_mean", "latency_p50", "latency_p95", "latency_p99", "ttft_p50", "ttft_p95",
+    "tpot_p50", "tpot_p95", "itl_mean", "tokens_per_s", "distinct_1", "distinct_2", "unique_share",
+    "pairwise_similarity", "repetition", "logprob_mean", "perplexity", "entropy_mean", "nonargmax_share",
+)
+
+
 def _order_columns(summary: pd.DataFrame, params: list[str], scorers: list[Scorer]) -> pd.DataFrame:
-    first = ["run_id", "cell_id", *params, "model", "n", "n_ok"]
-    first += ["error_rate", "error_rate_lo", "error_rate_hi", "attempts_mean"]
-    first += [c for c in summary.columns if str(c).startswith("finish_")]
-    first += ["completion_tokens_mean", "latency_p50", "latency_p95", "latency_p99", "ttft_p50", "ttft_p95"]
-    first += ["tokens_per_s"]
-    for s in scorers:
-        first += [f"{s.name}_mean", f"{s.name}_lo", f"{s.name}_hi", f"{s.name}_n"]
-    first += list(_DIVERSITY)
-    cols = [c for c in dict.fromkeys(first) if c in summary.columns]
-    cols += [c for c in summary.columns if c not in cols]
-    needed = [f"{s.name}_{part}" for s in scorers for part in ("mean", "lo", "hi", "n")]
-    for name in [*_DIVERSITY, "error_rate", "error_rate_lo", "error_rate_hi", *needed]:
+    for name in [*_DIVERSITY, *INTERVAL_METRICS, *(f"{s.name}_{part}" for s in scorers for part in ("mean", "n"))]:
         if name not in summary.columns:
             summary[name] = np.nan
-            cols.append(name)
-    return summary[list(dict.fromkeys(cols))]
+    for name in [*INTERVAL_METRICS, *(f"{s.name}_mean" for s in scorers)]:
+        for col in interval_columns(name):
+            if col not in summary.columns:
+                summary[col] = np.nan
+    metrics = ["error_rate", "attempts_mean", *[c for c in summary.columns if str(c).startswith("finish_")]]
+    metrics += ["completion_tokens_mean", "latency_p50", "latency_p95", "latency_p99", "ttft_p50", "ttft_p95"]
+    metrics += ["tpot_p50", "tpot_p95", "itl_mean", "tokens_per_s"]
+    for s in scorers:
+        metrics += [f"{s.name}_mean", f"{s.name}_n"]
+    metrics += [*_DIVERSITY, "logprob_mean", "perplexity", "entropy_mean", "nonargmax_share", "tail_mass_mean",
+                "entropy_truncated_share"]
+    first = ["run_id", "cell_id", *params, "model", "n", "n_ok"]
+    for name in metrics:
+        first.append(name)
+        if name in INTERVAL_METRICS or (name.endswith("_mean") and name[:-5] in {s.name for s in scorers}):
+            first += list(interval_columns(name))
+    cols = [c for c in dict.fromkeys(first) if c in summary.columns]
+    cols += [c for c in summary.columns if c not in cols]
+    return summary[cols]
 
 
 def _sort_cells(summary: pd.DataFrame, params: list[str]) -> pd.DataFrame:
@@ -524,29 +798,44 @@ def pareto_front(summary: pd.DataFrame, quality: str, cost: str) -> pd.Series:
 
 
 def best_tradeoff(summary: pd.DataFrame, quality: str, cost: str) -> pd.Series:
-    """Per run: the index of the cheapest cell whose `quality` mean is not below the best cell's
-    interval (`<quality base>_lo` of the highest-mean cell), i.e. indistinguishable from the best."""
-    lo_col = quality[: -len("_mean")] + "_lo" if quality.endswith("_mean") else quality
+    """Per run, the index of the best trade-off cell. No choice rests on a difference inside an
+    interval: (1) the cells whose `quality` mean is not below the best cell's interval
+    (`<quality base>_lo` of the highest-mean cell) tie on quality; (2) of those, the cells whose
+    cost interval (`<cost>_lo`) reaches down to the cheapest tied cell's upper bound
+    (`<cost>_hi`) tie on cost too; (3) of the cells tied on both, the highest quality mean, then
+    the first in table order (parameters ascending: the simplest setting)."""
+    lo_col = interval_columns(quality)[0] if quality.endswith("_mean") else quality
+    cost_lo, cost_hi = f"{cost}_lo", f"{cost}_hi"
     picks = {}
     for run, part in summary.groupby("run_id", sort=False):
         part = part.dropna(subset=[quality, cost])
         if not len(part):
             continue
-        top = part[quality].idxmax()
-        floor = part.at[top, lo_col] if lo_col in part else part.at[top, quality]
-        good = part[part[quality] >= floor]
-        picks[run] = good.sort_values([cost, quality], ascending=[True, False]).index[0]
+        q = part[quality].astype(float)
+        floors = part[lo_col].astype(float).fillna(q) if lo_col in part else q
+        good = part[q >= float(floors.to_numpy()[int(np.argmax(q.to_numpy()))]) - 1e-12]
+        c = good[cost].astype(float)
+        ceilings = good[cost_hi].astype(float).fillna(c) if cost_hi in good else c
+        lows = good[cost_lo].astype(float).fillna(c) if cost_lo in good else c
+        tied = good[lows <= float(ceilings.to_numpy()[int(np.argmin(c.to_numpy()))]) + 1e-12]
+        picks[run] = tied.sort_values(quality, ascending=False, kind="stable").index[0]
     return pd.Series(picks, dtype=object)
 
 
 __all__ = [
+    "INTERVAL_METRICS",
+    "ITL_COLUMNS",
     "KEYS",
     "LP_COLUMNS",
     "TAIL_FLAG",
     "best_tradeoff",
+    "interval_columns",
+    "itl_row_stats",
     "logprob_row_stats",
     "pareto_front",
     "summarize",
     "swept_params",
+    "tpot_per_row",
+    "with_itl_stats",
     "with_logprob_stats",
 ]

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.datasets import Prompt, load_prompts
-from harness.grid import Point, count_points, iter_points, point_table
+from harness.grid import (
+    DEFAULT_MAX_POINTS,
+    Point,
+    check_size,
+    count_points,
+    iter_points,
+    point_table,
+)
 from harness.spec import SweepSpec, spec_hash
 
 CHARS_PER_TOKEN = 4  # a rough, documented heuristic for the estimate; servers report real counts
@@ -37,7 +44,7 @@ class Plan:
         """Upper bound: the largest max_tokens (fixed or swept) × requests; None when unbounded."""
         sweep = self.spec.sweep
         swept = sweep.grid.get("max_tokens") or sweep.zip.get("max_tokens")
-        per = max(swept) if swept else self.spec.params.max_tokens
+        per = max(swept) if swept else self.spec.params.get("max_tokens")
         return None if per is None else int(per) * self.requests
 
     def to_json(self) -> dict[str, Any]:
@@ -46,7 +53,10 @@ class Plan:
             "name": self.spec.name,
             "spec_hash": spec_hash(self.spec),
             "model": self.spec.model_name,
+            "target": self.spec.public_target(),
             "swept": list(self.spec.sweep.swept),
+            "columns": columns,
+            "seed": _seed_mode(self.spec),
             "points": self.points,
             "prompts": self.prompts,
             "repeats": self.repeats,
@@ -61,8 +71,22 @@ def _chars(prompts: list[Prompt]) -> int:
     return sum(len(str(m.get("content", ""))) for p in prompts for m in p.messages)
 
 
-def make_plan(spec: SweepSpec, preview: int = 20) -> Plan:
-    """Validate the dataset and count points; keep the first `preview` points for display."""
+def _seed_mode(spec: SweepSpec) -> str | int | None:
+    """What seed the requests carry: a fixed int, "per_sample from B", "swept" or None (not sent)."""
+    base = spec.params.seed_base
+    if base is not None:
+        return f"per_sample from {base}"
+    if "seed" in spec.sweep.swept:
+        return "swept"
+    seed = spec.params.get("seed")
+    return seed if isinstance(seed, int) else None
+
+
+def make_plan(spec: SweepSpec, preview: int = 20, max_points: int = DEFAULT_MAX_POINTS) -> Plan:
+    """Validate the dataset and count points; keep the first `preview` points for display.
+
+    A grid larger than `max_points` (before exclude) is refused before anything is iterated."""
+    check_size(spec.sweep, max_points, source=spec.source)
     prompts = load_prompts(spec)
     return Plan(
         spec=spec,

@@ -10,6 +10,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from harness.parameters import FLOAT_COLUMNS, INT_COLUMNS, PARAM_COLUMNS
+
 SCHEMA_VERSION = 1
 
 TOP_LOGPROB = pa.struct([("token", pa.string()), ("logprob", pa.float64())])
@@ -21,9 +23,12 @@ TOKEN_LOGPROB = pa.struct(
     ]
 )
 
-FLOAT_PARAMS = ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty")
-INT_PARAMS = ("top_k", "max_tokens", "seed")
-SWEEPABLE = FLOAT_PARAMS + ("top_k", "max_tokens", "seed")
+# Parameter columns come from the registry (harness.parameters): float64 or int64, null when not sent.
+# The stored column order (floats, then ints) is fixed by schema version 1; PARAM_COLUMNS is the
+# canonical order to *show* them in (plan, summarize, report).
+FLOAT_PARAMS: tuple[str, ...] = FLOAT_COLUMNS
+INT_PARAMS: tuple[str, ...] = INT_COLUMNS
+SWEEPABLE: tuple[str, ...] = PARAM_COLUMNS
 
 _FIELDS: list[pa.Field] = [
     pa.field("run_id", pa.string(), nullable=False),
@@ -70,6 +75,7 @@ __all__ = [
     "COLUMNS",
     "FLOAT_PARAMS",
     "INT_PARAMS",
+    "PARAM_COLUMNS",
     "SCHEMA",
     "SCHEMA_VERSION",
     "SWEEPABLE",

@@ -2,7 +2,9 @@
 
 No hidden defaults: a parameter appears in the body only when the spec's `params` or the sweep
 point sets it. `params.extra_body` is merged last (server-specific fields, e.g. vLLM's
-`repetition_penalty`); it cannot silently override a swept parameter.
+`repetition_penalty`); it cannot silently override a swept parameter. With `seed: per_sample`
+the body's `seed` is the spec's base + the repeat index (`RequestPlan.sample`), so repeats of a
+cell differ and a rerun sends the same seeds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ def build_body(spec: SweepSpec, plan: RequestPlan, model: str | None = None) -> 
     }
     body.update(spec.params.sent())
     body.update(plan.point.params)
+    seed = spec.params.seed_for(plan.sample)
+    if seed is not None:
+        body["seed"] = seed
     for key, value in spec.params.extra_body.items():
         if key not in plan.point.params:
             body[key] = value

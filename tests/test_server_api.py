@@ -40,7 +40,7 @@ def test_sdk_plain_completion_answers_sensibly(client: openai.OpenAI) -> None:
     assert choice.finish_reason == "stop"
     assert reply.object == "chat.completion" and reply.model == MODEL and reply.id.startswith("chatcmpl-")
     assert reply.system_fingerprint and reply.created > 0
-    assert reply.usage is not None and reply.usage.prompt_tokens == 6  # <s> The capital of France is
+    assert reply.usage is not None and reply.usage.prompt_tokens == 7  # <s> The capital of France is <assistant>
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
@@ -104,7 +104,7 @@ def test_raw_stream_ends_with_done_and_no_usage_unless_asked(server: ServerThrea
 
 
 def test_same_seed_same_output_other_seed_differs(client: openai.OpenAI) -> None:
-    run = lambda seed: ask(client, "Once upon a time", temperature=1.5, seed=seed, max_tokens=30).choices[0].message.content  # noqa: E731
+    run = lambda seed: ask(client, "Once upon a time", temperature=1.5, seed=seed, max_tokens=30).choices[0].message.content
     assert run(1) == run(1)
     assert len({run(s) for s in range(1, 6)}) > 1
 
@@ -139,7 +139,7 @@ def test_stop_sequence_inside_a_token_is_held_back_in_streams(client: openai.Ope
 def test_max_tokens_gives_length(client: openai.OpenAI) -> None:
     reply = ask(client, "Once upon a time", temperature=0, max_tokens=3)
     assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 3  # type: ignore[union-attr]
-    assert reply.choices[0].message.content == " a small fox"
+    assert reply.choices[0].message.content == " Once upon a"
 
 
 def test_max_completion_tokens_alias(client: openai.OpenAI) -> None:
@@ -266,8 +266,8 @@ def test_truncation_to_one_token_is_greedy_at_high_temperature(client: openai.Op
 
 
 def test_truncation_narrows_the_outputs(client: openai.OpenAI) -> None:
-    def distinct(**extra: object) -> int:
-        return len({ask(client, "The fox", temperature=1.5, seed=s, max_tokens=6, extra_body=extra).choices[0].message.content for s in range(10)})
+    def distinct(**extra: object) -> int:  # distinct first answer tokens over 20 seeds
+        return len({ask(client, "The fox", temperature=1.5, seed=s, max_tokens=1, extra_body=extra).choices[0].message.content for s in range(20)})
 
     wide = distinct()
     assert distinct(top_k=2) < wide and distinct(min_p=0.2) < wide and distinct(top_p=0.5) < wide

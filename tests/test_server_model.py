@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import httpx
 import numpy as np
@@ -14,7 +14,7 @@ from harness.server.app import ServerThread, create_app
 from harness.server.generate import Generation
 from harness.server.ngram import NGramModel, NGramSession, default_model
 from harness.server.sampler import SamplingParams
-from harness.server.tokenizer import BOS, EOS, UNK, WordTokenizer
+from harness.server.tokenizer import ASSISTANT, BOS, EOS, UNK
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def model() -> NGramModel:
 
 
 def test_vocabulary_is_a_few_thousand_tokens(model: NGramModel) -> None:
-    assert model.vocab_size >= 3000
+    assert model.vocab_size >= 2000
     assert model.eos_token_ids == frozenset({EOS})
 
 
@@ -44,15 +44,15 @@ def test_logits_are_a_smooth_distribution(model: NGramModel) -> None:
     assert logits.shape == (model.vocab_size,) and logits.dtype == np.float32
     assert not logits.flags.writeable
     finite = np.isfinite(logits)
-    assert set(np.flatnonzero(~finite).tolist()) == {BOS, UNK}
+    assert set(np.flatnonzero(~finite).tolist()) == {BOS, UNK, ASSISTANT, EOS}  # first answer token: never </s>
     assert np.exp(logits[finite].astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-4)
     assert model.token_text(int(np.argmax(logits))) == " Paris"
-    assert np.count_nonzero(logits[finite] > -20) == finite.sum()  # no token is practically impossible
+    assert np.count_nonzero(logits[finite] > -30) == finite.sum()  # no token is impossible
 
 
 def test_render_chat_joins_messages_and_drops_trailing_spaces(model: NGramModel) -> None:
     ids = model.render_chat([{"role": "system", "content": "A"}, {"role": "user", "content": "B  "}])
-    assert ids[0] == BOS and model.detokenize(ids[1:]) == "A\nB"
+    assert ids[0] == BOS and ids[-1] == ASSISTANT and model.detokenize(ids[1:]) == "A\nB"
 
 
 def test_model_builds_from_shipped_text() -> None:
@@ -72,12 +72,12 @@ def test_eos_is_neither_content_nor_logprob_but_is_counted(model: NGramModel) ->
     result = gen.run_to_end()
     assert result.text == " Paris." and result.finish_reason == "stop"
     assert [t.token for t in result.logprobs] == [" Paris", "."]
-    assert gen.completion_tokens == 3 and gen.prompt_tokens == 6
+    assert gen.completion_tokens == 3 and gen.prompt_tokens == 7  # <s> The capital of France is <assistant>
 
 
 def test_stop_sequences_pick_the_earliest(model: NGramModel) -> None:
     result = generate(model, "Once upon a time", stop=("forest", " small")).run_to_end()
-    assert result.text == " a" and result.finish_reason == "stop"
+    assert result.text == " Once upon a time a" and result.finish_reason == "stop"
 
 
 def test_step_after_finish_is_an_error(model: NGramModel) -> None:

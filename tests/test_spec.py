@@ -80,9 +80,9 @@ def test_spec_hash_ignores_name_but_not_params(tmp_path: Path) -> None:
     assert spec_hash(a) == spec_hash(b) != spec_hash(c)
 
 
-def test_resolved_dict_redacts_secret_headers(tmp_path: Path) -> None:
+def test_public_dict_redacts_secret_headers(tmp_path: Path) -> None:
     text = BASE.replace("model: m", "model: m\n  headers: {Authorization: Bearer sk-secret, X-Trace: abc}")
-    data = load_spec(write(tmp_path, text)).resolved_dict()
+    data = load_spec(write(tmp_path, text)).public_dict()
     assert "sk-secret" not in str(data)
     assert data["target"]["headers"]["X-Trace"] == "abc"
 

@@ -3,6 +3,10 @@
 Each command lives in its own module `harness.cli.<name>` exposing
 `register(subparsers) -> None`, which adds its parser and sets `func=handler` where
 `handler(args) -> int` returns the exit code.
+
+Start-up: only the module of the command being run is imported. `harness --version` and
+`harness --help` import no command at all (the one-line summaries are in `SUMMARIES`), so they
+answer without loading pydantic, pandas, pyarrow or matplotlib.
 """
 
 from __future__ import annotations
@@ -11,19 +15,33 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import NoReturn, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
-from harness import __version__
 from harness.errors import HarnessError
 
-COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema")
+COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema", "whatif")
+
+# The help line of each command, shown by `harness --help` without importing the command
+# (a command missing here is imported to get it: add its line when adding a command).
+SUMMARIES: dict[str, str] = {
+    "plan": "validate a spec and show what it would send",
+    "run": "run a sweep (or finish one with --resume)",
+    "merge": "join run directories of one spec (shards) into one",
+    "serve": "run the local reference endpoint (OpenAI Chat Completions, seeded faults)",
+    "local": "start, stop or inspect the embedded model (llama.cpp + Gemma 3 270M)",
+    "summarize": "metrics per cell (sweep point) of a run",
+    "report": "figures, a self-contained HTML page and Markdown for one or more runs",
+    "compare": "paired comparison of two runs; exit 1 on a regression (a CI gate)",
+    "schema": "print the JSON Schema of sweep specs (for editors)",
+}
 
 
 def _wanted(argv: Sequence[str] | None) -> tuple[str, ...]:
-    """Only import the command being run (imports of pandas/matplotlib cost a second)."""
+    """The command being run, if any: only its module is imported (pandas/matplotlib cost a second)."""
     args = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in args if not a.startswith("-")), None)
-    return (first,) if first in COMMANDS else COMMANDS
+    return (first,) if first in COMMANDS else ()
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -33,15 +51,37 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _version() -> str:
+    from harness import __version__
+
+    return f"harness {__version__}"
+
+
+class _VersionAction(argparse.Action):
+    """`--version` without computing the version unless asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        print(_version())
+        parser.exit()
+
+
 def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The parser; commands not in `commands` get a placeholder (name and summary, no import)."""
     parser = _OneLineParser(
         prog="harness",
         description="Sweep the sampling parameters of an OpenAI-compatible endpoint and measure what they do.",
     )
-    parser.add_argument("--version", action="version", version=f"harness {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in commands:
+    for name in COMMANDS:
+        if name not in commands and name in SUMMARIES:
+            sub.add_parser(name, help=SUMMARIES[name], add_help=False)
+            continue
         try:
             module = importlib.import_module(f"harness.cli.{name}")
         except ModuleNotFoundError as exc:  # a command not built yet
@@ -52,16 +92,27 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     return parser
 
 
+def _redact_logs() -> None:
+    """Every handler of the root logger drops URL secrets (httpx's `-v` request line included)."""
+    from harness.redact import RedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(_wanted(argv))
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a bad flag (already one line on stderr)
+        return done.code if isinstance(done.code, int) else 2
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    _redact_logs()
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("base", metavar="BASE_RUN", help="run directory of the baseline")
     p.add_argument("cand", metavar="CAND_RUN", help="run directory of the candidate")
     p.add_argument("--metric", dest="gate_flags", action=_Ordered, metavar="NAME",
-                   help="gate on this metric (a scorer name, error_rate or latency_p95); repeatable. "
+                   help="gate on this metric (a scorer name, error_rate, latency_p95, ttft_p95 or tpot_p95); repeatable. "
                         "Default: every scorer metric of the runs' spec")
     p.add_argument("--max-drop", dest="gate_flags", action=_Ordered, metavar="X",
                    help="allowed worsening of the --metric before it (absolute, or relative with %%, "
@@ -55,6 +55,9 @@ def register(subparsers: Any) -> None:
                    help="fail when the candidate's error rate over the compared points exceeds X (0.05 or 5%%)")
     p.add_argument("--max-latency-ratio", type=float, metavar="R",
                    help="fail when p95 latency is significantly higher and candidate/base > R (e.g. 1.2)")
+    p.add_argument("--max-tpot-ratio", type=float, metavar="R",
+                   help="fail when the p95 time per output token (a request's mean inter-token latency; "
+                        "streamed runs) is significantly higher and candidate/base > R")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level per family (default 0.05)")
     p.add_argument("--correction", choices=("holm", "bh"), default="holm",
                    help="across cells: holm (family-wise, default) or bh (false discovery rate)")
@@ -85,6 +88,7 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         default_max_drop=default,
         max_error_rate=Threshold.parse(args.max_error_rate, "--max-error-rate") if args.max_error_rate else None,
         max_latency_ratio=args.max_latency_ratio,
+        max_tpot_ratio=args.max_tpot_ratio,
         alpha=args.alpha,
         correction=args.correction,
         margin=Threshold.parse(args.margin, "--margin") if args.margin else None,

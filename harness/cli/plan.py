@@ -6,16 +6,21 @@ import argparse
 import json
 import sys
 
-from harness.grid import point_table
+from harness.cli.flags import count_flag
+from harness.grid import DEFAULT_MAX_POINTS, point_table
+from harness.parameters import is_off
 from harness.plan import Plan, make_plan
 from harness.spec import load_spec
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="validate a spec and show what it would send")
     p.add_argument("spec", help="the sweep spec (YAML)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--show", type=int, default=20, metavar="N", help="points to list (default 20)")
+    p.add_argument("--show", type=count_flag("--show", 0, 1_000_000), default=20, metavar="N",
+                   help="points to list (default 20)")
+    p.add_argument("--max-points", type=count_flag("--max-points", 1, 10**12), default=DEFAULT_MAX_POINTS,
+                   metavar="N", help=f"refuse grids larger than N points (default {DEFAULT_MAX_POINTS:,})")
     p.set_defaults(func=handle)
 
 
@@ -23,8 +28,14 @@ def _fmt(n: int | None) -> str:
     return "unknown" if n is None else f"{n:,}"
 
 
+def _show(column: str, value: object) -> str:
+    """A value for the table: "off" where it disables the parameter (top_k -1, min_p 0, …)."""
+    return f"{value} (off)" if is_off(column, value) else str(value)
+
+
 def _print_table(plan: Plan, show: int) -> None:
-    columns, rows = point_table(plan.preview[:show])
+    columns, raw = point_table(plan.preview[:show])
+    rows = [[_show(c, v) for c, v in zip(columns, r, strict=True)] for r in raw]
     if columns:
         widths = [max(len(c), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
         print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
@@ -36,19 +47,24 @@ def _print_table(plan: Plan, show: int) -> None:
         print("(no swept parameters: one point)")
 
 
+def _seed_note(plan: Plan) -> str:
+    base = plan.spec.params.seed_base
+    return f"  (seed per sample: {base} + repeat)" if base is not None else ""
+
+
 def handle(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
-    plan = make_plan(spec, preview=max(args.show, 0))
+    plan = make_plan(spec, preview=args.show, max_points=args.max_points)
     if args.json:
         json.dump(plan.to_json(), sys.stdout, separators=(",", ":"))
         print()
         return 0
     print(f"spec      {spec.name} ({args.spec})")
-    print(f"target    {spec.target.base_url or 'local:' + str(spec.target.local)}  model {spec.model_name}")
+    print(f"target    {spec.public_target()}  model {spec.model_name}")
     _print_table(plan, args.show)
     print(f"points    {_fmt(plan.points)}")
     print(f"prompts   {_fmt(plan.prompts)}")
-    print(f"repeats   {_fmt(plan.repeats)}")
+    print(f"repeats   {_fmt(plan.repeats)}" + _seed_note(plan))
     print(f"requests  {_fmt(plan.requests)}")
     print(f"tokens    ~{_fmt(plan.est_prompt_tokens)} prompt (≈{4} chars/token), "
           f"≤{_fmt(plan.max_completion_tokens)} completion")

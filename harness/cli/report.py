@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--metric", action="append", metavar="M", dest="metrics",
                         help="a summary column to draw (repeatable; default: scorers, error rate, latency, "
                         "diversity, entropy)")
-    parser.add_argument("--samples", type=int, default=5, metavar="N", help="sample outputs per cell (default 5)")
+    parser.add_argument("--samples", type=int, default=6, metavar="N", help="sample outputs per cell: prompts × up to 3 repeats (default 6)")
     parser.add_argument("--scoring", nargs="+", metavar="ITEM", help="re-score with these scorers (as in summarize)")
     parser.set_defaults(func=handle)
 

@@ -12,7 +12,9 @@ import signal
 from pathlib import Path
 from typing import Any, Callable, Coroutine
 
+from harness.cli.flags import count_flag, runner_flag, shard_flag
 from harness.errors import TargetError, UsageError
+from harness.grid import DEFAULT_MAX_POINTS, check_size
 from harness.progress import RunProgress
 from harness.runner import Endpoint, api_key_for, check_reachable, Stats, SweepJob, execute, exit_code, finish_job, new_job, open_target, parse_shard, resume_job
 from harness.spec import SweepSpec, load_spec
@@ -47,10 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a sweep (or finish one with --resume)")
     p.add_argument("spec", nargs="?", help="the sweep spec (YAML)")
     p.add_argument("--out", default="runs", metavar="DIR", help="folder for the new run directory (default runs/)")
-    p.add_argument("--concurrency", type=_int_at_least(1), metavar="N", help="requests in flight (overrides runner.concurrency)")
-    p.add_argument("--rps", type=_positive_float, metavar="X", help="requests per second limit (overrides runner.rps)")
-    p.add_argument("--limit", type=_int_at_least(0), metavar="N", help="run only the first N requests of the plan")
-    p.add_argument("--shard", metavar="K/N", help="run only shard K of N (a deterministic slice of the request ids)")
+    p.add_argument("--concurrency", type=runner_flag("concurrency"), metavar="N", help="requests in flight (overrides runner.concurrency)")
+    p.add_argument("--rps", type=runner_flag("rps"), metavar="X", help="requests per second limit (overrides runner.rps)")
+    p.add_argument("--max-points", type=count_flag("--max-points", 1, 10**12), default=DEFAULT_MAX_POINTS, metavar="N",
+                   help=f"refuse grids larger than N points (default {DEFAULT_MAX_POINTS:,})")
+    p.add_argument("--limit", type=count_flag("--limit", 0, 2**62), metavar="N", help="run only the first N requests of the plan")
+    p.add_argument("--shard", type=shard_flag, metavar="K/N", help="run only shard K of N (a deterministic slice of the request ids)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row")
     p.add_argument("--retry-errors", action="store_true", help="with --resume: send the error rows again and replace them")
@@ -77,6 +81,7 @@ def _prepare(args: argparse.Namespace) -> SweepJob:
         raise UsageError("only with --resume RUN_DIR", key="--retry-errors")
     shard = parse_shard(args.shard) if args.shard else None
     spec = load_spec(args.spec)
+    check_size(spec.sweep, args.max_points, source=spec.source)
     key = api_key_for(spec)  # a missing key or a dead endpoint fails before a run directory is made
     if spec.target.base_url:
         check_reachable(spec.target.base_url, source=spec.source)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
 from harness.errors import UsageError
 
 _CONSOLE_COLUMNS = (
-    "n", "error_rate", "latency_p50", "latency_p95", "tokens_per_s", "completion_tokens_mean",
+    "n", "error_rate", "latency_p50", "latency_p95", "tpot_p50", "tokens_per_s", "completion_tokens_mean",
     "distinct_2", "unique_share", "repetition", "entropy_mean", "nonargmax_share",
 )
 
@@ -68,7 +69,7 @@ def console_table(summary: pd.DataFrame, params: list[str], score_names: list[st
         mean, lo, hi = (summary[f"{name}_{s}"] for s in ("mean", "lo", "hi"))
         table[name] = [f"{fmt_metric(m)} [{fmt_metric(a)}, {fmt_metric(b)}]" for m, a, b in zip(mean, lo, hi)]
     for col in _CONSOLE_COLUMNS:
-        if col in summary.columns:
+        if col in summary.columns and summary[col].notna().any():
             table[col] = summary[col].map(fmt_metric) if col != "n" else summary[col]
     if not params and "run" not in table:
         table.insert(0, "cell_id", summary["cell_id"])
@@ -91,17 +92,18 @@ def handle(args: argparse.Namespace) -> int:
     from harness.metrics import summarize, swept_params
     from harness.report import scorers_for
     from harness.report.data import load_runs
+    from harness.textsafe import csv_safe_frame, visible_controls
 
     runs = load_runs([args.run_dir])
     scorers = scorers_for(runs, parse_scoring(args.scoring))
     rows = runs[0].rows
     summary = summarize(rows, scorers)
-    if args.csv:
-        _write(args.csv, "--csv", lambda path: summary.to_csv(path, index=False))
+    if args.csv:  # text cells that a spreadsheet would run as formulas are neutralised
+        _write(args.csv, "--csv", lambda path: csv_safe_frame(summary).to_csv(path, index=False))
     elif args.parquet:
         _write(args.parquet, "--parquet", lambda path: summary.to_parquet(path, index=False))
     elif not len(summary):
         print("no results yet")
     else:
-        print(console_table(summary, swept_params(rows), [s.name for s in scorers]))
+        print(visible_controls(console_table(summary, swept_params(rows), [s.name for s in scorers])))
     return 0

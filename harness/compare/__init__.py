@@ -14,7 +14,15 @@ from .engine import ScoreFn, compare_runs, default_score
 from .junit import render_junit
 from .options import BUILTIN_METRICS, CompareOptions, Gate, Threshold
 from .render import render_markdown, render_text
-from .result import ALL_POINTS, CeilingCheck, CellResult, Comparison, MetricSummary, RunInfo, Verdict
+from .result import (
+    ALL_POINTS,
+    CeilingCheck,
+    CellResult,
+    Comparison,
+    MetricSummary,
+    RunInfo,
+    Verdict,
+)
 
 __all__ = [
     "ALL_POINTS",

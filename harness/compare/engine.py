@@ -1,6 +1,6 @@
 """Compare two runs: pair rows, score both sides, test every metric × cell, correct, decide.
 
-Decisions (documented in docs/readme/compare.md):
+Decisions (documented in docs/compare.md):
 
 - Rows pair on (point_json, prompt_id, sample); the model name plays no part.
 - The scorers are the union of both runs' ``spec.scoring`` (candidate's first) and are applied
@@ -16,19 +16,53 @@ from __future__ import annotations
 import json
 import logging
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError, RunDirError, SpecError, UsageError
+from harness.metrics import tpot_per_row
 from harness.rundir import MANIFEST, Run
 
-from .options import BUILTIN_METRICS, ERROR_RATE, LATENCY_P95, CompareOptions, Gate, Threshold
-from .pairing import BASE_SUFFIX, CAND_SUFFIX, Pairing, dedupe, pair, point_keys, point_label
-from .result import ALL_POINTS, CeilingCheck, CellResult, Comparison, MetricSummary, RunInfo, Verdict
-from .stats import PairedTest, adjust, paired_mean_test, paired_quantile_test, perm_count
+from .options import (
+    BUILTIN_METRICS,
+    ERROR_RATE,
+    LATENCY_P95,
+    QUANTILE_METRICS,
+    TPOT_P95,
+    TTFT_P95,
+    CompareOptions,
+    Gate,
+    Threshold,
+)
+from .pairing import (
+    BASE_SUFFIX,
+    CAND_SUFFIX,
+    Pairing,
+    dedupe,
+    pair,
+    point_keys,
+    point_label,
+)
+from .result import (
+    ALL_POINTS,
+    CeilingCheck,
+    CellResult,
+    Comparison,
+    MetricSummary,
+    RunInfo,
+    Verdict,
+)
+from .stats import (
+    PairedTest,
+    adjust,
+    paired_mean_test,
+    paired_quantile_test,
+    perm_count,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +74,9 @@ LATENCY_QUANTILE = 0.95
 
 def default_score(results: pd.DataFrame, items: list[Any]) -> pd.DataFrame:
     """Score with harness.scoring (one float column per metric, NaN for error rows)."""
-    from harness import scoring  # imported late: compare works on runs with no scorers too
+    from harness import (
+        scoring,  # imported late: compare works on runs with no scorers too
+    )
 
     return scoring.score_frame(results, scoring.resolve_scorers(items))
 
@@ -63,10 +99,11 @@ def compare_runs(
     items, notes = scoring_items(base, cand)
     scores_b, scores_c = _score_both(base, cand, items, options, score)
     metrics = list(scores_c.columns)
-    plans = _plans(metrics, options)
+    values_b, values_c = _values(base.results, scores_b, options), _values(cand.results, scores_c, options)
+    measured = {m for m in QUANTILE_METRICS if values_b[m].notna().any() and values_c[m].notna().any()}
+    plans = _plans(metrics, options, measured)
     names = [p.metric for p in plans]
-    values_c = _values(cand.results, scores_c, options)
-    pairing = pair(_values(base.results, scores_b, options), values_c, names)
+    pairing = pair(values_b, values_c, names)
     _check_overlap(pairing, base, cand)
     cells = _test_all(pairing, plans, options)
     return Comparison(
@@ -142,21 +179,27 @@ def _score(score: ScoreFn, results: pd.DataFrame, items: list[Any], run: Run | N
     return frame.astype(float)
 
 
-def _plans(metrics: list[str], options: CompareOptions) -> list[_Plan]:
-    """Gated metrics first (in flag order), then the rest as information."""
+def _plans(metrics: list[str], options: CompareOptions, measured: set[str] | None = None) -> list[_Plan]:
+    """Gated metrics first (in flag order), then the rest as information (timing quantiles only
+    where both runs measured them: TTFT and TPOT need streamed requests)."""
     gates: dict[str, Gate] = {g.metric: g for g in options.gates}
     if not gates:
         gates = {m: Gate(m, options.default_max_drop) for m in metrics}
     if options.max_latency_ratio is not None:
         gates[LATENCY_P95] = Gate(LATENCY_P95, Threshold(options.max_latency_ratio - 1.0, relative=True))
+    if options.max_tpot_ratio is not None:
+        gates[TPOT_P95] = Gate(TPOT_P95, Threshold(options.max_tpot_ratio - 1.0, relative=True))
     if not gates and options.max_error_rate is None:
         raise UsageError(
             "nothing to gate: the runs' spec has no `scoring`; name a metric with --metric "
-            "(a scorer, error_rate or latency_p95) or use --max-error-rate / --max-latency-ratio",
+            "(a scorer, error_rate, latency_p95, ttft_p95 or tpot_p95) or use --max-error-rate / "
+            "--max-latency-ratio / --max-tpot-ratio",
             key="--metric",
         )
     plans = [_Plan(m, True, g.max_drop, m not in BUILTIN_METRICS) for m, g in gates.items()]
-    rest = [m for m in list(metrics) + list(BUILTIN_METRICS) if m not in gates]
+    shown = set(QUANTILE_METRICS) if measured is None else measured | {LATENCY_P95}
+    builtins = [m for m in BUILTIN_METRICS if m not in QUANTILE_METRICS or m in shown]
+    rest = [m for m in list(metrics) + builtins if m not in gates]
     return plans + [_Plan(m, False, None, m not in BUILTIN_METRICS) for m in rest]
 
 
@@ -179,6 +222,9 @@ def _values(results: pd.DataFrame, scores: pd.DataFrame, options: CompareOptions
         out[name] = column
     out[ERROR_RATE] = is_error.astype(float)
     out[LATENCY_P95] = pd.to_numeric(results["latency_s"], errors="coerce").where(~is_error)
+    ttft = results["ttft_s"] if "ttft_s" in results else pd.Series(np.nan, index=results.index)
+    out[TTFT_P95] = pd.to_numeric(ttft, errors="coerce").where(~is_error)
+    out[TPOT_P95] = pd.Series(tpot_per_row(results), index=results.index).where(~is_error)
     return out
 
 
@@ -218,7 +264,7 @@ def _run_test(pairing: Pairing, plan: _Plan, point: str, options: CompareOptions
     frame = frame[frame[b].notna() & frame[c].notna()]
     rng = np.random.default_rng([options.seed, zlib.crc32(plan.metric.encode()), zlib.crc32(point.encode())])
     confidence = 1.0 - options.alpha
-    if plan.metric == LATENCY_P95:
+    if plan.metric in QUANTILE_METRICS:
         mb, mc = _matrices(frame, b, c)
         # quantiles of resampled matrices are costly: informational latency gets fewer draws
         n_perm = min(perm_count(family, options.alpha, floor=2_000), 20_000) if plan.gated else 1_000
@@ -278,7 +324,7 @@ def _decide(
     plan: _Plan, point: str, pairing: Pairing, test: PairedTest, adj: tuple[float, float], options: CompareOptions
 ) -> CellResult:
     tolerance = plan.max_drop.absolute(test.base) if plan.max_drop else 0.0
-    default = DEFAULT_LATENCY_MARGIN if plan.metric == LATENCY_P95 else DEFAULT_MARGIN
+    default = DEFAULT_LATENCY_MARGIN if plan.metric in QUANTILE_METRICS else DEFAULT_MARGIN
     margin = tolerance if tolerance > 0 else (options.margin or default).absolute(test.base)
     frame = pairing.frame if point == ALL_POINTS else pairing.frame[pairing.frame["point"] == point]
     return CellResult(
@@ -315,7 +361,11 @@ def _verdict(
 
 
 def _summarize(plan: _Plan, cells: tuple[CellResult, ...]) -> MetricSummary:
-    verdicts = {c.verdict for c in cells if c.metric == plan.metric}
+    """The metric's verdict (regressed > improved > inconclusive > no change over its cells) and
+    the cell that decides it, whose numbers are shown with it: the pooled row when it has that
+    verdict, else the most extreme cell with it (the largest worsening or improvement)."""
+    own = [c for c in cells if c.metric == plan.metric]
+    verdicts = {c.verdict for c in own}
     verdict: Verdict
     if "regressed" in verdicts:
         verdict = "regressed"
@@ -325,7 +375,20 @@ def _summarize(plan: _Plan, cells: tuple[CellResult, ...]) -> MetricSummary:
         verdict = "no change"
     else:
         verdict = "inconclusive"
-    return MetricSummary(plan.metric, plan.gated, verdict, plan.higher_is_better)
+    deciding = [c for c in own if c.verdict == verdict]
+    pooled = [c for c in deciding if c.point == ALL_POINTS]
+    if pooled:
+        point = pooled[0].point
+    elif deciding:
+        sign = -1.0 if verdict == "improved" else 1.0
+        point = max(deciding, key=lambda c: sign * _finite(c.worsening)).point
+    else:
+        point = own[0].point if own else ALL_POINTS
+    return MetricSummary(plan.metric, plan.gated, verdict, plan.higher_is_better, point)
+
+
+def _finite(value: float) -> float:
+    return value if np.isfinite(value) else -np.inf
 
 
 def _ceilings(values_c: pd.DataFrame, pairing: Pairing, options: CompareOptions) -> tuple[CeilingCheck, ...]:

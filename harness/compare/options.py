@@ -15,7 +15,11 @@ Permute = Literal["prompt", "row"]
 
 ERROR_RATE = "error_rate"
 LATENCY_P95 = "latency_p95"
-BUILTIN_METRICS: tuple[str, ...] = (ERROR_RATE, LATENCY_P95)
+TTFT_P95 = "ttft_p95"
+TPOT_P95 = "tpot_p95"
+# per-row quantile metrics: the summary column → the row value it is the 95th percentile of
+QUANTILE_METRICS: tuple[str, ...] = (LATENCY_P95, TTFT_P95, TPOT_P95)
+BUILTIN_METRICS: tuple[str, ...] = (ERROR_RATE, *QUANTILE_METRICS)
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,7 @@ class Threshold:
     relative: bool = False
 
     @classmethod
-    def parse(cls, text: str, flag: str) -> "Threshold":
+    def parse(cls, text: str, flag: str) -> Threshold:
         """``0.05`` → absolute 0.05; ``5%`` → 5 % of the base value. Negative is refused."""
         raw = text.strip()
         relative = raw.endswith("%")
@@ -67,6 +71,7 @@ class CompareOptions:
     default_max_drop: Threshold = field(default_factory=lambda: Threshold(0.0))
     max_error_rate: Threshold | None = None
     max_latency_ratio: float | None = None
+    max_tpot_ratio: float | None = None
     alpha: float = 0.05
     correction: Correction = "holm"
     margin: Threshold | None = None
@@ -79,10 +84,13 @@ class CompareOptions:
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 0.5:
             raise UsageError(f"{self.alpha} is out of range; use 0 < alpha < 0.5", key="--alpha")
-        if self.max_latency_ratio is not None and not self.max_latency_ratio >= 1.0:
+        for flag, ratio in (("--max-latency-ratio", self.max_latency_ratio), ("--max-tpot-ratio", self.max_tpot_ratio)):
+            if ratio is not None and not ratio >= 1.0:
+                raise UsageError(f"{ratio} is out of range; a ratio ≥ 1 (e.g. 1.2 = 20% slower at p95)", key=flag)
+        if self.max_tpot_ratio is not None and any(g.metric == TPOT_P95 for g in self.gates):
             raise UsageError(
-                f"{self.max_latency_ratio} is out of range; a ratio ≥ 1 (e.g. 1.2 = 20% slower at p95)",
-                key="--max-latency-ratio",
+                "tpot_p95 is gated twice; use either --metric tpot_p95 --max-drop X or --max-tpot-ratio R",
+                key="--max-tpot-ratio",
             )
         if self.max_error_rate is not None and not self.max_error_rate.relative and self.max_error_rate.value > 1:
             raise UsageError(
@@ -104,11 +112,14 @@ class CompareOptions:
 
 __all__ = [
     "BUILTIN_METRICS",
-    "CompareOptions",
     "ERROR_RATE",
-    "ErrorScore",
-    "Permute",
-    "Gate",
     "LATENCY_P95",
+    "QUANTILE_METRICS",
+    "TPOT_P95",
+    "TTFT_P95",
+    "CompareOptions",
+    "ErrorScore",
+    "Gate",
+    "Permute",
     "Threshold",
 ]

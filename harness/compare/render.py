@@ -9,6 +9,8 @@ from __future__ import annotations
 import html
 import math
 
+from harness.textsafe import visible_controls
+
 from .result import ALL_POINTS, CellResult, Comparison, MetricSummary
 
 _ICON = {"regressed": "❌", "improved": "✅", "no change": "➖", "inconclusive": "❔"}
@@ -30,7 +32,7 @@ def fmt_diff(value: float) -> str:
 
 def md(text: object) -> str:
     """Escape text for a Markdown table cell (HTML, pipes, backticks, emphasis, newlines)."""
-    escaped = html.escape(str(text), quote=True)
+    escaped = html.escape(visible_controls(str(text)), quote=True)
     for char in "\\`*_[]|#":
         escaped = escaped.replace(char, "\\" + char)
     return " ".join(escaped.split())
@@ -48,22 +50,35 @@ def headline(comparison: Comparison) -> str:
 
 
 def summary_cell(comparison: Comparison, metric: str) -> CellResult | None:
-    """The row that speaks for a metric: the pooled row, or the only cell."""
+    """The cell that decides a metric's verdict (`MetricSummary.point`): its numbers are the
+    ones shown beside the verdict, in the terminal and in Markdown alike."""
+    summary = next((m for m in comparison.metrics if m.metric == metric), None)
     cells = [c for c in comparison.cells if c.metric == metric]
-    pooled = [c for c in cells if c.point == ALL_POINTS]
-    return pooled[0] if pooled else (cells[0] if cells else None)
+    point = summary.point if summary is not None else ALL_POINTS
+    chosen = [c for c in cells if c.point == point]
+    return chosen[0] if chosen else (cells[0] if cells else None)
+
+
+def _cell_name(cell: CellResult) -> str:
+    return "all points" if cell.point == ALL_POINTS else cell.label
+
+
+_METRIC_HEAD = (
+    "| metric | verdict | gated | decided by | base | candidate | Δ | CI | p worse (adj.) | p better (adj.) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def _metric_row(comparison: Comparison, m: MetricSummary) -> str:
     cell = summary_cell(comparison, m.metric)
     if cell is None:
-        return f"| {md(m.metric)} | {_ICON[m.verdict]} {m.verdict} | {'yes' if m.gated else 'no'} | | | | | |"
+        return f"| {md(m.metric)} | {_ICON[m.verdict]} {m.verdict} | {'yes' if m.gated else 'no'} | | | | | | | |"
     t = cell.test
     direction = "↑" if m.higher_is_better else "↓"
     return (
         f"| {md(m.metric)} {direction} | {_ICON[m.verdict]} {m.verdict} | {'yes' if m.gated else 'no'} "
-        f"| {fmt(t.base)} | {fmt(t.cand)} | {fmt_diff(t.diff)} "
-        f"| [{fmt_diff(t.ci_low)}, {fmt_diff(t.ci_high)}] | {fmt(cell.p_worse)} |"
+        f"| {md(_cell_name(cell))} | {fmt(t.base)} | {fmt(t.cand)} | {fmt_diff(t.diff)} "
+        f"| [{fmt_diff(t.ci_low)}, {fmt_diff(t.ci_high)}] | {fmt(cell.p_worse)} | {fmt(cell.p_better)} |"
     )
 
 
@@ -77,7 +92,7 @@ def _cell_row(cell: CellResult) -> str:
 
 
 _CELL_HEAD = (
-    "| metric | point | verdict | base | candidate | Δ | CI | adj. p (worse) | allowed | prompts |\n"
+    "| metric | point | verdict | base | candidate | Δ | CI | p worse (adj.) | allowed | prompts |\n"
     "|---|---|---|---|---|---|---|---|---|---|"
 )
 
@@ -89,13 +104,15 @@ def render_markdown(comparison: Comparison) -> str:
     lines = [
         f"## {ok} harness compare — {md(headline(c))}",
         "",
-        f"Base **{md(c.base.run_id)}** ({md(c.base.model)}) → candidate **{md(c.cand.run_id)}** "
-        f"({md(c.cand.model)}): {c.n_pairs} pairs over {len(c.shared_points)} shared point(s); "
-        f"{int(round((1 - o.alpha) * 100))}% intervals, one-sided tests at α = {o.alpha:g}, "
-        f"{'Holm' if o.correction == 'holm' else 'Benjamini–Hochberg'} correction across cells.",
+        (f"Base **{md(c.base.run_id)}** ({md(c.base.model)}) → candidate **{md(c.cand.run_id)}** "
+         f"({md(c.cand.model)}): {c.n_pairs} pairs over {len(c.shared_points)} shared point(s); "
+         f"{round((1 - o.alpha) * 100)}% intervals, one-sided tests at α = {o.alpha:g}, "
+         f"{'Holm' if o.correction == 'holm' else 'Benjamini–Hochberg'} correction across cells."),
         "",
-        "| metric | verdict | gated | base | candidate | Δ | CI | adj. p (worse) |",
-        "|---|---|---|---|---|---|---|---|",
+        ("Each line's verdict and numbers come from the cell named under *decided by*. p worse / p better: "
+         "one-sided p-values that the candidate is worse / better, adjusted across cells."),
+        "",
+        _METRIC_HEAD,
         *(_metric_row(c, m) for m in c.metrics),
     ]
     lines += _ceiling_lines(c) + _regression_lines(c) + _detail_lines(c) + _leftover_lines(c)
@@ -148,25 +165,27 @@ def _label(point: str) -> str:
 def render_text(comparison: Comparison) -> str:
     """A compact plain-text table for the terminal."""
     c = comparison
-    rows = [("metric", "verdict", "gated", "base", "cand", "diff", "CI", "adj.p")]
+    rows = [("metric", "verdict", "gated", "decided by", "base", "cand", "diff", "CI", "p_worse(adj)",
+             "p_better(adj)")]
     for m in c.metrics:
         cell = summary_cell(c, m.metric)
         t = cell.test if cell else None
         rows.append((
-            m.metric, m.verdict, "yes" if m.gated else "no",
+            m.metric, m.verdict, "yes" if m.gated else "no", _cell_name(cell) if cell else "",
             fmt(t.base) if t else "", fmt(t.cand) if t else "", fmt_diff(t.diff) if t else "",
             f"[{fmt_diff(t.ci_low)}, {fmt_diff(t.ci_high)}]" if t else "", fmt(cell.p_worse) if cell else "",
+            fmt(cell.p_better) if cell else "",
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     out = [
-        f"base {c.base.run_id} ({c.base.model}) vs candidate {c.cand.run_id} ({c.cand.model}): "
-        f"{c.n_pairs} pairs, {len(c.shared_points)} shared point(s)",
+        (f"base {c.base.run_id} ({c.base.model}) vs candidate {c.cand.run_id} ({c.cand.model}): "
+         f"{c.n_pairs} pairs, {len(c.shared_points)} shared point(s)"),
         *table,
     ]
     out += [
         f"REGRESSED {r.metric} @ {r.label}: {fmt(r.test.base)} -> {fmt(r.test.cand)} "
-        f"(diff {fmt_diff(r.test.diff)}, adj.p {fmt(r.p_worse)})"
+        f"(diff {fmt_diff(r.test.diff)}, p_worse(adj) {fmt(r.p_worse)})"
         for r in c.regressions
     ]
     out += [f"{k.name}: {fmt(k.value)} (limit {fmt(k.limit)}) {'ok' if k.passed else 'EXCEEDED'}" for k in c.ceilings]

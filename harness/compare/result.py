@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,12 +55,13 @@ class CellResult:
 
 @dataclass(frozen=True)
 class MetricSummary:
-    """The verdict for one metric over all its cells."""
+    """The verdict for one metric over all its cells, and the cell (`point`) that decides it."""
 
     metric: str
     gated: bool
     verdict: Verdict
     higher_is_better: bool
+    point: str = ALL_POINTS
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ class Comparison:
 
 
 def _clean(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and math.isnan(value):
         return None
     return value
 
@@ -141,11 +143,11 @@ def _cell_dict(cell: CellResult) -> dict[str, Any]:
 
 __all__ = [
     "ALL_POINTS",
+    "VERDICTS",
     "CeilingCheck",
     "CellResult",
     "Comparison",
     "MetricSummary",
     "RunInfo",
-    "VERDICTS",
     "Verdict",
 ]

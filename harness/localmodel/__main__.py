@@ -15,9 +15,10 @@ import logging
 import os
 import sys
 import threading
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from harness.localmodel import READY
+from harness.localmodel import ENGINES, READY, default_engine
 
 log = logging.getLogger("harness.localmodel")
 
@@ -30,6 +31,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--n-ctx", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--chat-format", choices=("raw", "gemma"), default=None)
+    parser.add_argument("--engine", choices=ENGINES, default=None,
+                        help="native: prebuilt llama.cpp server code (xllamacpp, the default when installed); "
+                             "compiled: llama-cpp-python under harness's own sampler")
+    parser.add_argument("--slots", type=int, default=None, help="sequences decoded together (native engine)")
     parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin reaches EOF")
     return parser.parse_args(argv)
 
@@ -60,24 +65,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.watch_stdin:
         threading.Thread(target=_watch_stdin, name="watch-parent", daemon=True).start()
     from harness.errors import HarnessError
-    from harness.localmodel.llama import load
 
-    options = {key: value for key, value in (("n_ctx", args.n_ctx), ("n_threads", args.threads),
-                                             ("chat_format", args.chat_format)) if value is not None}
+    engine = args.engine or default_engine()
     try:
-        model = load(args.name, **options)
+        app = _native_app(args) if engine == "native" else _compiled_app(args)
     except HarnessError as err:
         print(f"harness: error: {err}", file=sys.stderr)
         return err.exit_code
-    from harness.server.app import create_app, serve
+    from harness.server.app import serve
 
-    log.info("serving %s (%s chat format, %d-token context)", model.name, model.chat_format, model.n_ctx)
     try:
-        serve(create_app({model.name: model}), host=args.host, port=args.port, on_ready=_announce)
+        serve(app, host=args.host, port=args.port, on_ready=_announce)
     except OSError as err:
         print(f"harness: error: cannot listen on {args.host}:{args.port} ({err.strerror or err})", file=sys.stderr)
         return 2
     return 0
+
+
+def _native_app(args: argparse.Namespace) -> Any:
+    """harness's front (validation, wire format) before llama.cpp's server loop (xllamacpp)."""
+    from harness.errors import TargetError
+    from harness.localmodel.front import create_front
+    from harness.localmodel.native import (
+        DEFAULT_SLOT_CTX,
+        DEFAULT_SLOTS,
+        EngineOptions,
+        load,
+    )
+
+    if args.chat_format == "gemma":
+        raise TargetError("the native engine renders plain-completion prompts only; use --engine compiled "
+                          "for the gemma chat format")
+    options = EngineOptions(slots=args.slots or DEFAULT_SLOTS, slot_ctx=args.n_ctx or DEFAULT_SLOT_CTX,
+                            threads=args.threads or default_threads())
+    engine = load(args.name, options)
+    log.info("serving %s on the native engine (%d slots of %d tokens, llama.cpp's own server at %s)",
+             engine.name, options.slots, options.slot_ctx, engine.base_url)
+    return create_front(engine, workers=options.slots)
+
+
+def _compiled_app(args: argparse.Namespace) -> Any:
+    """harness serve's app with llama-cpp-python's forward pass under harness's numpy sampler."""
+    from harness.localmodel.llama import load
+    from harness.server.app import create_app
+
+    options = {key: value for key, value in (("n_ctx", args.n_ctx), ("n_threads", args.threads),
+                                             ("chat_format", args.chat_format)) if value is not None}
+    model = load(args.name, **options)
+    log.info("serving %s on the compiled engine (%s chat format, %d-token context)",
+             model.name, model.chat_format, model.n_ctx)
+    return create_app({model.name: model})
+
+
+def default_threads() -> int:
+    """llama.cpp threads: see harness.localmodel.llama.default_threads (no llama_cpp import)."""
+    from harness.localmodel.llama import default_threads as threads
+
+    return threads()
 
 
 if __name__ == "__main__":

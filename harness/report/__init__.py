@@ -12,11 +12,12 @@ The report draws and renders; every number comes from `harness.metrics.summarize
 
 from __future__ import annotations
 
-import itertools
 import logging
-from dataclasses import dataclass, field
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -26,14 +27,23 @@ from harness.report import figures as figs
 from harness.report import html as html_out
 from harness.report import markdown as md_out
 from harness.report.data import RunData, combined_rows, load_runs
-from harness.report.shape import Metric, axis_groups, chosen_metrics, quality_metrics
+from harness.report.headline import build_headline
+from harness.report.shape import (
+    Metric,
+    chosen_metrics,
+    quality_metrics,
+    split_constant,
+    tail_everywhere,
+)
 from harness.scoring import Scorer, resolve_scorers, score_frame
+from harness.textsafe import csv_safe_frame
 
 log = logging.getLogger(__name__)
 
-MAX_PAIRS = 3
-MAX_LINE_PARAMS = 3
-MAX_LINE_METRICS = 6
+MAX_PANELS = 12
+TAIL_NOTE = ("Entropy is a loose lower bound in every cell: top_logprobs left more than 5% of the probability "
+             "unseen at over half of the positions (ask for more top_logprobs to tighten it).")
+SAMPLE_REPEATS = 3
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,7 @@ class ReportOptions:
     """What to draw: metric columns (None = scorers + defaults), samples shown per cell."""
 
     metrics: list[str] | None = None
-    samples_per_cell: int = 5
+    samples_per_cell: int = 6
     scoring: list[Any] | None = None  # overrides the runs' spec `scoring`
 
 
@@ -70,9 +80,9 @@ def scorers_for(runs: Sequence[RunData], override: list[Any] | None = None) -> l
 
 def _run_info(run: RunData) -> dict[str, Any]:
     m = run.manifest
-    target = m.get("target") if isinstance(m.get("target"), dict) else {}
-    counts = m.get("counts") if isinstance(m.get("counts"), dict) else {}
-    models = run.rows["model"].dropna().unique() if "model" in run.rows else []
+    target: dict[str, Any] = m["target"] if isinstance(m.get("target"), dict) else {}
+    counts: dict[str, Any] = m["counts"] if isinstance(m.get("counts"), dict) else {}
+    models = list(run.rows["model"].dropna().unique()) if "model" in run.rows else []
     return {
         "label": run.label,
         "model": target.get("model") or (models[0] if len(models) else None),
@@ -86,33 +96,42 @@ def _run_info(run: RunData) -> dict[str, Any]:
 
 
 def _samples(rows: pd.DataFrame, scores: pd.DataFrame, per_cell: int) -> pd.DataFrame:
-    """Up to `per_cell` rows per cell, different prompts first (sample 0 of each prompt)."""
+    """About `per_cell` outputs per cell: the same prompts in every cell (those whose outputs differ
+    most across the run come first), and up to SAMPLE_REPEATS repeats of each."""
     if per_cell <= 0 or not len(rows):
         return rows.iloc[0:0]
     cols = [c for c in ("run_id", "cell_id", "prompt_id", "sample", "status", "content", "reference",
                         "finish_reason", "error_type", "error_message") if c in rows.columns]
-    picked = rows[cols].join(scores).sort_values(["sample", "prompt_id"], kind="stable")
-    return picked.groupby(["run_id", "cell_id"], sort=False).head(per_cell)
+    repeats = min(SAMPLE_REPEATS, int(rows["sample"].max()) + 1, per_cell)
+    n_prompts = max(1, math.ceil(per_cell / repeats))
+    spread = rows.groupby("prompt_id", sort=False)["content"].nunique(dropna=False)
+    prompts = spread.sort_values(ascending=False, kind="stable").index[:n_prompts]
+    picked = rows[rows["prompt_id"].isin(prompts) & (rows["sample"] < repeats)][cols].join(scores)
+    order = {p: i for i, p in enumerate(prompts)}
+    return picked.assign(_o=picked["prompt_id"].map(order)).sort_values(["_o", "sample"], kind="stable").drop(columns="_o")
 
 
-def _draw(summary: pd.DataFrame, rows: pd.DataFrame, params: list[str], metrics: list[Metric],
-          quality: Metric | None) -> tuple[list[figs.FigureFile], dict[str, list[figs.FigureFile]]]:
-    sections: dict[str, list[figs.FigureFile]] = {"Quality vs latency": [], "Metrics vs parameters": [],
-                                                  "Heatmaps": [], "Latency": []}
-    if quality is not None:
+def _draw(summary: pd.DataFrame, params: list[str], metrics: list[Metric], quality: Metric | None,
+          best: pd.Series) -> list[figs.FigureFile]:
+    """The figures worth drawing: small multiples of the varying metrics; quality vs latency."""
+    out = []
+    panels = figs.small_multiples(summary, params, metrics[:MAX_PANELS])
+    if panels is not None:
+        out.append(panels)
+    if quality is not None and len(summary) > 1 and summary["latency_p50"].notna().any():
         front = pareto_front(summary, quality.column, "latency_p50")
-        best = best_tradeoff(summary, quality.column, "latency_p50")
-        sections["Quality vs latency"].append(figs.pareto(summary, params, quality, front, best))
-    swept = [group[0] for group in axis_groups(summary, params)]  # zipped parameters share an axis
-    for x in swept[:MAX_LINE_PARAMS]:
-        sections["Metrics vs parameters"].append(figs.lines(summary, params, x, metrics[:MAX_LINE_METRICS]))
-    for x, y in list(itertools.combinations(swept, 2))[:MAX_PAIRS]:
-        for metric in metrics:
-            sections["Heatmaps"].append(figs.heatmap(summary, params, x, y, metric))
-    if len(rows):
-        sections["Latency"].append(figs.latency(rows, summary, params))
-    ordered = [f for group in sections.values() for f in group]
-    return ordered, sections
+        out.append(figs.pareto(summary, params, quality, front, best))
+    return out
+
+
+def _latency_first(metrics: list[Metric]) -> list[Metric]:
+    """Quality first, then latency with completion tokens beside it (they explain it), then the rest."""
+    order = ["latency_p50", "completion_tokens_mean", "ttft_p50", "tpot_p50", "tokens_per_s"]
+    quality = [m for m in metrics if m.column.endswith("_mean") and m.lo and m.column not in
+               ("completion_tokens_mean", "entropy_mean", "logprob_mean", "itl_mean")]
+    speed = sorted([m for m in metrics if m.column in order], key=lambda m: order.index(m.column))
+    rest = [m for m in metrics if m not in quality and m not in speed]
+    return quality + speed + rest
 
 
 def _check_out(out: Path) -> None:
@@ -140,34 +159,39 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
     scores = score_frame(rows, scorers)
     summary = summarize(rows, scorers, scores=scores)
     params = swept_params(rows)
-    metrics = chosen_metrics(summary, scorers, options.metrics)
-    qualities = quality_metrics(summary, scorers)
+    metrics = _latency_first(chosen_metrics(summary, scorers, options.metrics))
+    shown, constant = split_constant(summary, metrics) if len(summary) > 1 else (metrics, [])
+    qualities = [m for m in quality_metrics(summary, scorers) if m in shown or len(summary) == 1]
     quality = qualities[0] if qualities else None
-    ordered, sections = _draw(summary, rows, params, metrics, quality)
     best = best_tradeoff(summary, quality.column, "latency_p50") if quality is not None else pd.Series(dtype=object)
+    head = build_headline(summary, rows, params, quality, best, shown, constant)
+    table = summary
+    if tail_everywhere(summary) and any(m.column == "entropy_mean" for m in shown + constant):
+        table = summary.assign(_tail_everywhere=True)  # one note, not "(tail)" in every cell
+        head = replace(head, constant=(head.constant + " " if head.constant else "") + TAIL_NOTE)
+    figures = _draw(summary, params, shown, quality, best)
     info = [_run_info(r) for r in runs]
     title = "harness report: " + ", ".join(r.label for r in runs)
     _make_out(out)
     report = Report(out_dir=out, summary=summary)
-    for fig in ordered:
+    for fig in figures:
         (out / fig.name).write_bytes(fig.png)
         report.files.append(out / fig.name)
-    table_metrics = ([quality] if quality else []) + [m for m in metrics if m != quality]
     body = [
+        html_out.headline_section(head),
+        html_out.figures_section("Figures", figures),
+        html_out.summary_section(table, params, shown, set(best.tolist())),
+        html_out.samples_section(summary, _samples(rows, scores, options.samples_per_cell), params, quality),
         html_out.runs_section(info),
-        html_out.summary_section(summary, params, table_metrics, set(best.tolist())),
-        *[html_out.figures_section(name, group) for name, group in sections.items()],
-        html_out.samples_section(summary, _samples(rows, scores, options.samples_per_cell), params,
-                                 [s.name for s in scorers], quality),
     ]
     files = {
         "index.html": html_out.page(title, body),
-        "report.md": md_out.render(title, info, summary, params, table_metrics, best, quality, ordered),
+        "report.md": md_out.render(title, info, table, params, shown, head, figures),
     }
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
         report.files.append(out / name)
-    summary.to_csv(out / "summary.csv", index=False)
+    csv_safe_frame(summary).to_csv(out / "summary.csv", index=False)
     report.files.append(out / "summary.csv")
     log.info("report written to %s (%d files)", out, len(report.files))
     return report

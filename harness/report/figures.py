@@ -1,6 +1,7 @@
 """Figures (matplotlib, Agg, object API — no pyplot state): each returns PNG bytes with a title.
 
-Runs are drawn side by side: one column of subplots per run, shared colour scales and axes.
+Two figures at most: small multiples of every varying metric against the main swept axis, and
+quality against latency. Several runs share every axis.
 """
 
 from __future__ import annotations
@@ -8,14 +9,15 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from harness.report.shape import (
     Metric,
@@ -23,17 +25,15 @@ from harness.report.shape import (
     axis_label,
     cell_label,
     fmt_metric,
+    fmt_param,
     fmt_value,
     locked,
-    pivot,
     sorted_values,
     varying,
 )
 
 DPI = 110
 MAX_LINES = 8
-MAX_BOXES = 30
-MAX_ANNOTATED = 12
 _TITLE_CHARS = 48
 
 
@@ -54,9 +54,11 @@ def file_name(*parts: str) -> str:
 
 
 def _render(fig: Figure) -> bytes:
+    """PNG bytes. The layout is fixed in inches (no constrained layout, no tight bounding box:
+    each costs a full extra draw), and zlib level 1 keeps encoding cheap."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
     return buf.getvalue()
 
 
@@ -64,9 +66,28 @@ def _short(text: str, limit: int = _TITLE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _grid(nrows: int, ncols: int, width: float, height: float, **kw: Any) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False, **kw))
+@dataclass(frozen=True)
+class Margins:
+    """Space around and between panels, in inches."""
+
+    left: float = 0.55
+    right: float = 0.15
+    top: float = 0.35
+    bottom: float = 0.55
+    wspace: float = 0.45
+    hspace: float = 0.55
+
+
+def _grid(nrows: int, ncols: int, width: float, height: float, margins: Margins | None = None,
+          **kw: Any) -> tuple[Figure, np.ndarray]:
+    """A figure of nrows × ncols panels of width × height inches each, with fixed margins."""
+    m = margins or Margins()
+    fig_w = m.left + m.right + ncols * width + (ncols - 1) * m.wspace
+    fig_h = m.top + m.bottom + nrows * height + (nrows - 1) * m.hspace
+    fig = Figure(figsize=(fig_w, fig_h))
+    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={
+        "left": m.left / fig_w, "right": 1 - m.right / fig_w, "bottom": m.bottom / fig_h, "top": 1 - m.top / fig_h,
+        "wspace": m.wspace / width, "hspace": m.hspace / height}, **kw))
     return fig, axes
 
 
@@ -85,52 +106,18 @@ def _numeric_positions(values: Sequence[Any]) -> tuple[np.ndarray, bool]:
     return pos, True
 
 
-# --- heatmaps -----------------------------------------------------------------------------------
+# --- small multiples: every varying metric against the main swept axis -------------------------
 
 
-def _annotate(ax: Any, matrix: np.ndarray, norm: Any, cmap: Any) -> None:
-    if max(matrix.shape) > MAX_ANNOTATED:
-        return
-    for (i, j), val in np.ndenumerate(matrix):
-        if np.isnan(val):
-            ax.text(j, i, "not run", ha="center", va="center", fontsize=7.5, color="0.45", style="italic")
-            continue
-        r, g, b, _ = cmap(norm(val))
-        colour = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
-        ax.text(j, i, fmt_metric(val), ha="center", va="center", fontsize=8, color=colour)
+PANEL_COLS = 4
 
 
-def heatmap(summary: pd.DataFrame, params: list[str], x: str, y: str, metric: Metric) -> FigureFile:
-    """`metric` over parameters x and y, one panel per run, one colour scale."""
-    runs = _runs(summary)
-    fig, axes = _grid(1, len(runs), 4.6, 3.6)
-    values = summary[metric.column].astype(float)
-    vmin, vmax = np.nanmin(values), np.nanmax(values)
-    if vmin == vmax:
-        vmin, vmax = vmin - 0.5, vmax + 0.5
-    groups = {g[0]: g for g in axis_groups(summary, params)}
-    shown = set(groups.get(x, [x]) + groups.get(y, [y]))
-    others = [p for p in varying(summary, params) if p not in shown]
-    image = None
-    for ax, run in zip(axes[0], runs):
-        xs, ys, matrix = pivot(summary[summary["run_id"] == run], x, y, metric.column)
-        image = ax.imshow(matrix, aspect="auto", origin="lower", cmap="viridis", vmin=vmin, vmax=vmax)
-        _annotate(ax, matrix, image.norm, image.cmap)
-        ax.set_xticks(range(len(xs)), [fmt_value(v) for v in xs], rotation=45 if len(xs) > 6 else 0)
-        ax.set_yticks(range(len(ys)), [fmt_value(v) for v in ys])
-        xl, yl = axis_label(groups.get(x, [x])), axis_label(groups.get(y, [y]))
-        ax.set_xlabel(xl, fontsize=10 if len(xl) < 28 else 8)
-        ax.set_ylabel(yl, fontsize=10 if len(yl) < 28 else 8)
-        ax.set_title(_short(run), fontsize=9)
-    if image is not None:
-        fig.colorbar(image, ax=list(axes[0]), label=metric.label, shrink=0.9)
-    note = f" (mean over {', '.join(others)})" if others else ""
-    fig.suptitle(_short(f"{metric.label} by {x} and {y}{note}", 90), fontsize=10)
-    caption = f"Heatmap of {metric.label} over {x} (x) and {y} (y){note}; one panel per run, shared colour scale."
-    return FigureFile(file_name("heatmap", metric.column, x, y), f"{metric.label}: {x} × {y}", caption, _render(fig))
-
-
-# --- lines with interval bands -----------------------------------------------------------------
+def main_axis(summary: pd.DataFrame, params: list[str]) -> list[str] | None:
+    """The axis group drawn along x: the one with the most values (zipped parameters share it)."""
+    groups = axis_groups(summary, params)
+    if not groups:
+        return None
+    return max(groups, key=lambda g: summary[g[0]].map(fmt_value).nunique())
 
 
 def _line_groups(part: pd.DataFrame, params: list[str], x: str) -> tuple[list[tuple[str, pd.DataFrame]], str]:
@@ -149,152 +136,137 @@ def _line_groups(part: pd.DataFrame, params: list[str], x: str) -> tuple[list[tu
             note = " (" + ", ".join(f"{p}={v}" for p, v in first.items()) + ")"
     if not others:
         return [("all", part)], note
-    keys = part[others].apply(lambda r: ", ".join(f"{p}={fmt_value(v)}" for p, v in zip(others, r)), axis=1)
-    order = list(dict.fromkeys(keys))
+    keys = part[others].apply(lambda r: ", ".join(f"{p}={fmt_param(p, v)}" for p, v in zip(others, r)), axis=1)
+    order = sorted(dict.fromkeys(keys), key=lambda k: list(keys).index(k))
     return [(k, part[keys == k]) for k in order[:MAX_LINES]], note
 
 
-def _draw_lines(ax: Any, part: pd.DataFrame, params: list[str], x: str, metric: Metric) -> tuple[str, bool]:
-    xs = sorted_values(part[x])
-    pos, numeric = _numeric_positions(xs)
-    where = {fmt_value(v): p for v, p in zip(xs, pos)}
+def _draw_lines(ax: Any, part: pd.DataFrame, params: list[str], x: str, metric: Metric,
+                where: dict[str, float], colours: dict[str, str]) -> str:
     groups, note = _line_groups(part, params, x)
-    for i, (label, rows) in enumerate(groups):
+    for label, rows in groups:
         rows = rows.assign(_x=rows[x].map(lambda v: where[fmt_value(v)])).groupby("_x").mean(numeric_only=True)
-        colour = f"C{i % 10}"
-        ax.plot(rows.index, rows[metric.column], marker="o", ms=3.5, color=colour, label=label)
+        colour = colours.setdefault(label, f"C{len(colours) % 10}")
+        ax.plot(rows.index, rows[metric.column], marker="o", ms=3, lw=1.3, color=colour, label=label)
         if metric.lo and metric.hi:
-            ax.fill_between(rows.index, rows[metric.lo], rows[metric.hi], color=colour, alpha=0.18, lw=0)
-    ax.set_xticks(pos, [fmt_value(v) for v in xs], rotation=45 if len(xs) > 8 else 0)
-    if numeric and len(xs) > 8:
-        ax.set_xticks(pos[:: max(1, len(xs) // 8)], [fmt_value(v) for v in xs][:: max(1, len(xs) // 8)])
-    ax.grid(alpha=0.3)
-    return note, len(groups) > 1
+            ax.fill_between(rows.index, rows[metric.lo], rows[metric.hi], color=colour, alpha=0.15, lw=0)
+    return note
 
 
-def _line_layout(n_metrics: int, n_runs: int) -> tuple[int, int]:
-    """(rows, cols): metrics down and runs across; a single run wraps its metrics in 3 columns."""
-    if n_runs == 1:
-        cols = min(3, n_metrics)
-        return math.ceil(n_metrics / cols), cols
-    return n_metrics, n_runs
+def _x_ticks(ax: Any, x: str, xs: list[Any], pos: np.ndarray, panel_px: float = 250.0) -> None:
+    """At most ~6 tick labels; long ones (target or model names) shortened and slanted so that
+    no two overlap."""
+    labels = [fmt_param(x, v) for v in xs]
+    step = max(1, math.ceil(len(xs) / 6))
+    shown = labels[::step]
+    room = panel_px / max(1, len(shown)) / 4.5  # characters that fit per label at 7 pt
+    if max(len(lb) for lb in shown) > room:
+        shown = [_short(lb, 14) for lb in shown]
+        ax.set_xticks(pos[::step], shown, fontsize=6.5, rotation=30, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticks(pos[::step], shown, fontsize=7)
+    ax.tick_params(axis="y", labelsize=7)
 
 
-def lines(summary: pd.DataFrame, params: list[str], x: str, metrics: list[Metric]) -> FigureFile:
-    """Each metric against parameter x; one line per value of the other parameters, bands = 95% CI."""
+def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metric]) -> FigureFile | None:
+    """One small panel per metric against the main swept axis; one line per setting of the other
+    axes, shaded 95% interval; several runs: one block of panels per run, same axes throughout."""
+    group = main_axis(summary, params)
+    if group is None or not metrics:
+        return None
+    x = group[0]
     runs = _runs(summary)
-    nrows, ncols = _line_layout(len(metrics), len(runs))
-    group = next((g for g in axis_groups(summary, params) if g[0] == x), [x])
-    xlabel = axis_label(group)
-    fig, axes = _grid(nrows, ncols, 4.0, 2.9)
-    single = len(runs) == 1
-    notes, legend_ax = set(), None
+    # several runs: a metric's panels sit side by side, one per run (run 1, run 2, …)
+    per_row = max(1, PANEL_COLS // len(runs)) if len(runs) <= PANEL_COLS else 1
+    ncols = min(per_row, len(metrics)) * len(runs)
+    nrows = math.ceil(len(metrics) / max(1, ncols // len(runs)))
+    legend_rows = math.ceil(min(MAX_LINES, max(1, part_lines(summary, params, x))) / 4)
+    margins = Margins(top=0.35 + (0.22 * legend_rows if part_lines(summary, params, x) > 1 else 0), bottom=0.6,
+                      hspace=0.55 if len(runs) == 1 else 0.7)
+    fig, axes = _grid(nrows, ncols, 2.55, 1.75, margins)
+    xs = sorted_values(summary[x])
+    pos, _ = _numeric_positions(xs)
+    if len(pos) > 1 and not _evenly_readable(pos):
+        pos = np.arange(len(xs), dtype=np.float64)
+    where = {fmt_value(v): p for v, p in zip(xs, pos)}
+    colours: dict[str, str] = {}
+    notes: set[str] = set()
     panels: dict[str, list[Any]] = {}
-    for m_i, metric in enumerate(metrics):
+    for k, metric in enumerate(metrics):
         for r_i, run in enumerate(runs):
-            ax = axes.flat[m_i] if single else axes[m_i, r_i]
-            note, has_legend = _draw_lines(ax, summary[summary["run_id"] == run], params, x, metric)
-            notes.add(note)
-            legend_ax = legend_ax or (ax if has_legend else None)
-            ax.set_xlabel(xlabel, fontsize=8)
-            if single:
-                ax.set_title(_short(metric.label, 40), fontsize=9)
+            slot = k * len(runs) + r_i
+            ax = axes[slot // ncols, slot % ncols]
+            notes.add(_draw_lines(ax, summary[summary["run_id"] == run], params, x, metric, where, colours))
+            if len(runs) == 1:
+                ax.set_title(_short(metric.label, 34), fontsize=8)
             else:
-                ax.set_ylabel(_short(metric.label, 28), fontsize=8)
-                if m_i == 0:
-                    ax.set_title(_short(run), fontsize=9)
+                ax.set_title(f"{_short(metric.label, 34)}\nrun {r_i + 1}: {_short(run, 30)}", fontsize=7.5)
+            _x_ticks(ax, x, xs, pos)
+            ax.grid(alpha=0.3)
             panels.setdefault(metric.column, []).append(ax)
-    for ax in axes.flat[len(metrics):] if single else []:
-        ax.set_visible(False)
-    for group in panels.values():  # same y range across runs, for comparison
-        low = min(a.get_ylim()[0] for a in group)
-        high = max(a.get_ylim()[1] for a in group)
-        for a in group:
+    for slot in range(len(metrics) * len(runs), nrows * ncols):
+        axes[slot // ncols, slot % ncols].set_visible(False)
+    pad = 0.05 * (float(pos.max() - pos.min()) or 1.0)
+    for column, group_axes in panels.items():  # one x and y range per metric across runs
+        low = min(a.get_ylim()[0] for a in group_axes)
+        if (summary[column].dropna() >= 0).all():  # a share or a count: no negative axis
+            low = max(low, 0.0)
+        high = max(a.get_ylim()[1] for a in group_axes)
+        for a in group_axes:
             a.set_ylim(low, high)
-    if legend_ax is not None:
-        handles, labels = legend_ax.get_legend_handles_labels()
-        fig.legend(handles, [_short(lb, 40) for lb in labels], loc="outside lower center", fontsize=8,
-                   frameon=False, ncols=min(4, len(labels)))
+            a.set_xlim(float(pos.min()) - pad, float(pos.max()) + pad)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if len(colours) > 1:
+        by_label = dict(zip(labels, handles))
+        for ax in axes.flat:
+            for h, lb in zip(*ax.get_legend_handles_labels()):
+                by_label.setdefault(lb, h)
+        fig.legend(list(by_label.values()), [_short(lb, 40) for lb in by_label], loc="upper center",
+                   fontsize=8, frameon=False, ncols=min(4, len(by_label)), bbox_to_anchor=(0.5, 1.0))
     fixed = "".join(n for n in notes if n)
-    title = f"Metrics vs {x}{fixed}" + (f" — {runs[0]}" if single else "")
-    fig.suptitle(_short(title, 100), fontsize=10)
-    caption = f"Each metric against {x}; one line per setting of the other swept parameters{fixed}; shaded: 95% bootstrap interval where defined."
-    return FigureFile(file_name("lines", x), f"metrics vs {x}", caption, _render(fig))
+    fig.supxlabel(axis_label(group) + fixed, fontsize=9, y=0.12 / fig.get_figheight())
+    caption = (f"Each panel one metric against {x}; one line per setting of the other swept parameters{fixed}; "
+               "shaded: 95% interval (prompt-clustered bootstrap). Same axes across runs.")
+    return FigureFile(file_name("panels", x), f"metrics vs {x}", caption, _render(fig))
 
 
-# --- latency distributions ---------------------------------------------------------------------
+def part_lines(summary: pd.DataFrame, params: list[str], x: str) -> int:
+    """How many lines a panel of the first run holds (for the legend's room)."""
+    first = summary[summary["run_id"] == _runs(summary)[0]]
+    return len(_line_groups(first, params, x)[0])
 
 
-def latency(rows: pd.DataFrame, summary: pd.DataFrame, params: list[str]) -> FigureFile:
-    """Latency of ok requests per cell (or per value of the first parameter when cells are many)."""
-    runs = _runs(summary)
-    ok = rows[(rows["status"] == "ok") & rows["latency_s"].notna()]
-    groups_per_run: list[tuple[list[str], list[np.ndarray]]] = []
-    by = "cell"
-    for run in runs:
-        cells = summary[summary["run_id"] == run]
-        part = ok[ok["run_id"] == run]
-        if len(cells) <= MAX_BOXES or not varying(cells, params):
-            by_cell = dict(tuple(part.groupby("cell_id", sort=False)["latency_s"]))
-            labels = [cell_label(r, params) for _, r in cells.iterrows()]
-            data = [by_cell[c].to_numpy() if c in by_cell else np.array([]) for c in cells["cell_id"]]
-        else:
-            first = varying(cells, params)[0]
-            by = first
-            keys = part[first].map(fmt_value)
-            values = [fmt_value(v) for v in sorted_values(cells[first])]
-            labels = [f"{first}={v}" for v in values]
-            data = [part["latency_s"][keys == v].to_numpy() for v in values]
-        groups_per_run.append((labels, data))
-    height = max(2.2, 0.32 * max(len(g[0]) for g in groups_per_run) + 1.2)
-    same_rows = all(labels == groups_per_run[0][0] for labels, _ in groups_per_run)
-    fig, axes = _grid(1, len(runs), 5.2, height, sharex="row", sharey="row" if same_rows else "none")
-    all_values = np.concatenate([d for _, ds in groups_per_run for d in ds if len(d)] or [np.array([1.0])])
-    positive = all_values[all_values > 0]
-    log_scale = len(positive) > 0 and positive.max() / max(positive.min(), 1e-9) > 30
-    for ax, run, (labels, data) in zip(axes[0], runs, groups_per_run):
-        keep = [i for i, d in enumerate(data) if len(d)]
-        if keep:
-            ax.boxplot(
-                [data[i] for i in keep], positions=keep, orientation="horizontal", whis=(5, 95),
-                showfliers=False, widths=0.6, medianprops={"color": "C1"}, manage_ticks=False,
-            )
-        if log_scale:
-            ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("latency (s)")
-        ax.set_title(_short(run), fontsize=9)
-        ax.grid(axis="x", alpha=0.3)
-    for ax, (labels, _) in zip(axes[0], groups_per_run):
-        if ax is axes[0, 0] or not same_rows:
-            ax.set_yticks(range(len(labels)), [_short(lb, 40) for lb in labels], fontsize=8)
-            ax.set_ylim(len(labels) - 0.3, -0.7)
-        else:
-            ax.tick_params(labelleft=False)
-    fig.suptitle("Latency of successful requests" + ("" if by == "cell" else f" by {by}"), fontsize=10)
-    caption = "Box: quartiles and median; whiskers: 5th–95th percentile; ok requests only."
-    return FigureFile("latency.png", "latency distributions", caption, _render(fig))
+def _evenly_readable(pos: np.ndarray) -> bool:
+    """False when real positions would crowd labels (smallest gap < 4% of the range)."""
+    ordered = np.sort(pos)
+    span = float(ordered[-1] - ordered[0])
+    return span > 0 and float(np.diff(ordered).min()) >= 0.04 * span
 
 
 # --- quality vs latency ------------------------------------------------------------------------
 
 
+def _errors(part: pd.DataFrame, centre: str, lo: str | None, hi: str | None) -> np.ndarray | None:
+    if not lo or not hi or lo not in part or hi not in part:
+        return None
+    c = part[centre].to_numpy(dtype=float)
+    err = np.vstack([c - part[lo].to_numpy(dtype=float), part[hi].to_numpy(dtype=float) - c])
+    return np.clip(np.nan_to_num(err), 0, None)
+
+
 def pareto(summary: pd.DataFrame, params: list[str], quality: Metric, front: pd.Series, best: pd.Series) -> FigureFile:
-    """Quality against median latency per cell; the Pareto front joined; the best trade-off starred."""
+    """Quality against median latency per cell, both with 95% intervals; the Pareto front joined;
+    the best trade-off starred. Several runs: one panel each, shared axes."""
     runs = _runs(summary)
-    fig, axes = _grid(1, len(runs), 4.8, 3.8, sharey="row")
+    fig, axes = _grid(1, len(runs), 4.4 if len(runs) > 1 else 5.6, 3.2, Margins(left=0.75, bottom=0.95, top=0.3),
+                      sharey="row", sharex="row")
     for ax, run in zip(axes[0], runs):
         part = summary[(summary["run_id"] == run)].dropna(subset=[quality.column, "latency_p50"])
         y = part[quality.column].to_numpy(dtype=float)
         x = part["latency_p50"].to_numpy(dtype=float)
-        if quality.lo and quality.hi and len(part):
-            err = np.vstack([y - part[quality.lo].to_numpy(dtype=float), part[quality.hi].to_numpy(dtype=float) - y])
-            ax.errorbar(x, y, yerr=np.clip(err, 0, None), fmt="o", ms=4, color="C0", alpha=0.55, elinewidth=0.8,
-                        label="cell (95% CI)")
-        else:
-            ax.plot(x, y, "o", ms=4, color="C0", alpha=0.6, label="cell")
+        ax.errorbar(x, y, yerr=_errors(part, quality.column, quality.lo, quality.hi),
+                    xerr=_errors(part, "latency_p50", "latency_p50_lo", "latency_p50_hi"), fmt="o", ms=4,
+                    color="C0", alpha=0.55, elinewidth=0.8, label="cell (95% intervals)")
         on_front = part[front.reindex(part.index).fillna(False).astype(bool)].sort_values("latency_p50")
         if len(on_front):
             ax.step(on_front["latency_p50"], on_front[quality.column], where="post", color="C3", lw=1.2,
@@ -302,21 +274,20 @@ def pareto(summary: pd.DataFrame, params: list[str], quality: Metric, front: pd.
         if run in best.index and best[run] in part.index:
             b = part.loc[best[run]]
             ax.plot([b["latency_p50"]], [b[quality.column]], marker="*", ms=14, color="C1", ls="none",
-                    label="best trade-off")
-            ax.annotate(_short(cell_label(b, params), 36), (b["latency_p50"], b[quality.column]),
-                        xytext=(18, -30), textcoords="offset points", fontsize=8, color="black", ha="left",
-                        bbox={"boxstyle": "round", "fc": "white", "ec": "C1", "alpha": 0.9},
-                        arrowprops={"arrowstyle": "->", "color": "C1"})
-        ax.set_xlabel("latency p50 (s)")
-        ax.set_title(_short(run), fontsize=9)
+                    label="best trade-off: " + _short(cell_label(b, params), 40) if len(runs) == 1 else "best trade-off")
+        ax.set_xlabel("latency p50 (s)", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_metric(v)))
+        ax.tick_params(labelsize=8)
+        if len(runs) > 1:
+            ax.set_title(_short(run), fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel(quality.label)
+    axes[0, 0].set_ylabel(quality.label, fontsize=9)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", fontsize=8, frameon=False, ncols=len(labels))
-    fig.suptitle(f"{quality.label} vs latency", fontsize=10)
-    caption = ("Each point a cell; red: cells no other cell beats on both quality and latency; "
-               "star: fastest cell whose quality is within the best cell's 95% interval.")
-    return FigureFile("pareto.png", "quality vs latency", caption, _render(fig))
+    fig.legend(handles, labels, loc="lower center", fontsize=8, frameon=False, ncols=min(3, len(labels)))
+    caption = ("Each point a cell with its 95% intervals; red: cells no other cell beats on both quality and "
+               "latency; star: the best trade-off (see the headline for the rule).")
+    return FigureFile("pareto.png", f"{quality.label} vs latency", caption, _render(fig))
 
 
-__all__ = ["FigureFile", "heatmap", "latency", "lines", "pareto"]
+__all__ = ["FigureFile", "main_axis", "pareto", "small_multiples"]

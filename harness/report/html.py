@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Any, Iterable
+import math
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
 from harness.report.figures import FigureFile
-from harness.report.shape import Metric, cell_label, flag, fmt_metric, fmt_value
+from harness.report.headline import Headline
+from harness.report.shape import Metric, cell_label, flag, fmt_metric, fmt_param
+from harness.textsafe import visible_controls
 
 MAX_CHARS = 4000
 
@@ -27,15 +31,16 @@ th{background:#f4f4f4;position:sticky;top:0}td.l,th.l{text-align:left}
 .scroll{overflow-x:auto;max-height:70vh}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:12.5px}pre{white-space:pre-wrap;word-break:break-word;margin:0;font-size:12.5px;max-width:60em}
 details{margin:.3em 0;border:1px solid #e4e4e4;border-radius:4px;padding:.2em .6em}summary{cursor:pointer}
-.best{background:#fff6d6}.muted{color:#777}.err{color:#a00}.tag{font-size:11px;background:#eef;padding:0 4px;border-radius:3px}
+.head{background:#f7f9fc;border:1px solid #dde4ee;border-radius:6px;padding:.6em 1em}.head ul{margin:.2em 0 .5em 1.2em;padding:0}
+.samples td pre{max-width:28em}.iv{white-space:nowrap;display:block;font-size:11.5px}.best{background:#fff6d6}.muted{color:#777}.err{color:#a00}.tag{font-size:11px;background:#eef;padding:0 4px;border-radius:3px}
 """
 
 
 def esc(value: Any) -> str:
-    """HTML-escape anything (None → empty)."""
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+    """HTML-escape anything (None → empty); control characters become visible `\\xNN` text."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return html.escape(str(value), quote=True)
+    return html.escape(visible_controls(str(value)), quote=True)
 
 
 def _table(header: list[str], rows: Iterable[list[str]], left: int = 0, row_class: Iterable[str] | None = None) -> str:
@@ -50,6 +55,28 @@ def _table(header: list[str], rows: Iterable[list[str]], left: int = 0, row_clas
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
+def headline_section(head: Headline) -> str:
+    """The box at the top: what was swept and what it did."""
+    parts = ['<div class="head">', f"<p><b>{esc(head.swept)}</b></p>"]
+    if head.errors:
+        parts.append(f'<p class="err">{esc(head.errors[0])}</p><ul>' +
+                     "".join(f"<li>{esc(e)}</li>" for e in head.errors[1:]) + "</ul>")
+    if head.best:
+        parts.append("<p>Best cells (95% interval):</p><ul>" + "".join(f"<li>{esc(b)}</li>" for b in head.best) + "</ul>")
+    if head.tradeoff:
+        parts.append(f"<p>{esc(head.tradeoff)}</p>")
+    if head.changes:
+        parts.append("<p>What changed most across cells:</p><ul>" +
+                     "".join(f"<li>{esc(c)}</li>" for c in head.changes) + "</ul>")
+    if head.constant:
+        parts.append(f'<p class="muted">{esc(head.constant)}</p>')
+    parts.append("</div>")
+    if head.parameters:
+        rows = [[f"<code>{esc(n)}</code>", esc(v), esc(h)] for n, v, h in head.parameters]
+        parts.append("<h2>Swept parameters</h2>" + _table(["parameter", "values", "what it does"], rows, left=3))
+    return "".join(parts)
+
+
 def runs_section(runs: list[dict[str, Any]]) -> str:
     header = ["run", "model", "endpoint", "started", "status", "requests", "ok", "error"]
     rows = [[esc(r.get(k)) for k in ("label", "model", "base_url", "started_at", "status", "requests", "ok", "error")] for r in runs]
@@ -61,7 +88,8 @@ def _interval(row: pd.Series, metric: Metric) -> str:
     if flag(row, metric):
         text += ' <span class="muted" title="top_logprobs missed more than 5% of the mass">(tail)</span>'
     if metric.lo and metric.hi and pd.notna(row.get(metric.lo)):
-        text += f' <span class="muted">[{esc(fmt_metric(row.get(metric.lo)))}, {esc(fmt_metric(row.get(metric.hi)))}]</span>'
+        lo, hi = esc(fmt_metric(row.get(metric.lo))), esc(fmt_metric(row.get(metric.hi)))
+        text += f' <span class="muted iv">[{lo}, {hi}]</span>'
     return text
 
 
@@ -71,12 +99,15 @@ def summary_section(summary: pd.DataFrame, params: list[str], metrics: list[Metr
     header = (["run"] if multi else []) + [esc(p) for p in params] + ["n"] + [esc(m.label) for m in metrics]
     rows, classes = [], []
     for idx, row in summary.iterrows():
-        cells = ([esc(row["run_id"])] if multi else []) + [esc(fmt_value(row.get(p))) for p in params]
+        cells = ([esc(row["run_id"])] if multi else []) + [esc(fmt_param(p, row.get(p))) for p in params]
         cells.append(esc(row.get("n")))
         cells += [_interval(row, m) for m in metrics]
         rows.append(cells)
         classes.append("best" if idx in best_index else "")
-    note = '<p class="muted">Highlighted: best trade-off per run. Brackets: 95% bootstrap interval (prompts resampled). Entropy is a lower bound; “(tail)”: top_logprobs left more than 5% of the probability unseen at over 10% of positions. Full table: <code>summary.csv</code>.</p>'
+    note = ('<p class="muted">Highlighted: best trade-off per run. Brackets: 95% interval (prompts resampled: '
+            'cluster bootstrap; distinct-n: jackknife). Entropy is a lower bound from top_logprobs; “(tail)”: more '
+            'than 5% of the probability unseen at over half of the positions. Every metric: '
+            '<code>summary.csv</code>.</p>')
     return "<h2>Cells</h2>" + note + _table(header, rows, left=len(params) + int(multi), row_class=classes)
 
 
@@ -93,36 +124,45 @@ def figures_section(title: str, figures: list[FigureFile]) -> str:
 
 
 def _clip(text: Any) -> str:
-    value = "" if text is None or text is pd.NA or (isinstance(text, float) and text != text) else str(text)
+    value = "" if text is None or text is pd.NA or (isinstance(text, float) and math.isnan(text)) else str(text)
     if len(value) > MAX_CHARS:
         return esc(value[:MAX_CHARS]) + f'<span class="muted"> … ({len(value) - MAX_CHARS} more characters)</span>'
     return esc(value)
 
 
-def _sample_rows(samples: pd.DataFrame, score_names: list[str]) -> str:
-    header = ["prompt", "sample", "output", "reference", "finish", *[esc(s) for s in score_names]]
+def _output(r: pd.Series) -> str:
+    if r.get("status") == "ok":
+        finish = r.get("finish_reason")
+        tail = f' <span class="muted">({esc(finish)})</span>' if finish not in (None, "stop") and pd.notna(finish) else ""
+        text = r.get("content")
+        body = _clip(text) if text not in (None, "") and pd.notna(text) else '<span class="muted">(empty)</span>'
+        return f"<pre>{body}</pre>{tail}"
+    return f'<span class="err">error {esc(r.get("error_type"))}: {_clip(r.get("error_message"))}</span>'
+
+
+def _sample_grid(samples: pd.DataFrame) -> str:
+    """Rows: prompts (with the reference); columns: repeats — the spread of outputs at a glance."""
+    repeats = sorted(samples["sample"].dropna().unique().tolist())
+    header = ["prompt", "reference", *[f"repeat {esc(k)}" for k in repeats]]
     rows = []
-    for _, r in samples.iterrows():
-        if r.get("status") == "ok":
-            output = f"<pre>{_clip(r.get('content'))}</pre>"
-        else:
-            output = f'<span class="err">error {esc(r.get("error_type"))}: {_clip(r.get("error_message"))}</span>'
-        rows.append(
-            [esc(r.get("prompt_id")), esc(r.get("sample")), output, f"<pre>{_clip(r.get('reference'))}</pre>",
-             esc(r.get("finish_reason")), *[esc(fmt_metric(r.get(s))) for s in score_names]]
-        )
-    return _table(header, rows, left=5)
+    for prompt, part in samples.groupby("prompt_id", sort=False):
+        by_sample = {r["sample"]: r for _, r in part.iterrows()}
+        first = part.iloc[0]
+        rows.append([esc(prompt), f"<pre>{_clip(first.get('reference'))}</pre>",
+                     *[_output(by_sample[k]) if k in by_sample else "" for k in repeats]])
+    return _table(header, rows, left=2 + len(repeats))
 
 
-def samples_section(summary: pd.DataFrame, samples: pd.DataFrame, params: list[str], score_names: list[str],
-                    quality: Metric | None) -> str:
-    """Per cell a collapsible block of sample outputs with reference, finish reason and scores."""
+def samples_section(summary: pd.DataFrame, samples: pd.DataFrame, params: list[str], quality: Metric | None) -> str:
+    """Per cell a collapsible grid of outputs: the same prompts in every cell, several repeats each."""
     if not len(samples):
         return ""
     groups = dict(tuple(samples.groupby(["run_id", "cell_id"], sort=False)))
     multi = summary["run_id"].nunique() > 1
-    parts = ["<h2>Sample outputs</h2>", '<p class="muted">Model output is shown as escaped text.</p>']
-    for _, row in summary.iterrows():
+    parts = ["<h2>Sample outputs</h2>",
+             ('<p class="muted">The same prompts in every cell, with several repeats each, so the spread the '
+              'sweep is about shows across a row. Model output is shown as escaped text.</p><div class="samples">')]
+    for n, (_, row) in enumerate(summary.iterrows()):
         key = (row["run_id"], row["cell_id"])
         if key not in groups:
             continue
@@ -130,10 +170,10 @@ def samples_section(summary: pd.DataFrame, samples: pd.DataFrame, params: list[s
         q = f" · {esc(quality.label)} {esc(fmt_metric(row.get(quality.column)))}" if quality else ""
         run = f'<span class="tag">{esc(row["run_id"])}</span> ' if multi else ""
         parts.append(
-            f"<details><summary>{run}{esc(label)} <span class=\"muted\">· n={esc(row.get('n'))}{q}</span></summary>"
-            f"{_sample_rows(groups[key], score_names)}</details>"
+            f"<details{' open' if n == 0 else ''}><summary>{run}{esc(label)} "
+            f"<span class=\"muted\">· n={esc(row.get('n'))}{q}</span></summary>{_sample_grid(groups[key])}</details>"
         )
-    return "".join(parts)
+    return "".join(parts) + "</div>"
 
 
 def page(title: str, sections: list[str]) -> str:
@@ -147,4 +187,7 @@ def page(title: str, sections: list[str]) -> str:
     )
 
 
-__all__ = ["esc", "figure_html", "figures_section", "page", "runs_section", "samples_section", "summary_section"]
+__all__ = [
+    "esc", "figure_html", "figures_section", "headline_section", "page", "runs_section", "samples_section",
+    "summary_section",
+]

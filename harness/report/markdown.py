@@ -7,22 +7,25 @@ id or a parameter value cannot inject markup or links.
 from __future__ import annotations
 
 import html
+import math
 import re
 from typing import Any
 
 import pandas as pd
 
 from harness.report.figures import FigureFile
-from harness.report.shape import Metric, cell_label, flag, fmt_metric, fmt_value
+from harness.report.headline import Headline
+from harness.report.shape import Metric, flag, fmt_metric, fmt_param
+from harness.textsafe import visible_controls
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
 
 def md(value: Any) -> str:
     """Escape text for a Markdown table cell: HTML entities, Markdown punctuation, no newlines."""
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return ""
-    text = html.escape(" ".join(str(value).split()), quote=False)
+    text = html.escape(visible_controls(" ".join(str(value).split())), quote=False)
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
@@ -39,38 +42,47 @@ def _with_interval(row: pd.Series, m: Metric) -> str:
     return md(text)
 
 
+def _headline(head: Headline) -> list[str]:
+    out = [f"**{md(head.swept)}**", ""]
+    if head.errors:
+        out += [f"**{md(head.errors[0])}**", "", *[f"- {md(e)}" for e in head.errors[1:]], ""]
+    if head.best:
+        out += ["Best cells (95% interval):", "", *[f"- {md(b)}" for b in head.best], ""]
+    if head.tradeoff:
+        out += [md(head.tradeoff), ""]
+    if head.changes:
+        out += ["What changed most across cells:", "", *[f"- {md(c)}" for c in head.changes], ""]
+    if head.constant:
+        out += [md(head.constant), ""]
+    if head.parameters:
+        out += ["## Swept parameters", "", _table(["parameter", "values", "what it does"],
+                                                  [[md(n), md(v), md(h)] for n, v, h in head.parameters]), ""]
+    return out
+
+
 def render(
     title: str,
     runs: list[dict[str, Any]],
     summary: pd.DataFrame,
     params: list[str],
     metrics: list[Metric],
-    best: pd.Series,
-    quality: Metric | None,
+    head: Headline,
     figures: list[FigureFile],
 ) -> str:
     """The whole Markdown document."""
-    out = [f"# {md(title)}", ""]
+    out = [f"# {md(title)}", "", *_headline(head)]
     run_rows = [[md(r.get(k)) for k in ("label", "model", "status", "requests", "ok", "error")] for r in runs]
-    out += [_table(["run", "model", "status", "requests", "ok", "error"], run_rows), ""]
-    if quality is not None and len(best):
-        out += ["## Best trade-off", ""]
-        out += [f"Fastest cell (median latency) whose {md(quality.label)} is within the best cell's 95% interval:", ""]
-        for run, idx in best.items():
-            row = summary.loc[idx]
-            out.append(
-                f"- **{md(run)}**: {md(cell_label(row, params))}: {md(quality.label)} "
-                f"{_with_interval(row, quality)}, latency p50 {md(fmt_metric(row.get('latency_p50')))} s"
-            )
-        out.append("")
+    out += ["## Runs", "", _table(["run", "model", "status", "requests", "ok", "error"], run_rows), ""]
     multi = summary["run_id"].nunique() > 1
     header = (["run"] if multi else []) + [md(p) for p in params] + ["n"] + [md(m.label) for m in metrics]
     rows = []
     for _, row in summary.iterrows():
-        cells = ([md(row["run_id"])] if multi else []) + [md(fmt_value(row.get(p))) for p in params]
+        cells = ([md(row["run_id"])] if multi else []) + [md(fmt_param(p, row.get(p))) for p in params]
         rows.append(cells + [md(row.get("n"))] + [_with_interval(row, m) for m in metrics])
-    out += ["## Cells", "", "Brackets: 95% bootstrap interval (prompts resampled). Entropy is a lower bound; "
-            "(tail): top_logprobs left > 5% of the mass unseen at > 10% of positions. All metrics: `summary.csv`.", ""]
+    note = ("Brackets: 95% interval (prompts resampled: cluster bootstrap; distinct-n: jackknife). "
+            "Entropy is a lower bound from top_logprobs; (tail): > 5% of the mass unseen at over half of the "
+            "positions. Every metric: `summary.csv`.")
+    out += ["## Cells", "", note, ""]
     out += [_table(header, rows), ""]
     if figures:
         out += ["## Figures", ""]

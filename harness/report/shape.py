@@ -17,7 +17,12 @@ _KNOWN: dict[str, tuple[str, bool | None]] = {
     "error_rate": ("error rate", False),
     "latency_p50": ("latency p50 (s)", False),
     "latency_p95": ("latency p95 (s)", False),
+    "latency_p99": ("latency p99 (s)", False),
     "ttft_p50": ("time to first token p50 (s)", False),
+    "ttft_p95": ("time to first token p95 (s)", False),
+    "tpot_p50": ("time per output token p50 (s)", False),
+    "tpot_p95": ("time per output token p95 (s)", False),
+    "itl_mean": ("inter-token latency, mean (s)", False),
     "tokens_per_s": ("tokens / s", True),
     "completion_tokens_mean": ("completion tokens (mean)", None),
     "distinct_1": ("distinct-1", None),
@@ -30,8 +35,30 @@ _KNOWN: dict[str, tuple[str, bool | None]] = {
     "entropy_mean": ("entropy per token (nats, lower bound)", None),
     "nonargmax_share": ("non-argmax tokens (share)", None),
 }
-DEFAULT_METRICS = ("error_rate", "latency_p50", "distinct_2", "repetition", "entropy_mean", "nonargmax_share")
+DEFAULT_METRICS = (
+    "error_rate", "latency_p50", "completion_tokens_mean", "ttft_p50", "tpot_p50", "tokens_per_s",
+    "distinct_2", "unique_share", "repetition", "entropy_mean", "nonargmax_share", "perplexity",
+)
 UNSET = "unset"
+OFF = "off"
+
+# what each sampling parameter does, in one line (shown beside the swept values)
+PARAM_HELP: dict[str, str] = {
+    "temperature": "divides the logits before sampling: 0 = always the most likely token, higher = flatter, more random",
+    "top_p": "nucleus sampling: keep the smallest set of tokens whose probabilities add up to p (1 = off)",
+    "top_k": "keep only the k most likely tokens (off = no limit)",
+    "min_p": "drop tokens less likely than min_p × the most likely token's probability (0 = off)",
+    "frequency_penalty": "lowers a token's logit by this much per earlier use in the output: less repetition",
+    "presence_penalty": "lowers a token's logit once it has appeared at all: more new words",
+    "repetition_penalty": "divides the logits of tokens already seen (1 = off)",
+    "seed": "the sampler's random seed: the same seed repeats the same choices",
+    "max_tokens": "stops generation after this many tokens (finish reason 'length')",
+    "n": "completions per request",
+    "target": "which endpoint or model answered",
+    "model": "which model answered",
+}
+# values that switch a parameter off, shown as "off"
+_OFF_VALUES: dict[str, tuple[float, ...]] = {"top_k": (-1.0, 0.0)}
 
 
 @dataclass(frozen=True)
@@ -48,7 +75,7 @@ def metric_for(column: str, summary: pd.DataFrame) -> Metric:
     """The Metric for a summary column (`exact_match` is taken to mean `exact_match_mean`)."""
     if column not in summary.columns and f"{column}_mean" in summary.columns:
         column = f"{column}_mean"
-    base = column[: -len("_mean")] if column.endswith("_mean") else column
+    base = column.removesuffix("_mean")
     lo, hi = f"{base}_lo", f"{base}_hi"
     label = _KNOWN.get(column, (base.replace("_", " "), None))[0]
     if lo in summary.columns and hi in summary.columns:
@@ -81,15 +108,38 @@ def chosen_metrics(summary: pd.DataFrame, scorers: list[Scorer], wanted: list[st
     return [m for m in metrics if m.column in summary.columns and summary[m.column].notna().any()]
 
 
-TRUNCATED_NOTE = 0.1
+TRUNCATED_NOTE = 0.5
 
 
 def flag(row: pd.Series, metric: Metric) -> str:
-    """' (tail)' when an entropy value rests on truncated top-k lists at > 10% of positions."""
+    """' (tail)' when an entropy value rests on truncated top-k lists at over half of its positions
+    (and not every cell does: then the report says it once, see `tail_everywhere`)."""
     share = row.get("entropy_truncated_share")
+    if row.get("_tail_everywhere") is True:
+        return ""
     if metric.column == "entropy_mean" and share is not None and pd.notna(share) and share > TRUNCATED_NOTE:
         return " (tail)"
     return ""
+
+
+def tail_everywhere(summary: pd.DataFrame) -> bool:
+    """True when every cell's entropy would be flagged: one note instead of a flag per cell."""
+    if "entropy_truncated_share" not in summary:
+        return False
+    share = summary["entropy_truncated_share"].dropna()
+    return bool(len(share)) and bool((share > TRUNCATED_NOTE).all())
+
+
+def fmt_param(name: str, value: Any) -> str:
+    """A parameter value as a reader wants it: "off" for a value that disables the parameter."""
+    off = _OFF_VALUES.get(name)
+    if off is not None:
+        try:
+            if float(value) in off:
+                return OFF
+        except (TypeError, ValueError):
+            pass
+    return fmt_value(value)
 
 
 def fmt_value(value: Any) -> str:
@@ -124,7 +174,7 @@ def cell_label(row: pd.Series, params: list[str], sep: str = ", ") -> str:
     """`temperature=0.7, top_p=0.9` (or the cell id when nothing was swept)."""
     if not params:
         return str(row.get("cell_id", ""))
-    return sep.join(f"{p}={fmt_value(row.get(p))}" for p in params)
+    return sep.join(f"{p}={fmt_param(p, row.get(p))}" for p in params)
 
 
 def sorted_values(series: pd.Series) -> list[Any]:
@@ -182,20 +232,52 @@ def pivot(part: pd.DataFrame, x: str, y: str, column: str) -> tuple[list[Any], l
         return xs, ys, np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def is_constant(values: pd.Series) -> bool:
+    """True when every non-missing value is the same (to 9 significant digits)."""
+    finite = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+    if not len(finite):
+        return True
+    spread = float(finite.max() - finite.min())
+    return spread <= 1e-9 * max(1.0, float(np.abs(finite).max()))
+
+
+def split_constant(summary: pd.DataFrame, metrics: list[Metric]) -> tuple[list[Metric], list[Metric]]:
+    """(metrics that vary across cells, metrics with one value everywhere) — the latter become text."""
+    varying_: list[Metric] = []
+    constant: list[Metric] = []
+    for m in metrics:
+        (constant if is_constant(summary[m.column]) else varying_).append(m)
+    return varying_, constant
+
+
+def higher_is_better(metric: Metric) -> bool | None:
+    """True/False when a direction is known (scores: higher), else None."""
+    if metric.column in _KNOWN:
+        return _KNOWN[metric.column][1]
+    return True if metric.column.endswith("_mean") and metric.lo else None
+
+
 __all__ = [
     "DEFAULT_METRICS",
+    "OFF",
+    "PARAM_HELP",
     "Metric",
-    "cell_label",
-    "flag",
-    "chosen_metrics",
-    "fmt_metric",
     "axis_groups",
     "axis_label",
+    "cell_label",
+    "chosen_metrics",
+    "flag",
+    "fmt_metric",
+    "fmt_param",
     "fmt_value",
+    "higher_is_better",
+    "is_constant",
     "locked",
     "metric_for",
     "pivot",
     "quality_metrics",
     "sorted_values",
+    "split_constant",
+    "tail_everywhere",
     "varying",
 ]

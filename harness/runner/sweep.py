@@ -33,7 +33,8 @@ from harness.grid import Point, RequestPlan, expand_points, plan_requests
 from harness.manifest import MANIFEST, Status, finish, load_for_resume, new_manifest, new_run_id, write_manifest
 from harness.requests import build_body
 from harness.runner.engine import Engine, EngineConfig, Stats
-from harness.spec import SweepSpec, parse_spec, spec_hash
+from harness.redact import redact_url
+from harness.spec import SweepSpec, check_api_key, parse_spec, spec_hash
 from harness.store import Counts, RunStore
 
 Shard = tuple[int, int]  # (K, N), 1 <= K <= N
@@ -136,9 +137,9 @@ def new_job(
     lock = _lock(run_dir)
     manifest = new_manifest(
         run_id=run_id,
-        spec=spec.resolved_dict(),
+        spec=spec.public_dict(),
         spec_hash=spec_hash(spec),
-        target={"base_url": spec.target.base_url, "model": spec.model_name},
+        target={"base_url": redact_url(spec.target.base_url) if spec.target.base_url else None, "model": spec.model_name},
         requests=total,
         shard=shard,
         limit=limit,
@@ -196,7 +197,7 @@ def api_key_for(spec: SweepSpec, env: Mapping[str, str] | None = None) -> str | 
         raise TargetError(
             f"environment variable {name} is not set (named by api_key_env)", file=spec.source, key="target.api_key_env"
         )
-    return key
+    return check_api_key(key, env_name=name, source=spec.source)
 
 
 def check_reachable(base_url: str, *, source: str | None = None, timeout_s: float = 5.0) -> None:
@@ -270,8 +271,8 @@ async def execute(
 ) -> None:
     """Send this session's requests. Raises CancelledError when interrupted (rows kept)."""
     config = config or engine_config(job)
-    if job.manifest.get("target", {}).get("base_url") != endpoint.base_url:
-        job.manifest["target"] = {"base_url": endpoint.base_url, "model": endpoint.model}
+    if job.manifest.get("target", {}).get("base_url") != redact_url(endpoint.base_url):
+        job.manifest["target"] = {"base_url": redact_url(endpoint.base_url), "model": endpoint.model}
         write_manifest(job.run_dir, job.manifest)
     client_config = ClientConfig(
         base_url=endpoint.base_url,

@@ -4,17 +4,21 @@ Documents come from `data/prose.txt` (hand-written prose, one paragraph a line),
 `data/countries.tsv` (country, capital, continent, language, currency; turned into facts,
 questions and few-shot lists) and generated arithmetic ("7 + 5 = 12") and counting
 ("The number after 41 is 42.") statements. Everything is deterministic.
+
+`chat_pairs()` turns the same material into chat turns (prompt, answer) for the chat format of
+`NGramModel.render_chat` (`<s>` prompt `<assistant>` answer `</s>`): few-shot and question forms
+of the facts ("Country: Italy\nCapital:" -> " Rome", "4 * 12 =" -> " 48") and the prose lines
+as answers to open requests. `prose_paragraphs()` is what open answers are retrieved from.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
-from typing import Iterator
 
-__all__ = ["Country", "build_corpus", "load_countries"]
-
+__all__ = ["FACT_WEIGHT", "Country", "build_corpus", "chat_pairs", "load_countries", "prose_paragraphs"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ def _arithmetic_docs() -> Iterator[str]:
 
 
 def _counting_docs() -> Iterator[str]:
-    for n in range(2000):
+    for n in range(500):
         yield f"The number after {n} is {n + 1}."
     for start in range(0, 200, 10):
         yield ", ".join(str(n) for n in range(start, start + 10)) + "."
@@ -91,3 +95,66 @@ def build_corpus() -> list[str]:
         *_arithmetic_docs(),
         *_counting_docs(),
     ]
+
+
+def prose_paragraphs() -> list[str]:
+    """The prose lines (one paragraph each), in file order."""
+    return _data_lines("prose.txt")
+
+
+_OPEN_REQUESTS = (
+    "Tell me something.",
+    "Write a sentence.",
+    "Describe something you like.",
+    "Tell me a fact?",
+    "What can you tell me?",
+    "Say something interesting",
+)
+
+
+def _country_pairs(countries: list[Country]) -> Iterator[tuple[str, str]]:
+    for c in countries:
+        yield f"What is the capital of {c.name}?", f" The capital of {c.name} is {c.capital}."
+        yield f"Country: {c.name}\nCapital:", f" {c.capital}"
+        yield f"Q: What is the capital of {c.name}?\nA:", f" {c.capital}"
+        yield f"Question: What is the capital of {c.name}?\nAnswer:", f" {c.capital}"
+        yield f"The capital of {c.name} is", f" {c.capital}."
+        yield f"{c.name}:", f" {c.capital}"
+        yield (
+            f"Tell me about {c.name}.",
+            (
+                f" {c.name} is a country in {c.continent}. People in {c.name} speak {c.language},"
+                f" and the currency of {c.name} is the {c.currency}."
+            ),
+        )
+        yield f"What language do people speak in {c.name}?", f" People in {c.name} speak {c.language}."
+
+
+def _arithmetic_pairs() -> Iterator[tuple[str, str]]:
+    for a in range(21):
+        for b in range(21):
+            yield f"{a} + {b} =", f" {a + b}"
+            yield f"{a} - {b} =", f" {a - b}"
+            yield f"{a} * {b} =", f" {a * b}"
+    for a in range(11):
+        for b in range(11):
+            yield f"What is {a} + {b}?", f" {a} + {b} = {a + b}."
+            yield f"Q: What is {a} + {b}?\nA:", f" {a + b}"
+
+
+def _prose_pairs(paragraphs: list[str]) -> Iterator[tuple[str, str]]:
+    for i, paragraph in enumerate(paragraphs):
+        for j in range(2):
+            yield _OPEN_REQUESTS[(2 * i + j) % len(_OPEN_REQUESTS)], f" {paragraph}"
+
+
+FACT_WEIGHT = 3  # a fact seen once gets about half of the probability under Witten-Bell, 3x ~3/4
+
+
+def chat_pairs() -> list[tuple[str, str, int]]:
+    """(prompt, answer, weight) chat turns, in a fixed order; answers start with a space.
+
+    The weight is how many times the turn counts in training: FACT_WEIGHT for facts.
+    """
+    facts = [*_country_pairs(load_countries()), *_arithmetic_pairs()]
+    return [*((q, a, 1) for q, a in _prose_pairs(prose_paragraphs())), *((q, a, FACT_WEIGHT) for q, a in facts)]

@@ -3,7 +3,8 @@
 A token is a word, a number, one punctuation mark (each optionally with one leading space,
 GPT-style: `" Paris"`), a newline or a run of other whitespace. Pieces not in the vocabulary are
 spelled with single-character tokens, so `decode(encode(text)) == text` for any printable ASCII
-text; other characters become `<unk>`.
+text; other characters become `<unk>`. Id 3, `<assistant>`, marks where the model's answer
+begins in a rendered chat; no text encodes to it and it is never generated.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-__all__ = ["BOS", "EOS", "UNK", "WordTokenizer", "split_pieces"]
+__all__ = ["ASSISTANT", "BOS", "EOS", "SPECIAL_IDS", "UNK", "WordTokenizer", "split_pieces"]
 
-BOS, EOS, UNK = 0, 1, 2
-_SPECIAL_TEXT = ("", "", "\ufffd")
+BOS, EOS, UNK, ASSISTANT = 0, 1, 2, 3
+SPECIAL_IDS = (BOS, EOS, UNK, ASSISTANT)
+_SPECIAL_TEXT = ("", "", "\ufffd", "")
 _PIECE = re.compile(r" ?[A-Za-z]+(?:'[A-Za-z]+)?| ?\d+| ?[^\sA-Za-z\d]|\n|[^\S\n]+")
 
 
@@ -32,7 +34,7 @@ def _base_pieces() -> list[str]:
 
 
 class WordTokenizer:
-    """Maps text to token ids and back; ids 0-2 are `<s>`, `</s>`, `<unk>`."""
+    """Maps text to token ids and back; ids 0-3 are `<s>`, `</s>`, `<unk>`, `<assistant>`."""
 
     def __init__(self, pieces: Sequence[str]) -> None:
         self._texts: list[str] = list(_SPECIAL_TEXT)
@@ -43,7 +45,7 @@ class WordTokenizer:
                 self._texts.append(piece)
 
     @classmethod
-    def from_corpus(cls, documents: Iterable[str]) -> "WordTokenizer":
+    def from_corpus(cls, documents: Iterable[str]) -> WordTokenizer:
         """Vocabulary = fallback alphabet + every piece of the corpus, most frequent first."""
         counts: Counter[str] = Counter()
         for doc in documents:
@@ -75,7 +77,7 @@ class WordTokenizer:
         return [self._ids.get(c, UNK) for c in chars]
 
     def token_text(self, token_id: int) -> str:
-        """The text of one token ("" for `<s>`/`</s>`)."""
+        """The text of one token ("" for `<s>`, `</s>`, `<assistant>`)."""
         return self._texts[token_id]
 
     def decode(self, token_ids: Sequence[int]) -> str:

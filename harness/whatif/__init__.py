@@ -1,0 +1,21 @@
+"""Counterfactual truncation from stored logprobs: what would top_p / top_k / min_p have changed?
+
+    positions.py  a run's generated positions as arrays (returned candidates, sampled token)
+    truncate.py   one setting at every position, under the two extreme unseen tails
+    estimate.py   per cell and setting: shares, mass, candidate-set size, entropy, with intervals
+    suggest.py    which hypothetical settings are worth running
+
+`whatif_frame(rows, settings)` returns the DataFrame that `harness whatif` prints (and that a
+report section can render).
+"""
+
+from harness.whatif.estimate import (
+    DEFAULT_VOCAB,
+    Setting,
+    as_run,
+    cell_setting,
+    whatif_frame,
+)
+from harness.whatif.suggest import suggestions
+
+__all__ = ["DEFAULT_VOCAB", "Setting", "as_run", "cell_setting", "suggestions", "whatif_frame"]
