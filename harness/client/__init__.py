@@ -10,7 +10,6 @@ classified failures, every answer bounded in size and time.
 """
 
 from harness.client.bounds import Bounds
-
 from harness.client.http import (
     ChatClient,
     ClientConfig,
