@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from harness.compare import CompareOptions, compare_runs
-from harness.rundir import Run, load_run
+from harness.rundir.results import Run, load_run
 from harness.server.corpus import load_countries
 
 FEWSHOT = "Country: France\nCapital: Paris\n\nCountry: Japan\nCapital: Tokyo\n\nCountry: Kenya\nCapital: Nairobi\n\n"

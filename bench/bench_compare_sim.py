@@ -29,9 +29,10 @@ import pandas as pd
 
 from harness.compare import CompareOptions, compare_runs
 from harness.compare.stats import paired_mean_test
-from harness.rundir import Run
+from harness.rundir.manifest import Manifest
+from harness.rundir.results import Run
 
-MANIFEST = {"spec": {"scoring": ["exact_match"]}}
+MANIFEST = Manifest(run_id="sim", spec={"scoring": ["exact_match"]})
 
 
 def difficulty(rng: np.random.Generator, n: int, mu: float, kappa: float) -> np.ndarray:

@@ -4,7 +4,8 @@
     python bench/bench_engines.py --engines native --concurrency 1 4
 
 Engines (each a server process on 127.0.0.1, the same requests over HTTP):
-  native        harness's front + llama.cpp's server loop via the prebuilt xllamacpp wheel ([local])
+  native        harness's front + llama.cpp's server loop via the prebuilt xllamacpp wheel ([local]),
+                as many slots as the concurrency
   compiled      harness serve's app + harness's numpy sampler over llama-cpp-python ([local-compiled])
   llama-server  llama-cpp-python's own server (`python -m llama_cpp.server`, needs
                 `pip install 'llama-cpp-python[server]'`), `/v1/completions` with the same prompt text
@@ -112,10 +113,10 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 @contextmanager
-def harness_endpoint(engine: str) -> Iterator[tuple[str, int]]:
+def harness_endpoint(engine: str, slots: int) -> Iterator[tuple[str, int]]:
     os.environ["HARNESS_LOCAL_ENGINE"] = engine
     try:
-        with local.local_endpoint(reuse=False) as ep:
+        with local.local_endpoint(reuse=False, slots=slots if engine == "native" else None) as ep:
             yield ep.base_url, ep.pid
     finally:
         os.environ.pop("HARNESS_LOCAL_ENGINE", None)
@@ -151,7 +152,7 @@ def llama_cpp_server() -> Iterator[tuple[str, int]]:
 
 
 def run(engine: str, concurrency: int, requests: list[Request]) -> tuple[dict[str, Any], list[Outcome]]:
-    endpoint = llama_cpp_server() if engine == "llama-server" else harness_endpoint(engine)
+    endpoint = llama_cpp_server() if engine == "llama-server" else harness_endpoint(engine, concurrency)
     ask = ask_completion if engine == "llama-server" else ask_chat
     with endpoint as (base_url, pid), httpx.Client(timeout=300) as client:
         ask(client, base_url, "gemma-3-270m", requests[0])  # warm-up, not counted

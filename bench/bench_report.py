@@ -110,7 +110,7 @@ def generate(run_dir: Path, rows: int, tokens: int, top: int) -> None:
             writer.write_table(_chunk(rng, start, min(total, start + CHUNK), prompts, tokens, top, pools))
     spec = {"name": "bench", "sweep": {"grid": {"temperature": list(TEMPERATURES), "min_p": list(MIN_PS)}},
             "scoring": ["exact_match", "contains"]}
-    manifest = {"run_id": "bench", "spec": spec, "status": "finished", "counts": {"requests": total},
+    manifest = {"run_id": "bench", "spec": spec, "status": "completed", "counts": {"requests": total},
                 "target": {"base_url": "http://127.0.0.1:8000/v1", "model": "bench-model"}}
     (run_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 

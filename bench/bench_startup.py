@@ -46,11 +46,11 @@ def _child_cpu() -> float:
 def measure(argv: list[str], runs: int) -> tuple[float, float]:
     """Median wall and CPU seconds of `runs` runs (one warm-up run first)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run(argv, capture_output=True, env=env, check=False)
+    subprocess.run(argv, capture_output=True, env=env, check=False, cwd=REPO)
     walls, cpus = [], []
     for _ in range(runs):
         cpu0, t0 = _child_cpu(), time.perf_counter()
-        subprocess.run(argv, capture_output=True, env=env, check=False)
+        subprocess.run(argv, capture_output=True, env=env, check=False, cwd=REPO)
         walls.append(time.perf_counter() - t0)
         cpus.append(_child_cpu() - cpu0)
     return statistics.median(walls), statistics.median(cpus)

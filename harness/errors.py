@@ -6,9 +6,14 @@
      ├── RunDirError             a run directory is missing, unreadable or of another spec
      ├── TargetError             the endpoint cannot be used at all (bad base_url, no key, local model failed)
      └── UsageError              a command-line flag is invalid
+
+Anything else escaping to the CLI is a bug in harness: one line, exit code `INTERNAL_ERROR_EXIT`
+(never 0, 1, 2 or 130, so CI can tell a crash from "some requests failed").
 """
 
 from __future__ import annotations
+
+INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE
 
 
 class HarnessError(Exception):
@@ -50,6 +55,7 @@ class UsageError(HarnessError):
 
 
 __all__ = [
+    "INTERNAL_ERROR_EXIT",
     "DatasetError",
     "HarnessError",
     "RunDirError",

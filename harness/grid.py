@@ -120,6 +120,8 @@ def iter_point_params(sweep: Sweep) -> Iterator[dict[str, Value]]:
 
 
 DEFAULT_MAX_POINTS = 1_000_000
+MAX_EXCLUDE_RULES = 1_000
+MAX_EXCLUDE_WORK = 20_000_000  # points × rules checked: about 10-20 s of CPU at worst
 
 
 def grid_size(sweep: Sweep) -> int:
@@ -131,16 +133,30 @@ def grid_size(sweep: Sweep) -> int:
 
 
 def check_size(sweep: Sweep, max_points: int = DEFAULT_MAX_POINTS, *, source: str = "") -> int:
-    """The product size, or a UsageError when it exceeds `max_points` (so nothing hangs or eats memory)."""
+    """The points that will be visited, or a UsageError when more than `max_points` (nothing hangs).
+
+    A `sample` without `exclude` visits only the sampled points (they are decoded from their
+    index, never enumerated), so a random search over a 10^12-point grid is fine; with `exclude`
+    every point of the product is visited, so the product is what counts."""
     size = grid_size(sweep)
-    if size > max_points:
+    visited = min(size, sweep.sample) if sweep.sample and not sweep.exclude else size
+    if visited > max_points:
+        what = "the grid has" if visited == size else "the sample keeps"
         raise UsageError(
-            f"the grid has {size:,} points before exclude/sample; at most {max_points:,} allowed "
+            f"{what} {visited:,} points (before exclude); at most {max_points:,} allowed "
             "(raise the cap with --max-points N)",
             file=source or None,
             key="sweep",
         )
-    return size
+    rules = len(sweep.exclude)
+    if rules > MAX_EXCLUDE_RULES or visited * rules > MAX_EXCLUDE_WORK:
+        raise UsageError(
+            f"{rules:,} rules × {visited:,} points is too much to check (at most {MAX_EXCLUDE_RULES:,} rules "
+            f"and {MAX_EXCLUDE_WORK:,} rule checks); merge rules with lists of values, or shrink the grid",
+            file=source or None,
+            key="sweep.exclude",
+        )
+    return visited
 
 
 def count_points(sweep: Sweep) -> int:
@@ -155,8 +171,26 @@ def _sampled(sweep: Sweep, total: int) -> set[int] | None:
     return set(random.Random(sweep.sample_seed).sample(range(total), sweep.sample))
 
 
+def _point_at(sweep: Sweep, index: int) -> dict[str, Value]:
+    """The point at position `index` of the grid × zip product (exclude not applied)."""
+    rows = _zip_rows(sweep)
+    index, row = divmod(index, len(rows))
+    values: list[Value] = []
+    for axis in reversed(list(sweep.grid.values())):
+        index, j = divmod(index, len(axis))
+        values.append(axis[j])
+    values.reverse()
+    return dict(zip(_axis_keys(sweep), (*values, *rows[row]), strict=True))
+
+
 def iter_points(sweep: Sweep) -> Iterator[Point]:
     """Points in deterministic order, with the random subset applied."""
+    if sweep.sample and not sweep.exclude:  # decode the sampled indices: no walk over the product
+        chosen = _sampled(sweep, grid_size(sweep))
+        if chosen is not None:
+            for index in sorted(chosen):
+                yield make_point(_point_at(sweep, index))
+            return
     keep = _sampled(sweep, count_points(sweep.model_copy(update={"sample": None}))) if sweep.sample else None
     for i, params in enumerate(iter_point_params(sweep)):
         if keep is None or i in keep:
@@ -190,6 +224,8 @@ def point_table(points: Sequence[Point]) -> tuple[list[str], list[list[Any]]]:
 
 __all__ = [
     "DEFAULT_MAX_POINTS",
+    "MAX_EXCLUDE_RULES",
+    "MAX_EXCLUDE_WORK",
     "Point",
     "RequestPlan",
     "canonical_point",

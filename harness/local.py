@@ -83,12 +83,14 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _command(name: str, port: int, *, watch_parent: bool, n_ctx: int | None) -> list[str]:
+def _command(name: str, port: int, *, watch_parent: bool, n_ctx: int | None, slots: int | None = None) -> list[str]:
     cmd = [sys.executable, "-m", _CHILD_MODULE, "--name", name, "--host", HOST, "--port", str(port)]
     if watch_parent:
         cmd.append("--watch-stdin")
     if n_ctx:
         cmd += ["--n-ctx", str(n_ctx)]
+    if slots:
+        cmd += ["--slots", str(slots)]
     return cmd
 
 
@@ -101,7 +103,8 @@ def _check_installed(name: str) -> None:
             raise TargetError(f"the local model needs the package {module!r}; {INSTALL_HINT}")
 
 
-def _spawn(name: str, port: int, *, detached: bool, n_ctx: int | None) -> tuple[subprocess.Popen, Path]:
+def _spawn(name: str, port: int, *, detached: bool, n_ctx: int | None,
+           slots: int | None = None) -> tuple[subprocess.Popen, Path]:
     """Start the child; its ready line comes on stdout, its log goes to a file in the state folder."""
     _check_installed(name)
     state_dir().mkdir(parents=True, exist_ok=True)
@@ -113,7 +116,7 @@ def _spawn(name: str, port: int, *, detached: bool, n_ctx: int | None) -> tuple[
         preexec = lambda: _die_with_parent(parent)  # noqa: E731
     with open(log_path, "ab") as err:
         proc = subprocess.Popen(
-            _command(name, port, watch_parent=not detached, n_ctx=n_ctx),
+            _command(name, port, watch_parent=not detached, n_ctx=n_ctx, slots=slots),
             stdin=subprocess.DEVNULL if detached else subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=err, close_fds=True,
             start_new_session=True,  # Ctrl-C reaches harness only; harness stops the child in order
@@ -230,9 +233,9 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 
 def _start(name: str, port: int | None, *, detached: bool, timeout_s: float,
-           n_ctx: int | None) -> tuple[subprocess.Popen, LocalEndpoint]:
+           n_ctx: int | None, slots: int | None = None) -> tuple[subprocess.Popen, LocalEndpoint]:
     """Spawn the child and wait until it answers; the child is stopped if that fails."""
-    proc, log_path = _spawn(name, port or 0, detached=detached, n_ctx=n_ctx)
+    proc, log_path = _spawn(name, port or 0, detached=detached, n_ctx=n_ctx, slots=slots)
     try:
         base_url = _wait_ready(proc, log_path, timeout_s)
     except BaseException:
@@ -247,9 +250,11 @@ def _start(name: str, port: int | None, *, detached: bool, timeout_s: float,
 
 @contextmanager
 def local_endpoint(name: str = DEFAULT_MODEL, *, port: int | None = None, reuse: bool = True,
-                   timeout_s: float = READY_TIMEOUT_S, n_ctx: int | None = None) -> Iterator[LocalEndpoint]:
+                   timeout_s: float = READY_TIMEOUT_S, n_ctx: int | None = None,
+                   slots: int | None = None) -> Iterator[LocalEndpoint]:
     """A running embedded endpoint for the duration of the `with` block; stopped afterwards.
 
+    `slots` (native engine): sequences decoded together (default 1: seeded samples reproducible).
     With `reuse`, a healthy detached endpoint (`harness local start --detach`) is used as is and
     left running. Enter this on the main thread: Linux's parent-death signal follows the thread.
     """
@@ -259,7 +264,7 @@ def local_endpoint(name: str = DEFAULT_MODEL, *, port: int | None = None, reuse:
             yield LocalEndpoint(**{**asdict(running), "owned": False})
             return
     with _sigterm_as_exit():
-        proc, endpoint = _start(name, port, detached=False, timeout_s=timeout_s, n_ctx=n_ctx)
+        proc, endpoint = _start(name, port, detached=False, timeout_s=timeout_s, n_ctx=n_ctx, slots=slots)
         try:
             yield endpoint
         finally:
@@ -267,12 +272,13 @@ def local_endpoint(name: str = DEFAULT_MODEL, *, port: int | None = None, reuse:
 
 
 def start_detached(name: str = DEFAULT_MODEL, *, port: int | None = None,
-                   timeout_s: float = READY_TIMEOUT_S, n_ctx: int | None = None) -> LocalEndpoint:
+                   timeout_s: float = READY_TIMEOUT_S, n_ctx: int | None = None,
+                   slots: int | None = None) -> LocalEndpoint:
     """Start an endpoint that outlives harness; its pid file lets `status`/`stop` find it."""
     running = status(name)
     if running is not None:
         raise TargetError(f"the local model {name!r} already runs at {running.base_url} (pid {running.pid})")
-    _proc, endpoint = _start(name, port, detached=True, timeout_s=timeout_s, n_ctx=n_ctx)
+    _proc, endpoint = _start(name, port, detached=True, timeout_s=timeout_s, n_ctx=n_ctx, slots=slots)
     write_pid_file(endpoint)
     return endpoint
 

@@ -27,6 +27,11 @@ Built-ins (all return 1.0 or 0.0; NaN when a reference is needed and missing):
 
 A custom scorer `module:function` is called as `function(content, reference, row)` where `row`
 is the result row as a dict, and returns a float or bool. Error rows score NaN for every scorer.
+
+Custom scorers import and run code, so they come only from what the user passes: the spec given
+to `harness run`/`plan`, or `--scoring` on the command line. A `scoring` list read from a run
+directory (someone else's manifest) is resolved with `allow_custom=` the names given to
+`--allow-scorer`; any other `module:function` there is refused before anything is imported.
 """
 
 from __future__ import annotations
@@ -39,11 +44,10 @@ import math
 import re
 import string
 import sys
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import SpecError
 
@@ -258,7 +262,18 @@ def _check_name(name: Any, where: str) -> str:
     return name
 
 
-def _resolve_one(item: str | Mapping[str, Any], where: str) -> Scorer:
+def _check_allowed(ref: str, allow_custom: bool | Collection[str], where: str) -> None:
+    """Refuse (before any import) a custom scorer that the user did not name."""
+    if allow_custom is True or (allow_custom is not False and ref in allow_custom):
+        return
+    raise SpecError(
+        f"custom scorer {ref!r} comes from a run directory and is not run (it would import code); "
+        f"pass --allow-scorer {ref} to run it, or choose scorers with --scoring",
+        key=where,
+    )
+
+
+def _resolve_one(item: str | Mapping[str, Any], where: str, allow_custom: bool | Collection[str] = True) -> Scorer:
     if isinstance(item, str):
         opts: dict[str, Any] = {"type": item}
     elif isinstance(item, Mapping):
@@ -274,10 +289,11 @@ def _resolve_one(item: str | Mapping[str, Any], where: str) -> Scorer:
     if kind in BUILTINS:
         fn, needs_ref = _build_builtin(kind, opts, where)
         if opts:
-            bad = sorted(opts)[0]
+            bad = min(opts)
             raise SpecError(f"unknown option {bad!r} for scorer {kind}", key=f"{where}.{bad}")
         scorer = Scorer(kind, kind, given, pair_fn=fn, needs_reference=needs_ref)
     elif ":" in kind:
+        _check_allowed(kind, allow_custom, type_key)
         scorer = Scorer(kind.partition(":")[2], kind, given, custom_fn=_import_custom(kind, type_key))
     else:
         raise SpecError(f"unknown scorer {kind!r}; {_did_you_mean(kind)}use {_ALLOWED}", key=type_key)
@@ -286,8 +302,14 @@ def _resolve_one(item: str | Mapping[str, Any], where: str) -> Scorer:
     return scorer
 
 
-def resolve_scorers(items: list[str | dict[str, Any]] | None, *, key: str = "scoring") -> list[Scorer]:
-    """Turn the spec's `scoring` list into scorers; SpecError names the bad item (`scoring[2].pattern`)."""
+def resolve_scorers(
+    items: list[str | dict[str, Any]] | None, *, key: str = "scoring", allow_custom: bool | Collection[str] = True
+) -> list[Scorer]:
+    """Turn a `scoring` list into scorers; SpecError names the bad item (`scoring[2].pattern`).
+
+    `allow_custom`: True when the list comes from the user (their spec, --scoring); for a list
+    read from a run directory, the `module:function` names the user allowed (default none).
+    """
     if items is None:
         return []
     if not isinstance(items, list):
@@ -295,7 +317,7 @@ def resolve_scorers(items: list[str | dict[str, Any]] | None, *, key: str = "sco
     scorers: list[Scorer] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(items):
-        scorer = _resolve_one(item, f"{key}[{i}]")
+        scorer = _resolve_one(item, f"{key}[{i}]", allow_custom)
         if scorer.name in seen:
             raise SpecError(
                 f"metric name {scorer.name!r} is already used by {key}[{seen[scorer.name]}]; give one a `name`",
@@ -351,7 +373,7 @@ def _score_custom(scorer: Scorer, rows: pd.DataFrame, where: str) -> np.ndarray:
                 "" if _missing(content) else str(content), None if _missing(reference) else str(reference), row
             )
             out[i] = float(value) if value is not None else math.nan
-        except Exception as exc:  # user code: any failure is reported as the scorer's fault
+        except Exception as exc:  # noqa: BLE001 - user code: any failure is reported as the scorer's fault
             raise SpecError(
                 f"custom scorer {scorer.type} failed on request {row.get('request_id')} ({type(exc).__name__}: {exc})",
                 key=where,

@@ -11,7 +11,7 @@ from typing import Any
 
 from harness.axes import MAX_RANGE_VALUES
 from harness.datasets import MAX_DATASET_BYTES, MAX_LINE_BYTES, MAX_PROMPTS
-from harness.grid import DEFAULT_MAX_POINTS
+from harness.grid import DEFAULT_MAX_POINTS, MAX_EXCLUDE_RULES, MAX_EXCLUDE_WORK
 from harness.parameters import INT64_MAX, INT64_MIN, PARAM_COLUMNS, REGISTRY
 from harness.redact import SAFE_HEADERS
 from harness.spec import RESERVED_BODY_KEYS, json_schema
@@ -159,7 +159,8 @@ def render() -> str:
         "  axes advance together and multiply the grid. An axis is a list or a range",
         f"  `{{from, to, step}}` (exact decimals, end inclusive, at most {MAX_RANGE_VALUES:,} values).",
         "- `exclude` drops a point matching every key of a rule (a list value means any of).",
-        "- `sample: N` keeps N points chosen with `sample_seed`; `repeats` sends each request that many times.",
+        "- `sample: N` keeps N points chosen with `sample_seed` (without `exclude`, only those N are",
+        "  ever built: a random search over a huge grid is cheap); `repeats` sends each request that many times.",
         "",
         "## Limits",
         "",
@@ -167,8 +168,10 @@ def render() -> str:
         "|---|---|",
         f"| spec file | a regular file (no pipe or device) of at most {MAX_SPEC_BYTES:,} bytes |",
         f"| YAML after alias expansion | at most {MAX_NODES:,} values, nested at most {MAX_DEPTH} levels |",
-        (f"| grid size before exclude/sample | at most {DEFAULT_MAX_POINTS:,} points; raise with "
-         "`harness plan/run --max-points N` |"),
+        (f"| points visited (the grid × zip product; with `sample` and no `exclude`, the sample) | at most "
+         f"{DEFAULT_MAX_POINTS:,}; raise with `harness plan/run --max-points N` |"),
+        (f"| `exclude` | at most {MAX_EXCLUDE_RULES:,} rules and {MAX_EXCLUDE_WORK:,} rule checks "
+         "(rules × points visited) |"),
         (f"| dataset file | a regular file of at most {MAX_DATASET_BYTES:,} bytes, {MAX_PROMPTS:,} prompts, "
          f"JSONL lines of at most {MAX_LINE_BYTES:,} characters, valid Unicode (no lone surrogates) |"),
         "| times (`timeout_s`, `max_retry_after_s`, `deadline_s`) | finite; at most a day (a week for `deadline_s`) |",

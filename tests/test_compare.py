@@ -17,7 +17,7 @@ from harness.cli import main
 from harness.compare import ALL_POINTS, CompareOptions, Gate, Threshold, compare_runs, render_markdown
 from harness.errors import RunDirError, SpecError, UsageError
 from harness.records import rows_to_table
-from harness.rundir import load_run
+from harness.rundir.results import load_run
 
 # outcome(point_index, prompt_index, sample) -> (status, correct, latency_s)
 Outcome = Callable[[int, int, int], tuple[str, bool, float]]
@@ -68,7 +68,7 @@ def make_run(
         "run_id": name,
         "spec": {"name": name, "scoring": ["exact_match"] if scoring is None else scoring},
         "target": {"base_url": "http://127.0.0.1:1/v1", "model": model},
-        "status": "finished",
+        "status": "completed",
     }
     (run_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return run_dir

@@ -26,7 +26,7 @@ def _write(root: Path, name: str, rows: list[dict[str, Any]], model: str = "m") 
         r.update(run_id=name, model=model)
     pq.write_table(rows_to_table(rows), run_dir / "results" / "part-0.parquet")
     manifest = {"run_id": name, "spec": {"name": name, "scoring": ["exact_match"]},
-                "target": {"base_url": "http://127.0.0.1:1/v1", "model": model}, "status": "finished"}
+                "target": {"base_url": "http://127.0.0.1:1/v1", "model": model}, "status": "completed"}
     (run_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return run_dir
 

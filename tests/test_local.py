@@ -129,6 +129,21 @@ def test_top_k_1_equals_greedy(endpoint: local.LocalEndpoint) -> None:
     assert _content(_chat(endpoint, STORY, temperature=1.5, top_k=1, seed=3)) == greedy
 
 
+def test_streamed_greedy_equals_the_plain_answer(endpoint: local.LocalEndpoint) -> None:
+    import openai
+
+    plain = _content(_chat(endpoint, FEW_SHOT, temperature=0, stop=["\n"]))
+    client = openai.OpenAI(base_url=endpoint.base_url, api_key="unused", max_retries=0)
+    chunks = list(client.chat.completions.create(
+        model=endpoint.model, messages=[{"role": "user", "content": FEW_SHOT}], max_tokens=8, temperature=0,
+        stop=["\n"], stream=True, stream_options={"include_usage": True}, logprobs=True, top_logprobs=2))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain and text.strip() == "Rome"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
+    tokens = [t.token for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or []]
+    assert "".join(tokens) == text
+
+
 def test_invalid_parameters_are_refused_by_harness(endpoint: local.LocalEndpoint) -> None:
     body = {"model": endpoint.model, "messages": [{"role": "user", "content": "x"}], "temperature": 3}
     response = httpx.post(f"{endpoint.base_url}/chat/completions", json=body, timeout=30)

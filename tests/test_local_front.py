@@ -54,6 +54,20 @@ class FakeEngine:
             self.bodies.append(body)
         return self.reply(body) if callable(self.reply) else self.reply
 
+    def stream(self, body: dict[str, Any], on_chunk: Any) -> None:
+        """llama.cpp's streamed form of the reply: one chunk per token, then finish + usage."""
+        whole = self.complete(body)
+        if "error" in whole:
+            on_chunk(whole)
+            return
+        choice = whole["choices"][0]
+        content = (choice.get("logprobs") or {}).get("content") or [{"token": choice["text"]}]
+        for token in content:
+            logprobs = {"content": [token]} if "logprob" in token else None
+            on_chunk({"choices": [{"text": token["token"], "index": 0, "logprobs": logprobs, "finish_reason": None}]})
+        on_chunk({"choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": choice["finish_reason"]}],
+                  "usage": whole["usage"]})
+
 
 @pytest.fixture
 def fake() -> FakeEngine:
@@ -210,6 +224,28 @@ def test_stream_is_well_formed_sse_with_usage(base_url: str) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 29
     logprob_chunks = [c for c in chunks if c.choices and c.choices[0].logprobs]
     assert logprob_chunks and logprob_chunks[0].choices[0].logprobs.content[0].token == " Tokyo"  # type: ignore[union-attr, index]
+
+
+def test_stream_sends_one_chunk_per_token(fake: FakeEngine) -> None:
+    two = [{**TOKYO, "top_logprobs": [TOKYO]}, {**OSAKA, "top_logprobs": [OSAKA]}]
+    fake.reply = _answer(text=" Tokyo Osaka", reason="length", content=two)
+    with ServerThread(create_front(fake)) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+        chunks = list(client.chat.completions.create(model="gemma-3-270m", messages=[{"role": "user", "content": "C:"}],
+                                                     stream=True, logprobs=True, top_logprobs=1))
+    contents = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert contents == [" Tokyo", " Osaka"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+    assert fake.bodies[-1]["stream"] is True
+
+
+def test_a_streamed_request_that_fails_before_any_token_is_a_json_error(fake: FakeEngine) -> None:
+    fake.reply = {"error": {"code": 400, "message": "request (900 tokens) exceeds the available context size",
+                            "type": "exceed_context_size_error"}}
+    with ServerThread(create_front(fake)) as server:
+        response = httpx.post(f"{server.base_url}/chat/completions", json=_chat(stream=True), timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "context_length_exceeded"
 
 
 def test_model_output_is_json_escaped_not_interpreted(fake: FakeEngine) -> None:

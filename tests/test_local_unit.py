@@ -130,6 +130,19 @@ def test_cli_rejects_a_bad_port_in_one_line(capsys: pytest.CaptureFixture[str]) 
     assert err == "harness: error: --port: must be between 1 and 65535, not 70000"
 
 
+@pytest.mark.parametrize("slots", ["0", "65"])
+def test_cli_rejects_bad_slots_in_one_line(slots: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["local", "start", "--slots", slots]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"harness: error: --slots: must be between 1 and 64, not {slots}"
+
+
+def test_slots_reach_the_endpoint_process() -> None:
+    cmd = local._command("gemma-3-270m", 0, watch_parent=True, n_ctx=512, slots=4)
+    assert cmd[cmd.index("--slots") + 1] == "4" and cmd[cmd.index("--n-ctx") + 1] == "512"
+    assert "--slots" not in local._command("gemma-3-270m", 0, watch_parent=True, n_ctx=None)
+
+
 def test_cli_without_action_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["local"]) == 2
     assert "start|stop|status" in capsys.readouterr().err

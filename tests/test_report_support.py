@@ -59,7 +59,7 @@ def write_run(
         "run_id": run_id,
         "spec": {"name": "t", "scoring": scoring or [], "sweep": {"grid": grid or {}}},
         "target": {"base_url": "http://127.0.0.1:1/v1", "model": "m"},
-        "status": "finished",
+        "status": "completed",
         "counts": {"requests": len(rows)},
     }
     (path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")

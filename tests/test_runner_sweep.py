@@ -166,8 +166,15 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+def _lines(segment: Path) -> int:
+    try:
+        return segment.read_bytes().count(b"\n")
+    except FileNotFoundError:  # sealed (and removed) between the listing and the read
+        return 0
+
+
 def _journaled(run_dir: Path) -> int:
-    lines = sum(f.read_bytes().count(b"\n") for f in (run_dir / "journal").glob("seg-*.jsonl"))
+    lines = sum(_lines(f) for f in (run_dir / "journal").glob("seg-*.jsonl"))
     parts = len(list((run_dir / "results").glob("part-*.parquet")))
     return lines + parts * 50
 

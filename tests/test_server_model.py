@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,6 +17,7 @@ from harness.server.generate import Generation
 from harness.server.ngram import NGramModel, NGramSession, default_model
 from harness.server.sampler import SamplingParams
 from harness.server.tokenizer import ASSISTANT, BOS, EOS, UNK
+from harness.server.topic import content_words
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +181,32 @@ def test_model_errors_become_openai_errors(stream: bool) -> None:
             response = http.post("/chat/completions", json=broken)
             assert response.status_code == 500 and response.json()["error"]["type"] == "server_error"
         assert http.post("/chat/completions", json={**long, "messages": [{"role": "user", "content": "7 + 5 ="}]}).status_code == 200
+
+
+CREATIVE = [json.loads(line)["prompt"] for line in (Path(__file__).resolve().parents[1] / "datasets" / "creative.jsonl").read_text().splitlines()]
+
+
+def answer(model: NGramModel, prompt: str, temperature: float, seed: int, max_tokens: int = 48) -> str:
+    ids = model.render_chat([{"role": "user", "content": prompt}])
+    return Generation(model, ids, SamplingParams(temperature=temperature), seed=seed, max_tokens=max_tokens).run_to_end().text
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0, 1.5])
+def test_every_open_prompt_gets_a_non_empty_answer(model: NGramModel, temperature: float) -> None:
+    for seed in range(3):
+        for prompt in [*CREATIVE, "Tell me about the sea.", "hi", "Zorblax qwerty?", ""]:
+            assert answer(model, prompt, temperature, seed).strip(), (prompt, temperature, seed)
+
+
+def test_answers_are_on_topic_and_chat_style(model: NGramModel) -> None:
+    sea = answer(model, "Tell me about the sea.", 0.0, 0)
+    assert " sea" in sea and not sea.startswith(" about")  # an answer, not a continuation
+    on_topic = [bool(content_words(p) & content_words(answer(model, p, 0.7, 1))) for p in CREATIVE]
+    assert sum(on_topic) >= 0.8 * len(CREATIVE)
+
+
+def test_seeded_answers_reproduce_and_temperature_widens_them(model: NGramModel) -> None:
+    prompt = "Describe a city that floats on the sea in one sentence."
+    assert answer(model, prompt, 1.0, 5) == answer(model, prompt, 1.0, 5)
+    distinct = {t: len({answer(model, prompt, t, s) for s in range(12)}) for t in (0.0, 0.7, 1.5)}
+    assert distinct[0.0] == 1 < distinct[0.7] < distinct[1.5], distinct

@@ -139,3 +139,46 @@ def test_any_jsonl_rows_are_prompts_or_one_dataset_error(tmp_path: Path, rows: l
     else:
         for prompt in prompts:
             json.dumps(list(prompt.messages), allow_nan=False, ensure_ascii=False).encode("utf-8")
+
+
+VALID_TEXT = """name: f
+target: {base_url: "http://127.0.0.1:9/v1", model: m}
+dataset: {path: d.jsonl}
+params: {max_tokens: 4, temperature: 0.5, stop: ["\\n"]}
+sweep:
+  grid: {top_p: [0.5, 1.0], top_k: {from: 1, to: 3, step: 1}}
+  exclude: [{top_p: 0.5, top_k: 2}]
+  repeats: 2
+runner: {concurrency: 2, timeout_s: 5}
+"""
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_yaml_plans_or_fails_with_one_line(tmp_path: Path, data: st.DataObject) -> None:
+    """Byte-level mutations of a valid spec: `harness plan` returns 0 or 2, never raises."""
+    import contextlib
+    import io
+
+    from harness.cli import main
+
+    raw = bytearray(VALID_TEXT.encode())
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(raw) - 1))
+        op = data.draw(st.sampled_from(["replace", "insert", "delete"]))
+        byte = data.draw(st.sampled_from(list(b"&*!|>-:[]{},#'\"\\\n\t 0.9e-x") + [0xFF, 0xE2]))
+        if op == "replace":
+            raw[pos] = byte
+        elif op == "insert":
+            raw.insert(pos, byte)
+        elif len(raw) > 1:
+            del raw[pos]
+    (tmp_path / "d.jsonl").write_text('{"prompt": "hi"}\n')
+    spec = tmp_path / "s.yaml"
+    spec.write_bytes(bytes(raw))
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(["plan", str(spec)])
+    assert code in (0, 2), err.getvalue()
+    if code == 2:
+        assert len(err.getvalue().strip().splitlines()) == 1, err.getvalue()

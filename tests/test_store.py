@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.records import SCHEMA
-from harness.store import RunStore, read_segment
+from harness.rundir.journal import read_segment
+from harness.rundir.store import RunStore
 
 
 def row(rid: str, status: str = "ok", **extra: Any) -> dict[str, Any]:

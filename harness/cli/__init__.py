@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from harness.errors import HarnessError
+from harness.errors import INTERNAL_ERROR_EXIT, HarnessError
 
 COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema", "whatif")
 
@@ -34,6 +34,7 @@ SUMMARIES: dict[str, str] = {
     "report": "figures, a self-contained HTML page and Markdown for one or more runs",
     "compare": "paired comparison of two runs; exit 1 on a regression (a CI gate)",
     "schema": "print the JSON Schema of sweep specs (for editors)",
+    "whatif": "what top_p / top_k / min_p would change, estimated from a run's logprobs",
 }
 
 
@@ -126,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug: one line, a code CI cannot mistake for "some requests failed"
+        logging.getLogger("harness").debug("internal error", exc_info=True)
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        print(f"harness: internal error (a bug in harness; please report it, -vv shows the traceback): {text}",
+              file=sys.stderr)
+        return INTERNAL_ERROR_EXIT
 
 
 def run() -> None:

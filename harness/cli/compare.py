@@ -19,7 +19,7 @@ from harness.compare import (
     render_text,
 )
 from harness.errors import UsageError
-from harness.rundir import load_run
+from harness.rundir.results import load_run
 
 
 class _Ordered(argparse.Action):
@@ -77,6 +77,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--markdown", metavar="FILE",
                    help="write a Markdown summary (appended when FILE is $GITHUB_STEP_SUMMARY)")
     p.add_argument("--json", dest="json_out", metavar="FILE", help="write the full result as JSON")
+    p.add_argument("--allow-scorer", action="append", default=[], metavar="MODULE:FUNCTION",
+                   help="run this custom scorer named by a run's manifest (imports its code; repeatable)")
     p.set_defaults(func=handle)
 
 
@@ -96,6 +98,7 @@ def options_from_args(args: argparse.Namespace) -> CompareOptions:
         permute=args.permute,
         seed=args.seed,
         fail_on_inconclusive=args.fail_on_inconclusive,
+        allow_scorers=tuple(getattr(args, "allow_scorer", None) or ()),
     )
 
 

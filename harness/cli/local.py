@@ -21,7 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     start = actions.add_parser("start", help="start the endpoint (foreground: Ctrl-C stops it)")
     start.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
     start.add_argument("--detach", action="store_true", help="run in the background; stop with `harness local stop`")
-    start.add_argument("--n-ctx", type=int, default=None, help="context length in tokens (default 4096)")
+    start.add_argument("--slots", type=int, default=None,
+                       help="native engine: requests decoded together in one batch (default 1; see docs/local-model.md)")
+    start.add_argument("--n-ctx", type=int, default=None,
+                       help="context length in tokens (default: 2048 per slot on the native engine, 4096 on the compiled one)")
     for action in (start, actions.add_parser("stop", help="stop a running endpoint"),
                    actions.add_parser("status", help="print base_url and pid of a running endpoint")):
         action.add_argument("--model", default=local.DEFAULT_MODEL, help="embedded model name (default %(default)s)")
@@ -47,8 +50,10 @@ def _start(args: argparse.Namespace) -> int:
     _check_port(args.port)
     if args.n_ctx is not None and args.n_ctx < 16:
         raise UsageError(f"must be at least 16, not {args.n_ctx}", key="--n-ctx")
+    if args.slots is not None and not 1 <= args.slots <= 64:
+        raise UsageError(f"must be between 1 and 64, not {args.slots}", key="--slots")
     if args.detach:
-        endpoint = local.start_detached(args.model, port=args.port, n_ctx=args.n_ctx)
+        endpoint = local.start_detached(args.model, port=args.port, n_ctx=args.n_ctx, slots=args.slots)
         print(f"harness: {endpoint.model} runs at {endpoint.base_url} (pid {endpoint.pid}); "
               "stop it with: harness local stop", file=sys.stderr)
         print(endpoint.base_url)
@@ -57,7 +62,7 @@ def _start(args: argparse.Namespace) -> int:
     if running is not None:
         raise UsageError(f"{args.model} already runs at {running.base_url} (pid {running.pid}); "
                          "stop it with: harness local stop", key="local start")
-    with local.local_endpoint(args.model, port=args.port, reuse=False, n_ctx=args.n_ctx) as endpoint:
+    with local.local_endpoint(args.model, port=args.port, reuse=False, n_ctx=args.n_ctx, slots=args.slots) as endpoint:
         local.write_pid_file(endpoint)
         try:
             print(f"harness: {endpoint.model} runs at {endpoint.base_url} (pid {endpoint.pid}); "

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.runner.merge import merge_runs
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("merge", help="join run directories of one spec (shards) into one")
@@ -16,8 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    # lazy: `harness --version` must not import pyarrow
+    from harness.runner.merge import merge_runs
+
     manifest, counts = merge_runs([Path(p) for p in args.runs], Path(args.out))
-    print(f"merged {len(manifest['merged_from'])} runs: {counts.rows:,} requests, ok {counts.ok:,}, "
-          f"error {counts.error:,}, of {manifest['counts']['requests']:,} planned ({manifest['status']})")
+    print(f"merged {len(manifest.merged_from or [])} runs: {counts.rows:,} requests, ok {counts.ok:,}, "
+          f"error {counts.error:,}, of {manifest.counts.requests:,} planned ({manifest.status})")
     print(Path(args.out))
     return 0

@@ -1,48 +1,24 @@
 """`harness run SPEC [...]` and `harness run --resume RUN_DIR [--retry-errors]`.
 
-Progress goes to stderr (none with --quiet); the run directory is the last line on stdout.
-Exit codes: 0 all ok, 1 some error rows, 2 bad input, 130 interrupted (finished rows kept).
+A thin layer over `harness.runner.session`: flags in, progress and messages on stderr, the run
+directory as the last line on stdout, and the exit code (0 all ok, 1 some error rows, 2 bad
+input, 130 interrupted — finished rows kept).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
+import sys
 from pathlib import Path
-from typing import Any, Callable, Coroutine
+from typing import TYPE_CHECKING
 
 from harness.cli.flags import count_flag, runner_flag, shard_flag
-from harness.errors import TargetError, UsageError
-from harness.grid import DEFAULT_MAX_POINTS, check_size
-from harness.progress import RunProgress
-from harness.runner import Endpoint, api_key_for, check_reachable, Stats, SweepJob, execute, exit_code, finish_job, new_job, open_target, parse_shard, resume_job
-from harness.spec import SweepSpec, load_spec
+from harness.errors import UsageError
+from harness.grid import DEFAULT_MAX_POINTS
 
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number ≥ minimum."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is not >= {minimum}")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a number > 0")
-    return value
+if TYPE_CHECKING:  # imported when a run starts: `harness --version` must not pay for them
+    from harness.runner.session import Hook
+    from harness.runner.sweep import SweepJob
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,84 +35,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row")
     p.add_argument("--retry-errors", action="store_true", help="with --resume: send the error rows again and replace them")
     p.add_argument("--report", nargs="?", const="", metavar="DIR",
-                   help="after the run, write its report (to DIR, default reports/<run dir name>)")
+                   help="after the run, write its report (to DIR, default RUN_DIR/report)")
     p.set_defaults(func=handle)
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in (("concurrency", args.concurrency), ("rps", args.rps)) if v is not None}
-
-
 def _prepare(args: argparse.Namespace) -> SweepJob:
+    from harness.runner.session import prepare_resume, prepare_run
+    from harness.runner.sweep import parse_shard
+
     if args.resume:
         if args.spec:
             raise UsageError("give either SPEC or --resume RUN_DIR, not both", key="--resume")
         for flag, value in (("--limit", args.limit), ("--shard", args.shard)):
             if value is not None:
                 raise UsageError("is fixed by the run being resumed; not allowed with --resume", key=flag)
-        return resume_job(Path(args.resume), retry_errors=args.retry_errors, overrides=_overrides(args))
+        return prepare_resume(args.resume, retry_errors=args.retry_errors, concurrency=args.concurrency, rps=args.rps)
     if not args.spec:
         raise UsageError("a sweep spec is required (or --resume RUN_DIR)", key="SPEC")
     if args.retry_errors:
         raise UsageError("only with --resume RUN_DIR", key="--retry-errors")
     shard = parse_shard(args.shard) if args.shard else None
-    spec = load_spec(args.spec)
-    check_size(spec.sweep, args.max_points, source=spec.source)
-    key = api_key_for(spec)  # a missing key or a dead endpoint fails before a run directory is made
-    if spec.target.base_url:
-        check_reachable(spec.target.base_url, source=spec.source)
-        if key:
-            _check_key(spec, key)
-    return new_job(spec, out=Path(args.out), shard=shard, limit=args.limit, overrides=_overrides(args))
+    return prepare_run(args.spec, out=args.out, shard=shard, limit=args.limit,
+                       concurrency=args.concurrency, rps=args.rps, max_points=args.max_points)
 
 
-def _check_key(spec: SweepSpec, key: str) -> None:
-    """A key the endpoint refuses (401/403 on GET /models) is bad input, not a run of error rows."""
-    from harness.client import probe_auth
-
-    assert spec.target.base_url is not None
-    status = probe_auth(spec.target.base_url, key, headers=dict(spec.target.headers))
-    if status in (401, 403):
-        raise TargetError(
-            f"the endpoint refused the key in ${spec.target.api_key_env} (HTTP {status} on GET /models)",
-            file=spec.source,
-            key="target.api_key_env",
-        )
+def _custom_scorers(job: SweepJob, resumed: bool) -> tuple[str, ...]:
+    """The `module:function` scorers of the spec given on this command line (the user's own code);
+    none for --resume, whose spec comes from the run directory."""
+    if resumed:
+        return ()
+    items = [item if isinstance(item, str) else item.get("type") for item in job.spec.scoring]
+    return tuple(str(item) for item in items if isinstance(item, str) and ":" in item)
 
 
-def _loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
-    """uvloop when installed (measured ~30% less CPU per request here), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run  # type: ignore[no-any-return]
+def _write_report(job: SweepJob, out: str, *, quiet: bool, resumed: bool) -> None:
+    """`--report`: the run's report (default inside the run directory); its path goes to stderr."""
+    from harness.report import ReportOptions, build_report
 
-
-def _session(job: SweepJob, endpoint: Endpoint, stats: Stats) -> bool:
-    """Run the async part; True when interrupted (Ctrl-C or SIGTERM)."""
-
-    async def main() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        await execute(job, endpoint, stats)
-
-    try:
-        _loop_runner()(main())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        return True
-    return False
-
-
-def _write_report(run_dir: Path, out: str, *, quiet: bool) -> None:
-    """`--report`: the run's report; its path goes to stderr (stdout's last line stays the run dir)."""
-    import sys
-
-    from harness.cli.report import default_out
-    from harness.report import build_report
-
-    report = build_report([run_dir], Path(out) if out else default_out([str(run_dir)]))
+    options = ReportOptions(allow_scorers=_custom_scorers(job, resumed))
+    report = build_report([job.run_dir], Path(out) if out else job.run_dir / "report", options)
     if not quiet:
         print(f"report: {report.out_dir / 'index.html'}", file=sys.stderr)
 
@@ -146,24 +83,32 @@ def _check_report_out(report: str | None) -> None:
         raise UsageError(f"{report} is a file; give a folder for the report", key="--report")
 
 
+def _before_first_request(args: argparse.Namespace) -> Hook | None:
+    """Checks run once the target is open, before the first request (e.g. a preflight); none yet."""
+    return None
+
+
+def _started(job: SweepJob, quiet: bool) -> None:
+    if not quiet:
+        print(f"harness: run directory {job.run_dir} (if stopped, finish with: {job.resume_command})", file=sys.stderr)
+
+
 def handle(args: argparse.Namespace) -> int:
+    from harness.progress import RunProgress
+    from harness.runner.engine import Stats
+    from harness.runner.session import run_job
+
     _check_report_out(args.report)
     job = _prepare(args)
+    _started(job, args.quiet)
     stats = Stats(total=job.pending)
-    try:
-        with open_target(job.spec) as endpoint, RunProgress(stats, quiet=args.quiet):
-            if args.resume and job.pending:
-                check_reachable(endpoint.base_url, source=str(job.run_dir / "manifest.json"))
-            interrupted = _session(job, endpoint, stats)
-    except KeyboardInterrupt:
-        interrupted = True
-    except BaseException:
-        finish_job(job, "failed")
-        raise
-    counts = finish_job(job, "interrupted" if interrupted else "completed")
-    if args.report is not None and not interrupted:
-        _write_report(job.run_dir, args.report, quiet=args.quiet)
+    with RunProgress(stats, quiet=args.quiet):
+        result = run_job(job, stats=stats, before_first_request=_before_first_request(args))
+    if result.interrupted:
+        print(f"harness: interrupted; rows kept in {job.run_dir}; finish with: {job.resume_command}", file=sys.stderr)
+    elif args.report is not None:
+        _write_report(job, args.report, quiet=args.quiet, resumed=bool(args.resume))
     print(job.run_dir)
-    if interrupted:
-        return 130
-    return exit_code(job, counts)
+    return result.exit_code
+
+

@@ -33,6 +33,8 @@ def register(subparsers: Any) -> None:
         help='re-score with these scorers instead of the spec\'s: names (exact_match), "module:function", '
         "or YAML mappings ('{type: regex, pattern: \"^Paris$\"}')",
     )
+    parser.add_argument("--allow-scorer", action="append", default=[], metavar="MODULE:FUNCTION",
+                        help="run this custom scorer named by the run's manifest (imports its code; repeatable)")
     parser.set_defaults(func=handle)
 
 
@@ -95,7 +97,7 @@ def handle(args: argparse.Namespace) -> int:
     from harness.textsafe import csv_safe_frame, visible_controls
 
     runs = load_runs([args.run_dir])
-    scorers = scorers_for(runs, parse_scoring(args.scoring))
+    scorers = scorers_for(runs, parse_scoring(args.scoring), args.allow_scorer)
     rows = runs[0].rows
     summary = summarize(rows, scorers)
     if args.csv:  # text cells that a spreadsheet would run as formulas are neutralised

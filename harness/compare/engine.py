@@ -13,10 +13,11 @@ Decisions (documented in docs/compare.md):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,8 @@ import pandas as pd
 
 from harness.errors import HarnessError, RunDirError, SpecError, UsageError
 from harness.metrics import tpot_per_row
-from harness.rundir import MANIFEST, Run
+from harness.rundir.layout import MANIFEST
+from harness.rundir.results import Run
 
 from .options import (
     BUILTIN_METRICS,
@@ -72,13 +74,16 @@ DEFAULT_LATENCY_MARGIN = Threshold(0.10, relative=True)
 LATENCY_QUANTILE = 0.95
 
 
-def default_score(results: pd.DataFrame, items: list[Any]) -> pd.DataFrame:
-    """Score with harness.scoring (one float column per metric, NaN for error rows)."""
+def default_score(results: pd.DataFrame, items: list[Any], allow: Collection[str] = ()) -> pd.DataFrame:
+    """Score with harness.scoring (one float column per metric, NaN for error rows).
+
+    `items` come from run directories: a custom scorer is imported only when named in `allow`.
+    """
     from harness import (
         scoring,  # imported late: compare works on runs with no scorers too
     )
 
-    return scoring.score_frame(results, scoring.resolve_scorers(items))
+    return scoring.score_frame(results, scoring.resolve_scorers(items, allow_custom=allow))
 
 
 @dataclass(frozen=True)
@@ -92,10 +97,13 @@ class _Plan:
 
 
 def compare_runs(
-    base: Run, cand: Run, options: CompareOptions | None = None, *, score: ScoreFn = default_score
+    base: Run, cand: Run, options: CompareOptions | None = None, *, score: ScoreFn | None = None
 ) -> Comparison:
     """Paired comparison of ``cand`` against ``base``; see the module docstring."""
     options = options or CompareOptions()
+    if score is None:  # custom scorers: those the user allowed, and gate metrics the user named
+        allow = (*options.allow_scorers, *(g.metric for g in options.gates))
+        score = functools.partial(default_score, allow=allow)
     items, notes = scoring_items(base, cand)
     scores_b, scores_c = _score_both(base, cand, items, options, score)
     metrics = list(scores_c.columns)
@@ -402,8 +410,7 @@ def _ceilings(values_c: pd.DataFrame, pairing: Pairing, options: CompareOptions)
 
 
 def _info(run: Run) -> RunInfo:
-    target = run.manifest.get("target") or {}
-    model = target.get("model") if isinstance(target, dict) else None
+    model = run.manifest.target.model
     if not model and "model" in run.results.columns and len(run.results):
         model = ", ".join(sorted({str(m) for m in run.results["model"].dropna().unique()}))
     return RunInfo(path=str(run.path), run_id=run.run_id, model=str(model or "?"))

@@ -80,6 +80,7 @@ class CompareOptions:
     seed: int = 0
     n_boot: int = 2_000
     fail_on_inconclusive: bool = False
+    allow_scorers: tuple[str, ...] = ()  # custom scorers named by the runs that may be imported
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 0.5:

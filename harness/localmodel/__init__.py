@@ -4,6 +4,8 @@
     native.py    `NativeEngine`: llama.cpp's own server loop through the prebuilt xllamacpp wheel
                  (batched slots, prompt cache); `native_server()` for tests wanting llama.cpp's HTTP
     front.py     harness's HTTP front (validation, wire format) before the native engine
+    translate.py chat request -> llama.cpp body, llama.cpp answer -> harness's wire objects
+    stream.py    streamed answers, one SSE chunk per token
     llama.py     `LlamaModel`: llama-cpp-python's forward pass as a `harness.server` LanguageModel
                  (the "compiled" engine, optional: `[local-compiled]`)
     __main__.py  the endpoint process that `harness.local` starts and stops

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ from harness.localmodel.gguf import INSTALL_HINT
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SLOTS = 4  # sequences decoded together; the local target's default concurrency
+DEFAULT_SLOTS = 1  # sequences decoded together: 1 keeps seeded samples reproducible (docs/local-model.md)
 DEFAULT_SLOT_CTX = 2048  # tokens of context per slot (the KV cache holds slots × this)
 DEFAULT_CACHE_RAM_MIB = 256  # cap on the host-RAM prompt cache (llama.cpp's default is 8 GiB)
 
@@ -100,6 +100,12 @@ class NativeEngine:
         if not isinstance(result, dict):
             raise TypeError(f"llama.cpp answered {type(result).__name__}, not an object")
         return result
+
+    def stream(self, body: dict[str, Any], on_chunk: Callable[[dict[str, Any]], None]) -> None:
+        """Generate `body` streamed: `on_chunk` gets each llama.cpp chunk on this thread (blocking)."""
+        if self._closed.is_set():
+            raise RuntimeError("the engine is closed")
+        self._server.handle_completions({**body, "stream": True}, on_chunk)
 
     def close(self) -> None:
         """Stop llama.cpp's loop and free the model (the Server frees it when collected)."""

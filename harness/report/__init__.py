@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ class ReportOptions:
     metrics: list[str] | None = None
     samples_per_cell: int = 6
     scoring: list[Any] | None = None  # overrides the runs' spec `scoring`
+    allow_scorers: tuple[str, ...] = ()  # custom scorers of the runs' specs that may be imported
 
 
 @dataclass
@@ -64,14 +65,19 @@ class Report:
     summary: pd.DataFrame | None = None
 
 
-def scorers_for(runs: Sequence[RunData], override: list[Any] | None = None) -> list[Scorer]:
-    """The override, else the union (by metric name, in order) of the runs' spec `scoring`."""
+def scorers_for(
+    runs: Sequence[RunData], override: list[Any] | None = None, allow: Collection[str] = ()
+) -> list[Scorer]:
+    """The override, else the union (by metric name, in order) of the runs' spec `scoring`.
+
+    A run's custom `module:function` scorer is imported only when named in `allow`.
+    """
     if override is not None:
         return resolve_scorers(override, key="--scoring")
     seen: dict[str, Scorer] = {}
     for run in runs:
         try:
-            for scorer in resolve_scorers(run.spec.get("scoring"), key="spec.scoring"):
+            for scorer in resolve_scorers(run.spec.get("scoring"), key="spec.scoring", allow_custom=allow):
                 seen.setdefault(scorer.name, scorer)
         except SpecError as err:
             raise SpecError(err.detail, file=str(run.path / "manifest.json"), key=err.key) from None
@@ -80,18 +86,17 @@ def scorers_for(runs: Sequence[RunData], override: list[Any] | None = None) -> l
 
 def _run_info(run: RunData) -> dict[str, Any]:
     m = run.manifest
-    target: dict[str, Any] = m["target"] if isinstance(m.get("target"), dict) else {}
-    counts: dict[str, Any] = m["counts"] if isinstance(m.get("counts"), dict) else {}
     models = list(run.rows["model"].dropna().unique()) if "model" in run.rows else []
+    ok = int((run.rows["status"] == "ok").sum()) if len(run.rows) else 0
     return {
         "label": run.label,
-        "model": target.get("model") or (models[0] if len(models) else None),
-        "base_url": target.get("base_url"),
-        "started_at": m.get("started_at"),
-        "status": m.get("status"),
-        "requests": counts.get("requests", len(run.rows)),
-        "ok": counts.get("ok", int((run.rows["status"] == "ok").sum()) if len(run.rows) else 0),
-        "error": counts.get("error", int((run.rows["status"] != "ok").sum()) if len(run.rows) else 0),
+        "model": m.target.model or (models[0] if len(models) else None),
+        "base_url": m.target.base_url,
+        "started_at": m.started_at,
+        "status": m.status,
+        "requests": m.counts.requests or len(run.rows),
+        "ok": m.counts.ok or ok,
+        "error": m.counts.error or len(run.rows) - ok,
     }
 
 
@@ -154,7 +159,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
     out = Path(out_dir)
     _check_out(out)
     runs = load_runs(list(run_dirs))
-    scorers = scorers_for(runs, options.scoring)
+    scorers = scorers_for(runs, options.scoring, options.allow_scorers)
     rows = combined_rows(runs)
     scores = score_frame(rows, scorers)
     summary = summarize(rows, scorers, scores=scores)

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 from harness.errors import RunDirError
 from harness.metrics import LP_COLUMNS, logprob_row_stats
 from harness.records import SCHEMA
-from harness.rundir import check_required_columns, read_manifest, result_files
+from harness.rundir.manifest import Manifest, read_manifest
+from harness.rundir.results import check_required_columns, journal_table, result_files
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,13 @@ class RunData:
     """One run as the report sees it: manifest, flat rows with logprob sums, and a label."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     rows: pd.DataFrame
     label: str
 
     @property
     def spec(self) -> dict[str, Any]:
-        spec = self.manifest.get("spec")
-        return dict(spec) if isinstance(spec, dict) else {}
+        return dict(self.manifest.spec)
 
 
 def _logprob_paths(schema: pq.ParquetSchema) -> list[str]:
@@ -92,9 +92,11 @@ def read_rows(run_dir: str | Path) -> pd.DataFrame:
             frames += _read_file(path)
         except (pa.ArrowException, OSError) as exc:
             raise RunDirError(f"unreadable results ({exc})", file=str(path)) from None
+    frames += [_flat_frame(batch, _FLAT) for batch in journal_table(run_dir).to_batches() if batch.num_rows]
     if not frames:
         return _flat_frame(pa.RecordBatch.from_pylist([], schema=SCHEMA), _FLAT)
-    return pd.concat(frames, ignore_index=True)
+    rows = pd.concat(frames, ignore_index=True)
+    return rows.drop_duplicates("request_id", keep="last", ignore_index=True)  # one row per request
 
 
 def load_runs(run_dirs: list[str | Path]) -> list[RunData]:
@@ -105,7 +107,7 @@ def load_runs(run_dirs: list[str | Path]) -> list[RunData]:
         path = Path(run_dir)
         manifest = read_manifest(path)
         rows = read_rows(path)
-        label = str(manifest.get("run_id") or path.name)
+        label = manifest.run_id
         seen[label] = seen.get(label, 0) + 1
         if seen[label] > 1:
             label = f"{label}#{seen[label]}"

@@ -4,6 +4,8 @@
     engine.py  plans → rows: workers, retries, one row per request
     rows.py    the ok / error row of a request
     sweep.py   a session over a run directory: new / resume, target, execute, finish
+    session.py running a sweep from Python: prepare, hook, send, finish; signals; RunResult
+    merge.py   join run directories of one spec (shards)
 """
 
 from harness.runner.engine import Engine, EngineConfig, Stats
@@ -12,6 +14,7 @@ from harness.runner.sweep import (
     Endpoint,
     SweepJob,
     api_key_for,
+    as_shard,
     check_reachable,
     engine_config,
     execute,
@@ -33,6 +36,7 @@ __all__ = [
     "SweepJob",
     "TokenBucket",
     "api_key_for",
+    "as_shard",
     "check_reachable",
     "engine_config",
     "execute",

@@ -8,49 +8,56 @@ need `harness run --resume` first). Rows are copied part by part (memory stays f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import RunDirError, UsageError
-from harness.manifest import MANIFEST, Status, finish, load_for_resume, write_manifest
-from harness.store import Counts, RunStore, write_table_atomic
+from harness.rundir.layout import MANIFEST
+from harness.rundir.manifest import (
+    Counts,
+    Manifest,
+    Shard,
+    Status,
+    check_resumable,
+    read_manifest,
+    write_manifest,
+)
+from harness.rundir.results import journal_segments
+from harness.rundir.store import RowCounts, RunStore, write_table_atomic
 
 
-def _check_same_spec(runs: list[tuple[Path, dict[str, Any]]]) -> None:
+def _check_same_spec(runs: list[tuple[Path, Manifest]]) -> None:
     first_dir, first = runs[0]
     for path, manifest in runs[1:]:
-        if manifest["spec_hash"] != first["spec_hash"]:
+        if manifest.spec_hash != first.spec_hash:
             raise RunDirError(
-                f"spec_hash {manifest['spec_hash']} differs from {first['spec_hash']} of {first_dir}; "
+                f"spec_hash {manifest.spec_hash} differs from {first.spec_hash} of {first_dir}; "
                 "only runs of the same spec can be merged",
                 file=str(path / MANIFEST),
                 key="spec_hash",
             )
 
 
-def _requests(manifests: list[dict[str, Any]]) -> int:
+def _requests(manifests: list[Manifest]) -> int:
     """Planned requests of the union: per distinct shard the largest plan, summed."""
-    per_shard: dict[Any, int] = {}
+    per_shard: dict[Shard | None, int] = {}
     for m in manifests:
-        shard = m.get("shard")
-        key = None if not shard else (shard["index"], shard["count"])
-        per_shard[key] = max(per_shard.get(key, 0), int(m.get("counts", {}).get("requests", 0)))
+        per_shard[m.shard] = max(per_shard.get(m.shard, 0), m.counts.requests)
     if None in per_shard:
         return per_shard[None]
     return sum(per_shard.values())
 
 
-def _complete(manifests: list[dict[str, Any]]) -> bool:
+def _complete(manifests: list[Manifest]) -> bool:
     """True when every input finished and the shards (if any) cover 1..N."""
-    if any(m.get("status") != "completed" for m in manifests):
+    if any(m.status != "completed" for m in manifests):
         return False
-    shards = [m.get("shard") for m in manifests]
+    shards = [m.shard for m in manifests]
     if any(s is None for s in shards):
         return True
-    counts = {s["count"] for s in shards if s}
-    return len(counts) == 1 and {s["index"] for s in shards if s} == set(range(1, counts.pop() + 1))
+    counts = {s.count for s in shards if s}
+    return len(counts) == 1 and {s.index for s in shards if s} == set(range(1, counts.pop() + 1))
 
 
 def _prepare_out(out: Path) -> None:
@@ -59,7 +66,7 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def merge_runs(run_dirs: list[Path], out: Path) -> tuple[dict[str, Any], Counts]:
+def merge_runs(run_dirs: list[Path], out: Path) -> tuple[Manifest, RowCounts]:
     """Write the merged run directory `out`; returns its manifest and counts."""
     if not run_dirs:
         raise UsageError("give at least one run directory", key="RUN_DIR")
@@ -69,10 +76,12 @@ def merge_runs(run_dirs: list[Path], out: Path) -> tuple[dict[str, Any], Counts]
         if real in seen:
             raise UsageError("given twice; each run directory may be merged once", file=str(path), key="RUN_DIR")
         seen.add(real)
-    runs = [(Path(p), load_for_resume(Path(p))) for p in run_dirs]
+    runs = [(Path(p), read_manifest(Path(p))) for p in run_dirs]
+    for path, manifest in runs:
+        check_resumable(manifest, path)
     _check_same_spec(runs)
     for path, _ in runs:
-        if any((path / "journal").glob("seg-*.jsonl")):
+        if journal_segments(path):
             raise RunDirError("has unsealed rows; run `harness run --resume` on it first", file=str(path))
     out = Path(out)
     _prepare_out(out)
@@ -88,18 +97,16 @@ def merge_runs(run_dirs: list[Path], out: Path) -> tuple[dict[str, Any], Counts]
             write_table_atomic(table, store.results / f"part-{number:06d}.parquet")
     counts = store.compact()
     manifests = [m for _, m in runs]
-    base = {key: value for key, value in manifests[0].items() if key not in ("shard", "limit", "sessions")}
-    manifest = {
-        **base,
+    manifest = manifests[0].model_copy(update={
         "run_id": run_id,
         "shard": None,
         "limit": None,
         "sessions": 1,
-        "merged_from": [m["run_id"] for m in manifests],
-        "started_at": min(str(m.get("started_at") or "") for m in manifests) or None,
-    }
+        "merged_from": [m.run_id for m in manifests],
+        "started_at": min(str(m.started_at or "") for m in manifests) or None,
+    })
     status: Status = "completed" if _complete(manifests) else "interrupted"
-    manifest = finish(manifest, status, {"requests": _requests(manifests), "ok": counts.ok, "error": counts.error})
+    manifest = manifest.finished(status, Counts(requests=_requests(manifests), ok=counts.ok, error=counts.error))
     write_manifest(out, manifest)
     return manifest, counts
 

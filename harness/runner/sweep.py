@@ -14,30 +14,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import itertools
 import os
 import socket
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import orjson
 
 from harness.client import ChatClient, ClientConfig
 from harness.datasets import Prompt, load_prompts
 from harness.errors import RunDirError, TargetError, UsageError
 from harness.grid import Point, RequestPlan, expand_points, plan_requests
-from harness.manifest import MANIFEST, Status, finish, load_for_resume, new_manifest, new_run_id, write_manifest
 from harness.requests import build_body
+from harness.rundir.layout import environment_reason, storage_error
+from harness.rundir.lock import RunLock
+from harness.rundir.manifest import (
+    Counts,
+    Manifest,
+    Shard,
+    Status,
+    check_resumable,
+    new_manifest,
+    new_run_id,
+    read_manifest,
+    write_manifest,
+)
+from harness.rundir.store import RowCounts, RunStore
 from harness.runner.engine import Engine, EngineConfig, Stats
-from harness.redact import redact_url
-from harness.spec import SweepSpec, check_api_key, parse_spec, spec_hash
-from harness.store import Counts, RunStore
+from harness.spec import SweepSpec, check_api_key
 
-Shard = tuple[int, int]  # (K, N), 1 <= K <= N
+if TYPE_CHECKING:
+    from harness.runner.session import RunResult
 
 
 @dataclass(frozen=True)
@@ -55,13 +65,14 @@ class SweepJob:
 
     run_dir: Path
     spec: SweepSpec
-    manifest: dict[str, Any]
+    manifest: Manifest
     store: RunStore
     total: int  # requests of the run (shard and limit applied)
     pending: int  # requests this session sends
     overrides: dict[str, Any]
     _select: Callable[[], Iterator[RequestPlan]]
-    _lock: int | None = None
+    _lock: RunLock | None = None
+    result: RunResult | None = None  # how the session ended, once it has (harness.runner.session)
 
     def plans(self) -> Iterator[RequestPlan]:
         """The requests to send, lazily, in plan order."""
@@ -70,28 +81,41 @@ class SweepJob:
     def release(self) -> None:
         """Drop the run directory's lock."""
         if self._lock is not None:
-            os.close(self._lock)
+            self._lock.release()
             self._lock = None
+
+    @property
+    def resume_command(self) -> str:
+        """The command that finishes this run."""
+        return f"harness run --resume {self.run_dir}"
 
 
 def parse_shard(text: str) -> Shard:
-    """`K/N` with 1 <= K <= N → (K, N); UsageError otherwise."""
+    """`K/N` with 1 <= K <= N → Shard; UsageError otherwise."""
     k, sep, n = text.partition("/")
     try:
-        shard = (int(k), int(n))
+        index, count = int(k), int(n)
     except ValueError:
-        shard = (0, 0)
-    if not sep or not 1 <= shard[0] <= shard[1]:
+        index, count = 0, 0
+    if not sep or not 1 <= index <= count:
         raise UsageError(f"{text!r} is not K/N with 1 <= K <= N (e.g. 2/4)", key="--shard")
-    return shard
+    return Shard(index=index, count=count)
 
 
-def in_shard(request_id: str, shard: Shard | None) -> bool:
+def as_shard(shard: Shard | tuple[int, int] | None) -> Shard | None:
+    """A Shard from a Shard or a (K, N) tuple."""
+    if shard is None or isinstance(shard, Shard):
+        return shard
+    return Shard(index=shard[0], count=shard[1])
+
+
+def in_shard(request_id: str, shard: Shard | tuple[int, int] | None) -> bool:
     """Whether a request belongs to shard K of N (stable across machines and versions)."""
-    if shard is None or shard[1] == 1:
+    shard = as_shard(shard)
+    if shard is None or shard.count == 1:
         return True
     digest = hashlib.sha256(request_id.encode()).digest()
-    return int.from_bytes(digest[:8], "big") % shard[1] == shard[0] - 1
+    return int.from_bytes(digest[:8], "big") % shard.count == shard.index - 1
 
 
 def _selection(spec: SweepSpec, shard: Shard | None, limit: int | None) -> Callable[[], Iterator[RequestPlan]]:
@@ -107,25 +131,17 @@ def _selection(spec: SweepSpec, shard: Shard | None, limit: int | None) -> Calla
     return select
 
 
-def _lock(run_dir: Path) -> int:
-    fd = os.open(run_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RunDirError("another harness process is running this run", file=str(run_dir)) from None
-    return fd
-
-
 def new_job(
     spec: SweepSpec,
     *,
     out: Path,
-    shard: Shard | None = None,
+    shard: Shard | tuple[int, int] | None = None,
     limit: int | None = None,
     overrides: dict[str, Any] | None = None,
+    secrets: tuple[str, ...] = (),
 ) -> SweepJob:
-    """Create a fresh run directory inside `out` for `spec`."""
+    """Create a fresh run directory inside `out` for `spec` (`secrets`: values never to store)."""
+    shard = as_shard(shard)
     select = _selection(spec, shard, limit)
     total = sum(1 for _ in select())
     run_id = new_run_id(spec.name)
@@ -133,58 +149,48 @@ def new_job(
     try:
         run_dir.mkdir(parents=True)
     except OSError as exc:
-        raise RunDirError(f"cannot create the run directory ({exc.strerror})", file=str(run_dir)) from None
-    lock = _lock(run_dir)
-    manifest = new_manifest(
-        run_id=run_id,
-        spec=spec.public_dict(),
-        spec_hash=spec_hash(spec),
-        target={"base_url": redact_url(spec.target.base_url) if spec.target.base_url else None, "model": spec.model_name},
-        requests=total,
-        shard=shard,
-        limit=limit,
-        overrides=dict(overrides or {}),
-    )
-    manifest = _without_key(manifest, api_key_for(spec))
-    write_manifest(run_dir, manifest)
-    store = RunStore(run_dir)
+        raise RunDirError(f"cannot create the run directory ({environment_reason(exc) or exc.strerror})",
+                          file=str(run_dir)) from None
+    lock = RunLock(run_dir)
+    try:
+        manifest = new_manifest(run_id=run_id, spec=spec, requests=total, shard=shard, limit=limit,
+                                overrides=dict(overrides or {}), secrets=secrets)
+        write_manifest(run_dir, manifest)
+        store = RunStore(run_dir)
+    except OSError as exc:
+        lock.release()
+        raise storage_error(exc, run_dir) from None
     return SweepJob(run_dir, spec, manifest, store, total, total, dict(overrides or {}), select, lock)
-
-
-def _without_key(manifest: dict[str, Any], key: str | None) -> dict[str, Any]:
-    """Defence in depth: a key interpolated into, say, base_url must not reach the manifest."""
-    if not key:
-        return manifest
-    text = orjson.dumps(manifest).decode()
-    return manifest if key not in text else dict(orjson.loads(text.replace(key, "***")))
 
 
 def resume_job(run_dir: Path, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None) -> SweepJob:
     """Re-open a run directory: recover its journal, plan what has no (ok) row yet."""
     run_dir = Path(run_dir)
-    manifest = load_for_resume(run_dir)
-    lock = _lock(run_dir)
+    manifest = read_manifest(run_dir)
+    check_resumable(manifest, run_dir)
+    spec = manifest.stored_spec(run_dir)
+    lock = RunLock(run_dir)
     try:
-        spec = parse_spec(manifest["spec"], source=str(run_dir / MANIFEST), base_dir=run_dir)
-        shard = tuple(manifest["shard"].values()) if manifest.get("shard") else None
-        select = _selection(spec, shard, manifest.get("limit"))  # type: ignore[arg-type]
+        select = _selection(spec, manifest.shard, manifest.limit)
         store = RunStore(run_dir)
         store.recover()
         statuses = store.statuses()
+        keep = {"ok"} if retry_errors else {"ok", "error"}
+
+        def todo() -> Iterator[RequestPlan]:
+            return (p for p in select() if statuses.get(p.request_id) not in keep)
+
+        total = sum(1 for _ in select())
+        pending = sum(1 for _ in todo())
+        manifest = manifest.resumed(dict(overrides or {}))
+        write_manifest(run_dir, manifest)
+    except OSError as exc:
+        lock.release()
+        raise storage_error(exc, run_dir) from None
     except BaseException:
-        os.close(lock)
+        lock.release()
         raise
-    keep = {"ok"} if retry_errors else {"ok", "error"}
-
-    def todo() -> Iterator[RequestPlan]:
-        return (p for p in select() if statuses.get(p.request_id) not in keep)
-
-    total = sum(1 for _ in select())
-    pending = sum(1 for _ in todo())
-    merged = {**dict(manifest.get("overrides") or {}), **dict(overrides or {})}
-    manifest = {**manifest, "status": "running", "finished_at": None, "sessions": int(manifest.get("sessions", 1)) + 1}
-    write_manifest(run_dir, manifest)
-    return SweepJob(run_dir, spec, manifest, store, total, pending, merged, todo, lock)
+    return SweepJob(run_dir, spec, manifest, store, total, pending, dict(manifest.overrides), todo, lock)
 
 
 def api_key_for(spec: SweepSpec, env: Mapping[str, str] | None = None) -> str | None:
@@ -230,7 +236,7 @@ def engine_config(job: SweepJob) -> EngineConfig:
     """Runner settings from the spec with the command-line overrides applied."""
     runner = job.spec.runner
     return EngineConfig(
-        run_id=job.manifest["run_id"],
+        run_id=job.manifest.run_id,
         concurrency=int(job.overrides.get("concurrency") or runner.concurrency),
         max_attempts=runner.max_attempts,
         deadline_s=runner.deadline_s,
@@ -258,7 +264,10 @@ class _Writer:
     async def flush_every(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            self._store.flush()
+            try:
+                self._store.flush()
+            except OSError:  # the disk refused: the next append (or drain) raises it where it is handled
+                return
 
     async def drain(self) -> None:
         self._store.flush()
@@ -269,10 +278,23 @@ class _Writer:
 async def execute(
     job: SweepJob, endpoint: Endpoint, stats: Stats, *, config: EngineConfig | None = None, transport: Any = None
 ) -> None:
-    """Send this session's requests. Raises CancelledError when interrupted (rows kept)."""
-    config = config or engine_config(job)
-    if job.manifest.get("target", {}).get("base_url") != redact_url(endpoint.base_url):
-        job.manifest["target"] = {"base_url": redact_url(endpoint.base_url), "model": endpoint.model}
+    """Send this session's requests. Raises CancelledError when interrupted (rows kept), and
+    StorageError (one line) when the disk refuses a write."""
+    try:
+        await _execute(job, endpoint, stats, config or engine_config(job), transport)
+    except BaseExceptionGroup as group:
+        refused = _first_oserror(group)
+        if refused is None:
+            raise
+        raise storage_error(refused, job.run_dir) from None
+    except OSError as exc:
+        raise storage_error(exc, job.run_dir) from None
+
+
+async def _execute(job: SweepJob, endpoint: Endpoint, stats: Stats, config: EngineConfig, transport: Any) -> None:
+    updated = job.manifest.with_target(endpoint.base_url, endpoint.model)
+    if updated.target != job.manifest.target:
+        job.manifest = updated
         write_manifest(job.run_dir, job.manifest)
     client_config = ClientConfig(
         base_url=endpoint.base_url,
@@ -297,31 +319,63 @@ async def execute(
             await writer.drain()
 
 
-def finish_job(job: SweepJob, status: Status) -> Counts:
-    """Seal the journal, compact the results, write the final manifest, release the lock."""
+def _first_oserror(group: BaseExceptionGroup) -> OSError | None:
+    """The first OSError in a (nested) exception group: a journal write the disk refused."""
+    for exc in group.exceptions:
+        if isinstance(exc, OSError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_oserror(exc)
+            if found is not None:
+                return found
+    return None
+
+
+def finish_job(job: SweepJob, status: Status, reason: str | None = None) -> RowCounts:
+    """Seal the journal, compact the results, write the final manifest, release the lock.
+
+    When the disk refuses (full, read-only) the rows already sealed stay, the manifest says
+    "interrupted" with the reason if it can still be written, and RunDirError is raised.
+    """
     try:
-        job.store.close()
-        job.store.recover()
-        counts = job.store.compact()
+        try:
+            job.store.close()
+            job.store.recover()
+            counts = job.store.compact()
+        except OSError as exc:
+            _mark_interrupted(job, environment_reason(exc) or str(exc.strerror or exc))
+            raise storage_error(exc, job.run_dir) from None
         with contextlib.suppress(OSError):
             job.store.journal.rmdir()  # only when empty; a resume makes it again
-        job.manifest = finish(job.manifest, status, {"requests": job.total, "ok": counts.ok, "error": counts.error})
-        write_manifest(job.run_dir, job.manifest)
+        job.manifest = job.manifest.finished(status, Counts(requests=job.total, ok=counts.ok, error=counts.error), reason)
+        try:
+            write_manifest(job.run_dir, job.manifest)
+        except OSError as exc:
+            raise storage_error(exc, job.run_dir) from None
         return counts
     finally:
         job.release()
 
 
-def exit_code(job: SweepJob, counts: Counts) -> int:
+def _mark_interrupted(job: SweepJob, reason: str) -> None:
+    """Best effort: say in the manifest why the run stopped (the disk may refuse this too)."""
+    with contextlib.suppress(OSError):
+        counts = job.store.counts() if job.store.results.is_dir() else RowCounts(0, 0, 0)
+        done = Counts(requests=job.total, ok=counts.ok, error=counts.error)
+        write_manifest(job.run_dir, job.manifest.finished("interrupted", done, reason))
+
+
+def exit_code(job: SweepJob, counts: RowCounts) -> int:
     """0 every request ok, 1 some ended in error (or are missing)."""
     return 0 if counts.ok >= job.total and counts.error == 0 else 1
 
 
 __all__ = [
     "Endpoint",
-    "api_key_for",
     "Shard",
     "SweepJob",
+    "api_key_for",
+    "as_shard",
     "engine_config",
     "execute",
     "exit_code",

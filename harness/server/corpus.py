@@ -143,9 +143,11 @@ def _arithmetic_pairs() -> Iterator[tuple[str, str]]:
 
 
 def _prose_pairs(paragraphs: list[str]) -> Iterator[tuple[str, str]]:
+    """Each line answers two open requests: alone, and followed by the next line (longer answers)."""
     for i, paragraph in enumerate(paragraphs):
-        for j in range(2):
-            yield _OPEN_REQUESTS[(2 * i + j) % len(_OPEN_REQUESTS)], f" {paragraph}"
+        following = paragraphs[i + 1 : i + 2]
+        yield _OPEN_REQUESTS[(2 * i) % len(_OPEN_REQUESTS)], f" {paragraph}"
+        yield _OPEN_REQUESTS[(2 * i + 1) % len(_OPEN_REQUESTS)], " " + " ".join([paragraph, *following])
 
 
 FACT_WEIGHT = 3  # a fact seen once gets about half of the probability under Witten-Bell, 3x ~3/4

@@ -12,29 +12,34 @@ parts it replaced. Every file uses the explicit schema of `harness.records` — 
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from harness.errors import RunDirError
-from harness.records import SCHEMA, rows_to_table
+from harness.records import SCHEMA
+from harness.rundir.journal import encode_row, read_segment
+from harness.rundir.layout import (
+    JOURNAL,
+    PART,
+    RESULTS,
+    SEGMENT,
+    commit_tmp,
+    numbered,
+    tmp_for,
+)
 
 log = logging.getLogger(__name__)
-
-JOURNAL = "journal"
-RESULTS = "results"
-_SEG = re.compile(r"^seg-(\d{6,})\.jsonl$")
-_PART = re.compile(r"^part-(\d{6,})\.parquet$")
+_SEG = SEGMENT
+_PART = PART
+_numbered = numbered
 
 
 def _seal_rows_default() -> int:
@@ -46,11 +51,10 @@ def _seal_rows_default() -> int:
 SEAL_ROWS = _seal_rows_default()
 SEAL_BYTES = 32 * 1024 * 1024
 ROW_GROUP = 10_000
-_JSON_BLOCK = 1024 * 1024
 
 
 @dataclass(frozen=True)
-class Counts:
+class RowCounts:
     """Rows in the results: distinct request ids, of which ok and error."""
 
     rows: int
@@ -58,73 +62,16 @@ class Counts:
     error: int
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file so it is either absent or complete: tmp + fsync + rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with pq.ParquetWriter(tmp, SCHEMA) as writer:
-        writer.write_table(table, row_group_size=ROW_GROUP)
-    _fsync_file(tmp)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    tmp = tmp_for(path)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _numbered(folder: Path, pattern: re.Pattern[str]) -> dict[int, Path]:
-    if not folder.is_dir():
-        return {}
-    found = {}
-    for entry in folder.iterdir():
-        match = pattern.match(entry.name)
-        if match:
-            found[int(match.group(1))] = entry
-    return dict(sorted(found.items()))
-
-
-def read_segment(path: Path) -> pa.Table:
-    """The complete lines of a journal segment as a table (a torn last line is dropped)."""
-    data = path.read_bytes()
-    end = data.rfind(b"\n")
-    data = data[: end + 1] if end >= 0 else b""
-    if not data:
-        return SCHEMA.empty_table()
-    try:
-        options = pajson.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
-        block = max(_JSON_BLOCK, data.find(b"\n") + 2)
-        read = pajson.ReadOptions(block_size=block, use_threads=False)  # threads multiply peak memory
-        table = pajson.read_json(io.BytesIO(data), read_options=read, parse_options=options)
-        return table.select(SCHEMA.names).cast(SCHEMA)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-        log.warning("journal %s: fast read failed (%s); reading line by line", path.name, exc)
-        return _read_lines(data, path)
-
-
-def _read_lines(data: bytes, path: Path) -> pa.Table:
-    """Slow path: parse line by line, skipping any line that is not a whole row."""
-    rows: list[dict[str, Any]] = []
-    for number, line in enumerate(data.splitlines(), 1):
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            log.warning("journal %s: line %d is torn; dropped (the request will be sent again)", path.name, number)
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows_to_table(rows)
+        with pq.ParquetWriter(tmp, SCHEMA) as writer:
+            writer.write_table(table, row_group_size=ROW_GROUP)
+        commit_tmp(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class RunStore:
@@ -160,7 +107,7 @@ class RunStore:
         if self._file is None:
             self._open_segment()
         assert self._file is not None
-        line = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NAIVE_UTC)
+        line = encode_row(row)
         self._file.write(line)
         self._rows += 1
         self._bytes += len(line)
@@ -205,14 +152,16 @@ class RunStore:
     def recover(self) -> None:
         """After a crash: drop temporary files, seal every leftover segment (torn tail ignored)."""
         for folder in (self.journal, self.results):
-            for tmp in folder.glob(".*.tmp"):
+            for tmp in folder.glob(".*.tmp"):  # only ours: dot, name, .tmp
                 tmp.unlink(missing_ok=True)
         for segment in _numbered(self.journal, _SEG).values():
             self.seal(segment)
 
     def parts(self) -> list[Path]:
-        """Sealed part files in write order."""
-        return list(_numbered(self.results, _PART).values())
+        """Sealed part files in write order (RunDirError on a file harness did not write)."""
+        from harness.rundir.results import part_files
+
+        return part_files(self.run_dir)
 
     def statuses(self) -> dict[str, str]:
         """request_id → status of its latest row, over all sealed parts."""
@@ -222,12 +171,12 @@ class RunStore:
             latest.update(zip(table.column(0).to_pylist(), table.column(1).to_pylist()))
         return latest
 
-    def compact(self) -> Counts:
+    def compact(self) -> RowCounts:
         """Stream all parts into one, keeping the last row per request_id; remove the old parts."""
         parts = self.parts()
         if not parts:
             write_table_atomic(SCHEMA.empty_table(), self.results / "part-000001.parquet")
-            return Counts(0, 0, 0)
+            return RowCounts(0, 0, 0)
         sizes = [pq.ParquetFile(p).metadata.num_rows for p in parts]
         keep = self._last_rows(parts, sum(sizes))
         if len(parts) > 1 or len(keep) != sizes[0]:
@@ -242,36 +191,38 @@ class RunStore:
 
     def _rewrite(self, parts: list[Path], sizes: list[int], keep: pa.Array) -> None:
         target = self.results / f"part-{self._next_number():06d}.parquet"
-        tmp = target.with_name(f".{target.name}.tmp")
+        tmp = tmp_for(target)
         offset = 0
-        with pq.ParquetWriter(tmp, SCHEMA) as writer:
-            for part, size in zip(parts, sizes):
-                rows = pa.array(range(offset, offset + size), pa.int64())
-                offset += size
-                table = _read_part(part, None).filter(pc.is_in(rows, value_set=keep))
-                if table.num_rows:
-                    writer.write_table(table, row_group_size=ROW_GROUP)
-                del table
-                pa.default_memory_pool().release_unused()
-        _fsync_file(tmp)
-        os.replace(tmp, target)
-        _fsync_dir(self.results)
+        try:
+            with pq.ParquetWriter(tmp, SCHEMA) as writer:
+                for part, size in zip(parts, sizes):
+                    rows = pa.array(range(offset, offset + size), pa.int64())
+                    offset += size
+                    table = _read_part(part, None).filter(pc.is_in(rows, value_set=keep))
+                    if table.num_rows:
+                        writer.write_table(table, row_group_size=ROW_GROUP)
+                    del table
+                    pa.default_memory_pool().release_unused()
+            commit_tmp(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk must not also keep the half-written copy
+            raise
         for part in parts:
             part.unlink()
         log.info("compacted %d part files into %s", len(parts), target.name)
 
-    def counts(self) -> Counts:
+    def counts(self) -> RowCounts:
         """Distinct request ids and the status of their latest row (computed in Arrow)."""
         parts = self.parts()
         if not parts:
-            return Counts(0, 0, 0)
+            return RowCounts(0, 0, 0)
         tables = [_read_part(p, ["request_id", "status"]) for p in parts]
         table = pa.concat_tables(tables)
         table = table.append_column("row", pa.array(range(table.num_rows), pa.int64()))
         last = table.group_by("request_id", use_threads=False).aggregate([("row", "max")]).column("row_max")
         statuses = table.column("status").take(last)
         ok = pc.sum(pc.equal(statuses, "ok")).as_py() or 0
-        return Counts(rows=len(last), ok=int(ok), error=len(last) - int(ok))
+        return RowCounts(rows=len(last), ok=int(ok), error=len(last) - int(ok))
 
 
 def _read_part(path: Path, columns: Iterable[str] | None) -> pa.Table:
@@ -281,4 +232,4 @@ def _read_part(path: Path, columns: Iterable[str] | None) -> pa.Table:
         raise RunDirError(f"unreadable part file ({exc})", file=str(path)) from None
 
 
-__all__ = ["JOURNAL", "RESULTS", "Counts", "RunStore", "read_segment", "write_table_atomic"]
+__all__ = ["ROW_GROUP", "RowCounts", "RunStore", "write_table_atomic"]

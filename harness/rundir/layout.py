@@ -1,0 +1,121 @@
+"""Where things live in a run directory, and how a file is written so it is never half there.
+
+    RUN_DIR/
+      manifest.json                     what the run is (`harness.rundir.manifest`)
+      .lock                             held (flock) by the one process running the run
+      journal/seg-000007.jsonl          rows as they finish, one JSON line each (append only)
+      results/part-000007.parquet       sealed segments, then one compacted file
+
+Every replaced file goes through `write_bytes_atomic` / a dot-tmp file: written, fsynced,
+renamed over the old one, the folder fsynced. A reader sees the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+from harness.errors import RunDirError
+
+MANIFEST = "manifest.json"
+JOURNAL = "journal"
+RESULTS = "results"
+LOCK = ".lock"
+SEGMENT = re.compile(r"^seg-(\d{6,})\.jsonl$")
+PART = re.compile(r"^part-(\d+)\.parquet$")
+TMP = re.compile(r"^\..+\.tmp$")
+
+_ENV_REASONS = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+def environment_reason(exc: OSError) -> str | None:
+    """A short reason when an OSError is the environment's fault (disk full, read-only…), else None."""
+    return _ENV_REASONS.get(exc.errno or 0)
+
+
+class StorageError(RunDirError):
+    """The environment refused a write (disk full, read-only, no permission). `reason` is short."""
+
+    def __init__(self, reason: str, *, file: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(f"cannot write ({reason}); rows already written are kept", file=file)
+
+
+def storage_error(exc: OSError, where: Path | str) -> StorageError:
+    """The one-line error for a write the environment refused."""
+    reason = environment_reason(exc) or exc.strerror or type(exc).__name__
+    return StorageError(reason, file=str(where))
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder by path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def tmp_for(path: Path) -> Path:
+    """The dot-tmp sibling a file is written to before it is renamed into place."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def commit_tmp(tmp: Path, path: Path) -> None:
+    """fsync `tmp`, rename it over `path`, fsync the folder."""
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically; on failure the old file is untouched and no tmp is left."""
+    tmp = tmp_for(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def numbered(folder: Path, pattern: re.Pattern[str]) -> dict[int, Path]:
+    """Files of `folder` whose name matches `pattern` (one number group), by number."""
+    if not folder.is_dir():
+        return {}
+    found = {}
+    for entry in folder.iterdir():
+        match = pattern.match(entry.name)
+        if match:
+            found[int(match.group(1))] = entry
+    return dict(sorted(found.items()))
+
+
+__all__ = [
+    "JOURNAL",
+    "LOCK",
+    "MANIFEST",
+    "PART",
+    "RESULTS",
+    "SEGMENT",
+    "TMP",
+    "StorageError",
+    "commit_tmp",
+    "environment_reason",
+    "fsync_path",
+    "numbered",
+    "storage_error",
+    "tmp_for",
+    "write_bytes_atomic",
+]
