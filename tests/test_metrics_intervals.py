@@ -151,3 +151,11 @@ def test_distinct_interval_is_the_delete_one_prompt_jackknife():
         assert s[f"distinct_{n}"] == pytest.approx(distinct(rows, n))
         assert s[f"distinct_{n}_lo"] == pytest.approx(max(0.0, s[f"distinct_{n}"] - 1.96 * se))
         assert s[f"distinct_{n}_hi"] == pytest.approx(min(1.0, s[f"distinct_{n}"] + 1.96 * se))
+
+
+def test_report_reads_inter_token_gaps_from_the_run_directory(tmp_path):
+    rows = [row(f"c{t}", f"p{p}", 0, temperature=t, point={"temperature": t}, latency_s=1.0, ttft_s=0.2,
+                completion_tokens=4, inter_token_s=[0.1 * (1 + t)] * 3) for t in (0.0, 1.0) for p in range(3)]
+    report = build_report([write_run(tmp_path / "r", rows)], tmp_path / "out")
+    assert report.summary["itl_mean"].tolist() == pytest.approx([0.1, 0.2])
+    assert report.summary["tpot_p50"].tolist() == pytest.approx([0.1, 0.2])

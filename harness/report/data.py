@@ -2,8 +2,8 @@
 
 `harness.rundir.load_run` turns the `logprobs` column into Python objects, which for a
 million rows costs minutes and gigabytes. Here the Parquet files are scanned batch by batch,
-the per-row logprob sums (`harness.metrics.LP_COLUMNS`) are computed on the Arrow arrays, and
-only flat columns reach pandas.
+the per-row logprob sums (`harness.metrics.LP_COLUMNS`) and inter-token gap sums
+(`ITL_COLUMNS`) are computed on the Arrow arrays, and only flat columns reach pandas.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import RunDirError
-from harness.metrics import LP_COLUMNS, logprob_row_stats
+from harness.metrics import ITL_COLUMNS, LP_COLUMNS, itl_row_stats, logprob_row_stats
 from harness.records import SCHEMA
 from harness.rundir.manifest import Manifest, read_manifest
 from harness.rundir.results import check_required_columns, journal_table, result_files
@@ -69,6 +69,13 @@ def _flat_frame(batch: pa.RecordBatch, flat: list[str]) -> pd.DataFrame:
     else:
         for name in LP_COLUMNS:
             frame[name] = 0.0
+    if "inter_token_s" in batch.schema.names:  # streamed: per-row gap count and sum, not the lists
+        gaps = itl_row_stats(batch.column("inter_token_s"))
+        for name in ITL_COLUMNS:
+            frame[name] = gaps[name].to_numpy()
+    else:
+        for name in ITL_COLUMNS:
+            frame[name] = 0.0
     return frame
 
 
@@ -77,6 +84,7 @@ def _read_file(path: Path) -> list[pd.DataFrame]:
     present = set(parquet.schema_arrow.names)
     check_required_columns(present, path)
     columns = [name for name in _FLAT if name in present] + _logprob_paths(parquet.schema)
+    columns += ["inter_token_s"] if "inter_token_s" in present else []
     return [
         _flat_frame(batch, _FLAT)
         for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=columns, use_threads=True)

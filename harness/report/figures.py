@@ -153,15 +153,21 @@ def _draw_lines(ax: Any, part: pd.DataFrame, params: list[str], x: str, metric: 
     return note
 
 
-def _x_ticks(ax: Any, x: str, xs: list[Any], pos: np.ndarray, panel_px: float = 250.0) -> None:
-    """At most ~6 tick labels; long ones (target or model names) shortened and slanted so that
-    no two overlap."""
+def _tick_labels(x: str, xs: list[Any], panel_px: float = 250.0) -> tuple[int, list[str], bool]:
+    """(step, labels shown, slanted): at most ~6 labels; long ones (target or model names)
+    shortened and slanted so that no two overlap."""
     labels = [fmt_param(x, v) for v in xs]
     step = max(1, math.ceil(len(xs) / 6))
     shown = labels[::step]
     room = panel_px / max(1, len(shown)) / 4.5  # characters that fit per label at 7 pt
     if max(len(lb) for lb in shown) > room:
-        shown = [_short(lb, 14) for lb in shown]
+        return step, [_short(lb, 14) for lb in shown], True
+    return step, shown, False
+
+
+def _x_ticks(ax: Any, pos: np.ndarray, ticks: tuple[int, list[str], bool]) -> None:
+    step, shown, slanted = ticks
+    if slanted:
         ax.set_xticks(pos[::step], shown, fontsize=6.5, rotation=30, ha="right", rotation_mode="anchor")
     else:
         ax.set_xticks(pos[::step], shown, fontsize=7)
@@ -181,10 +187,12 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
     ncols = min(per_row, len(metrics)) * len(runs)
     nrows = math.ceil(len(metrics) / max(1, ncols // len(runs)))
     legend_rows = math.ceil(min(MAX_LINES, max(1, part_lines(summary, params, x))) / 4)
-    margins = Margins(top=0.35 + (0.22 * legend_rows if part_lines(summary, params, x) > 1 else 0), bottom=0.6,
-                      hspace=0.55 if len(runs) == 1 else 0.7)
-    fig, axes = _grid(nrows, ncols, 2.55, 1.75, margins)
     xs = sorted_values(summary[x])
+    ticks = _tick_labels(x, xs)
+    slant = 0.45 if ticks[2] else 0.0
+    margins = Margins(top=0.35 + (0.22 * legend_rows if part_lines(summary, params, x) > 1 else 0),
+                      bottom=0.6 + slant, left=0.55 + slant, hspace=(0.55 if len(runs) == 1 else 0.7) + slant)
+    fig, axes = _grid(nrows, ncols, 2.55, 1.75, margins)
     pos, _ = _numeric_positions(xs)
     if len(pos) > 1 and not _evenly_readable(pos):
         pos = np.arange(len(xs), dtype=np.float64)
@@ -192,16 +200,23 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
     colours: dict[str, str] = {}
     notes: set[str] = set()
     panels: dict[str, list[Any]] = {}
+    log_columns = {m.column for m in metrics if m.column in LOG_SCALE and _spans_decades(summary, m)}
     for k, metric in enumerate(metrics):
         for r_i, run in enumerate(runs):
             slot = k * len(runs) + r_i
             ax = axes[slot // ncols, slot % ncols]
             notes.add(_draw_lines(ax, summary[summary["run_id"] == run], params, x, metric, where, colours))
             if len(runs) == 1:
-                ax.set_title(_short(metric.label, 34), fontsize=8)
+                ax.set_title(_short(metric.label, 42), fontsize=8)
             else:
-                ax.set_title(f"{_short(metric.label, 34)}\nrun {r_i + 1}: {_short(run, 30)}", fontsize=7.5)
-            _x_ticks(ax, x, xs, pos)
+                ax.set_title(f"{_short(metric.label, 42)}\nrun {r_i + 1}: {_short(run, 30)}", fontsize=7.5)
+            _x_ticks(ax, pos, ticks)
+            if metric.column in log_columns:
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_metric(v)))
+            else:  # tiny or huge values (seconds per token) as short labels × 10^k
+                ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
+                ax.yaxis.get_offset_text().set_fontsize(7)
             ax.grid(alpha=0.3)
             panels.setdefault(metric.column, []).append(ax)
     for slot in range(len(metrics) * len(runs), nrows * ncols):
@@ -209,7 +224,7 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
     pad = 0.05 * (float(pos.max() - pos.min()) or 1.0)
     for column, group_axes in panels.items():  # one x and y range per metric across runs
         low = min(a.get_ylim()[0] for a in group_axes)
-        if (summary[column].dropna() >= 0).all():  # a share or a count: no negative axis
+        if (summary[column].dropna() >= 0).all() and column not in log_columns:  # no negative axis
             low = max(low, 0.0)
         high = max(a.get_ylim()[1] for a in group_axes)
         for a in group_axes:
@@ -226,8 +241,20 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
     fixed = "".join(n for n in notes if n)
     fig.supxlabel(axis_label(group) + fixed, fontsize=9, y=0.12 / fig.get_figheight())
     caption = (f"Each panel one metric against {x}; one line per setting of the other swept parameters{fixed}; "
-               "shaded: 95% interval (prompt-clustered bootstrap). Same axes across runs.")
+               "shaded: 95% interval (prompt-clustered bootstrap)."
+               + (" A metric's panels sit side by side, one per run, on the same axes." if len(runs) > 1 else ""))
     return FigureFile(file_name("panels", x), f"metrics vs {x}", caption, _render(fig))
+
+
+LOG_SCALE = ("perplexity",)
+
+
+def _spans_decades(summary: pd.DataFrame, metric: Metric) -> bool:
+    """True when a positive metric's values (and intervals) span more than 30×: draw it on a log axis."""
+    cols = [c for c in (metric.column, metric.lo, metric.hi) if c and c in summary]
+    values = summary[cols].to_numpy(dtype=float).ravel()
+    values = values[np.isfinite(values)]
+    return bool(len(values)) and values.min() > 0 and values.max() / values.min() > 30
 
 
 def part_lines(summary: pd.DataFrame, params: list[str], x: str) -> int:
