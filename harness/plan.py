@@ -85,7 +85,7 @@ def _seed_mode(spec: SweepSpec) -> str | int | None:
 def make_plan(spec: SweepSpec, preview: int = 20, max_points: int = DEFAULT_MAX_POINTS) -> Plan:
     """Validate the dataset and count points; keep the first `preview` points for display.
 
-    A grid larger than `max_points` (before exclude) is refused before anything is iterated."""
+    More than `max_points` points to visit (`grid.check_size`) is refused before anything is iterated."""
     check_size(spec.sweep, max_points, source=spec.source)
     prompts = load_prompts(spec)
     return Plan(

@@ -59,6 +59,7 @@ _FIELDS: list[pa.Field] = [
     pa.field("inter_token_s", pa.list_(pa.float64())),  # streamed: gaps between tokens
     pa.field("response_bytes", pa.int64()),
     pa.field("system_fingerprint", pa.string()),
+    pa.field("sent_json", pa.string()),  # the dialect spelled a value differently: what was sent (JSON)
 ]
 
 SCHEMA = pa.schema(_FIELDS, metadata={b"harness_schema_version": str(SCHEMA_VERSION).encode()})

@@ -42,6 +42,7 @@ from harness.parameters import (
     Param,
     check_value,
 )
+from harness.probe.dialects import lacking
 from harness.redact import redact_headers, redact_url
 from harness.specload import check_shape, check_unknown_keys, interpolate, read_yaml
 
@@ -105,6 +106,10 @@ class Target(_Strict):
     headers: dict[str, str] = Field(default_factory=dict,
                                     description="extra HTTP headers; values are redacted when stored unless "
                                     "the name is a known harmless header")
+
+    dialect: Literal["auto", "seed", "openai", "vllm", "sglang", "llama.cpp", "ollama"] = Field(
+        "auto", description="how the server spells the sampling fields (harness.probe.dialects); auto: from GET /models"
+    )
 
     @field_validator("headers", mode="before")
     @classmethod
@@ -399,6 +404,10 @@ class SweepSpec(_Strict):
         base = self.params.seed_base
         if base is not None and base + self.sweep.repeats - 1 > INT64_MAX:
             raise ValueError("@params.seed.per_sample: base + repeats exceeds the 64-bit range")
+        set_params = set(self.params.sent())
+        for name in lacking(self.target.dialect, set_params | swept):
+            where = f"params.{name}" if name in set_params else f"sweep.{'grid' if name in self.sweep.grid else 'zip'}.{name}"
+            raise ValueError(f"@{where}: the {self.target.dialect} dialect (target.dialect) has no {name}; remove it, or name the right dialect")
         return self
 
     @property

@@ -118,7 +118,8 @@ def test_random_faults_every_request_exactly_once() -> None:
     rows, stats = run(flaky, 1500, concurrency=32)
     ids = [r["request_id"] for r in rows]
     assert len(ids) == len(set(ids)) == 1500
-    assert stats.ok >= 1495 and stats.ok + stats.error == 1500
+    # a 500 repeated word for word three times is final (breaker.settle): ~3 more error rows
+    assert stats.ok >= 1490 and stats.ok + stats.error == 1500
 
 
 def test_retry_after_is_honoured_and_capped() -> None:

@@ -249,7 +249,7 @@ def test_retry_errors_replaces_error_rows(
 ) -> None:
     with serve(model, faults="400=0.3") as server:
         spec = write_spec(tmp_path, server.base_url, prompts=10, temperatures=[0.5], repeats=10, runner={"concurrency": 8})
-        assert main(["run", str(spec), "--out", str(tmp_path / "runs"), "--quiet"]) == 1
+        assert main(["run", str(spec), "--out", str(tmp_path / "runs"), "--quiet", "--no-preflight"]) == 1
         port = server.port
     run_dir = last_line(capsys.readouterr().out)
     before = results(run_dir)

@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from harness.errors import INTERNAL_ERROR_EXIT, HarnessError
 
-COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema", "whatif")
+COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema", "whatif", "probe")
 
 # The help line of each command, shown by `harness --help` without importing the command
 # (a command missing here is imported to get it: add its line when adding a command).
@@ -35,6 +35,7 @@ SUMMARIES: dict[str, str] = {
     "compare": "paired comparison of two runs; exit 1 on a regression (a CI gate)",
     "schema": "print the JSON Schema of sweep specs (for editors)",
     "whatif": "what top_p / top_k / min_p would change, estimated from a run's logprobs",
+    "probe": "check that an endpoint accepts and applies each sampling parameter",
 }
 
 

@@ -61,6 +61,9 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     print(f"spec      {spec.name} ({args.spec})")
     print(f"target    {spec.public_target()}  model {spec.model_name}")
+    from harness.probe.dialects import describe
+
+    print(f"dialect   {describe(spec.target.dialect, spec.params.sent(), {**spec.sweep.grid, **spec.sweep.zip})}")
     _print_table(plan, args.show)
     print(f"points    {_fmt(plan.points)}")
     print(f"prompts   {_fmt(plan.prompts)}")

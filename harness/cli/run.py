@@ -18,7 +18,7 @@ from harness.grid import DEFAULT_MAX_POINTS
 
 if TYPE_CHECKING:  # imported when a run starts: `harness --version` must not pay for them
     from harness.runner.session import Hook
-    from harness.runner.sweep import SweepJob
+    from harness.runner.sweep import Endpoint, SweepJob
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row")
     p.add_argument("--retry-errors", action="store_true", help="with --resume: send the error rows again and replace them")
+    p.add_argument("--no-preflight", action="store_true", help="skip the check that the server accepts every swept value")
+    p.add_argument("--probe", action="store_true", help="probe the endpoint first (harness probe) and keep its profile as RUN_DIR/probe.json")
     p.add_argument("--report", nargs="?", const="", metavar="DIR",
                    help="after the run, write its report (to DIR, default RUN_DIR/report)")
     p.set_defaults(func=handle)
@@ -84,8 +86,20 @@ def _check_report_out(report: str | None) -> None:
 
 
 def _before_first_request(args: argparse.Namespace) -> Hook | None:
-    """Checks run once the target is open, before the first request (e.g. a preflight); none yet."""
-    return None
+    """Once the target is open, before the first request: the preflight (harness.probe.preflight:
+    every swept value accepted, else exit 2 naming it) and, with --probe, the endpoint's profile."""
+    if args.no_preflight and not args.probe:
+        return None
+
+    async def hook(job: SweepJob, endpoint: Endpoint) -> None:
+        if not args.no_preflight:
+            from harness.probe.preflight import preflight_job_async
+            await preflight_job_async(job, endpoint)
+        if args.probe:
+            from harness.probe.session import store_probe_async
+            await store_probe_async(job.run_dir, endpoint, headers=dict(job.spec.target.headers), quiet=args.quiet)
+
+    return hook
 
 
 def _started(job: SweepJob, quiet: bool) -> None:
@@ -108,6 +122,8 @@ def handle(args: argparse.Namespace) -> int:
         print(f"harness: interrupted; rows kept in {job.run_dir}; finish with: {job.resume_command}", file=sys.stderr)
     elif args.report is not None:
         _write_report(job, args.report, quiet=args.quiet, resumed=bool(args.resume))
+    if stats.halted:
+        print(f"harness: {stats.halted.replace('RUN_DIR', str(job.run_dir))}", file=sys.stderr)
     print(job.run_dir)
     return result.exit_code
 

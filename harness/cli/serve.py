@@ -34,6 +34,10 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "--logprobs-mode", choices=("raw", "processed"), default="raw",
         help="logprobs from the raw distribution (default, like OpenAI/vLLM) or after penalties and temperature",
     )  # fmt: skip
+    parser.add_argument("--ignore", default=None, metavar="PARAM,...", help="accept these body fields and drop them (tests of `harness probe`)")
+    parser.add_argument("--refuse", action="append", default=[], metavar="PARAM=VALUE", help="refuse a field's value (VALUE * = any); repeatable")
+    parser.add_argument("--refuse-status", type=int, default=400, metavar="STATUS", help="HTTP status of --refuse: 400 (default), 422 or 500")
+    parser.add_argument("--dialect", default="seed", metavar="NAME", help="validate like: seed (default), openai, vllm, sglang, llama.cpp, ollama")
     parser.set_defaults(func=_handle)
 
 
@@ -63,9 +67,11 @@ def _handle(args: argparse.Namespace) -> int:
     # Imported here so that other commands do not pay for aiohttp and the model.
     from harness.server.app import create_app, serve
     from harness.server.faults import FaultSpec, Latency
+    from harness.server.misbehave import Misbehaviour
     from harness.server.ngram import DEFAULT_MODEL_NAME, NGramModel
 
     _check(args)
+    misbehaviour = Misbehaviour.parse(args.ignore, args.refuse, args.refuse_status, args.dialect)
     faults = FaultSpec.parse(args.faults) if args.faults else None
     latency = Latency.parse(args.latency_ms) if args.latency_ms else None
     api_key = _api_key(args)
@@ -81,12 +87,15 @@ def _handle(args: argparse.Namespace) -> int:
         retry_after_s=args.retry_after,
         reject_unknown=args.reject_unknown,
         logprobs_mode=args.logprobs_mode,
+        misbehaviour=misbehaviour,
     )
 
     def ready(base_url: str) -> None:
         extras = [f"model {name}", "auth on" if api_key else "no auth"]
         if faults:
             extras.append(f"faults {faults}")
+        if misbehaviour:
+            extras.append(misbehaviour.describe())
         print(f"harness: serving at {base_url} ({', '.join(extras)}); Ctrl-C stops", file=sys.stderr)
         print(base_url, flush=True)
 

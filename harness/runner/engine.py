@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from harness.client import Completion, RequestFailed, scrub
 from harness.grid import RequestPlan
+from harness.runner.breaker import Breaker, settle
 from harness.runner.limits import AdaptiveLimit, TokenBucket
 from harness.runner.rows import base_row, error_row, ok_row
 
@@ -69,6 +70,7 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     limit: int = 0
     errors_by_type: dict[str, int] = field(default_factory=dict)
+    halted: str | None = None  # why the breaker stopped sending (see breaker.py)
 
     def count(self, row: dict[str, Any]) -> None:
         """Account for one finished row."""
@@ -103,6 +105,7 @@ class Engine:
         self._rps = TokenBucket(config.rps) if config.rps else None
         self._tpm = TokenBucket(config.tokens_per_min / 60.0, burst=config.tokens_per_min / 6.0) if config.tokens_per_min else None
         self._token_estimate = 256.0
+        self.breaker = Breaker()
         stats.limit = self._limit.limit
 
     async def run(self, plans: Iterable[RequestPlan]) -> None:
@@ -115,7 +118,12 @@ class Engine:
 
     async def _worker(self, plans: Iterator[RequestPlan]) -> None:
         for plan in plans:  # next() never awaits, so sharing one iterator between tasks is safe
-            row = await self.run_one(plan)
+            if self.breaker.reason is not None:
+                row = Breaker.skipped(base_row(self._config.run_id, plan, self._build(plan), datetime.now(UTC)), self.breaker.reason)
+            else:
+                row = await self.run_one(plan)
+            self.breaker.record(row)
+            self.stats.halted = self.breaker.reason
             self.stats.count(row)
             await self._sink(row)
 
@@ -140,15 +148,18 @@ class Engine:
     async def _send(self, plan: RequestPlan, body: dict[str, Any], started: float, tries: _Tries) -> Completion:
         """Attempts until one succeeds, one fails for good, or attempts or deadline run out."""
         config = self._config
+        earlier: list[RequestFailed] = []
         while True:
             try:
                 return await self._attempt(body, started, tries)
-            except RequestFailed as failure:
+            except RequestFailed as raw:
+                failure = settle(raw, earlier)  # the same 500 three times is final
+                earlier.append(raw)
                 if not failure.retryable or tries.count >= config.max_attempts:
-                    raise
+                    raise failure from None
                 wait = retry_wait(config, failure, tries.count)
                 if config.deadline_s is not None and time.monotonic() - started + wait >= config.deadline_s:
-                    raise
+                    raise failure from None
                 self.stats.retries += 1
                 log.info("retry %s attempt %d after %s; waiting %.2fs", plan.request_id, tries.count, failure, wait)
                 await asyncio.sleep(wait)

@@ -305,18 +305,31 @@ async def _execute(job: SweepJob, endpoint: Endpoint, stats: Stats, config: Engi
     )
     writer = _Writer(job.store)
     stats.total = job.pending
+    sending = await asyncio.to_thread(_dialect, job, endpoint)
 
     def build(plan: RequestPlan) -> dict[str, Any]:
-        return build_body(job.spec, plan, model=endpoint.model)
+        return sending.body(build_body(job.spec, plan, model=endpoint.model))
 
     async with ChatClient(client_config, transport=transport) as client:
-        engine = Engine(client, build, writer.write, config, stats)
+        engine = Engine(client, build, sending.wrap(writer.write), config, stats)
         flusher = asyncio.create_task(writer.flush_every(0.2))
         try:
             await engine.run(job.plans())
         finally:
             flusher.cancel()
             await writer.drain()
+
+
+def _dialect(job: SweepJob, endpoint: Endpoint) -> Any:
+    """How this server spells the fields (harness.probe.dialects), recorded in the manifest."""
+    from harness.probe.dialects import Sending
+    from harness.probe.preflight import resolve_dialect
+
+    name = resolve_dialect(job.spec, endpoint)
+    if job.manifest.target.dialect != name:
+        job.manifest = job.manifest.with_dialect(name)
+        write_manifest(job.run_dir, job.manifest)
+    return Sending(name, job.spec.params.sent())
 
 
 def _first_oserror(group: BaseExceptionGroup) -> OSError | None:

@@ -49,6 +49,7 @@ from aiohttp import web
 
 from harness.server.faults import FaultInjector, FaultSpec, Latency, is_fault_kind
 from harness.server.generate import Delta, Generation
+from harness.server.misbehave import OWNERS, Misbehaviour
 from harness.server.model import LanguageModel
 from harness.server.sampler import LogprobsMode
 from harness.server.validation import ChatRequest, parse_chat_request
@@ -96,6 +97,7 @@ class _State:
     timeout_cap_s: float
     reject_unknown: bool
     logprobs_mode: LogprobsMode
+    misbehaviour: Misbehaviour
     seeds: random.Random
     jitter: random.Random
     created: int = field(default_factory=lambda: int(time.time()))
@@ -117,13 +119,15 @@ def create_app(
     timeout_cap_s: float = 600.0,
     reject_unknown: bool = False,
     logprobs_mode: LogprobsMode = "raw",
+    misbehaviour: Misbehaviour | None = None,
 ) -> web.Application:
     """Build the app serving `models` (advertised and accepted under their mapping keys).
 
     `seed` seeds the per-request seeds of requests that send none (None: fresh entropy);
     `fault_seed` seeds the fault draws; `timeout_cap_s` bounds how long a `timeout` fault holds
     a request; `reject_unknown` refuses unknown body fields instead of ignoring them;
-    `logprobs_mode` "processed" reports logprobs after penalties and temperature (see sampler).
+    `logprobs_mode` "processed" reports logprobs after penalties and temperature (see sampler);
+    `misbehaviour` drops or refuses fields on purpose (see misbehave.py).
     """
     if not models:
         raise ValueError("create_app needs at least one model")
@@ -137,6 +141,7 @@ def create_app(
         timeout_cap_s=timeout_cap_s,
         reject_unknown=reject_unknown,
         logprobs_mode=logprobs_mode,
+        misbehaviour=misbehaviour or Misbehaviour(),
         seeds=random.Random(seed),
         jitter=random.Random(None if fault_seed is None else fault_seed + 1),
     )
@@ -231,7 +236,8 @@ async def _health(request: web.Request) -> web.Response:
 
 
 def _model_card(state: _State, name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": state.created, "owned_by": "harness"}
+    owner = OWNERS.get(state.misbehaviour.dialect, "harness")  # what `target.dialect: auto` reads
+    return {"id": name, "object": "model", "created": state.created, "owned_by": owner}
 
 
 async def _list_models(request: web.Request) -> web.Response:
@@ -293,7 +299,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         early = await _early_fault(state, request, fault)
         if early is not None:
             return early
-        chat = parse_chat_request(_decode(raw), reject_unknown=state.reject_unknown)
+        chat = parse_chat_request(state.misbehaviour.apply(_decode(raw)), reject_unknown=state.reject_unknown)
         slot = _lookup(state, chat.model)
     except ApiError as err:
         return _error(err)
