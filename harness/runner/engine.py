@@ -9,8 +9,9 @@ Workers pull from one lazy iterator of plans (memory stays flat for any sweep si
 Retries wait the server's Retry-After (capped, plus a little jitter), else a jittered
 exponential backoff — `uniform(0, min(backoff_max_s, backoff_s * 2**(n-1)))` after the n-th
 attempt — for at most `max_attempts` attempts and, when set, never past `deadline_s` in total
-(a wait that would end after the deadline is not started). The loop is plain code: a retry
-library's per-request set-up cost more CPU than the rest of the engine.
+(a wait that would end after the deadline is not started). The first attempt is made directly;
+only a request whose first attempt failed enters tenacity's retry loop, so the common path pays
+nothing for the retry machinery.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from harness.client import Completion, RequestFailed, scrub
 from harness.grid import RequestPlan
@@ -92,6 +95,13 @@ def retry_wait(config: EngineConfig, failure: RequestFailed, attempts: int) -> f
     return random.uniform(0, min(config.backoff_max_s, ceiling))
 
 
+def _failure(state: RetryCallState) -> RequestFailed:
+    """The failure of the attempt tenacity just judged."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    assert isinstance(exc, RequestFailed)
+    return exc
+
+
 class Engine:
     """Runs plans to rows. One instance per sweep session."""
 
@@ -146,23 +156,57 @@ class Engine:
             return error_row(base, bug, attempts=max(tries.count, 1), latency_s=tries.last_latency)
 
     async def _send(self, plan: RequestPlan, body: dict[str, Any], started: float, tries: _Tries) -> Completion:
-        """Attempts until one succeeds, one fails for good, or attempts or deadline run out."""
-        config = self._config
+        """The first attempt directly (most succeed, and it costs no retry machinery), the rest via tenacity."""
         earlier: list[RequestFailed] = []
-        while True:
-            try:
-                return await self._attempt(body, started, tries)
-            except RequestFailed as raw:
-                failure = settle(raw, earlier)  # the same 500 three times is final
-                earlier.append(raw)
-                if not failure.retryable or tries.count >= config.max_attempts:
-                    raise failure from None
-                wait = retry_wait(config, failure, tries.count)
-                if config.deadline_s is not None and time.monotonic() - started + wait >= config.deadline_s:
-                    raise failure from None
-                self.stats.retries += 1
-                log.info("retry %s attempt %d after %s; waiting %.2fs", plan.request_id, tries.count, failure, wait)
-                await asyncio.sleep(wait)
+        try:
+            return await self._settled_attempt(body, started, tries, earlier)
+        except RequestFailed as failure:
+            if not failure.retryable:
+                raise
+            first: RequestFailed | None = failure
+        async for attempt in self._retrying(plan, started, tries):
+            with attempt:
+                if first is not None:  # tenacity's attempt 1 is the one already made
+                    failed, first = first, None
+                    raise failed
+                return await self._settled_attempt(body, started, tries, earlier)
+        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
+
+    async def _settled_attempt(self, body: dict[str, Any], started: float, tries: _Tries, earlier: list[RequestFailed]) -> Completion:
+        """One attempt; a failure is judged against the attempts before it (the same 500 three times is final)."""
+        try:
+            return await self._attempt(body, started, tries)
+        except RequestFailed as raw:
+            failure = settle(raw, earlier)
+            earlier.append(raw)
+            raise failure from None
+
+    def _retrying(self, plan: RequestPlan, started: float, tries: _Tries) -> AsyncRetrying:
+        """tenacity's loop with harness's rules: retryable failures only, at most `max_attempts`
+        attempts, the server's Retry-After or a jittered backoff, and no wait that would end past
+        `deadline_s`."""
+        config = self._config
+
+        def wait(state: RetryCallState) -> float:
+            return retry_wait(config, _failure(state), tries.count)
+
+        def stop(state: RetryCallState) -> bool:
+            if tries.count >= config.max_attempts:
+                return True
+            deadline = config.deadline_s
+            return deadline is not None and time.monotonic() - started + state.upcoming_sleep >= deadline
+
+        def before_sleep(state: RetryCallState) -> None:
+            self.stats.retries += 1
+            log.info("retry %s attempt %d after %s; waiting %.2fs", plan.request_id, tries.count, _failure(state), state.upcoming_sleep)
+
+        return AsyncRetrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, RequestFailed) and exc.retryable),
+            wait=wait,
+            stop=stop,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
 
     async def _attempt(self, body: dict[str, Any], started: float, tries: _Tries) -> Completion:
         timeout = None
