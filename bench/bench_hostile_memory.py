@@ -21,7 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from hostile_server import HostileServer
+from hostile_server import HostileServer  # noqa: E402 (after the sys.path line above)
 
 CASES = ("body_100mb", "body_100mb_chunked", "gzip_bomb_body", "gzip_bomb_sse", "huge_event", "dense_json", "many_pings")
 

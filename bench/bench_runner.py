@@ -281,6 +281,7 @@ def bench_d(tmp: Path, requests: int = 8000, rounds: int = 3, profile: bool = Fa
     pacing, retry wrapper) vs a raw aiohttp loop, same bodies, same canned server, concurrency 64,
     rounds interleaved; CPU per request from process_time."""
     import orjson
+    from harness.store import RunStore
 
     from harness.client import ChatClient, ClientConfig
     from harness.datasets import load_prompts
@@ -288,7 +289,6 @@ def bench_d(tmp: Path, requests: int = 8000, rounds: int = 3, profile: bool = Fa
     from harness.requests import build_body
     from harness.runner.engine import Engine, EngineConfig, Stats
     from harness.spec import load_spec
-    from harness.store import RunStore
 
     server, url = start_canned(0.0)
     try:

@@ -174,7 +174,7 @@ def _first_choice(data: Any) -> dict[str, Any]:
     choices = _expect(data.get("choices"), list, "choices")
     if not choices:
         raise InvalidResponse("choices: empty list (the server returned no completion)")
-    return _expect(choices[0], dict, "choices[0]")  # type: ignore[no-any-return]
+    return _expect(choices[0], dict, "choices[0]")
 
 
 def _plain_count(value: Any) -> TypeGuard[int]:
