@@ -30,7 +30,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from harness.compare import CompareOptions, compare_runs
 from harness.rundir.results import Run, load_run

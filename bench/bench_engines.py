@@ -39,7 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import local
+from harness import local  # noqa: E402 (after the sys.path line above)
 
 CELLS = [(0.0, 0.0), (0.8, 0.0), (0.8, 0.2), (1.6, 0.0), (1.6, 0.2)]  # quickstart grid less its exclusion
 REPEATS = 3
@@ -192,7 +192,7 @@ def main() -> None:
         for concurrency in args.concurrency:
             try:
                 row, outcomes = run(engine, concurrency, requests)
-            except Exception as exc:  # noqa: BLE001 - a missing engine is reported, the rest still run
+            except Exception as exc:
                 print(f"{engine} c={concurrency}: skipped ({exc})", flush=True)
                 continue
             first = first or outcomes

@@ -30,7 +30,7 @@ TEMPERATURES = (0.0, 0.3, 0.7, 1.0, 1.4, 2.0)
 MIN_PS = (0.0, 0.05, 0.1, 0.2)
 REPEATS = 10
 CHUNK = 100_000
-WORDS = np.array("the a of to city capital river north old new great port saint san la el west east".split())
+WORDS = np.array(["the", "a", "of", "to", "city", "capital", "river", "north", "old", "new", "great", "port", "saint", "san", "la", "el", "west", "east"])
 
 
 def _word_pool(rng: np.random.Generator, size: int) -> np.ndarray:

@@ -12,7 +12,8 @@
     itself tops out near 350 req/s on one core, below the ceiling being measured. Goal >= 95%.
 (c) peak RSS of a 200,000-request sweep (canned server, no latency, logprobs in every
     answer), sampled from /proc every 0.25 s, and RSS at 10/50/90% of the time. Goal <= 300 MB, flat.
-(d) (context) client CPU per request on httpx's default pool vs the httpx-aiohttp transport.
+(d) the hot path alone, in one process: the engine (client, parse, row, journal append) vs a
+    raw aiohttp loop, same bodies and server; req/s and CPU per request. Goal >= 0.9.
 """
 
 from __future__ import annotations
@@ -275,35 +276,83 @@ def bench_c(tmp: Path, requests: int) -> None:
         server.terminate()
 
 
-def bench_d(tmp: Path) -> None:
-    """CPU per request of harness.client.ChatClient on each transport, same bodies, same server."""
-    import httpx
+def bench_d(tmp: Path, requests: int = 8000, rounds: int = 3, profile: bool = False) -> None:
+    """The hot path alone, in one process: the engine (body, client, parse, row, journal append,
+    pacing, retry wrapper) vs a raw aiohttp loop, same bodies, same canned server, concurrency 64,
+    rounds interleaved; CPU per request from process_time."""
+    import orjson
+    from harness.store import RunStore
 
     from harness.client import ChatClient, ClientConfig
+    from harness.datasets import load_prompts
+    from harness.grid import expand_points, plan_requests
+    from harness.requests import build_body
+    from harness.runner.engine import Engine, EngineConfig, Stats
+    from harness.spec import load_spec
 
-    server, url = start_serve()
+    server, url = start_canned(0.0)
     try:
-        spec = write_spec(tmp, url, "harness/ngram", prompts=50, temps=3, repeats=20, concurrency=64)
-        import orjson
+        spec_path = write_spec(tmp, url, "m", prompts=requests // 20, temps=1, repeats=20, concurrency=64)
+        spec = load_spec(spec_path, env=ENV)
+        plans = list(plan_requests(spec, expand_points(spec), load_prompts(spec)))
 
-        bodies = [orjson.loads(b) for b in bodies_of(spec)]
+        async def raw() -> tuple[float, float]:
+            bodies = [build_body(spec, p) for p in plans]
+            import aiohttp
 
-        async def go(transport: httpx.AsyncBaseTransport | None) -> tuple[float, float]:
-            async with ChatClient(ClientConfig(base_url=url, api_key=KEY, pool_size=64), transport=transport) as client:
+            headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64), headers=headers) as session:
                 it = iter(bodies)
 
                 async def worker() -> None:
                     for body in it:
-                        await client.complete(body)
+                        async with session.post(url + "/chat/completions", data=orjson.dumps(body)) as response:
+                            orjson.loads(await response.read())["choices"][0]["message"]["content"]
 
                 t0, c0 = time.perf_counter(), time.process_time()
                 await asyncio.gather(*(worker() for _ in range(64)))
-                return len(bodies) / (time.perf_counter() - t0), (time.process_time() - c0) / len(bodies) * 1000
+                return time.perf_counter() - t0, time.process_time() - c0
 
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        for name, make in (("httpx default pool", lambda: httpx.AsyncHTTPTransport(limits=limits)), ("httpx-aiohttp", lambda: None)) * 2:
-            rate, cpu = asyncio.run(go(make()))
-            print(f"(d) {name:18s}: {cpu:.2f} ms CPU per request, {rate:6.1f} req/s ({len(bodies)} requests, concurrency 64)")
+        async def engine(round_: int) -> tuple[float, float]:
+            store = RunStore(tmp / f"run-{round_}")
+            async def sink(row: dict[str, object]) -> None:
+                store.append(row)
+
+            config = ClientConfig(base_url=url, api_key=KEY, pool_size=64)
+            async with ChatClient(config) as client:
+                eng = Engine(client, lambda p: build_body(spec, p), sink, EngineConfig(run_id="b", concurrency=64), Stats(total=len(plans)))
+                t0, c0 = time.perf_counter(), time.process_time()
+                await eng.run(plans)
+                took = time.perf_counter() - t0, time.process_time() - c0
+            store.flush()
+            return took
+
+        try:
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            pass
+        asyncio.run(raw())  # warm-up
+        ratios = []
+        for round_ in range(rounds):
+            raw_s, raw_cpu = asyncio.run(raw())
+            if profile and round_ == rounds - 1:
+                import cProfile
+                import pstats
+
+                prof = cProfile.Profile()
+                prof.enable()
+            eng_s, eng_cpu = asyncio.run(engine(round_))
+            if profile and round_ == rounds - 1:
+                prof.disable()
+                pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+            ratios.append(raw_s / eng_s)
+            n = len(plans)
+            print(f"  (d) round {round_ + 1}: raw {n / raw_s:6.0f} req/s {raw_cpu / n * 1e6:4.0f} us CPU/request   "
+                  f"engine {n / eng_s:6.0f} req/s {eng_cpu / n * 1e6:4.0f} us CPU/request   ratio {raw_s / eng_s:.2f}")
+        print(f"(d) engine / raw aiohttp loop in one process, {len(plans)} requests, concurrency 64: "
+              f"median ratio {statistics.median(ratios):.2f} (goal >= 0.9)")
     finally:
         server.terminate()
 
@@ -313,6 +362,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["a", "b", "c", "d"])
     parser.add_argument("--pairs", type=int, default=3, help="(a) interleaved raw/harness pairs")
     parser.add_argument("--requests", type=int, default=200_000, help="(c) sweep size")
+    parser.add_argument("--profile", action="store_true", help="(d) cProfile the last engine round")
     parser.add_argument("--canned-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--latency", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -329,7 +379,7 @@ def main() -> None:
         if args.only in (None, "c"):
             bench_c(tmp, args.requests)
         if args.only in (None, "d"):
-            bench_d(tmp)
+            bench_d(tmp, profile=args.profile)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ MEANINGS: dict[str, str] = {
     "model": "the model name sent",
     "status": "`ok` or `error`",
     "http_status": "HTTP status of the last attempt (null when no answer came)",
-    "error_type": "`rate_limited`, `server_error`, `client_error`, `timeout`, `connection`, `invalid_response`, `stream_error`, `stream_cut`, `unrepresentable`, `internal`; null when ok",
+    "error_type": "why the request failed, null when ok: `rate_limited`, `server_error`, `client_error`, `invalid_request`, `timeout`, `connection`, `stream_cut`, `protocol_error`, `too_large`, `invalid_response`, `stream_error`, `unrepresentable`, `internal` (causes: [limits-and-security.md](limits-and-security.md#error-types))",
     "error_message": "one line, never the API key; null when ok",
     "attempts": "attempts made (1 = no retry)",
     "started_at": "when the request was first sent (UTC)",

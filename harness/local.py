@@ -25,10 +25,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 from harness.errors import TargetError
 from harness.localmodel import READY, default_engine, engine_module
@@ -41,7 +41,7 @@ HOST = "127.0.0.1"
 READY_TIMEOUT_S = 180.0
 _PR_SET_PDEATHSIG = 1
 _CHILD_MODULE = "harness.localmodel"
-_live: set[subprocess.Popen] = set()
+_live: set[subprocess.Popen[bytes]] = set()
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _check_installed(name: str) -> None:
 
 
 def _spawn(name: str, port: int, *, detached: bool, n_ctx: int | None,
-           slots: int | None = None) -> tuple[subprocess.Popen, Path]:
+           slots: int | None = None) -> tuple[subprocess.Popen[bytes], Path]:
     """Start the child; its ready line comes on stdout, its log goes to a file in the state folder."""
     _check_installed(name)
     state_dir().mkdir(parents=True, exist_ok=True)
@@ -113,14 +113,14 @@ def _spawn(name: str, port: int, *, detached: bool, n_ctx: int | None,
     preexec = None
     if not detached and on_main and sys.platform.startswith("linux"):
         parent = os.getpid()
-        preexec = lambda: _die_with_parent(parent)  # noqa: E731
+        preexec = lambda: _die_with_parent(parent)
     with open(log_path, "ab") as err:
         proc = subprocess.Popen(
             _command(name, port, watch_parent=not detached, n_ctx=n_ctx, slots=slots),
             stdin=subprocess.DEVNULL if detached else subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=err, close_fds=True,
             start_new_session=True,  # Ctrl-C reaches harness only; harness stops the child in order
-            preexec_fn=preexec,
+            preexec_fn=preexec,  # noqa: PLW1509 (only prctl, before any thread starts in the child)
         )
     if not detached:
         _live.add(proc)
@@ -160,7 +160,7 @@ def answers(base_url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def _read_ready_line(proc: subprocess.Popen, timeout_s: float) -> str | None:
+def _read_ready_line(proc: subprocess.Popen[bytes], timeout_s: float) -> str | None:
     """The child's first stdout line ("" at EOF: it exited), or None when time runs out."""
     assert proc.stdout is not None
     with selectors.DefaultSelector() as selector:
@@ -170,7 +170,7 @@ def _read_ready_line(proc: subprocess.Popen, timeout_s: float) -> str | None:
     return proc.stdout.readline().decode("utf-8", errors="replace").strip()
 
 
-def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout_s: float) -> str:
+def _wait_ready(proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float) -> str:
     """The base URL once the child listens and answers GET /v1/models; else TargetError."""
     line = _read_ready_line(proc, timeout_s)
     if line is None:
@@ -189,7 +189,7 @@ def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout_s: float) -> str
     return base_url
 
 
-def terminate(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+def terminate(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
     """Stop a child: close its pipe, SIGTERM, then SIGKILL after `grace_s`; always reaped."""
     if proc.stdin:
         try:
@@ -233,7 +233,7 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 
 def _start(name: str, port: int | None, *, detached: bool, timeout_s: float,
-           n_ctx: int | None, slots: int | None = None) -> tuple[subprocess.Popen, LocalEndpoint]:
+           n_ctx: int | None, slots: int | None = None) -> tuple[subprocess.Popen[bytes], LocalEndpoint]:
     """Spawn the child and wait until it answers; the child is stopped if that fails."""
     proc, log_path = _spawn(name, port or 0, detached=detached, n_ctx=n_ctx, slots=slots)
     try:

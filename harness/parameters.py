@@ -127,7 +127,7 @@ def _check_number(param: Param, value: Any) -> float | int:
     allowed = param.describe()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         noun = "a number" if param.kind == "float" else "an integer"
-        raise ValueError(f"{_show(value)} is not {noun}; allowed: {allowed}")  # noqa: TRY004 - pydantic wants ValueError
+        raise ValueError(f"{_show(value)} is not {noun}; allowed: {allowed}")
     number: float | int = value
     if isinstance(number, float) and not math.isfinite(number):
         raise ValueError(f"{_show(number)} is not a finite number; allowed: {allowed}")

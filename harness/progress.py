@@ -1,25 +1,26 @@
 """Progress of a sweep on stderr with rich: done/total, ok/error, retries, req/s, ETA.
 
 Used only by the CLI layer. The display reads the runner's `Stats` counters at its own refresh
-rate (a few times a second), so a fast sweep pays nothing per request for it.
+rate (a few times a second), so a fast sweep pays nothing per request for it. rich is imported
+only when a display is shown (not for `--quiet`, which is how scripts and CI run).
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Callable
-
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, Self
 
 from harness.runner.engine import Stats
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 
 def _duration(seconds: float) -> str:
-    if seconds != seconds or seconds == float("inf"):
+    if math.isnan(seconds) or seconds == float("inf"):
         return "--:--"
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
@@ -48,7 +49,11 @@ class _View:
     def __init__(self, stats: Stats) -> None:
         self._stats = stats
 
-    def __rich__(self) -> RenderableType:
+    def __rich__(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.text import Text
+
         bar = ProgressBar(total=max(self._stats.total, 1), completed=self._stats.done, width=40)
         return Group(bar, Text(summary(self._stats)))
 
@@ -60,14 +65,24 @@ class RunProgress:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._stats = stats
         self._quiet = quiet
-        self._console = console or Console(stderr=True)
-        self._live: Live | None = None
+        self._console_given = console
+        self._live: Any = None
         self._clock = clock
 
-    def __enter__(self) -> "RunProgress":
+    @property
+    def _console(self) -> Console:
+        if self._console_given is None:
+            from rich.console import Console
+
+            self._console_given = Console(stderr=True)
+        return self._console_given
+
+    def __enter__(self) -> Self:
         if self._quiet:
             return self
         if self._console.is_terminal:
+            from rich.live import Live
+
             self._live = Live(_View(self._stats), console=self._console, refresh_per_second=4, transient=False)
             self._live.__enter__()
         return self

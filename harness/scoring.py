@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # pandas/numpy are imported where frames are scored: loading 
 log = logging.getLogger(__name__)
 
 PairFn = Callable[[str, "str | None"], float]
-CustomFn = Callable[[str, "str | None", dict], Any]
+CustomFn = Callable[[str, "str | None", dict[Any, Any]], Any]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+(?:[eE][-+]?\d+)?")

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import orjson
@@ -175,7 +176,7 @@ def test_retry_after_headers() -> None:
     assert parse_retry_after(httpx.Headers({"retry-after": "soon"})) is None
     assert parse_retry_after(httpx.Headers({"retry-after": "-5"})) is None
     assert parse_retry_after(httpx.Headers({})) is None
-    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
     date = format_datetime(now + timedelta(seconds=30), usegmt=True)
     assert parse_retry_after(httpx.Headers({"retry-after": date}), now=now.timestamp()) == pytest.approx(30)
     err = failure(lambda r: httpx.Response(429, headers={"retry-after": "2"}, json={}))
@@ -307,3 +308,15 @@ def test_stream_error_status_before_streaming() -> None:
 def test_a_server_ignoring_stream_true_is_read_whole() -> None:
     done = send(lambda r: httpx.Response(200, json=completion()), STREAM_BODY)
     assert done.content == "Paris" and done.ttft_s is None
+
+
+def test_a_body_that_cannot_be_encoded_is_a_final_failure_before_sending() -> None:
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json=completion())
+
+    got = failure(handler, {"model": "m", "messages": [{"role": "user", "content": "bad \ud800"}]})
+    assert got.error_type == "invalid_request" and not got.retryable and "JSON" in got.message
+    assert sent == []

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from harness.datasets import Prompt
 from harness.grid import (
-    cell_id_of,
     count_points,
     expand_points,
     make_point,

@@ -66,9 +66,8 @@ def test_missing_extra_tells_how_to_install(monkeypatch: pytest.MonkeyPatch) -> 
     missing = ("llama_cpp", "xllamacpp")
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in missing else real(n, *a))
     monkeypatch.delenv("HARNESS_LOCAL_ENGINE", raising=False)
-    with pytest.raises(TargetError, match=r"'xllamacpp'.*pip install -e '\.\[local\]'"):
-        with local.local_endpoint(reuse=False):
-            pass
+    with pytest.raises(TargetError, match=r"'xllamacpp'.*pip install -e '\.\[local\]'"), local.local_endpoint(reuse=False):
+        pass
 
 
 @pytest.mark.parametrize(("env", "installed", "expected"), [
@@ -169,9 +168,8 @@ def test_a_child_that_dies_while_starting_is_one_clear_error(monkeypatch: pytest
 
 def test_a_child_that_never_gets_ready_times_out_and_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_child(monkeypatch, "import time; time.sleep(60)")
-    with pytest.raises(TargetError, match="did not start within 1 s"):
-        with local.local_endpoint(reuse=False, timeout_s=1.0):
-            pass
+    with pytest.raises(TargetError, match="did not start within 1 s"), local.local_endpoint(reuse=False, timeout_s=1.0):
+        pass
     assert not local._live  # reaped, nothing left for atexit
 
 

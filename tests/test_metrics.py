@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute
 import pytest
+from test_report_support import row, tok
 
 from harness.metrics import best_tradeoff, logprob_row_stats, pareto_front, summarize, swept_params
 from harness.records import rows_to_table
 from harness.scoring import resolve_scorers
-from test_report_support import row, tok
 
 L = math.log
 
@@ -159,7 +159,7 @@ def test_uniform_top_k_fast_path_equals_general_path(monkeypatch):
 
     rng = np.random.default_rng(4)
     rows = []
-    for r in range(30):
+    for _r in range(30):
         entries = []
         for _ in range(int(rng.integers(0, 5))):
             top = np.sort(np.log(rng.dirichlet(np.ones(6))[:3]))[::-1]

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ def row(cell: str = "c1", prompt: str = "p1", sample: int = 0, **kw: Any) -> dic
         "model": "m",
         "status": "ok",
         "attempts": 1,
-        "started_at": datetime(2025, 1, 1, tzinfo=timezone.utc),
+        "started_at": datetime(2025, 1, 1, tzinfo=UTC),
         "latency_s": 1.0,
         "content": "Paris",
         "finish_reason": "stop",

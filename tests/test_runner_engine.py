@@ -6,7 +6,8 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -95,7 +96,7 @@ def test_retries_then_ok_and_final_errors_become_rows() -> None:
 
 def test_each_retry_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="harness.runner.engine")
-    rows, stats = run(scripted({"p0": [500, 500], "p1": [429]}), 2)
+    _rows, stats = run(scripted({"p0": [500, 500], "p1": [429]}), 2)
     retries = [r for r in caplog.records if r.name == "harness.runner.engine" and r.getMessage().startswith("retry ")]
     assert len(retries) == stats.retries == 3
 

@@ -71,7 +71,7 @@ def test_sdk_logprobs_and_extra_body(client: openai.OpenAI) -> None:
         assert t.logprob <= 0.0 and len(t.top_logprobs) == 4
         assert t.bytes == list(t.token.encode())
         tops = [c.logprob for c in t.top_logprobs]
-        assert tops == sorted(tops, reverse=True) and t.logprob >= tops[-1] - 1e-9 or t.token not in [c.token for c in t.top_logprobs]
+        assert (tops == sorted(tops, reverse=True) and t.logprob >= tops[-1] - 1e-9) or t.token not in [c.token for c in t.top_logprobs]
     assert reply.usage is not None and reply.usage.completion_tokens == len(tokens) == 6
     assert choice.finish_reason == "length"
 

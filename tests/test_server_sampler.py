@@ -71,7 +71,7 @@ def test_temperature_one_matches_the_distribution() -> None:
 def test_same_seed_same_tokens_other_seed_other_tokens() -> None:
     logits = random_logits(4)
     params = SamplingParams(temperature=1.0)
-    run = lambda seed: [Sampler(params, seed).step(logits, []).token_id for _ in range(1)] + [  # noqa: E731
+    run = lambda seed: [Sampler(params, seed).step(logits, []).token_id for _ in range(1)] + [
         t for t in _sequence(params, logits, seed)
     ]
     assert run(7) == run(7)

@@ -7,7 +7,8 @@ multi-byte pieces) that greedily "generates" a fixed text. It re-uses `LlamaMode
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import httpx
 import numpy as np

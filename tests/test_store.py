@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ def row(rid: str, status: str = "ok", **extra: Any) -> dict[str, Any]:
         "sample": 0,
         "status": status,
         "attempts": 1,
-        "started_at": datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
+        "started_at": datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
     }
     base.update(extra)
     return base
@@ -51,7 +51,7 @@ def test_values_round_trip(tmp_path: Path) -> None:
     got = pq.read_table(store.parts()[0]).to_pylist()[0]
     assert got["temperature"] == 0.0 and isinstance(got["temperature"], float)
     assert got["top_k"] == 0 and got["content"] == "<b>é\n</b>" and got["logprobs"] == logprobs
-    assert got["started_at"] == datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    assert got["started_at"] == datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
 
 def test_torn_last_journal_line_is_dropped(tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_compaction_keeps_the_last_row_per_request(tmp_path: Path) -> None:
     assert len(store.parts()) == 3
     counts = store.compact()
     assert (counts.rows, counts.ok, counts.error) == (4, 3, 1)
-    [part] = store.parts()
+    [_part] = store.parts()
     df = pd.read_parquet(tmp_path / "results")
     assert sorted(df.request_id) == ["a", "b", "c", "d"]
     assert df.set_index("request_id").status.to_dict() == {"a": "ok", "b": "ok", "c": "error", "d": "ok"}

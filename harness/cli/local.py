@@ -9,7 +9,7 @@ from harness import local
 from harness.errors import UsageError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `local` command and its three actions."""
     parser = subparsers.add_parser(
         "local",

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("merge", help="join run directories of one spec (shards) into one")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories to join")
     p.add_argument("--out", required=True, metavar="DIR", help="the merged run directory to create (new or empty)")

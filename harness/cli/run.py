@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # imported when a run starts: `harness --version` must not pa
     from harness.runner.sweep import Endpoint, SweepJob
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a sweep (or finish one with --resume)")
     p.add_argument("spec", nargs="?", help="the sweep spec (YAML)")
     p.add_argument("--out", default="runs", metavar="DIR", help="folder for the new run directory (default runs/)")

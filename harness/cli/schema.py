@@ -8,7 +8,7 @@ import json
 from harness.spec import json_schema
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("schema", help="print the JSON Schema of sweep specs (for editors)")
     p.set_defaults(func=handle)
 

@@ -10,7 +10,7 @@ import sys
 from harness.errors import UsageError
 
 
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `serve` command."""
     parser = subparsers.add_parser(
         "serve",

@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
 
 def _check(values: list[Any] | None, flag: str, ok: Any, allowed: str) -> list[Any] | None:
     for v in values or ():
-        if isinstance(v, float) and not math.isfinite(v) or not ok(v):
+        if (isinstance(v, float) and not math.isfinite(v)) or not ok(v):
             raise UsageError(f"{v} is not allowed; {allowed}", key=flag)
     return values
 

@@ -80,10 +80,15 @@ def _finite(value: Any, path: str) -> float:
     return number
 
 
+MAX_COUNT = 2**53  # any larger "token count" is a server bug, and would overflow a column or a sum
+
+
 def _count(value: Any, path: str) -> int:
     number = _expect(value, int, path)
     if number < 0:
         raise InvalidResponse(f"{path}: {number} is negative")
+    if number > MAX_COUNT:
+        raise InvalidResponse(f"{path}: {number:.3g} is not a plausible count (the limit is 2^53)")
     return int(number)
 
 
@@ -100,35 +105,43 @@ def normalize_logprobs(raw: Any, path: str) -> list[dict[str, Any]] | None:
     if content is None:
         return None
     items = _expect(content, list, f"{path}.content")
+    fast = _tokens_fast(items)
+    if fast is not None:
+        return fast
     return [_token(item, f"{path}.content[{i}]") for i, item in enumerate(items)]
 
 
-def _is_logprob(value: Any) -> TypeGuard[float | int]:
-    return (type(value) is float or type(value) is int) and math.isfinite(value)
+def _plain_number(value: Any) -> TypeGuard[float]:
+    kind = type(value)
+    return (kind is float or kind is int) and value - value == 0  # inf - inf and nan are not 0
 
 
-def _token_fast(item: Any) -> dict[str, Any] | None:
-    """The common, well-formed case without building error paths (None: use the strict path)."""
-    if type(item) is not dict:
-        return None
-    token, logprob, top = item.get("token"), item.get("logprob"), item.get("top_logprobs")
-    if type(token) is not str or not _is_logprob(logprob) or not (top is None or type(top) is list):
-        return None
-    tops = []
-    for entry in top or ():
-        if type(entry) is not dict:
+def _tokens_fast(items: list[Any]) -> list[dict[str, Any]] | None:
+    """All tokens when every one is well formed, checked with plain type tests (the common case:
+    no error paths are built); None sends the list through the strict path."""
+    out = []
+    for item in items:
+        if type(item) is not dict:
             return None
-        alt, alt_lp = entry.get("token"), entry.get("logprob")
-        if type(alt) is not str or not _is_logprob(alt_lp):
+        token, logprob, top = item.get("token"), item.get("logprob"), item.get("top_logprobs")
+        if type(token) is not str or not _plain_number(logprob):
             return None
-        tops.append({"token": alt, "logprob": float(alt_lp)})
-    return {"token": token, "logprob": float(logprob), "top_logprobs": tops}
+        tops = []
+        if top is not None:
+            if type(top) is not list:
+                return None
+            for entry in top:
+                if type(entry) is not dict:
+                    return None
+                alt, alt_lp = entry.get("token"), entry.get("logprob")
+                if type(alt) is not str or not _plain_number(alt_lp):
+                    return None
+                tops.append({"token": alt, "logprob": float(alt_lp)})
+        out.append({"token": token, "logprob": float(logprob), "top_logprobs": tops})
+    return out
 
 
 def _token(item: Any, path: str) -> dict[str, Any]:
-    fast = _token_fast(item)
-    if fast is not None:
-        return fast
     _expect(item, dict, path)
     top_raw = item.get("top_logprobs")
     top = [] if top_raw is None else _expect(top_raw, list, f"{path}.top_logprobs")
@@ -161,11 +174,55 @@ def _first_choice(data: Any) -> dict[str, Any]:
     choices = _expect(data.get("choices"), list, "choices")
     if not choices:
         raise InvalidResponse("choices: empty list (the server returned no completion)")
-    return _expect(choices[0], dict, "choices[0]")  # type: ignore[no-any-return]
+    return _expect(choices[0], dict, "choices[0]")
+
+
+def _plain_count(value: Any) -> TypeGuard[int]:
+    return type(value) is int and 0 <= value <= MAX_COUNT
+
+
+def _fast_completion(data: Any, http_status: int, response_bytes: int) -> Completion | None:
+    """The common, well-formed answer checked with plain type tests (None: use the strict path,
+    which names what is wrong)."""
+    if type(data) is not dict:
+        return None
+    choices, usage = data.get("choices"), data.get("usage")
+    if type(choices) is not list or not choices or type(usage) is not dict:
+        return None
+    choice = choices[0]
+    message = choice.get("message") if type(choice) is dict else None
+    if type(message) is not dict:
+        return None
+    content, finish, fingerprint = message.get("content"), choice.get("finish_reason"), data.get("system_fingerprint")
+    prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if (
+        type(content) is not str
+        or "reasoning_content" in message
+        or "reasoning" in message
+        or content.lstrip().startswith(THINK_OPEN)
+        or not (finish is None or type(finish) is str)
+        or not (fingerprint is None or type(fingerprint) is str)
+        or not (_plain_count(prompt_tokens) and _plain_count(completion_tokens))
+    ):
+        return None
+    return Completion(
+        content=content,
+        reasoning=None,
+        finish_reason=finish,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        logprobs=normalize_logprobs(choice.get("logprobs"), "choices[0].logprobs"),
+        system_fingerprint=fingerprint,
+        http_status=http_status,
+        response_bytes=response_bytes,
+    )
 
 
 def parse_completion(data: Any, *, http_status: int, response_bytes: int) -> Completion:
     """A whole (non-streamed) chat-completion object → `Completion`."""
+    fast = _fast_completion(data, http_status, response_bytes)
+    if fast is not None:
+        return fast
     choice = _first_choice(data)
     message = _expect(choice.get("message"), dict, "choices[0].message")
     content = _optional_str(message.get("content"), "choices[0].message.content") or ""
@@ -213,6 +270,8 @@ class StreamAccumulator:
     def add(self, obj: Any, now: float) -> None:
         """One parsed `data:` chunk."""
         self.chunks += 1
+        if self._add_fast(obj, now):
+            return
         path = f"chunk[{self.chunks - 1}]"
         _expect(obj, dict, path)
         if obj.get("usage") is not None:
@@ -224,6 +283,40 @@ class StreamAccumulator:
             return  # the usage chunk has no choices
         choice = _expect(_expect(choices, list, f"{path}.choices")[0], dict, f"{path}.choices[0]")
         self._add_choice(choice, now, path)
+
+    def _add_fast(self, obj: Any, now: float) -> bool:
+        """The common token chunk (a text delta, optional logprobs, no usage) with plain type
+        tests; False leaves the chunk untouched for the strict path, which names what is wrong."""
+        if type(obj) is not dict or obj.get("usage") is not None or obj.get("system_fingerprint") is not None:
+            return False
+        choices = obj.get("choices")
+        if type(choices) is not list or not choices or type(choices[0]) is not dict:
+            return False
+        choice = choices[0]
+        delta, raw, finish = choice.get("delta"), choice.get("logprobs"), choice.get("finish_reason")
+        if type(delta) is not dict or len(delta) > 2 or not (finish is None or type(finish) is str):
+            return False
+        text = delta.get("content")
+        if type(text) is not str or (len(delta) == 2 and "role" not in delta):
+            return False
+        tokens = None
+        if raw is not None:
+            content = raw.get("content") if type(raw) is dict else False
+            tokens = _tokens_fast(content) if type(content) is list else None
+            if tokens is None and content is not None:
+                return False
+        if tokens is not None:
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs.extend(tokens)
+        if text:
+            self.content.append(text)
+        count = len(tokens) if tokens else (1 if text else 0)
+        if count:
+            self._time_tokens(count, now)
+        if finish is not None:
+            self.finish_reason = finish
+        return True
 
     def _add_choice(self, choice: dict[str, Any], now: float, path: str) -> None:
         delta = choice.get("delta") or {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,7 @@ class Pairing:
         return len(self.frame)
 
 
-def _params_json(row: dict[str, Any]) -> str:
+def _params_json(row: Mapping[Hashable, Any]) -> str:
     point: dict[str, Any] = {}
     for name in FLOAT_PARAMS + INT_PARAMS:
         value = row.get(name)

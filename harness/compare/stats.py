@@ -194,7 +194,7 @@ def adjust(pvalues: list[float] | np.ndarray, method: Correction) -> np.ndarray:
     order = np.argsort(p, kind="stable")
     ranked = p[order]
     if method == "holm":
-        factors = m - np.arange(m)
+        factors: np.ndarray = m - np.arange(m)
         adjusted = np.maximum.accumulate(np.minimum(1.0, ranked * factors))
     elif method == "bh":
         factors = m / (np.arange(m) + 1)

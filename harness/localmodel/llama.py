@@ -55,7 +55,7 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
-def _message_text(message: dict, index: int) -> str:
+def _message_text(message: dict[str, Any], index: int) -> str:
     """The text of one chat message (a string or a list of text parts)."""
     content = message.get("content")
     if content is None:
@@ -68,7 +68,7 @@ def _message_text(message: dict, index: int) -> str:
     raise ValueError(f"messages[{index}].content must be a string or a list of text parts")
 
 
-def gemma_turns(messages: Sequence[dict]) -> list[tuple[str, str]]:
+def gemma_turns(messages: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     """(role, text) turns in Gemma's chat format: system text joins the first user turn."""
     system: list[str] = []
     turns: list[tuple[str, str]] = []
@@ -90,7 +90,7 @@ def gemma_turns(messages: Sequence[dict]) -> list[tuple[str, str]]:
     return turns
 
 
-def raw_prompt(messages: Sequence[dict]) -> str:
+def raw_prompt(messages: Sequence[dict[str, Any]]) -> str:
     """A base model's completion prompt: the messages' texts, a blank line apart.
 
     A trailing assistant message is continued directly (prefill), without the blank line.
@@ -168,13 +168,13 @@ class LlamaModel:
     def _plain(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
 
-    def render_chat(self, messages: Sequence[dict]) -> list[int]:
+    def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         """Prompt token ids in the model's chat format (`raw` or `gemma`), BOS first."""
         if self.chat_format == "gemma":
             return self._render_gemma(messages)
         return [self._bos] + self._plain(raw_prompt(messages))
 
-    def _render_gemma(self, messages: Sequence[dict]) -> list[int]:
+    def _render_gemma(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         """`<bos><start_of_turn>user\n…<end_of_turn>\n<start_of_turn>model\n` as token ids.
 
         Message text is tokenized without special tokens, so a prompt cannot forge turn markers.

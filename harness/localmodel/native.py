@@ -42,7 +42,7 @@ def available() -> bool:
 
 def _import_xllamacpp() -> Any:
     try:
-        import xllamacpp  # type: ignore[import-untyped]  # (no stubs: a Cython module)
+        import xllamacpp  # (no stubs: a Cython module)
     except ImportError:
         raise TargetError(f"xllamacpp is not installed; {INSTALL_HINT}") from None
     return xllamacpp

@@ -69,7 +69,7 @@ class ProbeReport:
         verdicts = {r.verdict for r in self.results.values()}
         for word in ("rejected", "ignored", "inconclusive"):
             if word in verdicts:
-                return word  # type: ignore[return-value]
+                return word
         return "honoured"
 
     def as_json(self) -> dict[str, Any]:

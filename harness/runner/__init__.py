@@ -1,7 +1,7 @@
 """The sweep runner: bounded, paced, retrying, resumable.
 
     limits.py  adaptive concurrency (AIMD on 429) and token buckets (req/s, tokens/min)
-    engine.py  plans → rows: workers, tenacity retries, one row per request
+    engine.py  plans → rows: workers, retries, one row per request
     rows.py    the ok / error row of a request
     sweep.py   a session over a run directory: new / resume, target, execute, finish
     session.py running a sweep from Python: prepare, hook, send, finish; signals; RunResult

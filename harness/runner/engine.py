@@ -6,8 +6,12 @@ for the requests in flight, so a resume sends them again.
 
 Workers pull from one lazy iterator of plans (memory stays flat for any sweep size). Each
 *attempt* passes the req/s bucket, the tokens/min bucket and the adaptive concurrency limit.
-Retries use tenacity: jittered exponential backoff, or the server's Retry-After (capped), at
-most `max_attempts` attempts and, when set, `deadline_s` in total.
+Retries wait the server's Retry-After (capped, plus a little jitter), else a jittered
+exponential backoff — `uniform(0, min(backoff_max_s, backoff_s * 2**(n-1)))` after the n-th
+attempt — for at most `max_attempts` attempts and, when set, never past `deadline_s` in total
+(a wait that would end after the deadline is not started). The first attempt is made directly;
+only a request whose first attempt failed enters tenacity's retry loop, so the common path pays
+nothing for the retry machinery.
 """
 
 from __future__ import annotations
@@ -16,13 +20,12 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Iterable, Iterator, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
-from tenacity.stop import stop_base
-from tenacity.wait import wait_random_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from harness.client import Completion, RequestFailed, scrub
 from harness.grid import RequestPlan
@@ -83,23 +86,20 @@ class Stats:
             self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
 
 
-class _Wait:
-    """Tenacity wait: the server's Retry-After (capped, plus a little jitter), else jittered backoff."""
-
-    def __init__(self, config: EngineConfig) -> None:
-        self._cap = config.max_retry_after_s
-        self._backoff = wait_random_exponential(multiplier=config.backoff_s, max=config.backoff_max_s)
-
-    def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RequestFailed) and exc.retry_after_s is not None:
-            wait = min(exc.retry_after_s, self._cap)
-            return wait + random.uniform(0, 0.1 * wait)
-        return float(self._backoff(state))
+def retry_wait(config: EngineConfig, failure: RequestFailed, attempts: int) -> float:
+    """Seconds to wait after the `attempts`-th failed attempt."""
+    if failure.retry_after_s is not None:
+        wait = min(failure.retry_after_s, config.max_retry_after_s)
+        return wait + random.uniform(0, 0.1 * wait)
+    ceiling = config.backoff_s * 2.0 ** min(attempts - 1, 60)
+    return random.uniform(0, min(config.backoff_max_s, ceiling))
 
 
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, RequestFailed) and exc.retryable
+def _failure(state: RetryCallState) -> RequestFailed:
+    """The failure of the attempt tenacity just judged."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    assert isinstance(exc, RequestFailed)
+    return exc
 
 
 class Engine:
@@ -115,11 +115,6 @@ class Engine:
         self._rps = TokenBucket(config.rps) if config.rps else None
         self._tpm = TokenBucket(config.tokens_per_min / 60.0, burst=config.tokens_per_min / 6.0) if config.tokens_per_min else None
         self._token_estimate = 256.0
-        self._wait = _Wait(config)
-        stop: stop_base = stop_after_attempt(config.max_attempts)
-        if config.deadline_s is not None:
-            stop = stop | stop_before_delay(config.deadline_s)
-        self._stop = stop
         self.breaker = Breaker()
         stats.limit = self._limit.limit
 
@@ -134,7 +129,7 @@ class Engine:
     async def _worker(self, plans: Iterator[RequestPlan]) -> None:
         for plan in plans:  # next() never awaits, so sharing one iterator between tasks is safe
             if self.breaker.reason is not None:
-                row = Breaker.skipped(base_row(self._config.run_id, plan, self._build(plan), datetime.now(timezone.utc)), self.breaker.reason)
+                row = Breaker.skipped(base_row(self._config.run_id, plan, self._build(plan), datetime.now(UTC)), self.breaker.reason)
             else:
                 row = await self.run_one(plan)
             self.breaker.record(row)
@@ -145,7 +140,7 @@ class Engine:
     async def run_one(self, plan: RequestPlan) -> dict[str, Any]:
         """One request, retries included → its row. Raises only CancelledError."""
         body = self._build(plan)
-        base = base_row(self._config.run_id, plan, body, datetime.now(timezone.utc))
+        base = base_row(self._config.run_id, plan, body, datetime.now(UTC))
         started = time.monotonic()
         tries = _Tries()
         try:
@@ -160,46 +155,60 @@ class Engine:
             bug = RequestFailed("internal", scrub(f"{type(exc).__name__}: {exc}", getattr(self._client, "secrets", ())))
             return error_row(base, bug, attempts=max(tries.count, 1), latency_s=tries.last_latency)
 
-    async def _send(self, plan: RequestPlan, body: dict[str, Any], started: float, tries: "_Tries") -> Completion:
-        """The first attempt directly (most succeed: tenacity's set-up costs CPU), the rest via tenacity."""
+    async def _send(self, plan: RequestPlan, body: dict[str, Any], started: float, tries: _Tries) -> Completion:
+        """The first attempt directly (most succeed, and it costs no retry machinery), the rest via tenacity."""
+        earlier: list[RequestFailed] = []
         try:
-            return await self._attempt(body, started, tries)
+            return await self._settled_attempt(body, started, tries, earlier)
         except RequestFailed as failure:
             if not failure.retryable:
                 raise
             first: RequestFailed | None = failure
-        earlier: list[RequestFailed] = [first] if first is not None else []
+        async for attempt in self._retrying(plan, started, tries):
+            with attempt:
+                if first is not None:  # tenacity's attempt 1 is the one already made
+                    failed, first = first, None
+                    raise failed
+                return await self._settled_attempt(body, started, tries, earlier)
+        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
 
-        async def attempt() -> Completion:
-            nonlocal first
-            if first is not None:  # tenacity's attempt 1 is the one already made
-                failed, first = first, None
-                raise failed
-            try:
-                return await self._attempt(body, started, tries)
-            except RequestFailed as failure:
-                settled = settle(failure, earlier)  # the same 500 three times is final
-                earlier.append(failure)
-                raise settled from None
+    async def _settled_attempt(self, body: dict[str, Any], started: float, tries: _Tries, earlier: list[RequestFailed]) -> Completion:
+        """One attempt; a failure is judged against the attempts before it (the same 500 three times is final)."""
+        try:
+            return await self._attempt(body, started, tries)
+        except RequestFailed as raw:
+            failure = settle(raw, earlier)
+            earlier.append(raw)
+            raise failure from None
 
-        return await self._retrying(plan, tries)(attempt)  # type: ignore[no-any-return]
+    def _retrying(self, plan: RequestPlan, started: float, tries: _Tries) -> AsyncRetrying:
+        """tenacity's loop with harness's rules: retryable failures only, at most `max_attempts`
+        attempts, the server's Retry-After or a jittered backoff, and no wait that would end past
+        `deadline_s`."""
+        config = self._config
 
-    def _retrying(self, plan: RequestPlan, tries: "_Tries") -> AsyncRetrying:
+        def wait(state: RetryCallState) -> float:
+            return retry_wait(config, _failure(state), tries.count)
+
+        def stop(state: RetryCallState) -> bool:
+            if tries.count >= config.max_attempts:
+                return True
+            deadline = config.deadline_s
+            return deadline is not None and time.monotonic() - started + state.upcoming_sleep >= deadline
+
         def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
             self.stats.retries += 1
-            wait = state.next_action.sleep if state.next_action else 0.0
-            log.info("retry %s attempt %d after %s; waiting %.2fs", plan.request_id, state.attempt_number, exc, wait)
+            log.info("retry %s attempt %d after %s; waiting %.2fs", plan.request_id, tries.count, _failure(state), state.upcoming_sleep)
 
         return AsyncRetrying(
-            stop=self._stop,
-            wait=self._wait,
-            retry=retry_if_exception(_retryable),
+            retry=retry_if_exception(lambda exc: isinstance(exc, RequestFailed) and exc.retryable),
+            wait=wait,
+            stop=stop,
             before_sleep=before_sleep,
             reraise=True,
         )
 
-    async def _attempt(self, body: dict[str, Any], started: float, tries: "_Tries") -> Completion:
+    async def _attempt(self, body: dict[str, Any], started: float, tries: _Tries) -> Completion:
         timeout = None
         if self._config.deadline_s is not None:
             timeout = self._config.deadline_s - (time.monotonic() - started)
@@ -246,4 +255,4 @@ class _Tries:
     last_latency: float | None = None
 
 
-__all__ = ["BodyBuilder", "Client", "Engine", "EngineConfig", "Sink", "Stats"]
+__all__ = ["BodyBuilder", "Client", "Engine", "EngineConfig", "Sink", "Stats", "retry_wait"]

@@ -40,9 +40,10 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Coroutine, Mapping
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -415,7 +416,7 @@ class _Driver:
         return await asyncio.get_running_loop().run_in_executor(self._slot.executor, fn)
 
     @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator["_Driver"]:
+    async def session(self) -> AsyncIterator[_Driver]:
         """Hold the model (blocking models: one generation at a time) for the generation."""
         lock = self._slot.lock or contextlib.nullcontext()
         async with lock:
@@ -431,14 +432,14 @@ class _Driver:
     async def step(self) -> Delta:
         """One token."""
         assert self.generation is not None
-        return await self._call(self.generation.step)  # type: ignore[no-any-return]
+        return await self._call(self.generation.step)
 
     async def to_end(self) -> Delta:
         """Every remaining token."""
         assert self.generation is not None
         if self._cancelled is None:
             return await _run_inline(self.generation)
-        return await self._call(lambda: _run_until(self.generation, self._cancelled))  # type: ignore[no-any-return]
+        return await self._call(lambda: _run_until(self.generation, self._cancelled))
 
 
 async def _run_inline(generation: Generation) -> Delta:
@@ -539,7 +540,7 @@ async def _stream(
 
 async def _stream_events(
     request: web.Request, response: web.StreamResponse, state: _State, slot: _ModelSlot,
-    chat: ChatRequest, ident: Completion, driver: "_Driver", *, cut: bool,
+    chat: ChatRequest, ident: Completion, driver: _Driver, *, cut: bool,
 ) -> web.StreamResponse:  # fmt: skip
     """The body of `_stream` once the headers are out."""
     flush_each = bool(state.tokens_per_s) or slot.executor is not None
@@ -673,7 +674,7 @@ class ServerThread:
         """The port listened on."""
         return int(self.base_url.rsplit(":", 1)[1].split("/")[0])
 
-    def start(self) -> "ServerThread":
+    def start(self) -> ServerThread:
         """Start and wait until the server listens."""
         self._thread.start()
         self._ready.wait(30)
@@ -687,7 +688,7 @@ class ServerThread:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -696,7 +697,7 @@ class ServerThread:
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
-        except BaseException as err:  # handed to start()
+        except BaseException as err:  # noqa: BLE001 (handed to start(), which re-raises it)
             self._error = err
             self._ready.set()
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from harness.errors import UsageError
 
@@ -40,7 +40,7 @@ class FaultSpec:
     rates: tuple[tuple[str, float], ...] = ()
 
     @classmethod
-    def parse(cls, text: str, *, key: str = "--faults") -> "FaultSpec":
+    def parse(cls, text: str, *, key: str = "--faults") -> FaultSpec:
         """Parse `kind=prob,kind=prob`; raises UsageError naming the bad entry."""
         rates: dict[str, float] = {}
         for item in (part.strip() for part in text.split(",")):
@@ -58,7 +58,7 @@ class FaultSpec:
         return cls(tuple(rates.items()))
 
     @classmethod
-    def from_mapping(cls, rates: Mapping[str, float]) -> "FaultSpec":
+    def from_mapping(cls, rates: Mapping[str, float]) -> FaultSpec:
         """From a dict like {"429": 0.1, "reset": 0.02} (checked like `parse`)."""
         return cls.parse(",".join(f"{k}={v}" for k, v in rates.items()), key="faults")
 
@@ -108,7 +108,7 @@ class Latency:
     jitter_s: float = 0.0
 
     @classmethod
-    def parse(cls, text: str, *, key: str = "--latency-ms") -> "Latency":
+    def parse(cls, text: str, *, key: str = "--latency-ms") -> Latency:
         """`MS` or `MEAN:JITTER` in milliseconds."""
         mean, _, jitter = text.partition(":")
         try:

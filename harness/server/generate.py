@@ -21,8 +21,9 @@ Rules (documented for users in docs/readme/serve.md):
 from __future__ import annotations
 
 import codecs
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 from harness.server.model import LanguageModel, Session, token_bytes_function
 from harness.server.sampler import Sampler, SamplingParams, StepResult

@@ -7,7 +7,8 @@ The reference endpoint (`harness serve`) drives any `LanguageModel` with the sam
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class LanguageModel(Protocol):
     # generation in a worker thread and serializes access.
     blocking: bool
 
-    def render_chat(self, messages: Sequence[dict]) -> list[int]:
+    def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         """Turn OpenAI chat messages into prompt token ids (the model's chat format)."""
         ...
 
@@ -72,6 +73,6 @@ def token_bytes_function(model: LanguageModel) -> Callable[[int], bytes]:
     """`model.token_bytes` when the model has it, else the UTF-8 encoding of `token_text`."""
     method = getattr(model, "token_bytes", None)
     if callable(method):
-        return method  # type: ignore[no-any-return]
+        return method
     text = model.token_text
     return lambda token_id: text(token_id).encode("utf-8", errors="surrogatepass")

@@ -44,8 +44,9 @@ from __future__ import annotations
 import contextlib
 import random
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -211,7 +212,7 @@ class _ReadOnlyCache:
     def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._max_bytes = max_bytes
         self._bytes = 0
-        self._data: dict[tuple[Any, ...], tuple["weakref.ref[np.ndarray]", Any, int]] = {}
+        self._data: dict[tuple[Any, ...], tuple[weakref.ref[np.ndarray], Any, int]] = {}
 
     def get_or_make(self, array: np.ndarray, key: tuple[Any, ...], make: Callable[[np.ndarray], _T]) -> _T:
         """`make(array)`, memoized under `key` when `array` is read-only."""
@@ -220,7 +221,7 @@ class _ReadOnlyCache:
         full = (id(array), key)
         entry = self._data.get(full)
         if entry is not None and entry[0]() is array:
-            return entry[1]  # type: ignore[no-any-return]
+            return entry[1]
         value = make(array)
         size = _nbytes(value) + 200
         while self._bytes + size > self._max_bytes and self._data:  # FIFO eviction by bytes

@@ -26,13 +26,14 @@ means "not set". Unknown fields are ignored (like vLLM) unless the app is create
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from harness.server.sampler import SamplingParams
 from harness.server.wire import ApiError
 
-__all__ = ["ChatRequest", "KNOWN_FIELDS", "parse_chat_request"]
+__all__ = ["KNOWN_FIELDS", "ChatRequest", "parse_chat_request"]
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _INT64 = 2**63

@@ -57,7 +57,7 @@ def _items(value: Any) -> Iterable[Any]:
         return ()
     if isinstance(value, float) and math.isnan(value):
         return ()
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _rank(token: Any, logprob: float, tops: list[tuple[Any, float]]) -> int:
