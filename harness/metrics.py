@@ -62,7 +62,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,26 +245,26 @@ def tpot_per_row(df: pd.DataFrame) -> np.ndarray:
 
 def with_itl_stats(df: pd.DataFrame) -> pd.DataFrame:
     """`df` with ITL_COLUMNS present (from `inter_token_s` unless already there; 0 without it)."""
-    if all(c in df.columns for c in ITL_COLUMNS):
-        return df
-    if "inter_token_s" in df.columns:
-        stats = itl_row_stats(df["inter_token_s"].to_numpy(dtype=object))
-    else:
-        stats = pd.DataFrame(0.0, index=range(len(df)), columns=list(ITL_COLUMNS))
-    stats.index = df.index
-    return pd.concat([df.drop(columns=[c for c in ITL_COLUMNS if c in df.columns]), stats], axis=1)
+    return _with_row_stats(df, ITL_COLUMNS, "inter_token_s", itl_row_stats)
 
 
 def with_logprob_stats(df: pd.DataFrame) -> pd.DataFrame:
     """`df` with LP_COLUMNS present (computed from `logprobs` unless already there)."""
-    if all(c in df.columns for c in LP_COLUMNS):
+    return _with_row_stats(df, LP_COLUMNS, "logprobs", logprob_row_stats)
+
+
+def _with_row_stats(
+    df: pd.DataFrame, columns: Sequence[str], source: str, compute: Callable[[Any], pd.DataFrame]
+) -> pd.DataFrame:
+    """`df` with `columns` present: computed per row from the `source` column (0 without it)."""
+    if all(c in df.columns for c in columns):
         return df
-    if "logprobs" in df.columns:
-        stats = logprob_row_stats(df["logprobs"].to_numpy(dtype=object))
+    if source in df.columns:
+        stats = compute(df[source].to_numpy(dtype=object))
     else:
-        stats = pd.DataFrame(0.0, index=range(len(df)), columns=list(LP_COLUMNS))
+        stats = pd.DataFrame(0.0, index=range(len(df)), columns=list(columns))
     stats.index = df.index
-    return pd.concat([df.drop(columns=[c for c in LP_COLUMNS if c in df.columns]), stats], axis=1)
+    return pd.concat([df.drop(columns=[c for c in columns if c in df.columns]), stats], axis=1)
 
 
 # --- swept parameters ---------------------------------------------------------------------------

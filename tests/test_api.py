@@ -45,6 +45,7 @@ def server() -> Iterator[ServerThread]:
         yield thread
 
 
+@pytest.mark.slow
 def test_a_sweep_from_python_against_harness_serve(tmp_path: Path, server: ServerThread) -> None:
     spec_path = write_spec(tmp_path, prompts=4, repeats=2, base_url=server.base_url,
                            target={"base_url": server.base_url, "model": "harness/ngram"}, scoring=["contains"])
@@ -67,6 +68,7 @@ def test_a_sweep_from_python_against_harness_serve(tmp_path: Path, server: Serve
     assert harness.read_manifest(again.run_dir).counts.ok == 16
 
 
+@pytest.mark.slow
 def test_cancelling_the_async_run_keeps_rows(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, prompts=50)
     started = asyncio.Event()

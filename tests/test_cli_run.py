@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -14,6 +16,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "harness", "run", *args], capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_report_onto_a_file_is_refused_before_the_run(tmp_path: Path) -> None:
     target = tmp_path / "a-file"
     target.write_text("keep me")
@@ -23,12 +26,14 @@ def test_report_onto_a_file_is_refused_before_the_run(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists() and target.read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_bad_flag_value_is_one_line() -> None:
     proc = _run(str(REPO / "sweeps/quickstart.yaml"), "--concurrency", "0")
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "--concurrency" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_refused_key_is_one_line_before_any_request(tmp_path: Path) -> None:
     from harness.server.app import ServerThread, reference_app
 

@@ -152,6 +152,7 @@ def test_any_sse_stream_is_a_completion_or_a_classified_failure(status: int, enc
     _check(_answer(status, "text/event-stream", encoding, body, cuts, stream=True))
 
 
+@pytest.mark.slow
 @fuzz
 @given(st.binary(max_size=3000), cut_lists)
 def test_sse_framing_is_independent_of_chunking(data: bytes, cuts: list[int]) -> None:
@@ -167,6 +168,7 @@ near_usage = st.fixed_dictionaries({"prompt_tokens": near_count, "completion_tok
 plausible_bodies = st.builds(_plausible, st.text(max_size=30), near_usage, st.none(), st.just("stop")).map(_dumps)
 
 
+@pytest.mark.slow
 @fuzz
 @given(encodings, plausible_bodies, cut_lists)
 def test_near_valid_answers_are_rows_that_fit_the_columns(encoding: str, body: bytes, cuts: list[int]) -> None:
@@ -185,6 +187,7 @@ def _strict(data: Any) -> Any:
         parse._fast_completion = fast  # type: ignore[assignment]
 
 
+@pytest.mark.slow
 @fuzz
 @given(st.builds(_plausible, st.one_of(st.text(max_size=10), st.just("<think>a</think>b"), json_leaf), near_usage, logprobs, finish))
 def test_fast_parse_agrees_with_the_strict_parse(data: dict[str, Any]) -> None:
@@ -221,6 +224,7 @@ stream_chunk = st.one_of(
 )
 
 
+@pytest.mark.slow
 @fuzz
 @given(st.lists(stream_chunk, max_size=6))
 def test_fast_stream_path_agrees_with_the_strict_path(chunks: list[Any]) -> None:

@@ -210,6 +210,7 @@ def test_small_sample_noise_is_inconclusive_not_regressed(tmp_path: Path) -> Non
     assert r2.failed
 
 
+@pytest.mark.slow
 def test_max_drop_tolerates_a_significant_but_small_drop(tmp_path: Path) -> None:
     base = make_run(tmp_path, "b", outcome=always(True), prompts=200, samples=1)
     cand = make_run(tmp_path, "c", outcome=lambda p, i, s: ("ok", i >= 10, 0.1), prompts=200, samples=1)
@@ -221,6 +222,7 @@ def test_max_drop_tolerates_a_significant_but_small_drop(tmp_path: Path) -> None
     assert relative.failed  # 4% of base 1.0 = 0.04 < 0.05 drop
 
 
+@pytest.mark.slow
 def test_holm_correction_stops_one_noisy_cell_among_many(tmp_path: Path) -> None:
     # one of ten cells loses 6 of 100 prompts: raw p = 2**-6 ≈ 0.016, Holm-adjusted ≈ 0.17
     points = [{"temperature": t / 10} for t in range(10)]
@@ -239,6 +241,7 @@ def test_holm_correction_stops_one_noisy_cell_among_many(tmp_path: Path) -> None
     assert single.failed  # the same loss in a single cell is a regression
 
 
+@pytest.mark.slow
 def test_pooled_row_catches_a_drop_spread_over_cells(tmp_path: Path) -> None:
     # each of 3 cells loses 4 different prompts out of 60: no cell alone is significant after
     # correction, but pooled by prompt the 12 losses are
@@ -250,6 +253,7 @@ def test_pooled_row_catches_a_drop_spread_over_cells(tmp_path: Path) -> None:
     assert cell(r, "exact_match", ALL_POINTS).verdict == "regressed" and r.failed
 
 
+@pytest.mark.slow
 def test_row_permutation_catches_a_concentrated_drop_the_prompt_swap_cannot(tmp_path: Path) -> None:
     # 4 of 200 prompts go from 3/3 right to 0/3: swapping per prompt gives p = 1/16 at best
     lost: Outcome = lambda p, i, s: ("ok", i >= 4, 0.1)
@@ -272,6 +276,7 @@ def test_error_rows_score_zero_unless_excluded(tmp_path: Path) -> None:
     assert cell(excluded, "exact_match").test.diff == 0 and not excluded.failed
 
 
+@pytest.mark.slow
 def test_max_error_rate_is_a_ceiling_on_the_candidate(tmp_path: Path) -> None:
     base = make_run(tmp_path, "b", outcome=always(True))
     errs: Outcome = lambda p, i, s: ("error", False, 0.0) if (i, s) in {(0, 0), (1, 1), (2, 2)} else ("ok", True, 0.1)
@@ -282,6 +287,7 @@ def test_max_error_rate_is_a_ceiling_on_the_candidate(tmp_path: Path) -> None:
     assert r.ceilings[0].value == pytest.approx(0.025) and r.failed and not r.regressions
 
 
+@pytest.mark.slow
 def test_latency_ratio_gate(tmp_path: Path) -> None:
     lat = lambda scale: (lambda p, i, s: ("ok", True, scale * (0.1 + 0.002 * i + 0.001 * s)))
     base = make_run(tmp_path, "b", outcome=lat(1.0), prompts=60)
@@ -360,6 +366,7 @@ def test_results_are_reproducible_with_the_same_seed(tmp_path: Path) -> None:
 # --- CLI, JUnit, Markdown -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_exit_codes_and_junit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = make_run(tmp_path, "b", outcome=always(True), points=T3)
     good = make_run(tmp_path, "good", outcome=always(True), points=T3)
@@ -381,6 +388,7 @@ def test_cli_exit_codes_and_junit(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "REGRESSED exact_match @ temperature=0.7" in out and out.strip().endswith("regressed cell(s)")
 
 
+@pytest.mark.slow
 def test_cli_max_drop_binds_to_the_metric_before_it(tmp_path: Path) -> None:
     base = make_run(tmp_path, "b", outcome=always(True), prompts=200, samples=1)
     cand = make_run(tmp_path, "c", outcome=lambda p, i, s: ("ok", i >= 10, 0.1), prompts=200, samples=1)
@@ -453,6 +461,7 @@ def test_ci_sweep_is_a_valid_spec_on_the_local_model(capsys: pytest.CaptureFixtu
     assert plan["requests"] == plan["points"] * plan["prompts"] * plan["repeats"] <= 400
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "baselines" / "ci" / "manifest.json").exists(), reason="no committed baseline")
 def test_committed_baseline_passes_against_itself(tmp_path: Path) -> None:
     junit = tmp_path / "j.xml"

@@ -45,6 +45,7 @@ def _rows(right, prompts: int = 60, gap: float = 0.01, **extra: Any) -> list[dic
     return rows
 
 
+@pytest.mark.slow
 def test_each_line_shows_the_cell_that_decided_its_verdict(tmp_path: Path) -> None:
     # cell 0 loses half its prompts while cells 1 and 2 gain: pooled, the candidate is better
     base = _write(tmp_path, "b", _rows(lambda p, i: p == 0 or i >= 30))
@@ -93,6 +94,7 @@ def test_unstreamed_runs_do_not_list_ttft_or_tpot(tmp_path: Path) -> None:
     assert {m.metric for m in result.metrics} == {"exact_match", "error_rate", "latency_p95"}
 
 
+@pytest.mark.slow
 def test_hostile_model_names_are_escaped_in_markdown_and_terminal(tmp_path: Path) -> None:
     evil = "=HYPERLINK(\"http://x\")\x1b[31m|<b>\x00"
     base = _write(tmp_path, "b", _rows(lambda p, i: True), model=evil)

@@ -122,6 +122,7 @@ def test_row_permutation_is_exact_on_one_prompt() -> None:
     assert flips.p_less == pytest.approx(1 / 2, abs=0.01)  # one prompt: a coin flip
 
 
+@pytest.mark.slow
 def test_row_permutation_handles_missing_rows_and_is_calibrated() -> None:
     r = rng(11)
     rejections, trials = 0, 300

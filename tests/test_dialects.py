@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 
 from harness.probe.dialects import detect, translate
 from harness.server.app import ServerThread, reference_app
@@ -50,6 +51,7 @@ def test_openai_dialect_refuses_top_k_at_plan_time(tmp_path: Path) -> None:
     assert "sweep.grid.top_k" in done.stderr and "openai dialect" in done.stderr
 
 
+@pytest.mark.slow
 def test_llama_cpp_dialect_is_shown_sent_and_recorded(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, {"base_url": "http://127.0.0.1:9/v1", "dialect": "llama.cpp"}, {"top_k": [-1, 5]})
     shown = harness("plan", str(spec))
@@ -68,6 +70,7 @@ def test_llama_cpp_dialect_is_shown_sent_and_recorded(tmp_path: Path) -> None:
     assert json.loads((run_dir / "manifest.json").read_text())["target"]["dialect"] == "llama.cpp"
 
 
+@pytest.mark.slow
 def test_auto_dialect_is_decided_from_the_server_and_recorded(tmp_path: Path) -> None:
     with ServerThread(reference_app(seed=0)) as server:
         spec = write_spec(tmp_path, {"base_url": server.base_url}, {"top_k": [-1]})
@@ -77,6 +80,7 @@ def test_auto_dialect_is_decided_from_the_server_and_recorded(tmp_path: Path) ->
     assert manifest["target"]["dialect"] == "seed"
 
 
+@pytest.mark.slow
 def test_auto_detects_a_llama_cpp_server_and_the_probe_confirms(tmp_path: Path) -> None:
     from harness.probe import run_probe
     from harness.runner.sweep import Endpoint

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +30,7 @@ top_ps = st.lists(st.sampled_from([0.1, 0.5, 0.9, 1.0]), min_size=1, max_size=4)
 top_ks = st.lists(st.integers(-1, 50), min_size=1, max_size=4)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(temps, top_ps, top_ks, st.lists(st.tuples(st.sampled_from([0.0, 0.5, 0.7]), st.sampled_from([0.1, 0.9])), max_size=3))
 def test_count_is_product_minus_excluded(t: list, p: list, k: list, excl: list) -> None:
@@ -87,6 +89,7 @@ def test_identity_recipes_are_documented_exactly() -> None:
     assert rid == hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+@pytest.mark.slow
 def test_ids_stable_across_processes() -> None:
     code = (
         "from harness.grid import make_point, request_id_of;"

@@ -36,6 +36,7 @@ def test_decoded_sample_equals_the_walked_sample(t: list, k: list, zipped: int, 
     assert [p.point_json for p in iter_points(sweep)] == walked(sweep)
 
 
+@pytest.mark.slow
 def test_a_sampled_10_to_the_15_grid_is_fine_and_fast() -> None:
     axis = {"from": 1, "to": 100000, "step": 1}
     sweep = Sweep.model_validate({"grid": {"seed": axis, "top_k": axis, "max_tokens": axis}, "sample": 50})

@@ -89,6 +89,7 @@ async def _attempt(server: HostileServer, case: str, stream: bool) -> tuple[str 
     return None, done.content, time.monotonic() - started
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 @pytest.mark.parametrize("case", sorted(set(CASES) - SLOW_CASES))
 def test_hostile_answer_is_classified(server: HostileServer, case: str, stream: bool) -> None:
@@ -106,6 +107,7 @@ def test_hostile_answer_is_classified(server: HostileServer, case: str, stream: 
     assert KEY not in message and KEY[:20] not in message and "\n" not in message and len(message) <= 500
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(SLOW_CASES))
 def test_slow_answers_end_at_timeout_s(server: HostileServer, case: str) -> None:
     kind, _, took = asyncio.run(_attempt(server, case, True))

@@ -82,12 +82,14 @@ def _wait_gone(pid: int, timeout_s: float = 15.0) -> bool:
 # -- generations ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_models_lists_the_local_model(endpoint: local.LocalEndpoint) -> None:
     assert endpoint.base_url.startswith("http://127.0.0.1:") and endpoint.base_url.endswith("/v1")
     models = httpx.get(f"{endpoint.base_url}/models", timeout=10).json()
     assert [m["id"] for m in models["data"]] == ["gemma-3-270m"]
 
 
+@pytest.mark.slow
 def test_greedy_answer_with_top_logprobs(endpoint: local.LocalEndpoint) -> None:
     reply = _chat(endpoint, FEW_SHOT, temperature=0, logprobs=True, top_logprobs=3, stop=["\n"])
     assert _content(reply).strip() == "Rome"
@@ -102,6 +104,7 @@ def test_greedy_answer_with_top_logprobs(endpoint: local.LocalEndpoint) -> None:
     assert reply["usage"]["completion_tokens"] >= len(tokens)
 
 
+@pytest.mark.slow
 def test_greedy_is_reproducible(endpoint: local.LocalEndpoint) -> None:
     first = _chat(endpoint, STORY, temperature=0, logprobs=True, top_logprobs=3)
     _chat(endpoint, FEW_SHOT, temperature=0)  # something else in between (the KV cache changes)
@@ -112,6 +115,7 @@ def test_greedy_is_reproducible(endpoint: local.LocalEndpoint) -> None:
     assert [t["logprob"] for t in one] == pytest.approx([t["logprob"] for t in two], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_high_temperature_changes_outputs(endpoint: local.LocalEndpoint) -> None:
     greedy = _content(_chat(endpoint, STORY, temperature=0))
     hot = {_content(_chat(endpoint, STORY, temperature=1.5, seed=seed)) for seed in range(4)}
@@ -119,17 +123,20 @@ def test_high_temperature_changes_outputs(endpoint: local.LocalEndpoint) -> None
     assert hot != {greedy}
 
 
+@pytest.mark.slow
 def test_same_seed_same_sample(endpoint: local.LocalEndpoint) -> None:
     a = _content(_chat(endpoint, STORY, temperature=1.0, seed=11))
     b = _content(_chat(endpoint, STORY, temperature=1.0, seed=11))
     assert a == b
 
 
+@pytest.mark.slow
 def test_top_k_1_equals_greedy(endpoint: local.LocalEndpoint) -> None:
     greedy = _content(_chat(endpoint, STORY, temperature=0))
     assert _content(_chat(endpoint, STORY, temperature=1.5, top_k=1, seed=3)) == greedy
 
 
+@pytest.mark.slow
 def test_streamed_greedy_equals_the_plain_answer(endpoint: local.LocalEndpoint) -> None:
     import openai
 
@@ -165,6 +172,7 @@ _PARENT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_no_orphan_when_harness_dies(signum: int, tmp_path: Path) -> None:
     require_local()
@@ -195,6 +203,7 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
+@pytest.mark.slow
 def test_cli_start_in_the_foreground_stops_on_ctrl_c(private_cache: Path) -> None:
     harness = [sys.executable, "-m", "harness"]
     proc = subprocess.Popen([*harness, "local", "start", "--n-ctx", "256"], stdout=subprocess.PIPE,
@@ -215,6 +224,7 @@ def test_cli_start_in_the_foreground_stops_on_ctrl_c(private_cache: Path) -> Non
     assert not local.pid_file().exists()
 
 
+@pytest.mark.slow
 def test_cli_start_detached_status_stop(private_cache: Path) -> None:
 
     harness = [sys.executable, "-m", "harness"]
@@ -241,6 +251,7 @@ def test_cli_start_detached_status_stop(private_cache: Path) -> None:
     assert subprocess.run([*harness, "local", "status"], capture_output=True, timeout=60).returncode == 1
 
 
+@pytest.mark.slow
 def test_a_tiny_sweep_runs_on_the_local_target(private_cache: Path, tmp_path: Path) -> None:
     """`harness run` with `target: {local: …}`: starts the model, sweeps, stops it; rows check out."""
     import pandas as pd
@@ -298,6 +309,7 @@ def _wait_until(condition: Any, timeout_s: float = 15.0) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_a_taken_port_is_one_clear_line(private_cache: Path) -> None:
     import socket
 

@@ -166,6 +166,7 @@ def test_a_child_that_dies_while_starting_is_one_clear_error(monkeypatch: pytest
             pass
 
 
+@pytest.mark.slow
 def test_a_child_that_never_gets_ready_times_out_and_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_child(monkeypatch, "import time; time.sleep(60)")
     with pytest.raises(TargetError, match="did not start within 1 s"), local.local_endpoint(reuse=False, timeout_s=1.0):
@@ -173,6 +174,7 @@ def test_a_child_that_never_gets_ready_times_out_and_is_stopped(monkeypatch: pyt
     assert not local._live  # reaped, nothing left for atexit
 
 
+@pytest.mark.slow
 def test_a_child_that_answers_is_yielded_then_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     server = (
         "import sys\n"

@@ -66,6 +66,7 @@ def test_tpot_and_itl_from_gaps_and_from_ttft():
     assert math.isnan(unstreamed["tpot_p50"]) and math.isnan(unstreamed["itl_mean"])
 
 
+@pytest.mark.slow
 def test_quantile_bootstrap_matches_a_plain_resampling_loop():
     rng = np.random.default_rng(0)
     values = rng.lognormal(0, 0.5, 600)
@@ -120,6 +121,7 @@ def test_summarize_csv_and_report_csv_are_safe_with_hostile_names(tmp_path, caps
         assert "'=HYPERLINK" in text and "'=cmd" in text
 
 
+@pytest.mark.slow
 def test_control_characters_are_visible_in_html_and_markdown(tmp_path):
     nasty = "ok\x00then\x1b[2Jgone\x07\x7f"
     rows = [row(f"c{t}", f"p{p}", 0, temperature=t, point={"temperature": t}, content=nasty,

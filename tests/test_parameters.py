@@ -74,6 +74,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,value,fragment,key", CASES, ids=[f"{c[3]}={c[1]!r}" for c in CASES])
 def test_every_bad_value_in_every_place_is_one_line(
     tmp_path: Path, name: str, value: Any, fragment: dict[str, Any], key: str

@@ -76,6 +76,7 @@ def test_a_refused_swept_value_stops_the_run_in_seconds(tmp_path: Path) -> None:
     assert len(pd.read_parquet(run_dir / "results")) == 3000
 
 
+@pytest.mark.slow
 def test_a_model_not_served_is_one_line_with_a_suggestion(tmp_path: Path) -> None:
     with ServerThread(reference_app(seed=0)) as thread:
         done, _ = run(str(write_spec(tmp_path, thread.base_url, model="harness/ngrm")), "--out", str(tmp_path / "runs"))
@@ -84,6 +85,7 @@ def test_a_model_not_served_is_one_line_with_a_suggestion(tmp_path: Path) -> Non
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_base_url_without_v1_is_named(tmp_path: Path) -> None:
     with ServerThread(reference_app(seed=0)) as thread:
         root = thread.base_url.removesuffix("/v1")
@@ -92,6 +94,7 @@ def test_a_base_url_without_v1_is_named(tmp_path: Path) -> None:
     assert "target.base_url" in done.stderr and f"did you mean {root}/v1" in done.stderr
 
 
+@pytest.mark.slow
 def test_preflight_lets_random_faults_through(tmp_path: Path) -> None:
     from harness.server.faults import FaultSpec
 

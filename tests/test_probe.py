@@ -110,6 +110,7 @@ def test_ignored_logprobs_leave_the_statistical_tests_inconclusive_not_wrong() -
     assert verdicts["stop"] == verdicts["max_tokens"] == "honoured"
 
 
+@pytest.mark.slow
 def test_a_refused_value_is_rejected_with_the_servers_words() -> None:
     rules = Misbehaviour.parse(refuse=["min_p=*"], refuse_status=500)
     with ServerThread(reference_app(seed=0, misbehaviour=rules)) as server:
@@ -145,6 +146,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cli_json_markdown_and_exit_codes(tmp_path: Path) -> None:
     rules = Misbehaviour.parse(ignore="seed")
     with ServerThread(reference_app(seed=0, misbehaviour=rules, api_key="sk-probe-secret")) as server:
@@ -159,6 +161,7 @@ def test_cli_json_markdown_and_exit_codes(tmp_path: Path) -> None:
     assert "sk-probe-secret" not in done.stdout + done.stderr + md.read_text()
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_exit_2() -> None:
     done = run_cli("--base-url", "http://127.0.0.1:9/v1")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--model" in done.stderr
@@ -168,6 +171,7 @@ def test_cli_bad_input_is_one_line_exit_2() -> None:
     assert done.returncode == 2 and "cannot connect" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_cli_wrong_model_is_bad_input() -> None:
     with ServerThread(reference_app(seed=0)) as server:
         done = run_cli("--base-url", server.base_url, "--model", "no/such-model")
@@ -184,6 +188,7 @@ def test_renderers_escape_server_words() -> None:
     assert "\x1b" not in to_table(report)
 
 
+@pytest.mark.slow
 def test_run_with_probe_keeps_the_profile_in_the_run_dir(tmp_path: Path) -> None:
     (tmp_path / "p.jsonl").write_text('{"id": "a", "prompt": "7 + 5 ="}\n')
     with ServerThread(reference_app(seed=0, misbehaviour=Misbehaviour.parse(ignore="min_p"))) as server:

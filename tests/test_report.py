@@ -65,6 +65,7 @@ def report_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_writes_html_markdown_csv_and_pngs(report_dir):
     names = {p.name for p in report_dir.iterdir()}
     assert names == {"index.html", "report.md", "summary.csv", "pareto.png", "panels_temperature.png"}
@@ -108,6 +109,7 @@ def test_markdown_links_existing_figures_and_escapes(report_dir):
     assert md("a|b <i>x</i> [l](u)") == r"a\|b &lt;i&gt;x&lt;/i&gt; \[l\](u)"
 
 
+@pytest.mark.slow
 def test_two_runs_side_by_side(tmp_path):
     a = write_run(tmp_path / "a", sweep_rows("run-a", hostile=False), scoring=["exact_match"], run_id="run-a",
                   grid=GRID)
@@ -120,6 +122,7 @@ def test_two_runs_side_by_side(tmp_path):
     assert {p.name for p in report.files if p.suffix == ".png"} == {"panels_temperature.png", "pareto.png"}
 
 
+@pytest.mark.slow
 def test_same_run_twice_gets_distinct_labels(tmp_path):
     a = write_run(tmp_path / "a", sweep_rows(hostile=False), scoring=["exact_match"])
     report = build_report([a, a], tmp_path / "out", ReportOptions(metrics=["exact_match"]))
@@ -137,6 +140,7 @@ def test_single_cell_no_scorers_and_empty_run(tmp_path):
     assert report.summary.empty and (tmp_path / "out2" / "index.html").exists()
 
 
+@pytest.mark.slow
 def test_cli_report_prints_out_dir_last(tmp_path, capsys):
     run = write_run(tmp_path / "r", sweep_rows(hostile=False), scoring=["exact_match"])
     assert main(["report", str(run), "--out", str(tmp_path / "o"), "--samples", "1", "--metric", "error_rate"]) == 0
@@ -194,6 +198,7 @@ def test_foreign_parquet_in_results_is_bad_input(tmp_path, capsys):
         assert len(err.splitlines()) == 1 and "zz-foreign.parquet" in err and "no column run_id" in err
 
 
+@pytest.mark.slow
 def test_cli_summarize_table_csv_and_override(tmp_path, capsys):
     run = write_run(tmp_path / "r", sweep_rows(hostile=False), scoring=["exact_match"])
     assert main(["summarize", str(run)]) == 0
@@ -207,6 +212,7 @@ def test_cli_summarize_table_csv_and_override(tmp_path, capsys):
     assert len(pd.read_parquet(tmp_path / "s.parquet")) == 6
 
 
+@pytest.mark.slow
 def test_zipped_parameters_share_one_axis(tmp_path):
     rows = []
     for t in (0.7, 1.0):

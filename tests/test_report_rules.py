@@ -46,6 +46,7 @@ def captured(monkeypatch) -> list:
     return seen
 
 
+@pytest.mark.slow
 def test_constant_metric_is_a_line_of_text_not_a_chart(tmp_path, captured):
     run = write_run(tmp_path / "r", _rows(), scoring=["exact_match"], grid={"temperature": [0.0, 0.7, 1.4]})
     report = build_report([run], tmp_path / "out")
@@ -61,6 +62,7 @@ def test_constant_metric_is_a_line_of_text_not_a_chart(tmp_path, captured):
     assert "error rate" not in cells_header and "exact_match" in cells_header
 
 
+@pytest.mark.slow
 def test_two_runs_share_every_axis(tmp_path, captured):
     a = write_run(tmp_path / "a", _rows("run-a"), scoring=["exact_match"], run_id="run-a")
     b = write_run(tmp_path / "b", _rows("run-b", temps=(0.0, 0.7, 1.4, 2.0), slow=3.0), scoring=["exact_match"],
@@ -84,6 +86,7 @@ def test_two_runs_share_every_axis(tmp_path, captured):
     assert left.get_xlim() == right.get_xlim() and left.get_ylim() == right.get_ylim()
 
 
+@pytest.mark.slow
 def test_samples_show_several_prompts_and_repeats(tmp_path):
     run = write_run(tmp_path / "r", _rows(), scoring=["exact_match"])
     build_report([run], tmp_path / "out", ReportOptions(samples_per_cell=6))
@@ -110,6 +113,7 @@ def test_all_error_run_headline_says_why(tmp_path):
     assert not [p for p in report.files if p.suffix == ".png"]  # no empty charts
 
 
+@pytest.mark.slow
 def test_partial_errors_are_counted_with_their_causes(tmp_path):
     rows = _rows()
     for r in rows[:3]:
@@ -122,6 +126,7 @@ def test_partial_errors_are_counted_with_their_causes(tmp_path):
     assert "3 × http_500: boom" in page and "1 × timeout: read timed out" in page
 
 
+@pytest.mark.slow
 def test_disabled_values_read_off_and_parameters_are_explained(tmp_path):
     rows = []
     for k in (-1, 40):
@@ -136,6 +141,7 @@ def test_disabled_values_read_off_and_parameters_are_explained(tmp_path):
     assert '<td class="l">off</td>' in cells
 
 
+@pytest.mark.slow
 def test_many_x_values_keep_tick_labels_apart(tmp_path, captured):
     temps = tuple(round(0.1 * i, 1) for i in range(16))
     run = write_run(tmp_path / "r", _rows(temps=temps, prompts=2, repeats=1), scoring=["exact_match"])
@@ -163,6 +169,7 @@ def test_best_tradeoff_does_not_pick_a_cell_for_a_difference_inside_its_interval
     assert best_tradeoff(worse.assign(latency_p50=[0.089, 0.01, 0.265]), "q_mean", "latency_p50")["r"] == 0
 
 
+@pytest.mark.slow
 def test_entropy_tail_is_flagged_per_cell_only_when_it_tells_cells_apart(tmp_path):
     def rows(loose_everywhere: bool) -> list[dict]:
         out = _rows(temps=(0.0, 1.4), prompts=2, repeats=1)
@@ -181,6 +188,7 @@ def test_entropy_tail_is_flagged_per_cell_only_when_it_tells_cells_apart(tmp_pat
         assert ("Entropy is a loose lower bound in every cell" in page) is loose
 
 
+@pytest.mark.slow
 def test_long_categorical_tick_labels_do_not_overlap(tmp_path, captured):
     names = ["openai-gpt-4o-mini-2024", "local-gemma-3-270m-q4", "vllm-qwen3-32b-awq", "ollama-llama3.1-8b"]
     rows = [row(f"c{i}", f"p{p}", 0, target=name, point={"target": name}, latency_s=0.1 * (i + 1))

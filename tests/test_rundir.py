@@ -74,6 +74,7 @@ def test_resume_of_a_shard_sends_only_its_missing_requests(tmp_path: Path, k: in
     assert sorted(read_results(first.run_dir).request_id) == sorted(mine)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [2, 3])
 def test_merge_of_resumed_shards_has_every_request_once(tmp_path: Path, n: int) -> None:
     spec = write_spec(tmp_path)

@@ -101,6 +101,7 @@ def test_each_retry_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     assert len(retries) == stats.retries == 3
 
 
+@pytest.mark.slow
 def test_random_faults_every_request_exactly_once() -> None:
     rng = random.Random(7)
 
@@ -140,6 +141,7 @@ def test_retry_after_is_honoured_and_capped() -> None:
     assert time.monotonic() - t0 < 1 and rows[0]["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_deadline_bounds_a_request_including_retries() -> None:
     async def hang(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(10)

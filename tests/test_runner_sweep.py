@@ -119,6 +119,7 @@ def assert_no_key(*places: Path | str) -> None:
                 assert KEY.encode() not in file.read_bytes(), file
 
 
+@pytest.mark.slow
 def test_fault_sweep_every_request_exactly_once(
     tmp_path: Path, model: NGramModel, key_env: None, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -147,6 +148,7 @@ def test_fault_sweep_every_request_exactly_once(
     assert_no_key(run_dir, out, err, caplog.text)
 
 
+@pytest.mark.slow
 def test_streaming_sweep_with_cut_streams(tmp_path: Path, model: NGramModel, key_env: None, capsys: pytest.CaptureFixture[str]) -> None:
     with serve(model, faults="stream_cut=0.1,garbage=0.05,429=0.05") as server:
         runner = {"concurrency": 16, "timeout_s": 2.0, "stream": True}
@@ -194,6 +196,7 @@ def _kill_when(proc: subprocess.Popen[str], runs: Path, at_least: int, run_dir: 
     raise AssertionError("no progress")
 
 
+@pytest.mark.slow
 def test_kill_9_at_three_moments_then_resume(tmp_path: Path, model: NGramModel) -> None:
     env = {**os.environ, ENV: KEY, "HARNESS_SEAL_ROWS": "50", "PYTHONPATH": str(ROOT)}
     runs = tmp_path / "runs"
@@ -220,6 +223,7 @@ def test_kill_9_at_three_moments_then_resume(tmp_path: Path, model: NGramModel) 
     assert_no_key(run_dir, out, err)
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_rows_exit_130_and_resume_finishes(tmp_path: Path, model: NGramModel) -> None:
     env = {**os.environ, ENV: KEY, "PYTHONPATH": str(ROOT)}
     runs = tmp_path / "runs"
@@ -245,6 +249,7 @@ def test_ctrl_c_keeps_rows_exit_130_and_resume_finishes(tmp_path: Path, model: N
     assert sorted(results(run_dir).request_id) == sorted(planned_ids(spec))
 
 
+@pytest.mark.slow
 def test_retry_errors_replaces_error_rows(
     tmp_path: Path, model: NGramModel, key_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -265,6 +270,7 @@ def test_retry_errors_replaces_error_rows(
     assert after.set_index("request_id").content[kept.index].equals(kept)  # ok rows were not re-sent
 
 
+@pytest.mark.slow
 def test_shards_partition_the_sweep_and_merge(
     tmp_path: Path, model: NGramModel, key_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -159,6 +159,7 @@ def _repetition(client: openai.OpenAI, **kwargs: object) -> float:
     return repeated / max(total, 1)
 
 
+@pytest.mark.slow
 def test_penalties_lower_repetition_end_to_end(client: openai.OpenAI) -> None:
     base = _repetition(client)
     assert _repetition(client, frequency_penalty=2.0) < base
@@ -230,6 +231,7 @@ def test_reject_unknown_names_the_field() -> None:
     assert response.status_code == 400 and response.json()["error"]["param"] == "frobnicate"
 
 
+@pytest.mark.slow
 def test_many_concurrent_connections(server: ServerThread) -> None:
     import asyncio
 

@@ -20,6 +20,7 @@ def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_serve_prints_base_url_and_answers() -> None:
     proc = start("--api-key-env", "SERVE_KEY", "--model", "my/model", "--faults", "429=0", env={"SERVE_KEY": KEY})
     try:
@@ -37,6 +38,7 @@ def test_serve_prints_base_url_and_answers() -> None:
     assert KEY not in out + err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "flag"),
     [

@@ -52,6 +52,7 @@ def test_reset_drops_the_connection(server: ServerThread) -> None:
         post(server, "reset")
 
 
+@pytest.mark.slow
 def test_timeout_never_answers(server: ServerThread) -> None:
     start = time.monotonic()
     with pytest.raises(httpx.ReadTimeout):
@@ -164,6 +165,7 @@ def test_latency_jitter_stays_in_range() -> None:
     assert min(samples) >= 0.03 and max(samples) <= 0.07 and len(set(samples)) > 900
 
 
+@pytest.mark.slow
 def test_latency_and_tokens_per_s_delay_answers() -> None:
     with ServerThread(reference_app(latency=Latency(0.3, 0.0))) as slow:
         start = time.monotonic()

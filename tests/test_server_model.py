@@ -58,6 +58,7 @@ def test_render_chat_joins_messages_and_drops_trailing_spaces(model: NGramModel)
     assert ids[0] == BOS and ids[-1] == ASSISTANT and model.detokenize(ids[1:]) == "A\nB"
 
 
+@pytest.mark.slow
 def test_model_builds_from_shipped_text() -> None:
     fresh = NGramModel("custom/name")
     assert fresh.name == "custom/name" and fresh.vocab_size == default_model().vocab_size
@@ -124,6 +125,7 @@ class SlowSession(NGramSession):
             self._slow.closed += 1
 
 
+@pytest.mark.slow
 def test_blocking_models_run_one_at_a_time_off_the_event_loop() -> None:
     slow = SlowModel()
     body = {"model": "slow/ngram", "messages": [{"role": "user", "content": "The fox"}], "max_tokens": 30, "temperature": 1.0, "frequency_penalty": -2, "seed": 1}
@@ -167,6 +169,7 @@ class BrokenSession(NGramSession):
         raise RuntimeError("model crashed")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 def test_model_errors_become_openai_errors(stream: bool) -> None:
     with ServerThread(create_app({"picky/ngram": PickyModel()})) as server, httpx.Client(base_url=server.base_url) as http:
@@ -191,6 +194,7 @@ def answer(model: NGramModel, prompt: str, temperature: float, seed: int, max_to
     return Generation(model, ids, SamplingParams(temperature=temperature), seed=seed, max_tokens=max_tokens).run_to_end().text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0, 1.5])
 def test_every_open_prompt_gets_a_non_empty_answer(model: NGramModel, temperature: float) -> None:
     for seed in range(3):

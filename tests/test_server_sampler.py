@@ -62,6 +62,7 @@ def test_entropy_rises_with_temperature() -> None:
     assert entropies[-1] > entropies[0] + 1.0
 
 
+@pytest.mark.slow
 def test_temperature_one_matches_the_distribution() -> None:
     counts = draws(SamplingParams(), LOGITS, n=20000)
     for token, p in enumerate(PROBS):
@@ -200,6 +201,7 @@ def test_a_gemma_sized_vocabulary_works() -> None:
     assert [lp for _, lp in step.top] == sorted((lp for _, lp in step.top), reverse=True)
 
 
+@pytest.mark.slow
 def test_large_vocabularies_sample_the_right_frequencies() -> None:
     # > 4 blocks: the two-level CDF path
     probs = np.full(10_000, 0.5 / 9_998)

@@ -170,6 +170,7 @@ def test_missing_spec_file(tmp_path: Path) -> None:
         load_spec(tmp_path / "nope.yaml")
 
 
+@pytest.mark.slow
 def test_cli_bad_spec_exit_2_one_line_no_traceback(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + "params:\n  temperature: 9\n")
     proc = subprocess.run(

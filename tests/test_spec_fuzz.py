@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -86,6 +87,7 @@ def assert_sendable(spec: Any) -> None:
     json.dumps(spec.public_dict(), allow_nan=False, ensure_ascii=False).encode("utf-8")
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(section=st.sampled_from(["params", "sweep", "runner", "target", "dataset", "scoring", "description"]),
        value=values)
@@ -123,6 +125,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(json_values, min_size=1, max_size=4))
 def test_any_jsonl_rows_are_prompts_or_one_dataset_error(tmp_path: Path, rows: list[Any]) -> None:
@@ -153,6 +156,7 @@ runner: {concurrency: 2, timeout_s: 5}
 """
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_yaml_plans_or_fails_with_one_line(tmp_path: Path, data: st.DataObject) -> None:

@@ -72,6 +72,7 @@ def test_public_dict_and_hash_hold_no_key(tmp_path: Path) -> None:
     assert spec_hash(spec) == spec_hash(other)  # rotating a key does not change what the sweep is
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [[], ["--json"], ["-v", "--json"]])
 def test_plan_output_holds_no_key(tmp_path: Path, flags: list[str]) -> None:
     args = [a for a in flags if a == "-v"] + ["plan", str(_spec(tmp_path))] + [a for a in flags if a != "-v"]

@@ -34,6 +34,7 @@ def test_version_and_help_import_nothing_heavy(args: list[str]) -> None:
     assert heavy_imports(*args) <= allowed
 
 
+@pytest.mark.slow
 def test_plan_imports_no_data_or_http_stack() -> None:
     got = heavy_imports("plan", str(REPO / "sweeps/quickstart.yaml"))
     assert "pydantic" in got  # the probe really ran the command
