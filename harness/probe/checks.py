@@ -185,7 +185,10 @@ class Probe:
             turn += 1
             bodies = [self.body(prompt, temperature=1.0, seed=s) for s in seeds for _ in range(2)]
             try:
-                a1, a2, b1, b2 = await self.sender.send_all(bodies)
+                # One at a time: a server that batches concurrent requests (llama.cpp's continuous
+                # batching) computes slightly different logits per batch, so even a seed it honours
+                # would not reproduce across concurrent twins.
+                a1, a2, b1, b2 = [(await self.sender.send_all([body]))[0] for body in bodies]
             except BudgetSpent:
                 break
             spent += sum(o.attempts for o in (a1, a2, b1, b2))
