@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from harness.compare import CompareOptions, compare_runs
-from harness.compare.stats import paired_mean_test
+from harness.compare.paired import paired_mean_test
 from harness.rundir.manifest import Manifest
 from harness.rundir.results import Run
 

@@ -39,7 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import local  # noqa: E402 (after the sys.path line above)
+from harness.localmodel import process as local  # noqa: E402 (after the sys.path line above)
 
 CELLS = [(0.0, 0.0), (0.8, 0.0), (0.8, 0.2), (1.6, 0.0), (1.6, 0.2)]  # quickstart grid less its exclusion
 REPEATS = 3

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.records import SCHEMA, TOKEN_LOGPROB, TOP_LOGPROB
+from harness.rundir.records import SCHEMA, TOKEN_LOGPROB, TOP_LOGPROB
 
 TEMPERATURES = (0.0, 0.3, 0.7, 1.0, 1.4, 2.0)
 MIN_PS = (0.0, 0.05, 0.1, 0.2)

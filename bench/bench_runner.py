@@ -130,10 +130,10 @@ def bodies_of(spec_path: Path) -> list[bytes]:
     """The exact bodies `harness run` sends, encoded once (the raw loop pays nothing for building)."""
     import orjson
 
-    from harness.datasets import load_prompts
-    from harness.grid import expand_points, plan_requests
-    from harness.requests import build_body
-    from harness.spec import load_spec
+    from harness.runner.body import build_body
+    from harness.spec.datasets import load_prompts
+    from harness.spec.grid import expand_points, plan_requests
+    from harness.spec.sweepspec import load_spec
 
     spec = load_spec(spec_path, env=ENV)
     return [orjson.dumps(build_body(spec, p)) for p in plan_requests(spec, expand_points(spec), load_prompts(spec))]
@@ -284,11 +284,11 @@ def bench_d(tmp: Path, requests: int = 8000, rounds: int = 3, profile: bool = Fa
     from harness.store import RunStore
 
     from harness.client import ChatClient, ClientConfig
-    from harness.datasets import load_prompts
-    from harness.grid import expand_points, plan_requests
-    from harness.requests import build_body
-    from harness.runner.engine import Engine, EngineConfig, Stats
-    from harness.spec import load_spec
+    from harness.runner.body import build_body
+    from harness.runner.dispatch import Engine, EngineConfig, Stats
+    from harness.spec.datasets import load_prompts
+    from harness.spec.grid import expand_points, plan_requests
+    from harness.spec.sweepspec import load_spec
 
     server, url = start_canned(0.0)
     try:

@@ -3,7 +3,7 @@
 The public Python API (see docs/python-api.md); everything else is internal:
 
     import harness
-    spec = harness.load_spec("sweeps/capitals.yaml")       # validate (HarnessError: one line)
+    spec = harness.load_spec("sweeps/quickstart.yaml")       # validate (HarnessError: one line)
     plan = harness.plan_sweep(spec)                          # plan.requests, plan.points …
     result = harness.run_sweep(spec, out="runs")             # or: await harness.run_sweep_async(…)
     df = harness.read_results(result.run_dir)                # one row per request (pandas)
@@ -30,11 +30,11 @@ _LAZY = {
     "Manifest": "harness.rundir.manifest",
     "Run": "harness.rundir.results",
     "RunResult": "harness.runner.session",
-    "Stats": "harness.runner.engine",
-    "SweepSpec": "harness.spec",
+    "Stats": "harness.runner.dispatch",
+    "SweepSpec": "harness.spec.sweepspec",
     "compare_runs": "harness.api",
     "load_run": "harness.rundir.results",
-    "load_spec": "harness.spec",
+    "load_spec": "harness.spec.sweepspec",
     "plan_sweep": "harness.api",
     "read_manifest": "harness.rundir.manifest",
     "read_results": "harness.rundir.results",
@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from harness.errors import HarnessError
     from harness.rundir.manifest import Manifest, read_manifest
     from harness.rundir.results import Run, load_run, read_results
-    from harness.runner.engine import Stats
+    from harness.runner.dispatch import Stats
     from harness.runner.session import (
         RunResult,
         resume_sweep,
@@ -81,7 +81,7 @@ if TYPE_CHECKING:
         run_sweep,
         run_sweep_async,
     )
-    from harness.spec import SweepSpec, load_spec
+    from harness.spec.sweepspec import SweepSpec, load_spec
 
 
 def __getattr__(name: str) -> Any:

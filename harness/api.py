@@ -14,15 +14,15 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from harness.compare import CompareOptions, Comparison
-    from harness.plan import Plan
     from harness.rundir.results import Run
-    from harness.spec import SweepSpec
+    from harness.spec.plan import Plan
+    from harness.spec.sweepspec import SweepSpec
 
 
 def plan_sweep(spec: SweepSpec | str | Path, preview: int = 20) -> Plan:
     """What a sweep would send (points, prompts, repeats, requests), without sending anything."""
-    from harness.plan import make_plan
-    from harness.spec import SweepSpec, load_spec
+    from harness.spec.plan import make_plan
+    from harness.spec.sweepspec import SweepSpec, load_spec
 
     return make_plan(spec if isinstance(spec, SweepSpec) else load_spec(spec), preview)
 
@@ -31,7 +31,7 @@ def summarize_run(
     run_dir: str | Path, *, scoring: list[Any] | None = None, allow_scorers: Collection[str] = ()
 ) -> pd.DataFrame:
     """One row per cell of a run: errors, latency, scores with 95% intervals, diversity, logprobs."""
-    from harness.metrics import summarize
+    from harness.analysis.metrics import summarize
     from harness.report import scorers_for
     from harness.report.data import load_runs
 

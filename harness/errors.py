@@ -13,6 +13,8 @@ Anything else escaping to the CLI is a bug in harness: one line, exit code `INTE
 
 from __future__ import annotations
 
+import sys
+
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE
 
 
@@ -62,4 +64,11 @@ __all__ = [
     "SpecError",
     "TargetError",
     "UsageError",
+    "print_error",
 ]
+
+
+def print_error(err: HarnessError) -> int:
+    """The one way a command reports a `HarnessError`: `harness: error: …` on stderr; returns its exit code."""
+    print(f"harness: error: {err}", file=sys.stderr)
+    return err.exit_code

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.client import probe_auth
-from harness.client.redact import (
+from harness.client.secrets import (
     Scrubber,
     is_secret_header,
     redact_url,

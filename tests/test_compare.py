@@ -17,7 +17,7 @@ import pytest
 from harness.cli import main
 from harness.compare import ALL_POINTS, CompareOptions, Gate, Threshold, compare_runs, render_markdown
 from harness.errors import RunDirError, SpecError, UsageError
-from harness.records import rows_to_table
+from harness.rundir.records import rows_to_table
 from harness.rundir.results import load_run
 
 # outcome(point_index, prompt_index, sample) -> (status, correct, latency_s)

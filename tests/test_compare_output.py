@@ -12,9 +12,9 @@ import pytest
 
 from harness.cli import main
 from harness.compare import CompareOptions, compare_runs, render_markdown, render_text
-from harness.compare.render import summary_cell
-from harness.records import rows_to_table
+from harness.compare.summary import summary_cell
 from harness.rundir import load_run
+from harness.rundir.records import rows_to_table
 
 POINTS = [{"temperature": t} for t in (0.0, 0.5, 1.0)]
 

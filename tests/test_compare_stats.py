@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from harness.compare.options import CompareOptions, Threshold
-from harness.compare.stats import adjust, paired_mean_test, paired_quantile_test, perm_count
+from harness.compare.paired import adjust, paired_mean_test, paired_quantile_test, perm_count
 from harness.errors import UsageError
 
 

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.datasets import content_id, load_prompts
 from harness.errors import DatasetError
-from harness.spec import DatasetConfig
+from harness.spec.datasets import content_id, load_prompts
+from harness.spec.sweepspec import DatasetConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

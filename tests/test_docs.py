@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.columndoc import render as render_columns
+from harness.rundir.columndoc import render as render_columns
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -154,11 +154,11 @@ def test_shell_block_runs(block: Block, workdir: Path, base_url: str) -> None:
 
 def test_committed_column_reference_is_current() -> None:
     committed = (REPO / "docs/columns.md").read_text(encoding="utf-8")
-    assert committed == render_columns(), "run: python -m harness.columndoc > docs/columns.md"
+    assert committed == render_columns(), "run: python -m harness.rundir.columndoc > docs/columns.md"
 
 
 def test_column_reference_lists_every_schema_column() -> None:
-    from harness.records import SCHEMA
+    from harness.rundir.records import SCHEMA
 
     text = render_columns()
     for field in SCHEMA:

@@ -12,16 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.datasets import Prompt
-from harness.grid import (
+from harness.runner.body import build_body
+from harness.spec.datasets import Prompt
+from harness.spec.grid import (
     count_points,
     expand_points,
     make_point,
     plan_requests,
     request_id_of,
 )
-from harness.requests import build_body
-from harness.spec import Sweep, SweepSpec
+from harness.spec.sweepspec import Sweep, SweepSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_identity_recipes_are_documented_exactly() -> None:
 @pytest.mark.slow
 def test_ids_stable_across_processes() -> None:
     code = (
-        "from harness.grid import make_point, request_id_of;"
+        "from harness.spec.grid import make_point, request_id_of;"
         "p = make_point({'temperature': 0.7, 'top_p': 0.9});"
         "print(p.cell_id, request_id_of('m', p.point_json, 'q', 1))"
     )
@@ -141,7 +141,7 @@ def test_plan_json_cli() -> None:
 
 
 def test_plan_token_bound_uses_the_largest_swept_max_tokens(tmp_path) -> None:
-    from harness.plan import make_plan
+    from harness.spec.plan import make_plan
 
     (tmp_path / "d.jsonl").write_text('{"prompt": "abcdefgh"}\n')
     spec = _spec(dataset={"path": str(tmp_path / "d.jsonl")}, sweep={"grid": {"max_tokens": [4, 16]}, "repeats": 2})

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.errors import UsageError
-from harness.grid import check_size, iter_point_params, iter_points, make_point
-from harness.spec import Sweep
+from harness.spec.grid import check_size, iter_point_params, iter_points, make_point
+from harness.spec.sweepspec import Sweep
 
 
 def walked(sweep: Sweep) -> list[str]:

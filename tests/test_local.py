@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import local
+from harness.localmodel import process as local
 
 pytestmark = pytest.mark.local
 
@@ -164,7 +164,7 @@ def test_invalid_parameters_are_refused_by_harness(endpoint: local.LocalEndpoint
 _PARENT = textwrap.dedent(
     """
     import sys, time
-    from harness.local import local_endpoint
+    from harness.localmodel.process import local_endpoint
     with local_endpoint(reuse=False, n_ctx=256) as ep:
         print(ep.pid, flush=True)
         time.sleep(300)

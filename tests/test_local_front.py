@@ -24,8 +24,8 @@ from harness.localmodel.front import (
     parse_answer,
 )
 from harness.server.app import ServerThread
+from harness.server.payloads import ApiError
 from harness.server.validation import parse_chat_request
-from harness.server.wire import ApiError
 
 TOKYO = {"id": 21038, "token": " Tokyo", "bytes": [32, 84, 111, 107, 121, 111], "logprob": -0.08}
 OSAKA = {"id": 69623, "token": " Osaka", "bytes": [32, 79, 115, 97, 107, 97], "logprob": -4.2}

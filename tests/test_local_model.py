@@ -111,7 +111,7 @@ def test_greedy_generation_answers_a_capital(model: object) -> None:
 
 
 def test_prompt_longer_than_the_context_is_refused(model: object) -> None:
-    from harness.server.wire import ApiError
+    from harness.server.payloads import ApiError
 
     with pytest.raises(ApiError, match="context holds 512 tokens") as info:
         model.start([2] * model.n_ctx)

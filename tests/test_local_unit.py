@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import local
 from harness.cli import main
 from harness.errors import TargetError
+from harness.localmodel import process as local
 from harness.localmodel.gguf import cache_dir, model_info
 from harness.localmodel.llama import gemma_turns
 

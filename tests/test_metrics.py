@@ -11,9 +11,9 @@ import pyarrow.compute
 import pytest
 from test_report_support import row, tok
 
-from harness.metrics import best_tradeoff, logprob_row_stats, pareto_front, summarize, swept_params
-from harness.records import rows_to_table
-from harness.scoring import resolve_scorers
+from harness.analysis.metrics import best_tradeoff, logprob_row_stats, pareto_front, summarize, swept_params
+from harness.analysis.scoring import resolve_scorers
+from harness.rundir.records import rows_to_table
 
 L = math.log
 
@@ -155,7 +155,7 @@ def test_pareto_front_and_best_tradeoff():
 
 
 def test_uniform_top_k_fast_path_equals_general_path(monkeypatch):
-    import harness.metrics as metrics
+    import harness.analysis.metrics as metrics
 
     rng = np.random.default_rng(4)
     rows = []

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from test_report_support import row, tok, write_run
 
+from harness.analysis.bootstrap import bootstrap_quantiles, cluster_weights, weighted_ratios
+from harness.analysis.metrics import INTERVAL_METRICS, interval_columns, summarize
+from harness.analysis.scoring import resolve_scorers
 from harness.cli import main
-from harness.metrics import INTERVAL_METRICS, interval_columns, summarize
 from harness.report import build_report
-from harness.scoring import resolve_scorers
-from harness.stats import bootstrap_quantiles, cluster_weights, weighted_ratios
 from harness.textsafe import csv_cell, csv_safe_frame, visible_controls
 
 WORDS = ["the", "sea", "is", "wide", "and", "deep", "blue", "under", "a", "grey", "sky", "with", "gulls"]

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from harness import stats
-from harness.stats import bootstrap_mean, bootstrap_ratio, rng_for
+from harness.analysis import bootstrap as stats
+from harness.analysis.bootstrap import bootstrap_mean, bootstrap_ratio, rng_for
 
 
 def test_binary_interval_matches_normal_approximation():

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from harness.errors import SpecError
-from harness.parameters import (
+from harness.spec.parameters import (
     BY_NAME,
     FLOAT_COLUMNS,
     INT64_MAX,
@@ -23,7 +23,7 @@ from harness.parameters import (
     check_value,
     is_off,
 )
-from harness.spec import Params, json_schema, load_spec
+from harness.spec.sweepspec import Params, json_schema, load_spec
 
 BASE = {
     "name": "t",
@@ -118,7 +118,7 @@ def test_spec_model_fields_come_from_the_registry() -> None:
 
 def test_arrow_param_columns_come_from_the_registry() -> None:
     pa = pytest.importorskip("pyarrow")
-    from harness.records import SCHEMA
+    from harness.rundir.records import SCHEMA
 
     for name in FLOAT_COLUMNS:
         assert SCHEMA.field(name).type == pa.float64()
@@ -131,7 +131,7 @@ def test_arrow_param_columns_come_from_the_registry() -> None:
 
 
 def test_canonical_column_order_is_used_by_plan_and_the_sweep(tmp_path: Path) -> None:
-    from harness.grid import expand_points, point_table
+    from harness.spec.grid import expand_points, point_table
 
     spec = load_spec(write(tmp_path, {"sweep": {"grid": {"seed": [1], "min_p": [0.1], "temperature": [0.5]}}}))
     assert spec.sweep.swept == ("temperature", "min_p", "seed")

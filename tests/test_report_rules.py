@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from test_report_support import row, tok, write_run
 
-from harness.metrics import best_tradeoff
+from harness.analysis.metrics import best_tradeoff
 from harness.report import ReportOptions, build_report
 from harness.report import figures as figs
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from harness.records import rows_to_table
+from harness.rundir.records import rows_to_table
 
 
 def tok(token: str, logprob: float, top: list[tuple[str, float]] | None = None) -> dict[str, Any]:

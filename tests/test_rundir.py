@@ -13,17 +13,17 @@ from pydantic import ValidationError
 from rundir_helpers import Recorder, forget_rows, write_spec
 
 from harness.cli import main
-from harness.datasets import load_prompts
 from harness.errors import RunDirError
-from harness.grid import expand_points, plan_requests
 from harness.rundir.layout import StorageError
 from harness.rundir.manifest import Manifest, Shard, read_manifest
+from harness.rundir.merge import merge_runs
 from harness.rundir.results import read_results, read_table
 from harness.rundir.store import RunStore
-from harness.runner.merge import merge_runs
 from harness.runner.session import prepare_resume, run_job, run_sweep
 from harness.runner.sweep import in_shard
-from harness.spec import load_spec
+from harness.spec.datasets import load_prompts
+from harness.spec.grid import expand_points, plan_requests
+from harness.spec.sweepspec import load_spec
 
 
 def planned(spec_path: Path, shard: tuple[int, int] | None = None) -> list[str]:

@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from harness.client import ChatClient, ClientConfig
-from harness.datasets import Prompt
-from harness.grid import RequestPlan, make_point, request_id_of
-from harness.records import rows_to_table
+from harness.rundir.records import rows_to_table
 from harness.runner import AdaptiveLimit, Engine, EngineConfig, Stats, TokenBucket
+from harness.spec.datasets import Prompt
+from harness.spec.grid import RequestPlan, make_point, request_id_of
 
 OK = {
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris"}, "finish_reason": "stop"}],
@@ -95,9 +95,9 @@ def test_retries_then_ok_and_final_errors_become_rows() -> None:
 
 
 def test_each_retry_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="harness.runner.engine")
+    caplog.set_level(logging.INFO, logger="harness.runner.dispatch")
     _rows, stats = run(scripted({"p0": [500, 500], "p1": [429]}), 2)
-    retries = [r for r in caplog.records if r.name == "harness.runner.engine" and r.getMessage().startswith("retry ")]
+    retries = [r for r in caplog.records if r.name == "harness.runner.dispatch" and r.getMessage().startswith("retry ")]
     assert len(retries) == stats.retries == 3
 
 
@@ -284,7 +284,7 @@ def test_progress_line_and_quiet() -> None:
 
     from rich.console import Console
 
-    from harness.progress import RunProgress, summary
+    from harness.runner.progress import RunProgress, summary
 
     stats = Stats(total=1000, done=250, ok=240, error=10, retries=17, started=100.0, limit=12)
     line = summary(stats, now=110.0)

@@ -21,13 +21,13 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.datasets import load_prompts
-from harness.grid import expand_points, plan_requests
 from harness.runner import in_shard
 from harness.server.app import ServerThread, create_app
 from harness.server.faults import FaultSpec, Latency
 from harness.server.ngram import NGramModel
-from harness.spec import load_spec
+from harness.spec.datasets import load_prompts
+from harness.spec.grid import expand_points, plan_requests
+from harness.spec.sweepspec import load_spec
 
 KEY = "sk-harness-test-7f3a9c1e5b2d4f60"
 ENV = "HARNESS_TEST_KEY"

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.analysis.scoring import first_number, normalize_answer, resolve_scorers, score_frame
 from harness.errors import SpecError
-from harness.scoring import first_number, normalize_answer, resolve_scorers, score_frame
 
 
 def scores(item, pairs):

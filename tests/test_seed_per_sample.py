@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.datasets import load_prompts
 from harness.errors import SpecError
-from harness.grid import expand_points, plan_requests
-from harness.requests import build_body
-from harness.spec import load_spec
+from harness.runner.body import build_body
+from harness.spec.datasets import load_prompts
+from harness.spec.grid import expand_points, plan_requests
+from harness.spec.sweepspec import load_spec
 
 BASE = """\
 name: s
@@ -50,7 +50,7 @@ def test_fixed_seed_is_the_same_for_every_repeat(tmp_path: Path) -> None:
 
 
 def test_per_sample_is_reproducible_and_part_of_the_spec_hash(tmp_path: Path) -> None:
-    from harness.spec import spec_hash
+    from harness.spec.sweepspec import spec_hash
 
     a = spec_file(tmp_path, "per_sample")
     assert bodies(a) == bodies(a)

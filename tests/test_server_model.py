@@ -157,7 +157,7 @@ class PickyModel(NGramModel):
         super().__init__("picky/ngram")
 
     def start(self, prompt_ids: Sequence[int]) -> NGramSession:
-        from harness.server.wire import ApiError
+        from harness.server.payloads import ApiError
 
         if len(prompt_ids) > 20:
             raise ApiError(400, "This model's context holds 20 tokens.", param="messages", code="context_length_exceeded")

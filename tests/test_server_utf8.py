@@ -19,8 +19,8 @@ from harness.localmodel.llama import LlamaModel
 from harness.server.app import ServerThread, create_app
 from harness.server.generate import Generation
 from harness.server.model import token_bytes_function
+from harness.server.payloads import ApiError, logprobs_body
 from harness.server.sampler import SamplingParams
-from harness.server.wire import ApiError, logprobs_body
 
 TEXT = "héllo 🌍"
 EOS, SEP = 256, 257

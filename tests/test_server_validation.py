@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from harness.server.app import ServerThread, reference_app
+from harness.server.payloads import ApiError
 from harness.server.validation import parse_chat_request
-from harness.server.wire import ApiError
 
 MESSAGES = [{"role": "user", "content": "7 + 5 ="}]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import SpecError
-from harness.spec import json_schema, load_spec, spec_hash
+from harness.spec.sweepspec import json_schema, load_spec, spec_hash
 
 REPO = Path(__file__).resolve().parents[1]
 

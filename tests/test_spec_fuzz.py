@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.errors import SpecError
-from harness.parameters import BY_NAME
-from harness.spec import parse_spec
+from harness.spec.parameters import BY_NAME
+from harness.spec.sweepspec import parse_spec
 
 KEYS = [
     *BY_NAME, "extra_body", "grid", "zip", "exclude", "sample", "sample_seed", "repeats", "from", "to", "step",
@@ -77,9 +77,9 @@ def test_any_value_anywhere_is_valid_or_one_spec_error(place: tuple[str, ...], k
 
 def assert_sendable(spec: Any) -> None:
     """A spec that loads makes bodies that encode as strict JSON / UTF-8, and a writable public dict."""
-    from harness.datasets import Prompt
-    from harness.grid import expand_points, plan_requests
-    from harness.requests import build_body
+    from harness.runner.body import build_body
+    from harness.spec.datasets import Prompt
+    from harness.spec.grid import expand_points, plan_requests
 
     prompt = Prompt(id="p", messages=({"role": "user", "content": "hi"},))
     for plan in itertools.islice(plan_requests(spec, expand_points(spec)[:3], [prompt]), 3):
@@ -129,9 +129,9 @@ json_values = st.recursive(
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(json_values, min_size=1, max_size=4))
 def test_any_jsonl_rows_are_prompts_or_one_dataset_error(tmp_path: Path, rows: list[Any]) -> None:
-    from harness.datasets import load_prompts
     from harness.errors import DatasetError
-    from harness.spec import DatasetConfig
+    from harness.spec.datasets import load_prompts
+    from harness.spec.sweepspec import DatasetConfig
 
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")

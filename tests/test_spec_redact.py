@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.redact import REDACTED, redact_headers, redact_url
-from harness.spec import load_spec, spec_hash
+from harness.spec.sweepspec import load_spec, spec_hash
 
 KEY = "sk-live-0123456789abcdef"
 

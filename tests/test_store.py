@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.records import SCHEMA
 from harness.rundir.journal import read_segment
+from harness.rundir.records import SCHEMA
 from harness.rundir.store import RunStore
 
 

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from harness.analysis.metrics import summarize
 from harness.cli import main
-from harness.metrics import summarize
 from harness.server.app import ServerThread, create_app
 from harness.server.ngram import default_model
 

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from harness.errors import INTERNAL_ERROR_EXIT, HarnessError
+from harness.errors import INTERNAL_ERROR_EXIT, HarnessError, print_error
 
 COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema", "whatif", "probe")
 
@@ -121,8 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except HarnessError as err:
-        print(f"harness: error: {err}", file=sys.stderr)
-        return err.exit_code
+        return print_error(err)
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130

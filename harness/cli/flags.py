@@ -64,7 +64,7 @@ def shard_flag(text: str) -> str:
 
 def runner_flag(field: str) -> Callable[[str], Any]:
     """The type of a flag overriding `runner.<field>`, bounded exactly like the spec field."""
-    from harness.spec import RunnerConfig
+    from harness.spec.sweepspec import RunnerConfig
 
     info = RunnerConfig.model_fields[field]
     bounds: dict[str, Any] = {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness import local
 from harness.errors import UsageError
+from harness.localmodel import process as local
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     # lazy: `harness --version` must not import pyarrow
-    from harness.runner.merge import merge_runs
+    from harness.rundir.merge import merge_runs
 
     manifest, counts = merge_runs([Path(p) for p in args.runs], Path(args.out))
     print(f"merged {len(manifest.merged_from or [])} runs: {counts.rows:,} requests, ok {counts.ok:,}, "

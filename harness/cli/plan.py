@@ -7,10 +7,10 @@ import json
 import sys
 
 from harness.cli.flags import count_flag
-from harness.grid import DEFAULT_MAX_POINTS, point_table
-from harness.parameters import is_off
-from harness.plan import Plan, make_plan
-from harness.spec import load_spec
+from harness.spec.grid import DEFAULT_MAX_POINTS, point_table
+from harness.spec.parameters import is_off
+from harness.spec.plan import Plan, make_plan
+from harness.spec.sweepspec import load_spec
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from harness.probe.session import DEFAULT_BUDGET, MIN_BUDGET
+    from harness.probe.suite import DEFAULT_BUDGET, MIN_BUDGET
 
     budget = DEFAULT_BUDGET if args.budget is None else args.budget
     if budget < MIN_BUDGET:
@@ -62,7 +62,7 @@ def handle(args: argparse.Namespace) -> int:
     from harness.probe import run_probe
     from harness.probe.render import to_json, to_markdown, to_table
     from harness.runner.sweep import Endpoint, check_reachable, open_target
-    from harness.spec import load_spec
+    from harness.spec.sweepspec import load_spec
 
     budget = _check(args)
     if args.spec:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from harness.cli.flags import count_flag, runner_flag, shard_flag
 from harness.errors import UsageError
-from harness.grid import DEFAULT_MAX_POINTS
+from harness.spec.grid import DEFAULT_MAX_POINTS
 
 if TYPE_CHECKING:  # imported when a run starts: `harness --version` must not pay for them
     from harness.runner.session import Hook
@@ -96,7 +96,7 @@ def _before_first_request(args: argparse.Namespace) -> Hook | None:
             from harness.probe.preflight import preflight_job_async
             await preflight_job_async(job, endpoint)
         if args.probe:
-            from harness.probe.session import store_probe_async
+            from harness.probe.suite import store_probe_async
             await store_probe_async(job.run_dir, endpoint, headers=dict(job.spec.target.headers), quiet=args.quiet)
 
     return hook
@@ -108,8 +108,8 @@ def _started(job: SweepJob, quiet: bool) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from harness.progress import RunProgress
-    from harness.runner.engine import Stats
+    from harness.runner.dispatch import Stats
+    from harness.runner.progress import RunProgress
     from harness.runner.session import run_job
 
     _check_report_out(args.report)

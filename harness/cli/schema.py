@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from harness.spec import json_schema
+from harness.spec.sweepspec import json_schema
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -91,7 +91,7 @@ def _write(path: Path, flag: str, writer: Callable[[Path], Any]) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from harness.metrics import summarize, swept_params
+    from harness.analysis.metrics import summarize, swept_params
     from harness.report import scorers_for
     from harness.report.data import load_runs
     from harness.textsafe import csv_safe_frame, visible_controls

@@ -4,7 +4,7 @@ classified failures, every answer bounded in size and time.
     http.py    ChatClient, ClientConfig, RequestFailed (retryable or final), Retry-After
     wire.py    bytes to and from the server: aiohttp (production) or any httpx transport (tests)
     bounds.py  size limits and a decompressor that cannot be bombed
-    redact.py  secrets out of messages and HTTP-library log records
+    secrets.py secrets out of messages and HTTP-library log records
     sse.py     byte-level server-sent-events framing
     parse.py   answer → row fields (content, reasoning, usage, logprobs), strict about shape
 """

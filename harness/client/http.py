@@ -9,7 +9,7 @@ Every byte a server sends is untrusted: the whole attempt (connect, headers, bod
 streamed event) is bounded by `timeout_s`, and sizes by `Bounds` (body on the wire and
 decompressed, headers, one SSE event). Whatever a server sends ends as a `Completion` or a
 classified `RequestFailed` — never another exception. Messages are scrubbed of secrets before
-they are cut (see `redact.py`).
+they are cut (see `secrets.py`).
 
 Production sends through aiohttp directly (`wire.py`); a test may pass any httpx transport.
 Bodies are encoded and decoded with orjson.
@@ -43,7 +43,7 @@ from harness.client.parse import (
     StreamAccumulator,
     parse_completion,
 )
-from harness.client.redact import (
+from harness.client.secrets import (
     Scrubber,
     install_log_filters,
     scrub,

@@ -4,16 +4,15 @@
     result = compare_runs(load_run(base_dir), load_run(cand_dir), CompareOptions(...))
     result.failed  # the CLI exits 1 when True
 
-Modules: ``pairing`` (rows → pairs), ``stats`` (paired tests, bootstrap, corrections),
-``engine`` (metrics × cells → verdicts), ``render`` (Markdown, text), ``junit``.
+Modules: ``pairing`` (rows → pairs), ``paired`` (paired tests, bootstrap, corrections),
+``decide`` (metrics × cells → verdicts), ``summary`` (Markdown, text), ``junit``.
 """
 
 from __future__ import annotations
 
-from .engine import ScoreFn, compare_runs, default_score
+from .decide import ScoreFn, compare_runs, default_score
 from .junit import render_junit
 from .options import BUILTIN_METRICS, CompareOptions, Gate, Threshold
-from .render import render_markdown, render_text
 from .result import (
     ALL_POINTS,
     CeilingCheck,
@@ -23,6 +22,7 @@ from .result import (
     RunInfo,
     Verdict,
 )
+from .summary import render_markdown, render_text
 
 __all__ = [
     "ALL_POINTS",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from .render import fmt, fmt_diff
 from .result import CeilingCheck, CellResult, Comparison
+from .summary import fmt, fmt_diff
 
 _INVALID_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 

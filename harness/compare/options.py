@@ -8,7 +8,7 @@ from typing import Literal
 
 from harness.errors import UsageError
 
-from .stats import Correction
+from .paired import Correction
 
 ErrorScore = Literal["zero", "exclude"]
 Permute = Literal["prompt", "row"]

@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.grid import canonical_point
-from harness.records import FLOAT_PARAMS, INT_PARAMS
+from harness.rundir.records import FLOAT_PARAMS, INT_PARAMS
+from harness.spec.grid import canonical_point
 
 KEY: tuple[str, str, str] = ("point", "prompt_id", "sample")
 BASE_SUFFIX = "__b"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .options import CompareOptions
-from .stats import PairedTest
+from .paired import PairedTest
 
 Verdict = Literal["regressed", "improved", "no change", "inconclusive"]
 VERDICTS: tuple[Verdict, ...] = ("regressed", "improved", "no change", "inconclusive")

@@ -8,7 +8,7 @@
     stream.py    streamed answers, one SSE chunk per token
     llama.py     `LlamaModel`: llama-cpp-python's forward pass as a `harness.server` LanguageModel
                  (the "compiled" engine, optional: `[local-compiled]`)
-    __main__.py  the endpoint process that `harness.local` starts and stops
+    __main__.py  the endpoint process that `harness.localmodel.process` starts and stops
 
 Nothing here imports xllamacpp or llama_cpp at import time: the `[local]` extra is optional.
 """

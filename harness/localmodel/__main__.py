@@ -1,6 +1,6 @@
 """The embedded endpoint's process: `python -m harness.localmodel --name gemma-3-270m [--port P]`.
 
-Started by `harness.local` (not meant to be run by hand; use `harness local start`). Loads the
+Started by `harness.localmodel.process` (not meant to be run by hand; use `harness local start`). Loads the
 model, serves it with `harness serve`'s HTTP layer on 127.0.0.1, and prints one line
 `READY <base_url>` on stdout once it listens (port 0 = a free port chosen by the kernel, so no
 race). With `--watch-stdin` it exits as soon as its stdin reaches EOF: the parent holds the
@@ -64,21 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stream=sys.stderr)
     if args.watch_stdin:
         threading.Thread(target=_watch_stdin, name="watch-parent", daemon=True).start()
-    from harness.errors import HarnessError
+    from harness.errors import HarnessError, TargetError, print_error
 
     engine = args.engine or default_engine()
     try:
         app = _native_app(args) if engine == "native" else _compiled_app(args)
     except HarnessError as err:
-        print(f"harness: error: {err}", file=sys.stderr)
-        return err.exit_code
+        return print_error(err)
     from harness.server.app import serve
 
     try:
         serve(app, host=args.host, port=args.port, on_ready=_announce)
     except OSError as err:
-        print(f"harness: error: cannot listen on {args.host}:{args.port} ({err.strerror or err})", file=sys.stderr)
-        return 2
+        return print_error(TargetError(f"cannot listen on {args.host}:{args.port} ({err.strerror or err})"))
     return 0
 
 

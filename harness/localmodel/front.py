@@ -3,7 +3,7 @@
 Every request goes through `harness.server.validation.parse_chat_request` (the same limits and
 error bodies as `harness serve`), is rendered as a plain completion prompt (`raw_prompt`: a base
 model), and becomes one llama.cpp `/completion` body (`engine_body`). llama.cpp's answer is
-turned back into harness's `chat.completion` / SSE chunks by `harness.server.wire`.
+turned back into harness's `chat.completion` / SSE chunks by `harness.server.payloads`.
 
 Whose sampler runs: **llama.cpp's**, with its chain fixed to harness's order (penalties,
 temperature, min_p, top_k, top_p, then one seeded draw) and every other llama.cpp sampler off.
@@ -36,8 +36,7 @@ from harness.localmodel.translate import (
     engine_seed,
     parse_answer,
 )
-from harness.server.validation import ChatRequest, parse_chat_request
-from harness.server.wire import (
+from harness.server.payloads import (
     ApiError,
     Completion,
     completion_body,
@@ -45,6 +44,7 @@ from harness.server.wire import (
     logprobs_body,
     usage_body,
 )
+from harness.server.validation import ChatRequest, parse_chat_request
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from harness.errors import TargetError
 from harness.localmodel.gguf import INSTALL_HINT
-from harness.server.wire import ApiError
+from harness.server.payloads import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import orjson
 from aiohttp import web
 
 from harness.localmodel.translate import engine_error, token_logprobs
+from harness.server.payloads import ApiError, Completion, chunk, logprobs_body, usage_body
 from harness.server.validation import ChatRequest
-from harness.server.wire import ApiError, Completion, chunk, logprobs_body, usage_body
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from harness.localmodel.llama import raw_prompt
 from harness.server.generate import FinishReason, TokenLogprob
+from harness.server.payloads import ApiError
 from harness.server.validation import ChatRequest
-from harness.server.wire import ApiError
 
 DEFAULT_MAX_TOKENS = 256  # as `harness serve`
 # llama.cpp sampler names, in harness's order (harness.server.sampler): the rest of its chain is off.

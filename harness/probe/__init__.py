@@ -3,7 +3,7 @@
     tokens.py     per-token rules (greedy, top_k, top_p, min_p) and their chance under "ignored"
     sender.py     requests within a budget; one retry for transient failures
     checks.py     one test per parameter → ParamResult
-    session.py    runs them all against an endpoint → ProbeReport
+    suite.py      runs them all against an endpoint → ProbeReport
     render.py     terminal table, JSON, Markdown
     verdicts.py   ParamResult, ProbeReport, the verdict words
     preflight.py  `harness run`'s check before spending: API root, model, every swept value
@@ -21,9 +21,9 @@ __all__ = ["DEFAULT_BUDGET", "PARAMETERS", "ParamResult", "ProbeReport", "Verdic
 
 def __getattr__(name: str) -> Any:
     if name in ("DEFAULT_BUDGET", "probe_endpoint", "run_probe"):
-        from harness.probe import session
+        from harness.probe import suite
 
-        return getattr(session, name)
+        return getattr(suite, name)
     if name in ("PARAMETERS", "ParamResult", "ProbeReport", "Verdict"):
         from harness.probe import verdicts
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from harness.client import ChatClient, ClientConfig, RequestFailed
 from harness.errors import TargetError
-from harness.spec import SweepSpec
+from harness.spec.sweepspec import SweepSpec
 
 __all__ = ["PreflightResult", "preflight"]
 
@@ -255,8 +255,8 @@ def resolve_dialect(spec: SweepSpec, endpoint: Any) -> str:
 
 def preflight_spec(spec: SweepSpec, api_key: str | None) -> PreflightResult | None:
     """`preflight` for a new sweep on a base_url, before its run directory exists."""
-    from harness.datasets import load_prompts
     from harness.runner.sweep import Endpoint
+    from harness.spec.datasets import load_prompts
 
     prompts = load_prompts(spec)
     if not prompts or spec.target.base_url is None or spec.target.model is None:

@@ -2,7 +2,7 @@
 
 `harness.rundir.load_run` turns the `logprobs` column into Python objects, which for a
 million rows costs minutes and gigabytes. Here the Parquet files are scanned batch by batch,
-the per-row logprob sums (`harness.metrics.LP_COLUMNS`) and inter-token gap sums
+the per-row logprob sums (`harness.analysis.metrics.LP_COLUMNS`) and inter-token gap sums
 (`ITL_COLUMNS`) are computed on the Arrow arrays, and only flat columns reach pandas.
 """
 
@@ -17,10 +17,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.analysis.metrics import ITL_COLUMNS, LP_COLUMNS, itl_row_stats, logprob_row_stats
 from harness.errors import RunDirError
-from harness.metrics import ITL_COLUMNS, LP_COLUMNS, itl_row_stats, logprob_row_stats
-from harness.records import SCHEMA
 from harness.rundir.manifest import Manifest, read_manifest
+from harness.rundir.records import SCHEMA
 from harness.rundir.results import check_required_columns, journal_table, result_files
 
 log = logging.getLogger(__name__)

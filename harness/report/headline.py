@@ -1,7 +1,7 @@
 """The report's headline: what was swept, the best cells, what changed most, errors and why.
 
 Plain sentences from the summary and the rows (reshaping and counting only; every number
-comes from `harness.metrics.summarize`). html.py and markdown.py escape them.
+comes from `harness.analysis.metrics.summarize`). html.py and markdown.py escape them.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.analysis.scoring import Scorer
 from harness.errors import UsageError
-from harness.scoring import Scorer
 
 # metric column -> (axis label, higher is better?)
 _KNOWN: dict[str, tuple[str, bool | None]] = {

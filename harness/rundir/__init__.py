@@ -1,12 +1,15 @@
-"""Everything about a run directory: layout, manifest, lock, journal, store, and the one reader.
+"""Stage 3 — everything about a run directory: layout, manifest, lock, journal, store, and the one reader.
 
     layout.py    names of the files and folders; atomic writes
     manifest.py  the typed, versioned `Manifest` (and the stored spec, read back uninterpolated)
-    redact.py    secrets removed from structures before they are written
+    sanitize.py  secrets removed from structures before they are written
+    records.py   the row schema (Arrow columns, derived from the parameter registry)
+    columndoc.py docs/columns.md generated from the row schema
     lock.py      one process per run directory
     journal.py   journal lines written so they can be read, read so no line bricks a run
     store.py     journal → sealed parts → one compacted Parquet file (crash safety lives here)
     results.py   the one reader of rows (parts + unsealed journal; foreign files refused)
+    merge.py     join run directories of one spec (shards)
 
 Names are imported lazily so `import harness.rundir` stays cheap (no pyarrow until rows are read).
 """

@@ -23,7 +23,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.json as pajson
 
-from harness.records import SCHEMA, rows_to_table
+from harness.rundir.records import SCHEMA, rows_to_table
 
 log = logging.getLogger(__name__)
 

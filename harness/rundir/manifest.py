@@ -30,7 +30,7 @@ from harness.errors import RunDirError
 from harness.rundir.layout import MANIFEST, write_bytes_atomic
 
 if TYPE_CHECKING:
-    from harness.spec import SweepSpec
+    from harness.spec.sweepspec import SweepSpec
 
 MANIFEST_VERSION = 2
 Status = Literal["running", "completed", "interrupted", "failed"]
@@ -111,7 +111,7 @@ class Manifest(BaseModel):
         return self.model_copy(update={"status": status, "counts": counts, "reason": reason, "finished_at": utc_now()})
 
     def with_target(self, base_url: str | None, model: str | None) -> Manifest:
-        from harness.rundir.redact import redact_url
+        from harness.rundir.sanitize import redact_url
 
         url = redact_url(base_url) if base_url else None
         stored = self.spec.get("target")
@@ -130,7 +130,7 @@ class Manifest(BaseModel):
 
     def stored_spec(self, run_dir: Path) -> SweepSpec:
         """The run's spec, validated again but never interpolated again (`$` is taken literally)."""
-        from harness.spec import parse_spec
+        from harness.spec.sweepspec import parse_spec
 
         where = str(Path(run_dir) / MANIFEST)
         redacted = self.redacted or _masked_target_fields(self.spec)  # version 1 did not list them
@@ -191,9 +191,9 @@ def new_manifest(
 
     `secrets` (the API key): a field whose value contains one is stored as `***`."""
     from harness import __version__
-    from harness.records import SCHEMA_VERSION
-    from harness.rundir.redact import redact_spec
-    from harness.spec import spec_hash
+    from harness.rundir.records import SCHEMA_VERSION
+    from harness.rundir.sanitize import redact_spec
+    from harness.spec.sweepspec import spec_hash
 
     stored, redacted = redact_spec(spec.resolved_dict(), secrets)
     return Manifest(
@@ -256,7 +256,7 @@ def _invalid(path: Path, key: str, msg: str) -> Manifest:
 
 def check_resumable(manifest: Manifest, run_dir: Path) -> None:
     """Refuse a run not written by `harness run`, or whose rows were written with another row schema."""
-    from harness.records import SCHEMA_VERSION
+    from harness.rundir.records import SCHEMA_VERSION
 
     for key in ("spec", "spec_hash"):
         if not getattr(manifest, key):

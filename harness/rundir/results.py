@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import RunDirError
-from harness.records import SCHEMA
 from harness.rundir.journal import read_segment
 from harness.rundir.layout import JOURNAL, MANIFEST, PART, RESULTS, SEGMENT, numbered
 from harness.rundir.manifest import Manifest, read_manifest
+from harness.rundir.records import SCHEMA
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -7,7 +7,7 @@ A segment and its part share a number, so recovery knows whether a segment was a
 A `kill -9` can only tear the last line of the newest segment; recovery drops it (that request
 is simply sent again). Compaction at the end streams the parts into one file, keeping the *last*
 row of each `request_id` (a re-sent error row is replaced by its retry), then removes the
-parts it replaced. Every file uses the explicit schema of `harness.records` — never inferred.
+parts it replaced. Every file uses the explicit schema of `harness.rundir.records` — never inferred.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harness.errors import RunDirError
-from harness.records import SCHEMA
 from harness.rundir.journal import encode_row, read_segment
 from harness.rundir.layout import (
     JOURNAL,
@@ -35,6 +34,7 @@ from harness.rundir.layout import (
     numbered,
     tmp_for,
 )
+from harness.rundir.records import SCHEMA
 
 log = logging.getLogger(__name__)
 _SEG = SEGMENT

@@ -1,15 +1,19 @@
 """The sweep runner: bounded, paced, retrying, resumable.
 
-    limits.py  adaptive concurrency (AIMD on 429) and token buckets (req/s, tokens/min)
-    engine.py  plans → rows: workers, retries, one row per request
-    rows.py    the ok / error row of a request
-    sweep.py   a session over a run directory: new / resume, target, execute, finish
-    session.py running a sweep from Python: prepare, hook, send, finish; signals; RunResult
-    merge.py   join run directories of one spec (shards)
+Stage 2 — sending the planned requests.
+
+    body.py      the JSON body of a planned request (what goes on the wire)
+    pacing.py    adaptive concurrency (AIMD on 429) and token buckets (req/s, tokens/min)
+    dispatch.py  plans → rows: workers, retries, one row per request
+    breaker.py   settle, circuit breaker, `not_sent` rows
+    rows.py      the ok / error row of a request
+    progress.py  the progress line
+    sweep.py     a session over a run directory: new / resume, target, execute, finish
+    session.py   running a sweep from Python: prepare, hook, send, finish; signals; RunResult
 """
 
-from harness.runner.engine import Engine, EngineConfig, Stats
-from harness.runner.limits import AdaptiveLimit, TokenBucket
+from harness.runner.dispatch import Engine, EngineConfig, Stats
+from harness.runner.pacing import AdaptiveLimit, TokenBucket
 from harness.runner.sweep import (
     Endpoint,
     SweepJob,

@@ -1,4 +1,4 @@
-"""Result rows: one per request, ok or error, with exactly the columns of `harness.records`."""
+"""Result rows: one per request, ok or error, with exactly the columns of `harness.rundir.records`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from harness.client import Completion, RequestFailed
-from harness.grid import RequestPlan
-from harness.records import FLOAT_PARAMS, INT_PARAMS
+from harness.rundir.records import FLOAT_PARAMS, INT_PARAMS
+from harness.spec.grid import RequestPlan
 
 
 def base_row(run_id: str, plan: RequestPlan, body: dict[str, Any], started_at: datetime) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Run a sweep from Python: prepare, (hook), send, finish — what `harness run` does, minus the CLI.
 
-    result = run_sweep("sweeps/capitals.yaml", out="runs")          # blocking; Ctrl-C/SIGTERM stop it
+    result = run_sweep("sweeps/quickstart.yaml", out="runs")          # blocking; Ctrl-C/SIGTERM stop it
     result = await run_sweep_async(spec, out="runs", stats=stats)    # inside your own event loop
     result = resume_sweep(result.run_dir)                            # finish what is missing
 
@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.errors import TargetError
-from harness.grid import DEFAULT_MAX_POINTS, check_size
 from harness.rundir.layout import MANIFEST, StorageError
 from harness.rundir.manifest import Manifest, Shard, Status
 from harness.rundir.store import RowCounts
-from harness.runner.engine import Stats
+from harness.runner.dispatch import Stats
 from harness.runner.sweep import (
     Endpoint,
     SweepJob,
@@ -44,7 +43,8 @@ from harness.runner.sweep import (
     open_target,
     resume_job,
 )
-from harness.spec import SweepSpec, load_spec
+from harness.spec.grid import DEFAULT_MAX_POINTS, check_size
+from harness.spec.sweepspec import SweepSpec, load_spec
 
 Hook = Callable[[SweepJob, Endpoint], "Awaitable[None] | None"]
 _T = TypeVar("_T")

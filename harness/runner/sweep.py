@@ -25,10 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from harness.client import ChatClient, ClientConfig
-from harness.datasets import Prompt, load_prompts
 from harness.errors import RunDirError, TargetError, UsageError
-from harness.grid import Point, RequestPlan, expand_points, plan_requests
-from harness.requests import build_body
 from harness.rundir.layout import environment_reason, storage_error
 from harness.rundir.lock import RunLock
 from harness.rundir.manifest import (
@@ -43,8 +40,11 @@ from harness.rundir.manifest import (
     write_manifest,
 )
 from harness.rundir.store import RowCounts, RunStore
-from harness.runner.engine import Engine, EngineConfig, Stats
-from harness.spec import SweepSpec, check_api_key
+from harness.runner.body import build_body
+from harness.runner.dispatch import Engine, EngineConfig, Stats
+from harness.spec.datasets import Prompt, load_prompts
+from harness.spec.grid import Point, RequestPlan, expand_points, plan_requests
+from harness.spec.sweepspec import SweepSpec, check_api_key
 
 if TYPE_CHECKING:
     from harness.runner.session import RunResult
@@ -222,7 +222,7 @@ def check_reachable(base_url: str, *, source: str | None = None, timeout_s: floa
 def open_target(spec: SweepSpec, env: Mapping[str, str] | None = None) -> Iterator[Endpoint]:
     """The endpoint of a spec; for `target.local` the embedded model runs for the duration."""
     if spec.target.local:
-        from harness.local import local_endpoint  # lazy: needs the [local] extra
+        from harness.localmodel.process import local_endpoint  # lazy: needs the [local] extra
 
         with local_endpoint(spec.target.local) as ep:
             yield Endpoint(base_url=ep.base_url, model=ep.model)

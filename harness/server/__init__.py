@@ -7,7 +7,7 @@
     corpus.py      the built-in model's training text (data/)
     ngram.py       the built-in model: an interpolated word 8-gram
     validation.py  request body -> ChatRequest, every seed limit (400s)
-    wire.py        OpenAI wire format: errors, completions, stream chunks
+    payloads.py    OpenAI wire format: errors, completions, stream chunks
     faults.py      seeded fault injection and latency specs
     app.py         the aiohttp app, ServerThread / running / serve
 """

@@ -13,7 +13,7 @@ In-process, e.g. in tests (a thread with its own event loop, a free port on 127.
     # or inside a running event loop:
     async with running(app) as base_url: ...
 
-Blocking, e.g. from a CLI with another model (harness/local.py)::
+Blocking, e.g. from a CLI with another model (harness/localmodel/process.py)::
 
     from harness.server.app import create_app, serve
     serve(create_app({model.name: model}), host="127.0.0.1", port=8000,
@@ -52,9 +52,7 @@ from harness.server.faults import FaultInjector, FaultSpec, Latency, is_fault_ki
 from harness.server.generate import Delta, Generation
 from harness.server.misbehave import OWNERS, Misbehaviour
 from harness.server.model import LanguageModel
-from harness.server.sampler import LogprobsMode
-from harness.server.validation import ChatRequest, parse_chat_request
-from harness.server.wire import (
+from harness.server.payloads import (
     ApiError,
     Completion,
     chunk,
@@ -63,6 +61,8 @@ from harness.server.wire import (
     logprobs_body,
     usage_body,
 )
+from harness.server.sampler import LogprobsMode
+from harness.server.validation import ChatRequest, parse_chat_request
 
 __all__ = ["FAULT_HEADER", "ServerThread", "create_app", "reference_app", "running", "serve"]
 

@@ -4,7 +4,7 @@
 empty: text that could be the start of a stop sequence is held back until it is decided).
 The HTTP layer drives it token by token (streaming) or to the end (`run_to_end`).
 
-Rules (documented for users in docs/readme/serve.md):
+Rules (documented for users in docs/serve.md):
 - content is the concatenation of the tokens' bytes decoded as UTF-8, cut before the first stop
   sequence: a character split across tokens (byte-level tokenizers) is handed out whole once its
   last byte arrives; bytes that never complete a character become U+FFFD at the end;

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import UsageError
-from harness.server.wire import ApiError
+from harness.server.payloads import ApiError
 
 __all__ = ["ANY", "DIALECTS", "OWNERS", "Misbehaviour"]
 

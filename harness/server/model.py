@@ -2,7 +2,7 @@
 
 The reference endpoint (`harness serve`) drives any `LanguageModel` with the same sampler
 (`harness.server.sampler`), so the tiny built-in n-gram model and the embedded llama.cpp model
-(`harness.local`) share validation, sampling, logprobs, stop sequences and the wire format.
+(`harness.localmodel.process`) share validation, sampling, logprobs, stop sequences and the wire format.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from harness.server.payloads import ApiError
 from harness.server.sampler import SamplingParams
-from harness.server.wire import ApiError
 
 __all__ = ["KNOWN_FIELDS", "ChatRequest", "parse_chat_request"]
 

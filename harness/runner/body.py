@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.grid import RequestPlan
-from harness.spec import SweepSpec
+from harness.spec.grid import RequestPlan
+from harness.spec.sweepspec import SweepSpec
 
 
 def build_body(spec: SweepSpec, plan: RequestPlan, model: str | None = None) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """The one registry of sampling parameters: everything harness knows about each body field.
 
 Every other description of a parameter is derived from `REGISTRY`:
-- the `params` section of the spec model (`harness.spec.Params`) and so the JSON Schema;
+- the `params` section of the spec model (`harness.spec.sweepspec.Params`) and so the JSON Schema;
 - the range checks of fixed values, grid and zip axes, `exclude` rules and `params.extra_body`
   (`check_value`, one message format: "… ; allowed: a number from 0 to 2");
-- the Arrow columns of the result row (`harness.records`: float64 / int64, null when not sent);
+- the Arrow columns of the result row (`harness.rundir.records`: float64 / int64, null when not sent);
 - the canonical parameter column order (`PARAM_COLUMNS`) used by plan, summarize and report;
 - the generated spec reference (`docs/spec.md`).
 

@@ -27,10 +27,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.datasets import Prompt
 from harness.errors import UsageError
-from harness.parameters import PARAM_COLUMNS, check_value
-from harness.spec import Sweep, SweepSpec
+from harness.spec.datasets import Prompt
+from harness.spec.parameters import PARAM_COLUMNS, check_value
+from harness.spec.sweepspec import Sweep, SweepSpec
 
 Value = float | int
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from harness.runner.engine import Stats
+from harness.runner.dispatch import Stats
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -18,7 +18,7 @@ Length and speed (ok rows)
                          (completion_tokens − 1) (streamed requests with ≥ 2 tokens)
   itl_mean               inter-token latency: Σ gaps ÷ number of gaps, pooled over the cell
   tokens_per_s           Σ completion_tokens / Σ latency_s: the per-request generation rate
-Quality (one block per scorer, see harness.scoring)
+Quality (one block per scorer, see harness.analysis.scoring)
   <name>_mean            mean score over ok rows that could be scored (NaN scores are skipped)
   <name>_lo, <name>_hi   95% percentile bootstrap interval, resampling *prompts* (the repeats
                          of one prompt are not independent), 1000 resamples, seeded per cell
@@ -49,7 +49,7 @@ Logprobs (ok rows with logprobs; natural log, nats)
 
 Intervals: every summarized number X has X_lo and X_hi (95%; for a `<base>_mean` column they are
 `<base>_lo`/`<base>_hi`, e.g. entropy_lo), from a percentile bootstrap that resamples *prompts*
-(see harness.stats), seeded per (run, cell): ratios (means, rates, tokens/s, entropy, logprob,
+(see harness.analysis.bootstrap), seeded per (run, cell): ratios (means, rates, tokens/s, entropy, logprob,
 perplexity = exp(−logprob), diversity shares) exactly as defined above on each resample;
 quantiles (latency, TTFT, TPOT) as weighted quantiles of the resampled prompts' rows.
 distinct_1/2 (pooled n-gram sets, which a with-replacement resample would bias) use the
@@ -71,9 +71,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harness.records import SWEEPABLE, TOKEN_LOGPROB
-from harness.scoring import Scorer, score_frame
-from harness.stats import (
+from harness.analysis.bootstrap import (
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
     Interval,
@@ -83,6 +81,8 @@ from harness.stats import (
     rng_for,
     weighted_ratios,
 )
+from harness.analysis.scoring import Scorer, score_frame
+from harness.rundir.records import SWEEPABLE, TOKEN_LOGPROB
 
 TAIL_FLAG = 0.05
 ARGMAX_EPS = 1e-6
@@ -272,7 +272,7 @@ def _with_row_stats(
 
 def swept_params(df: pd.DataFrame, prefer: Iterable[str] = ()) -> list[str]:
     """Parameters that define the cells: keys of `point_json`, then request columns that vary
-    between cells of a run. Order: `prefer` first, then the order of harness.records.SWEEPABLE
+    between cells of a run. Order: `prefer` first, then the order of harness.rundir.records.SWEEPABLE
     (temperature, top_p, min_p, penalties, …; point_json keys are sorted, so they carry no
     order), then any other point_json keys as they appear."""
     names: list[str] = []

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import DatasetError
-from harness.spec import DatasetConfig, SweepSpec
+from harness.spec.sweepspec import DatasetConfig, SweepSpec
 
 ROLES = ("system", "user", "assistant", "developer", "tool")
 MAX_DATASET_BYTES = 1 << 30  # 1 GiB: bounded reads; a prompt set larger than this is not a sweep input

@@ -28,10 +28,10 @@ from typing import Any, Protocol
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from harness.client import Completion, RequestFailed, scrub
-from harness.grid import RequestPlan
 from harness.runner.breaker import Breaker, settle
-from harness.runner.limits import AdaptiveLimit, TokenBucket
+from harness.runner.pacing import AdaptiveLimit, TokenBucket
 from harness.runner.rows import base_row, error_row, ok_row
+from harness.spec.grid import RequestPlan
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import difflib
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from harness.parameters import BY_NAME, SWEEPABLE, check_value
+from harness.spec.parameters import BY_NAME, SWEEPABLE, check_value
 
 MAX_RANGE_VALUES = 100_000
 

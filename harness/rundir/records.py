@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from harness.parameters import FLOAT_COLUMNS, INT_COLUMNS, PARAM_COLUMNS
+from harness.spec.parameters import FLOAT_COLUMNS, INT_COLUMNS, PARAM_COLUMNS
 
 SCHEMA_VERSION = 1
 
@@ -23,7 +23,7 @@ TOKEN_LOGPROB = pa.struct(
     ]
 )
 
-# Parameter columns come from the registry (harness.parameters): float64 or int64, null when not sent.
+# Parameter columns come from the registry (harness.spec.parameters): float64 or int64, null when not sent.
 # The stored column order (floats, then ints) is fixed by schema version 1; PARAM_COLUMNS is the
 # canonical order to *show* them in (plan, summarize, report).
 FLOAT_PARAMS: tuple[str, ...] = FLOAT_COLUMNS

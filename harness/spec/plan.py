@@ -6,8 +6,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.datasets import Prompt, load_prompts
-from harness.grid import (
+from harness.spec.datasets import Prompt, load_prompts
+from harness.spec.grid import (
     DEFAULT_MAX_POINTS,
     Point,
     check_size,
@@ -15,7 +15,7 @@ from harness.grid import (
     iter_points,
     point_table,
 )
-from harness.spec import SweepSpec, spec_hash
+from harness.spec.sweepspec import SweepSpec, spec_hash
 
 CHARS_PER_TOKEN = 4  # a rough, documented heuristic for the estimate; servers report real counts
 

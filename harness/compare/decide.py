@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.analysis.metrics import tpot_per_row
 from harness.errors import HarnessError, RunDirError, SpecError, UsageError
-from harness.metrics import tpot_per_row
 from harness.rundir.layout import MANIFEST
 from harness.rundir.results import Run
 
@@ -39,6 +39,13 @@ from .options import (
     CompareOptions,
     Gate,
     Threshold,
+)
+from .paired import (
+    PairedTest,
+    adjust,
+    paired_mean_test,
+    paired_quantile_test,
+    perm_count,
 )
 from .pairing import (
     BASE_SUFFIX,
@@ -58,13 +65,6 @@ from .result import (
     RunInfo,
     Verdict,
 )
-from .stats import (
-    PairedTest,
-    adjust,
-    paired_mean_test,
-    paired_quantile_test,
-    perm_count,
-)
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,11 @@ LATENCY_QUANTILE = 0.95
 
 
 def default_score(results: pd.DataFrame, items: list[Any], allow: Collection[str] = ()) -> pd.DataFrame:
-    """Score with harness.scoring (one float column per metric, NaN for error rows).
+    """Score with harness.analysis.scoring (one float column per metric, NaN for error rows).
 
     `items` come from run directories: a custom scorer is imported only when named in `allow`.
     """
-    from harness import (
-        scoring,  # imported late: compare works on runs with no scorers too
-    )
+    from harness.analysis import scoring  # imported late: compare works on runs with no scorers too
 
     return scoring.score_frame(results, scoring.resolve_scorers(items, allow_custom=allow))
 

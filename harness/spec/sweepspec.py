@@ -5,9 +5,9 @@ nesting and size bounded) → `${VAR}` interpolation → unknown keys refused by
 suggestion → pydantic validation → cross-field checks. Every failure is one `SpecError` line
 naming the file, the key path, the value and what is allowed.
 
-The `params` model is generated from the parameter registry (`harness.parameters`): every value of
+The `params` model is generated from the parameter registry (`harness.spec.parameters`): every value of
 a parameter — fixed, in a grid or zip axis, in an `exclude` rule or in `params.extra_body` — is
-checked by `harness.parameters.check_value`, so there is one definition of what is allowed.
+checked by `harness.spec.parameters.check_value`, so there is one definition of what is allowed.
 """
 
 from __future__ import annotations
@@ -31,9 +31,12 @@ from pydantic import (
     model_validator,
 )
 
-from harness.axes import AxisError, normalise_axis, normalise_zip, unknown_axis
 from harness.errors import SpecError
-from harness.parameters import (
+from harness.probe.dialects import lacking
+from harness.redact import redact_headers, redact_url
+from harness.spec.axes import AxisError, normalise_axis, normalise_zip, unknown_axis
+from harness.spec.load import check_shape, check_unknown_keys, interpolate, read_yaml
+from harness.spec.parameters import (
     BY_NAME,
     INT64_MAX,
     INT64_MIN,
@@ -42,9 +45,6 @@ from harness.parameters import (
     Param,
     check_value,
 )
-from harness.probe.dialects import lacking
-from harness.redact import redact_headers, redact_url
-from harness.specload import check_shape, check_unknown_keys, interpolate, read_yaml
 
 AxisValues = tuple[float | int, ...]
 
@@ -338,7 +338,7 @@ class Sweep(_Strict):
 
     @property
     def swept(self) -> tuple[str, ...]:
-        """Swept parameter names in the canonical order (`harness.parameters.PARAM_COLUMNS`)."""
+        """Swept parameter names in the canonical order (`harness.spec.parameters.PARAM_COLUMNS`)."""
         names = set(self.grid) | set(self.zip)
         return tuple(name for name in SWEEPABLE if name in names)
 
@@ -500,7 +500,7 @@ def parse_spec(
 def _check_scoring(spec: SweepSpec, source: str) -> None:
     if not spec.scoring:
         return
-    from harness.scoring import resolve_scorers
+    from harness.analysis.scoring import resolve_scorers
 
     try:
         resolve_scorers(list(spec.scoring))

@@ -1,0 +1,195 @@
+"""Build a report: load runs, summarize, draw the figures, write index.html and report.md."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.analysis.metrics import best_tradeoff, pareto_front, summarize, swept_params
+from harness.analysis.scoring import Scorer, resolve_scorers, score_frame
+from harness.errors import SpecError, UsageError
+from harness.report import figures as figs
+from harness.report import html as html_out
+from harness.report import markdown as md_out
+from harness.report.data import RunData, combined_rows, load_runs
+from harness.report.headline import build_headline
+from harness.report.shape import (
+    Metric,
+    chosen_metrics,
+    quality_metrics,
+    split_constant,
+    tail_everywhere,
+)
+from harness.textsafe import csv_safe_frame
+
+log = logging.getLogger(__name__)
+
+MAX_PANELS = 12
+TAIL_NOTE = ("Entropy is a loose lower bound in every cell: top_logprobs left more than 5% of the probability "
+             "unseen at over half of the positions (ask for more top_logprobs to tighten it).")
+SAMPLE_REPEATS = 3
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What to draw: metric columns (None = scorers + defaults), samples shown per cell."""
+
+    metrics: list[str] | None = None
+    samples_per_cell: int = 6
+    scoring: list[Any] | None = None  # overrides the runs' spec `scoring`
+    allow_scorers: tuple[str, ...] = ()  # custom scorers of the runs' specs that may be imported
+
+
+@dataclass
+class Report:
+    """What `build_report` wrote."""
+
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    summary: pd.DataFrame | None = None
+
+
+def scorers_for(
+    runs: Sequence[RunData], override: list[Any] | None = None, allow: Collection[str] = ()
+) -> list[Scorer]:
+    """The override, else the union (by metric name, in order) of the runs' spec `scoring`.
+
+    A run's custom `module:function` scorer is imported only when named in `allow`.
+    """
+    if override is not None:
+        return resolve_scorers(override, key="--scoring")
+    seen: dict[str, Scorer] = {}
+    for run in runs:
+        try:
+            for scorer in resolve_scorers(run.spec.get("scoring"), key="spec.scoring", allow_custom=allow):
+                seen.setdefault(scorer.name, scorer)
+        except SpecError as err:
+            raise SpecError(err.detail, file=str(run.path / "manifest.json"), key=err.key) from None
+    return list(seen.values())
+
+
+def _run_info(run: RunData) -> dict[str, Any]:
+    m = run.manifest
+    models = list(run.rows["model"].dropna().unique()) if "model" in run.rows else []
+    ok = int((run.rows["status"] == "ok").sum()) if len(run.rows) else 0
+    return {
+        "label": run.label,
+        "model": m.target.model or (models[0] if len(models) else None),
+        "base_url": m.target.base_url,
+        "started_at": m.started_at,
+        "status": m.status,
+        "requests": m.counts.requests or len(run.rows),
+        "ok": m.counts.ok or ok,
+        "error": m.counts.error or len(run.rows) - ok,
+    }
+
+
+def _samples(rows: pd.DataFrame, scores: pd.DataFrame, per_cell: int) -> pd.DataFrame:
+    """About `per_cell` outputs per cell: the same prompts in every cell (those whose outputs differ
+    most across the run come first), and up to SAMPLE_REPEATS repeats of each."""
+    if per_cell <= 0 or not len(rows):
+        return rows.iloc[0:0]
+    cols = [c for c in ("run_id", "cell_id", "prompt_id", "sample", "status", "content", "reference",
+                        "finish_reason", "error_type", "error_message") if c in rows.columns]
+    repeats = min(SAMPLE_REPEATS, int(rows["sample"].max()) + 1, per_cell)
+    n_prompts = max(1, math.ceil(per_cell / repeats))
+    spread = rows.groupby("prompt_id", sort=False)["content"].nunique(dropna=False)
+    prompts = spread.sort_values(ascending=False, kind="stable").index[:n_prompts]
+    picked = rows[rows["prompt_id"].isin(prompts) & (rows["sample"] < repeats)][cols].join(scores)
+    order = {p: i for i, p in enumerate(prompts)}
+    return picked.assign(_o=picked["prompt_id"].map(order)).sort_values(["_o", "sample"], kind="stable").drop(columns="_o")
+
+
+def _draw(summary: pd.DataFrame, params: list[str], metrics: list[Metric], quality: Metric | None,
+          best: pd.Series) -> list[figs.FigureFile]:
+    """The figures worth drawing: small multiples of the varying metrics; quality vs latency."""
+    out = []
+    panels = figs.small_multiples(summary, params, metrics[:MAX_PANELS])
+    if panels is not None:
+        out.append(panels)
+    if quality is not None and len(summary) > 1 and summary["latency_p50"].notna().any():
+        front = pareto_front(summary, quality.column, "latency_p50")
+        out.append(figs.pareto(summary, params, quality, front, best))
+    return out
+
+
+def _latency_first(metrics: list[Metric]) -> list[Metric]:
+    """Quality first, then latency with completion tokens beside it (they explain it), then the rest."""
+    order = ["latency_p50", "completion_tokens_mean", "ttft_p50", "tpot_p50", "tokens_per_s"]
+    quality = [m for m in metrics if m.column.endswith("_mean") and m.lo and m.column not in
+               ("completion_tokens_mean", "entropy_mean", "logprob_mean", "itl_mean")]
+    speed = sorted([m for m in metrics if m.column in order], key=lambda m: order.index(m.column))
+    rest = [m for m in metrics if m not in quality and m not in speed]
+    return quality + speed + rest
+
+
+def _check_out(out: Path) -> None:
+    """A file where the output folder should be is bad input (checked before any work)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError("is a file; the report needs a folder (new or existing)", file=str(out))
+
+
+def _make_out(out: Path) -> None:
+    """Create the output folder (an unwritable path is bad input)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the report folder ({exc.strerror or exc})", file=str(out)) from None
+
+
+def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: ReportOptions | None = None) -> Report:
+    """Load the runs, summarise, draw, and write PNGs, index.html, report.md and summary.csv."""
+    options = options or ReportOptions()
+    out = Path(out_dir)
+    _check_out(out)
+    runs = load_runs(list(run_dirs))
+    scorers = scorers_for(runs, options.scoring, options.allow_scorers)
+    rows = combined_rows(runs)
+    scores = score_frame(rows, scorers)
+    summary = summarize(rows, scorers, scores=scores)
+    params = swept_params(rows)
+    metrics = _latency_first(chosen_metrics(summary, scorers, options.metrics))
+    shown, constant = split_constant(summary, metrics) if len(summary) > 1 else (metrics, [])
+    qualities = [m for m in quality_metrics(summary, scorers) if m in shown or len(summary) == 1]
+    quality = qualities[0] if qualities else None
+    best = best_tradeoff(summary, quality.column, "latency_p50") if quality is not None else pd.Series(dtype=object)
+    head = build_headline(summary, rows, params, quality, best, shown, constant)
+    table = summary
+    if tail_everywhere(summary) and any(m.column == "entropy_mean" for m in shown + constant):
+        table = summary.assign(_tail_everywhere=True)  # one note, not "(tail)" in every cell
+        head = replace(head, constant=(head.constant + " " if head.constant else "") + TAIL_NOTE)
+    figures = _draw(summary, params, shown, quality, best)
+    info = [_run_info(r) for r in runs]
+    title = "harness report: " + ", ".join(r.label for r in runs)
+    _make_out(out)
+    report = Report(out_dir=out, summary=summary)
+    for fig in figures:
+        (out / fig.name).write_bytes(fig.png)
+        report.files.append(out / fig.name)
+    body = [
+        html_out.headline_section(head),
+        html_out.figures_section("Figures", figures),
+        html_out.summary_section(table, params, shown, set(best.tolist())),
+        html_out.samples_section(summary, _samples(rows, scores, options.samples_per_cell), params, quality),
+        html_out.runs_section(info),
+    ]
+    files = {
+        "index.html": html_out.page(title, body),
+        "report.md": md_out.render(title, info, table, params, shown, head, figures),
+    }
+    for name, text in files.items():
+        (out / name).write_text(text, encoding="utf-8")
+        report.files.append(out / name)
+    csv_safe_frame(summary).to_csv(out / "summary.csv", index=False)
+    report.files.append(out / "summary.csv")
+    log.info("report written to %s (%d files)", out, len(report.files))
+    return report
+
+
+__all__ = ["Report", "ReportOptions", "build_report", "scorers_for"]
