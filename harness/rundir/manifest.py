@@ -142,7 +142,7 @@ class Manifest(BaseModel):
         # validated without `scoring`: a custom scorer named here must not be imported (it is
         # someone's code, and a run does not score); the list is kept as stored
         data = {k: v for k, v in _literal_dollars(self.spec).items() if k != "scoring"}
-        spec = parse_spec(data, source=where, base_dir=Path(run_dir))
+        spec = parse_spec(data, source=where, base_dir=Path(run_dir), check_metric=False)
         return spec.model_copy(update={"scoring": list(self.spec.get("scoring") or [])})
 
 

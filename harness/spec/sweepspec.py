@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -295,6 +295,50 @@ else:
     )
 
 
+ROW_METRICS = ("completion_tokens", "latency_s")  # row columns an adaptive rule may target besides scorers
+
+
+class Until(_Strict):
+    """When a cell has enough samples: its interval on `metric` is at most ±`half_width` wide."""
+
+    metric: str = Field(min_length=1, max_length=64,
+                        description="a scorer's metric name from `scoring` (e.g. exact_match), or completion_tokens "
+                        "or latency_s")
+    half_width: float = Field(gt=0, le=1e12, allow_inf_nan=False,
+                              description="stop sampling a cell once its interval is mean ± at most this much")
+    confidence: float = Field(0.95, ge=0.5, le=0.9999, allow_inf_nan=False,
+                              description="confidence level of the interval (clustered by prompt)")
+    better: Literal["higher", "lower"] = Field("higher", description="which way the metric improves (for drop_worse)")
+
+
+class DropWorse(_Strict):
+    """Stop cells significantly worse than the best so far (Bonferroni over rivals × looks)."""
+
+    alpha: float = Field(0.05, gt=0, le=0.5, allow_inf_nan=False,
+                         description="at most this chance of dropping the truly best cell")
+
+
+class AdaptiveRepeats(_Strict):
+    """`sweep.repeats` as a mapping: sample each cell until its interval is narrow enough (docs/run.md)."""
+
+    min: int = Field(ge=1, le=100_000, description="samples per prompt every cell gets first")
+    max: int = Field(ge=1, le=100_000, description="samples per prompt a cell never exceeds")
+    step: int | None = Field(None, ge=1, le=100_000,
+                             description="samples per prompt added to an unfinished cell per round (default: min)")
+    until: Until = Field(description="the metric and the interval width that make a cell done")
+    drop_worse: DropWorse | None = Field(None, description="also stop cells significantly worse than the best")
+
+    @model_validator(mode="after")
+    def _order(self) -> AdaptiveRepeats:
+        if self.max < self.min:
+            raise ValueError(f"@max: {self.max} is below min {self.min}; allowed: max >= min")
+        return self
+
+    @property
+    def rounds_step(self) -> int:
+        return self.step if self.step is not None else self.min
+
+
 class Sweep(_Strict):
     """What varies: a grid, zipped axes, exclusions, a random subset and repeats."""
 
@@ -305,7 +349,51 @@ class Sweep(_Strict):
     )
     sample: int | None = Field(None, ge=1, le=INT64_MAX, description="keep a random subset of this many points")
     sample_seed: int = Field(0, ge=INT64_MIN, le=INT64_MAX, description="seed of the random subset")
-    repeats: int = Field(1, ge=1, le=100_000, description="requests per (point, prompt); see seed: per_sample")
+    repeats: Annotated[int, Field(ge=1, le=100_000)] | AdaptiveRepeats = Field(
+        1,
+        description="requests per (point, prompt); see seed: per_sample. A mapping {min, max, step, until, "
+        "drop_worse} samples adaptively (docs/run.md#adaptive-repeats)")
+
+    @field_validator("repeats", mode="before")
+    @classmethod
+    def _repeats(cls, raw: Any) -> Any:
+        """One clear line for either form (pydantic would report both members of the union)."""
+        if isinstance(raw, dict):
+            try:
+                return AdaptiveRepeats.model_validate(raw)
+            except ValidationError as err:
+                first = err.errors()[0]
+                loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+                msg = str(first["msg"]).removeprefix("Value error, ")
+                if msg.startswith("@"):
+                    inner, _, msg = msg[1:].partition(": ")
+                    loc = ".".join(p for p in (loc, inner) if p)
+                elif first["type"] == "missing":
+                    msg = "required key is missing"
+                else:
+                    msg = f"{first.get('input')!r}: {msg}"
+                raise ValueError(f"@{loc}: {msg}") from None
+        if isinstance(raw, bool) or not isinstance(raw, (int, AdaptiveRepeats)):
+            raise ValueError(f"@: {raw!r} is not an integer or a mapping; allowed: an integer 1 to 100,000, "
+                             "or {min, max, step, until: {metric, half_width, confidence, better}, drop_worse: {alpha}}")
+        if isinstance(raw, int) and not 1 <= raw <= 100_000:
+            raise ValueError(f"@: {raw} is out of range; allowed: 1 to 100,000 (or an adaptive mapping)")
+        return raw
+
+    @property
+    def adaptive(self) -> AdaptiveRepeats | None:
+        """The adaptive rule when `repeats` is a mapping, else None."""
+        return self.repeats if isinstance(self.repeats, AdaptiveRepeats) else None
+
+    @property
+    def max_repeats(self) -> int:
+        """Samples per (point, prompt) at most: `repeats`, or the adaptive `max`."""
+        return self.repeats.max if isinstance(self.repeats, AdaptiveRepeats) else self.repeats
+
+    @property
+    def min_repeats(self) -> int:
+        """Samples per (point, prompt) at least: `repeats`, or the adaptive `min`."""
+        return self.repeats.min if isinstance(self.repeats, AdaptiveRepeats) else self.repeats
 
     @field_validator("grid", mode="before")
     @classmethod
@@ -402,7 +490,7 @@ class SweepSpec(_Strict):
             if name in self.params.extra_body and name in swept:
                 raise ValueError(f"@params.extra_body.{name}: also swept in sweep; set it in one place")
         base = self.params.seed_base
-        if base is not None and base + self.sweep.repeats - 1 > INT64_MAX:
+        if base is not None and base + self.sweep.max_repeats - 1 > INT64_MAX:
             raise ValueError("@params.seed.per_sample: base + repeats exceeds the 64-bit range")
         set_params = set(self.params.sent())
         for name in lacking(self.target.dialect, set_params | swept):
@@ -472,9 +560,12 @@ def _render_validation(err: ValidationError, source: str) -> SpecError:
 
 
 def parse_spec(
-    data: Any, *, source: str, base_dir: Path, env: Mapping[str, str] | None = None
+    data: Any, *, source: str, base_dir: Path, env: Mapping[str, str] | None = None, check_metric: bool = True
 ) -> SweepSpec:
-    """Validate a spec already parsed from YAML (or taken from a manifest)."""
+    """Validate a spec already parsed from YAML (or taken from a manifest).
+
+    `check_metric=False`: the adaptive metric is not checked against `scoring` (a manifest's spec
+    is validated without its scoring list, which may name code that must not be imported)."""
     if not isinstance(data, dict):
         raise SpecError("a spec must be a mapping of sections (name, target, dataset, ...)", file=source)
     check_shape(data, source)  # specs from Python or a manifest too: bounded, valid Unicode
@@ -493,19 +584,37 @@ def parse_spec(
     except (OSError, RuntimeError) as exc:  # a symlink loop
         raise SpecError(f"cannot resolve the path ({exc.__class__.__name__})", file=source, key="dataset.path") from None
     spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"path": resolved})})
-    _check_scoring(spec, source)
+    names = _check_scoring(spec, source)
+    if check_metric:
+        _check_adaptive_metric(spec, names, source)
     return spec
 
 
-def _check_scoring(spec: SweepSpec, source: str) -> None:
+def _check_scoring(spec: SweepSpec, source: str) -> list[str]:
+    """Resolve the scoring list (SpecError naming the bad item); the metric names it defines."""
     if not spec.scoring:
-        return
+        return []
     from harness.analysis.scoring import resolve_scorers
 
     try:
-        resolve_scorers(list(spec.scoring))
+        return [scorer.name for scorer in resolve_scorers(list(spec.scoring))]
     except SpecError as err:
         raise SpecError(err.detail, file=source, key=err.key) from None
+
+
+def _check_adaptive_metric(spec: SweepSpec, scorer_names: list[str], source: str) -> None:
+    """An adaptive rule's metric must be one of the spec's scorers or a numeric row column."""
+    rule = spec.sweep.adaptive
+    if rule is None or rule.until.metric in scorer_names or rule.until.metric in ROW_METRICS:
+        return
+    import difflib
+
+    allowed = [*scorer_names, *ROW_METRICS]
+    close = difflib.get_close_matches(rule.until.metric, allowed, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    scorers = f"the scorers of `scoring` ({', '.join(scorer_names)})" if scorer_names else "a scorer added to `scoring`"
+    raise SpecError(f"{rule.until.metric!r} is not a metric of this spec; {hint}allowed: {scorers}, "
+                    f"or {' / '.join(ROW_METRICS)}", file=source, key="sweep.repeats.until.metric")
 
 
 def load_spec(path: str | Path, env: Mapping[str, str] | None = None) -> SweepSpec:
@@ -530,6 +639,10 @@ def json_schema() -> dict[str, Any]:
 
 __all__ = [
     "PER_SAMPLE",
+    "ROW_METRICS",
+    "AdaptiveRepeats",
+    "DropWorse",
+    "Until",
     "DatasetConfig",
     "Params",
     "RunnerConfig",

@@ -1,0 +1,311 @@
+"""Adaptive repeats: which cells get more samples, decided from the scores already stored.
+
+Pure (no I/O, clock or randomness): the same scores always give the same decisions. That is what
+makes an adaptive run resumable and reproducible — `harness.runner.adaptive` replays the rows a
+run directory already holds through a `Schedule` and arrives at exactly the state it had.
+
+**Rounds and looks.** Every cell (a sweep point) first gets `min` samples per prompt. When a
+round's rows are all in, the schedule *looks*:
+
+1. each cell's interval on the metric (below);
+2. with `drop_worse`: each active cell significantly worse than the leader (the best mean among
+   cells not dropped) stops, `dropped`;
+3. each active cell whose half-width ≤ `half_width` stops, `converged`;
+4. each active cell with `max` samples per prompt stops, `max`;
+
+and every cell still active gets `step` more samples per prompt (capped at `max`) in the next
+round. There are at most `looks = 1 + ceil((max − min) / step)` looks.
+
+**Interval** (analytic, clustered by prompt — the large-sample twin of the report's cluster
+bootstrap in `harness.analysis.bootstrap`, at a tiny fraction of its cost, computed at every look
+for every cell): the mean is Σ sums / Σ counts over prompts; its variance is the cluster-robust
+(CR1) sandwich `k/(k−1) · Σ_i (s_i − mean·c_i)² / N²` over the k prompts with a score (the repeats
+of a prompt are not independent draws); the half-width is Student's t with k − 1 degrees of
+freedom at `confidence` times its square root. When every score of a cell so far is 0 or 1 (all
+built-in scorers), the variance is at least the binomial `m̃(1 − m̃)/N` with `m̃ = (Σs + 1)/(N + 2)`
+(Laplace): a cell whose first samples all agree is not declared converged on a zero-width
+interval. One prompt only: the samples are treated as independent (N − 1 degrees of freedom).
+
+**Dropping** (`drop_worse: {alpha}`): cell c is compared to the leader L on the prompts both have
+scores for: d_i = mean_c,i − mean_L,i (sign flipped when lower is better), one-sided paired t test
+with k' − 1 degrees of freedom (standard error at least the binomial floor above for 0/1 metrics);
+c is dropped when `mean(d) + t(1 − α') · se < 0`, with the Bonferroni level
+`α' = alpha / ((cells − 1) · looks)`. Why that keeps the chance of dropping the truly best cell B
+below `alpha`: B can only be dropped by one of at most (cells − 1) rivals at one of at most
+`looks` looks; each such test has level α' when B is truly at least as good as the rival, so the
+union has probability ≤ alpha whatever the leader turns out to be and however often we look.
+Bonferroni over looks is conservative (a group-sequential or always-valid bound would drop
+sooner), but it needs no assumption about the spacing of looks and no independence between
+cells, and with the few looks adaptive repeats make (10 for min 2, max 20, step 2) it costs
+little.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Literal
+
+import numpy as np
+
+Reason = Literal["converged", "dropped", "max"]
+REASONS: tuple[Reason, ...] = ("converged", "dropped", "max")
+
+
+def _t_expansion(p: float, df: float) -> float:
+    """Abramowitz & Stegun 26.7.5: Student's t quantile from the normal one (large df)."""
+    x = NormalDist().inv_cdf(p)
+    g1 = (x**3 + x) / 4
+    g2 = (5 * x**5 + 16 * x**3 + 3 * x) / 96
+    g3 = (3 * x**7 + 19 * x**5 + 17 * x**3 - 15 * x) / 384
+    g4 = (79 * x**9 + 776 * x**7 + 1482 * x**5 - 1920 * x**3 - 945 * x) / 92160
+    return x + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
+
+
+def _t_central(t: float, df: int) -> float:
+    """P(|T| < t) for integer df (Abramowitz & Stegun 26.7.3-4, exact)."""
+    theta = math.atan(t / math.sqrt(df))
+    s, c2 = math.sin(theta), math.cos(theta) ** 2
+    if df % 2 == 0:
+        term = total = 1.0
+        for j in range(1, df // 2):
+            term *= c2 * (2 * j - 1) / (2 * j)
+            total += term
+        return s * total
+    if df == 1:
+        return 2 * theta / math.pi
+    c = math.cos(theta)
+    term = total = c
+    for j in range(1, (df - 1) // 2):
+        term *= c2 * (2 * j) / (2 * j + 1)
+        total += term
+    return 2 / math.pi * (theta + s * total)
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The p-quantile (0.5 < p < 1) of Student's t with `df` ≥ 1 degrees of freedom."""
+    if not 0.5 < p < 1 or df < 1:
+        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df >= 1, got {p}, {df}")
+    if df > 300:
+        return _t_expansion(p, df)
+    target = 2 * p - 1
+    lo, hi = 0.0, max(1.0, 2 * _t_expansion(p, max(df, 3)))
+    while _t_central(hi, df) < target:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if _t_central(mid, df) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * hi:
+            break
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The adaptive rule of a sweep (`sweep.repeats` as a mapping), in plain numbers."""
+
+    min: int
+    max: int
+    step: int
+    half_width: float
+    confidence: float = 0.95
+    higher_is_better: bool = True
+    alpha: float | None = None  # drop_worse.alpha; None: never drop
+
+    @property
+    def looks(self) -> int:
+        """The most looks a cell can have: at min, min + step, …, max."""
+        return 1 + math.ceil((self.max - self.min) / self.step)
+
+
+@dataclass(frozen=True)
+class CellInterval:
+    """A cell's mean on the metric with its interval (NaN when it has no score)."""
+
+    mean: float
+    lo: float
+    hi: float
+    half_width: float
+    scored: int  # scores used (rows with a number)
+    prompts: int  # prompts with at least one score
+
+
+def _binomial_floor(total: float, n: float) -> float:
+    """Variance floor of a 0/1 mean: Laplace-smoothed binomial."""
+    m = (total + 1.0) / (n + 2.0)
+    return m * (1.0 - m) / n
+
+
+def cell_interval(sums: np.ndarray, counts: np.ndarray, confidence: float, *, binary: bool) -> CellInterval:
+    """The clustered analytic interval of Σsums/Σcounts (per-prompt sums and counts of scores)."""
+    keep = counts > 0
+    s, c = sums[keep], counts[keep]
+    k, n = int(keep.sum()), float(c.sum())
+    if n == 0:
+        return CellInterval(math.nan, math.nan, math.nan, math.inf, 0, 0)
+    mean = float(s.sum() / n)
+    if n < 2:
+        return CellInterval(mean, -math.inf, math.inf, math.inf, int(n), k)
+    if k >= 2:
+        var = k / (k - 1) * float(((s - mean * c) ** 2).sum()) / n**2
+        df = k - 1
+    else:  # one prompt: its samples as independent draws (sums of squares are not kept: 0/1 only)
+        var = mean * (1 - mean) / (n - 1) if binary else math.inf
+        df = int(n) - 1
+    if binary:
+        var = max(var, _binomial_floor(float(s.sum()), n))
+    half = t_quantile((1 + confidence) / 2, df) * math.sqrt(var)
+    return CellInterval(mean, mean - half, mean + half, half, int(n), k)
+
+
+@dataclass
+class CellState:
+    """Where one cell stands."""
+
+    n: int = 0  # samples per prompt already looked at
+    target: int = 0  # samples per prompt of the current round
+    reason: Reason | None = None  # None while active
+    look: int = 0  # looks made while active (the look it stopped at, once stopped)
+    interval: CellInterval | None = None
+    dropped_by: int | None = None  # the leader's cell index when dropped
+
+
+class Schedule:
+    """The adaptive state of a set of cells over a fixed list of prompts.
+
+    Use: `round()` → the (cell, first sample, end sample) ranges to run for every prompt;
+    `record(cell, prompt, sample, score)` for each result (NaN: no score, e.g. an error row);
+    `close()` when the round is complete → the look. `done` when every cell has stopped.
+    """
+
+    def __init__(self, rule: Rule, cells: int, prompts: int) -> None:
+        if cells < 1 or prompts < 1:
+            raise ValueError("a schedule needs at least one cell and one prompt")
+        self.rule = rule
+        self.cells = cells
+        self.prompts = prompts
+        self.sums = np.zeros((cells, prompts))
+        self.counts = np.zeros((cells, prompts))
+        self.binary = np.ones(cells, dtype=bool)
+        self.states = [CellState(target=rule.min) for _ in range(cells)]
+        self.looks = 0
+        self._round: dict[int, np.ndarray] = {}
+
+    # -- the round ------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return all(st.reason is not None for st in self.states)
+
+    def active(self) -> list[int]:
+        return [i for i, st in enumerate(self.states) if st.reason is None]
+
+    def round(self) -> list[tuple[int, int, int]]:
+        """(cell, first sample, end sample) for every active cell: the current round."""
+        return [(i, st.n, st.target) for i, st in enumerate(self.states) if st.reason is None]
+
+    def round_size(self) -> int:
+        """Requests of the current round."""
+        return sum(stop - start for _, start, stop in self.round()) * self.prompts
+
+    def record(self, cell: int, prompt: int, sample: int, score: float) -> None:
+        """One result of the current round (anything outside the round is ignored)."""
+        st = self.states[cell]
+        if st.reason is not None or not st.n <= sample < st.target:
+            return
+        block = self._round.get(cell)
+        if block is None:
+            block = self._round[cell] = np.full((self.prompts, st.target - st.n), np.nan)
+        block[prompt, sample - st.n] = score
+
+    def close(self) -> None:
+        """The round is complete: add its scores (in a fixed order), then look."""
+        for i in self.active():
+            st = self.states[i]
+            block = self._round.pop(i, None)
+            if block is not None:
+                scored = ~np.isnan(block)
+                self.sums[i] += np.where(scored, block, 0.0).sum(axis=1)
+                self.counts[i] += scored.sum(axis=1)
+                if self.binary[i] and not np.isin(block[scored], (0.0, 1.0)).all():
+                    self.binary[i] = False
+            st.n = st.target
+        self._round.clear()
+        self._look()
+
+    # -- the look -------------------------------------------------------------------------
+
+    def _look(self) -> None:
+        rule = self.rule
+        self.looks += 1
+        active = self.active()
+        for i in active:
+            st = self.states[i]
+            st.look += 1
+            st.interval = cell_interval(self.sums[i], self.counts[i], rule.confidence, binary=bool(self.binary[i]))
+        if rule.alpha is not None and self.cells > 1:
+            leader = self.leader()
+            if leader is not None:
+                for i in active:
+                    if i != leader and self.significantly_worse(i, leader):
+                        self.states[i].reason = "dropped"
+                        self.states[i].dropped_by = leader
+        for i in active:
+            st = self.states[i]
+            if st.reason is not None:
+                continue
+            assert st.interval is not None
+            if st.interval.half_width <= rule.half_width:
+                st.reason = "converged"
+            elif st.n >= rule.max:
+                st.reason = "max"
+            else:
+                st.target = min(st.n + rule.step, rule.max)
+
+    def means(self) -> np.ndarray:
+        """Each cell's current mean (NaN without scores)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.sums.sum(axis=1) / self.counts.sum(axis=1)
+
+    def leader(self) -> int | None:
+        """The best mean among cells not dropped (ties: the first in plan order)."""
+        means = self.means()
+        best: int | None = None
+        for i, st in enumerate(self.states):
+            if st.reason == "dropped" or not np.isfinite(means[i]):
+                continue
+            if best is None or self._better(means[i], means[best]):
+                best = i
+        return best
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self.rule.higher_is_better else a < b
+
+    def alpha_per_test(self) -> float:
+        """Bonferroni: alpha over (cells − 1) rivals × looks."""
+        assert self.rule.alpha is not None
+        return self.rule.alpha / ((self.cells - 1) * self.rule.looks)
+
+    def significantly_worse(self, cell: int, leader: int) -> bool:
+        """The one-sided paired test of `cell` against `leader` at the Bonferroni level."""
+        both = (self.counts[cell] > 0) & (self.counts[leader] > 0)
+        k = int(both.sum())
+        if k < 2:
+            return False
+        d = self.sums[cell][both] / self.counts[cell][both] - self.sums[leader][both] / self.counts[leader][both]
+        if not self.rule.higher_is_better:
+            d = -d
+        mean = float(d.mean())
+        if mean >= 0:
+            return False
+        var = float(d.var(ddof=1)) / k
+        if self.binary[cell] and self.binary[leader]:
+            floor = sum(_binomial_floor(float(self.sums[j][both].sum()), float(self.counts[j][both].sum()))
+                        for j in (cell, leader))
+            var = max(var, floor)
+        bound = mean + t_quantile(1 - self.alpha_per_test(), k - 1) * math.sqrt(var)
+        return bound < 0
