@@ -67,8 +67,15 @@ def handle(args: argparse.Namespace) -> int:
     _print_table(plan, args.show)
     print(f"points    {_fmt(plan.points)}")
     print(f"prompts   {_fmt(plan.prompts)}")
-    print(f"repeats   {_fmt(plan.repeats)}" + _seed_note(plan))
-    print(f"requests  {_fmt(plan.requests)}")
+    rule = plan.adaptive
+    if rule is None:
+        print(f"repeats   {_fmt(plan.repeats)}" + _seed_note(plan))
+        print(f"requests  {_fmt(plan.requests)}")
+    else:
+        drop = f"; drop cells worse than the best (alpha {rule.drop_worse.alpha})" if rule.drop_worse else ""
+        print(f"repeats   adaptive {rule.min} … {rule.max} per prompt, +{rule.rounds_step} per round, until "
+              f"{rule.until.metric} ±{rule.until.half_width:g} at {rule.until.confidence:.0%}{drop}" + _seed_note(plan))
+        print(f"requests  {_fmt(plan.min_requests)} … {_fmt(plan.requests)} (at least min, at most max repeats in every cell)")
     print(f"tokens    ~{_fmt(plan.est_prompt_tokens)} prompt (≈{4} chars/token), "
           f"≤{_fmt(plan.max_completion_tokens)} completion")
     return 0

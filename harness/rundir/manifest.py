@@ -11,6 +11,8 @@ Fields (the contract in DESIGN.md, plus a few):
     counts            {requests, ok, error}
     shard             {index, count} or null;  limit;  overrides {concurrency, rps}
     sessions          how many times the run was started;  merged_from (run ids) for a merge
+    adaptive          adaptive repeats only: the rule, min/max/scheduled requests and, per cell,
+                      why it stopped (converged / dropped / max) with its samples and interval
 
 The stored spec is *resolved*: reading it back (`stored_spec`) never interpolates `${VAR}`
 again, so a `$${VAR}` escape sends `${VAR}` before and after a resume.
@@ -96,6 +98,7 @@ class Manifest(BaseModel):
     sessions: int = Field(1, ge=1)
     redacted: list[str] = Field(default_factory=list)
     merged_from: list[str] | None = None
+    adaptive: dict[str, Any] | None = None  # adaptive repeats: the rule, request bounds, each cell's stop (docs/run-directory.md)
 
     # -- transitions (each returns a new manifest) ----------------------------------------
 

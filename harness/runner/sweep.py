@@ -18,12 +18,13 @@ import hashlib
 import itertools
 import os
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from harness.analysis.scoring import Scorer
 from harness.client import ChatClient, ClientConfig
 from harness.errors import RunDirError, TargetError, UsageError
 from harness.rundir.layout import environment_reason, storage_error
@@ -42,6 +43,7 @@ from harness.rundir.manifest import (
 from harness.rundir.store import RowCounts, RunStore
 from harness.runner.body import build_body
 from harness.runner.dispatch import Engine, EngineConfig, Stats
+from harness.runner.rounds import ROUND_COLUMNS, AdaptiveRun, metric_scorer, stored_scores
 from harness.spec.datasets import Prompt, load_prompts
 from harness.spec.grid import Point, RequestPlan, expand_points, plan_requests
 from harness.spec.sweepspec import SweepSpec, check_api_key
@@ -73,6 +75,7 @@ class SweepJob:
     _select: Callable[[], Iterator[RequestPlan]]
     _lock: RunLock | None = None
     result: RunResult | None = None  # how the session ended, once it has (harness.runner.session)
+    adaptive: AdaptiveRun | None = None  # adaptive repeats: the rounds' feedback loop (harness.runner.rounds)
 
     def plans(self) -> Iterator[RequestPlan]:
         """The requests to send, lazily, in plan order."""
@@ -131,6 +134,19 @@ def _selection(spec: SweepSpec, shard: Shard | None, limit: int | None) -> Calla
     return select
 
 
+def _adaptive_points(spec: SweepSpec, shard: Shard | None) -> tuple[list[Point], list[Prompt]]:
+    """Adaptive repeats shard by cell: shard K of N holds the cells whose cell_id hashes to K."""
+    points = [p for p in expand_points(spec) if shard is None or in_shard(p.cell_id, shard)]
+    return points, load_prompts(spec)
+
+
+def _adaptive_job(spec: SweepSpec, shard: Shard | None, stored: dict[str, float], scorer: Scorer | None
+                  ) -> tuple[AdaptiveRun, Callable[[], Iterator[RequestPlan]]]:
+    points, prompts = _adaptive_points(spec, shard)
+    run = AdaptiveRun(spec, points, prompts, scorer, stored)
+    return run, lambda: iter(run.next_plans())
+
+
 def new_job(
     spec: SweepSpec,
     *,
@@ -142,8 +158,17 @@ def new_job(
 ) -> SweepJob:
     """Create a fresh run directory inside `out` for `spec` (`secrets`: values never to store)."""
     shard = as_shard(shard)
-    select = _selection(spec, shard, limit)
-    total = sum(1 for _ in select())
+    adaptive: AdaptiveRun | None = None
+    if spec.sweep.adaptive is not None:
+        if limit is not None:
+            raise UsageError("cannot cut an adaptive sweep (sweep.repeats is a mapping) at N requests; "
+                             "lower sweep.repeats.max instead", key="--limit")
+        adaptive, select = _adaptive_job(spec, shard, {}, metric_scorer(spec))
+        pending = len(adaptive.next_plans())
+        total = adaptive.scheduled
+    else:
+        select = _selection(spec, shard, limit)
+        total = pending = sum(1 for _ in select())
     run_id = new_run_id(spec.name)
     run_dir = Path(out) / run_id
     try:
@@ -155,27 +180,37 @@ def new_job(
     try:
         manifest = new_manifest(run_id=run_id, spec=spec, requests=total, shard=shard, limit=limit,
                                 overrides=dict(overrides or {}), secrets=secrets)
+        if adaptive is not None:
+            manifest = manifest.model_copy(update={"adaptive": adaptive.summary(str(shard) if shard else None)})
         write_manifest(run_dir, manifest)
         store = RunStore(run_dir)
     except OSError as exc:
         lock.release()
         raise storage_error(exc, run_dir) from None
-    return SweepJob(run_dir, spec, manifest, store, total, total, dict(overrides or {}), select, lock)
+    return SweepJob(run_dir, spec, manifest, store, total, pending, dict(overrides or {}), select, lock, adaptive=adaptive)
 
 
-def resume_job(run_dir: Path, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None) -> SweepJob:
-    """Re-open a run directory: recover its journal, plan what has no (ok) row yet."""
+def resume_job(run_dir: Path, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None,
+               allow_scorers: Sequence[str] = ()) -> SweepJob:
+    """Re-open a run directory: recover its journal, plan what has no (ok) row yet.
+
+    Adaptive repeats: the stored rows are replayed through the schedule (the same decisions as
+    the first session), then the current round's missing requests are planned. A custom scorer
+    as the adaptive metric is imported only when named in `allow_scorers` (`--allow-scorer`)."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     check_resumable(manifest, run_dir)
     spec = manifest.stored_spec(run_dir)
+    scorer = metric_scorer(spec, allow_custom=allow_scorers) if spec.sweep.adaptive is not None else None
     lock = RunLock(run_dir)
     try:
-        select = _selection(spec, manifest.shard, manifest.limit)
         store = RunStore(run_dir)
         store.recover()
-        statuses = store.statuses()
         keep = {"ok"} if retry_errors else {"ok", "error"}
+        if spec.sweep.adaptive is not None:
+            return _resume_adaptive(run_dir, spec, manifest, store, keep, scorer, overrides, lock)
+        select = _selection(spec, manifest.shard, manifest.limit)
+        statuses = store.statuses()
 
         def todo() -> Iterator[RequestPlan]:
             return (p for p in select() if statuses.get(p.request_id) not in keep)
@@ -191,6 +226,24 @@ def resume_job(run_dir: Path, *, retry_errors: bool = False, overrides: dict[str
         lock.release()
         raise
     return SweepJob(run_dir, spec, manifest, store, total, pending, dict(manifest.overrides), todo, lock)
+
+
+def _resume_adaptive(run_dir: Path, spec: SweepSpec, manifest: Manifest, store: RunStore, keep: set[str],
+                     scorer: Scorer | None, overrides: dict[str, Any] | None, lock: RunLock) -> SweepJob:
+    from harness.rundir.results import read_table
+
+    metric = spec.sweep.adaptive.until.metric if spec.sweep.adaptive else ""
+    columns = None if scorer is not None and not scorer.builtin else list(ROUND_COLUMNS)
+    table = read_table(run_dir, columns)
+    rows = [r for r in table.drop_columns([c for c in ("logprobs",) if c in table.column_names]).to_pylist()
+            if r["status"] in keep]
+    adaptive, select = _adaptive_job(spec, manifest.shard, stored_scores(rows, metric, scorer), scorer)
+    pending = len(adaptive.next_plans())
+    shard = str(manifest.shard) if manifest.shard else None
+    manifest = manifest.resumed(dict(overrides or {})).model_copy(update={"adaptive": adaptive.summary(shard)})
+    write_manifest(run_dir, manifest)
+    return SweepJob(run_dir, spec, manifest, store, adaptive.scheduled, pending, dict(manifest.overrides), select,
+                    lock, adaptive=adaptive)
 
 
 def api_key_for(spec: SweepSpec, env: Mapping[str, str] | None = None) -> str | None:
@@ -311,13 +364,54 @@ async def _execute(job: SweepJob, endpoint: Endpoint, stats: Stats, config: Engi
         return sending.body(build_body(job.spec, plan, model=endpoint.model))
 
     async with ChatClient(client_config, transport=transport) as client:
-        engine = Engine(client, build, sending.wrap(writer.write), config, stats)
+        sink = sending.wrap(writer.write)
+        if job.adaptive is not None:
+            sink = _observed(sink, job.adaptive)
+        engine = Engine(client, build, sink, config, stats)
         flusher = asyncio.create_task(writer.flush_every(0.2))
         try:
-            await engine.run(job.plans())
+            if job.adaptive is None:
+                await engine.run(job.plans())
+            else:
+                await _run_rounds(job, engine, stats)
         finally:
             flusher.cancel()
             await writer.drain()
+
+
+def _observed(sink: Callable[[dict[str, Any]], Awaitable[None]], run: AdaptiveRun
+              ) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    async def write(row: dict[str, Any]) -> None:
+        await sink(row)
+        run.observe(row)
+
+    return write
+
+
+async def _run_rounds(job: SweepJob, engine: Engine, stats: Stats) -> None:
+    """Adaptive repeats: send a round, score it, schedule the next, until every cell stopped."""
+    run = job.adaptive
+    assert run is not None
+    plans = run.next_plans()
+    while plans:
+        await engine.run(plans)
+        if engine.breaker.reason is not None:  # the server refuses everything: no more rounds
+            return
+        run.close_round()
+        plans = run.next_plans()
+        job.total = run.scheduled
+        job.pending += len(plans)
+        stats.total = job.pending
+        _record_adaptive(job)
+    _record_adaptive(job)
+
+
+def _record_adaptive(job: SweepJob) -> None:
+    """The manifest's `adaptive` section, rewritten after every look (an interrupted run shows it)."""
+    assert job.adaptive is not None
+    shard = str(job.manifest.shard) if job.manifest.shard else None
+    job.manifest = job.manifest.model_copy(update={"adaptive": job.adaptive.summary(shard)})
+    write_manifest(job.run_dir, job.manifest)
 
 
 def _dialect(job: SweepJob, endpoint: Endpoint) -> Any:

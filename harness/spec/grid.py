@@ -23,7 +23,7 @@ import hashlib
 import itertools
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,9 +208,23 @@ def plan_requests(
 ) -> Iterator[RequestPlan]:
     """Requests in order point → prompt → sample (consecutive requests share a prompt prefix)."""
     name = model if model is not None else spec.model_name
+    repeats = spec.sweep.max_repeats  # adaptive repeats: every request the sweep may send
     for point in points:
         for prompt in prompts:
-            for sample in range(spec.sweep.repeats):
+            for sample in range(repeats):
+                rid = request_id_of(name, point.point_json, prompt.id, sample)
+                yield RequestPlan(request_id=rid, point=point, prompt=prompt, sample=sample)
+
+
+def plan_samples(
+    spec: SweepSpec, ranges: Iterable[tuple[Point, int, int]], prompts: Sequence[Prompt], model: str | None = None
+) -> Iterator[RequestPlan]:
+    """Requests of samples [start, stop) of each given point, every prompt, in order point → prompt →
+    sample (an adaptive round); the request ids are those `plan_requests` gives."""
+    name = model if model is not None else spec.model_name
+    for point, start, stop in ranges:
+        for prompt in prompts:
+            for sample in range(start, stop):
                 rid = request_id_of(name, point.point_json, prompt.id, sample)
                 yield RequestPlan(request_id=rid, point=point, prompt=prompt, sample=sample)
 
@@ -238,6 +252,7 @@ __all__ = [
     "iter_points",
     "make_point",
     "plan_requests",
+    "plan_samples",
     "point_table",
     "request_id_of",
 ]

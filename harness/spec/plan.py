@@ -15,7 +15,7 @@ from harness.spec.grid import (
     iter_points,
     point_table,
 )
-from harness.spec.sweepspec import SweepSpec, spec_hash
+from harness.spec.sweepspec import AdaptiveRepeats, SweepSpec, spec_hash
 
 CHARS_PER_TOKEN = 4  # a rough, documented heuristic for the estimate; servers report real counts
 
@@ -30,10 +30,21 @@ class Plan:
     repeats: int
     preview: list[Point] = field(default_factory=list)
     prompt_chars: int = 0
+    min_repeats: int | None = None  # adaptive repeats: the samples per prompt every cell gets first
 
     @property
     def requests(self) -> int:
+        """Requests the sweep sends (adaptive repeats: at most)."""
         return self.points * self.prompts * self.repeats
+
+    @property
+    def min_requests(self) -> int:
+        """Requests the sweep sends at least (= `requests` with fixed repeats)."""
+        return self.points * self.prompts * (self.repeats if self.min_repeats is None else self.min_repeats)
+
+    @property
+    def adaptive(self) -> AdaptiveRepeats | None:
+        return self.spec.sweep.adaptive
 
     @property
     def est_prompt_tokens(self) -> int:
@@ -61,6 +72,9 @@ class Plan:
             "prompts": self.prompts,
             "repeats": self.repeats,
             "requests": self.requests,
+            "min_requests": self.min_requests,
+            "max_requests": self.requests,
+            "adaptive": self.adaptive.model_dump(mode="json") if self.adaptive else None,
             "est_prompt_tokens": self.est_prompt_tokens,
             "max_completion_tokens": self.max_completion_tokens,
             "preview": [dict(zip(columns, r)) for r in rows],
@@ -92,7 +106,8 @@ def make_plan(spec: SweepSpec, preview: int = 20, max_points: int = DEFAULT_MAX_
         spec=spec,
         points=count_points(spec.sweep),
         prompts=len(prompts),
-        repeats=spec.sweep.repeats,
+        repeats=spec.sweep.max_repeats,
+        min_repeats=spec.sweep.min_repeats if spec.sweep.adaptive else None,
         preview=list(itertools.islice(iter_points(spec.sweep), preview)),
         prompt_chars=_chars(prompts),
     )

@@ -1,0 +1,219 @@
+"""Adaptive repeats in the runner: send a round, score it, let the schedule decide the next.
+
+    run = AdaptiveRun.start(spec, points, prompts, done={})      # or with the rows a run holds
+    while (plans := run.next_plans()):                             # rows already stored are absorbed
+        ... send plans; run.observe(row) for each row ...
+    run.summary()                                                  # the manifest's `adaptive` section
+
+The decisions are those of `harness.analysis.sequential.Schedule`, fed only with scores of rows
+that exist: a resumed run replays its stored rows round by round through a fresh schedule and
+reaches the state the interrupted session had, then sends what the current round still lacks.
+Rows are scored with `harness.analysis.scoring.score_frame` (the report's scorer code), a round
+at a time, in plan order, so the same rows always give the same decisions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from harness.analysis.scoring import Scorer, resolve_scorers, score_frame
+from harness.analysis.sequential import REASONS, Rule, Schedule
+from harness.errors import SpecError, UsageError
+from harness.spec.datasets import Prompt
+from harness.spec.grid import Point, RequestPlan, plan_samples
+from harness.spec.sweepspec import ROW_METRICS, AdaptiveRepeats, SweepSpec
+
+# columns a round keeps of each row for scoring (custom scorers get every column but logprobs)
+ROUND_COLUMNS = ("request_id", "cell_id", "prompt_id", "sample", "status", "content", "reference", *ROW_METRICS)
+
+
+def rule_of(adaptive: AdaptiveRepeats) -> Rule:
+    """The spec's adaptive mapping as the decision core's plain numbers."""
+    return Rule(
+        min=adaptive.min,
+        max=adaptive.max,
+        step=adaptive.rounds_step,
+        half_width=adaptive.until.half_width,
+        confidence=adaptive.until.confidence,
+        higher_is_better=adaptive.until.better == "higher",
+        alpha=adaptive.drop_worse.alpha if adaptive.drop_worse else None,
+    )
+
+
+def metric_scorer(spec: SweepSpec, *, allow_custom: bool | Sequence[str] = True) -> Scorer | None:
+    """The scorer of the adaptive metric (None for a row column such as completion_tokens)."""
+    rule = spec.sweep.adaptive
+    assert rule is not None
+    if rule.until.metric in ROW_METRICS:
+        return None
+    try:
+        scorers = resolve_scorers(list(spec.scoring), allow_custom=allow_custom)
+    except SpecError as err:
+        raise UsageError(f"the adaptive metric needs the scorer: {err.detail}", file=spec.source, key=err.key) from None
+    for scorer in scorers:
+        if scorer.name == rule.until.metric:
+            return scorer
+    raise UsageError(f"{rule.until.metric!r} is not a scorer of this spec", file=spec.source,
+                     key="sweep.repeats.until.metric")
+
+
+def score_rows(rows: Sequence[Mapping[str, Any]], metric: str, scorer: Scorer | None) -> list[float]:
+    """The metric of each row (NaN for an error row or a missing value), as the report scores it."""
+    import pandas as pd
+
+    if not rows:
+        return []
+    frame = pd.DataFrame(list(rows))
+    if scorer is not None:
+        return [float(v) for v in score_frame(frame, [scorer])[scorer.name].tolist()]
+    out = []
+    for status, value in zip(frame["status"].tolist(), frame[metric].tolist(), strict=True):
+        ok = status == "ok" and value is not None and not (isinstance(value, float) and math.isnan(value))
+        out.append(float(value) if ok else math.nan)
+    return out
+
+
+class AdaptiveRun:
+    """The feedback loop of one session over the cells of a run (or of its shard)."""
+
+    def __init__(self, spec: SweepSpec, points: Sequence[Point], prompts: Sequence[Prompt],
+                 scorer: Scorer | None, stored: Mapping[str, float]) -> None:
+        adaptive = spec.sweep.adaptive
+        assert adaptive is not None
+        self.spec = spec
+        self.adaptive = adaptive
+        self.points = list(points)
+        self.prompts = list(prompts)
+        self.scorer = scorer
+        self.metric = adaptive.until.metric
+        self._stored = dict(stored)  # request_id -> score of a row already in the run directory
+        self._cell = {p.cell_id: i for i, p in enumerate(self.points)}
+        self._prompt = {p.id: i for i, p in enumerate(self.prompts)}
+        self.schedule = Schedule(rule_of(adaptive), max(1, len(self.points)), max(1, len(self.prompts)))
+        self.scheduled = 0  # requests of every round begun so far
+        self._missing: set[str] = set()
+        self._rows: list[dict[str, Any]] = []
+        self._open = False
+        if not self.points or not self.prompts:  # an empty shard: nothing to decide
+            for st in self.schedule.states:
+                st.reason = "max"
+
+    @property
+    def min_requests(self) -> int:
+        return len(self.points) * len(self.prompts) * self.adaptive.min
+
+    @property
+    def max_requests(self) -> int:
+        return len(self.points) * len(self.prompts) * self.adaptive.max
+
+    @property
+    def done(self) -> bool:
+        return self.schedule.done
+
+    def next_plans(self) -> list[RequestPlan]:
+        """The requests of the current round that have no row yet ([] when every cell stopped).
+
+        Rounds whose rows are all stored are scored and closed on the way."""
+        while not self.schedule.done:
+            if not self._open:
+                self._begin_round()
+            if self._missing:
+                return [p for p in self._round_plans() if p.request_id in self._missing]
+            self.close_round()
+        return []
+
+    def _round_plans(self) -> list[RequestPlan]:
+        ranges = [(self.points[i], start, stop) for i, start, stop in self.schedule.round()]
+        return list(plan_samples(self.spec, ranges, self.prompts))
+
+    def _begin_round(self) -> None:
+        plans = self._round_plans()
+        self.scheduled += len(plans)
+        self._open = True
+        self._missing = set()
+        for plan in plans:
+            score = self._stored.get(plan.request_id)
+            if score is None:
+                self._missing.add(plan.request_id)
+            else:
+                self._record(plan.point.cell_id, plan.prompt.id, plan.sample, score)
+
+    def observe(self, row: Mapping[str, Any]) -> None:
+        """A row of the current round has been written (scored when the round closes)."""
+        rid = row.get("request_id")
+        if rid in self._missing:
+            self._missing.discard(rid)
+            if self.scorer is not None and not self.scorer.builtin:
+                self._rows.append({k: v for k, v in row.items() if k != "logprobs"})
+            else:
+                self._rows.append({k: row.get(k) for k in ROUND_COLUMNS})
+
+    def close_round(self) -> None:
+        """Score the round's new rows (in plan order) and let the schedule look."""
+        rows = sorted(self._rows, key=lambda r: (self._cell[r["cell_id"]], self._prompt[r["prompt_id"]], r["sample"]))
+        for row, score in zip(rows, score_rows(rows, self.metric, self.scorer), strict=True):
+            self._stored[row["request_id"]] = score
+            self._record(row["cell_id"], row["prompt_id"], int(row["sample"]), score)
+        self._rows = []
+        self._missing = set()
+        self._open = False
+        self.schedule.close()
+
+    def _record(self, cell_id: str, prompt_id: str, sample: int, score: float) -> None:
+        self.schedule.record(self._cell[cell_id], self._prompt[prompt_id], sample, score)
+
+    # -- the manifest's account -------------------------------------------------------------
+
+    def summary(self, shard: str | None = None) -> dict[str, Any]:
+        """The manifest's `adaptive` section: the rule, the request bounds and every cell's state."""
+        sch = self.schedule
+        cells: dict[str, Any] = {}
+        prompts = len(self.prompts)
+        for i, point in enumerate(self.points):
+            st = sch.states[i]
+            iv = st.interval
+            cells[point.cell_id] = {
+                "point": point.params,
+                "reason": st.reason,
+                "samples": st.n,
+                "requests": st.n * prompts,
+                "scored": iv.scored if iv else 0,
+                "mean": _num(iv.mean) if iv else None,
+                "lo": _num(iv.lo) if iv else None,
+                "hi": _num(iv.hi) if iv else None,
+                "half_width": _num(iv.half_width) if iv else None,
+                "looks": st.look,
+                "dropped_by": self.points[st.dropped_by].cell_id if st.dropped_by is not None else None,
+            }
+        rule = sch.rule
+        return {
+            "metric": self.metric,
+            "better": self.adaptive.until.better,
+            "half_width": rule.half_width,
+            "confidence": rule.confidence,
+            "min": rule.min,
+            "max": rule.max,
+            "step": rule.step,
+            "alpha": rule.alpha,
+            "alpha_per_test": sch.alpha_per_test() if rule.alpha is not None and sch.cells > 1 else None,
+            "looks": sch.looks,
+            "shard_rule": "cells" if shard else None,
+            "requests": {"min": self.min_requests, "max": self.max_requests, "scheduled": self.scheduled},
+            "stopped": {reason: sum(1 for c in cells.values() if c["reason"] == reason) for reason in REASONS},
+            "cells": cells,
+        }
+
+
+def _num(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def stored_scores(rows: Iterable[Mapping[str, Any]], metric: str, scorer: Scorer | None) -> dict[str, float]:
+    """request_id → metric of rows already in a run directory."""
+    listed = list(rows)
+    return {str(r["request_id"]): s for r, s in zip(listed, score_rows(listed, metric, scorer), strict=True)}
+
+
+__all__ = ["ROUND_COLUMNS", "AdaptiveRun", "metric_scorer", "rule_of", "score_rows", "stored_scores"]
