@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row")
     p.add_argument("--retry-errors", action="store_true", help="with --resume: send the error rows again and replace them")
+    p.add_argument("--allow-scorer", action="append", default=[], metavar="MODULE:FUNCTION",
+                   help="with --resume: import this custom scorer of the stored spec (the metric of adaptive repeats)")
     p.add_argument("--no-preflight", action="store_true", help="skip the check that the server accepts every swept value")
     p.add_argument("--probe", action="store_true", help="probe the endpoint first (harness probe) and keep its profile as RUN_DIR/probe.json")
     p.add_argument("--report", nargs="?", const="", metavar="DIR",
@@ -51,11 +53,14 @@ def _prepare(args: argparse.Namespace) -> SweepJob:
         for flag, value in (("--limit", args.limit), ("--shard", args.shard)):
             if value is not None:
                 raise UsageError("is fixed by the run being resumed; not allowed with --resume", key=flag)
-        return prepare_resume(args.resume, retry_errors=args.retry_errors, concurrency=args.concurrency, rps=args.rps)
+        return prepare_resume(args.resume, retry_errors=args.retry_errors, concurrency=args.concurrency, rps=args.rps,
+                              allow_scorers=tuple(args.allow_scorer))
     if not args.spec:
         raise UsageError("a sweep spec is required (or --resume RUN_DIR)", key="SPEC")
     if args.retry_errors:
         raise UsageError("only with --resume RUN_DIR", key="--retry-errors")
+    if args.allow_scorer:
+        raise UsageError("only with --resume RUN_DIR (a spec given here may name its own scorers)", key="--allow-scorer")
     shard = parse_shard(args.shard) if args.shard else None
     return prepare_run(args.spec, out=args.out, shard=shard, limit=args.limit,
                        concurrency=args.concurrency, rps=args.rps, max_points=args.max_points)

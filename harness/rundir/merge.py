@@ -8,6 +8,7 @@ need `harness run --resume` first). Rows are copied part by part (memory stays f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -47,6 +48,26 @@ def _requests(manifests: list[Manifest]) -> int:
     if None in per_shard:
         return per_shard[None]
     return sum(per_shard.values())
+
+
+def _merged_adaptive(manifests: list[Manifest]) -> dict[str, Any]:
+    """Adaptive repeats: the union of the shards' cells (each shard adapted its own cells)."""
+    per_shard: dict[Shard | None, dict[str, Any]] = {}
+    for m in manifests:
+        if m.adaptive:
+            per_shard[m.shard] = m.adaptive  # the same shard twice: the later run's account
+    sections = list(per_shard.values())
+    cells: dict[str, Any] = {}
+    for section in sections:
+        cells.update(section.get("cells") or {})
+    merged = dict(sections[0])
+    merged["cells"] = cells
+    merged["looks"] = max(int(sec.get("looks") or 0) for sec in sections)
+    merged["requests"] = {key: sum(int((sec.get("requests") or {}).get(key) or 0) for sec in sections)
+                          for key in ("min", "max", "scheduled")}
+    merged["stopped"] = {reason: sum(1 for c in cells.values() if c.get("reason") == reason)
+                         for reason in ("converged", "dropped", "max")}
+    return merged
 
 
 def _complete(manifests: list[Manifest]) -> bool:
@@ -105,6 +126,8 @@ def merge_runs(run_dirs: list[Path], out: Path) -> tuple[Manifest, RowCounts]:
         "merged_from": [m.run_id for m in manifests],
         "started_at": min(str(m.started_at or "") for m in manifests) or None,
     })
+    if any(m.adaptive for m in manifests):
+        manifest = manifest.model_copy(update={"adaptive": _merged_adaptive(manifests)})
     status: Status = "completed" if _complete(manifests) else "interrupted"
     manifest = manifest.finished(status, Counts(requests=_requests(manifests), ok=counts.ok, error=counts.error))
     write_manifest(out, manifest)

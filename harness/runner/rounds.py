@@ -48,15 +48,26 @@ def metric_scorer(spec: SweepSpec, *, allow_custom: bool | Sequence[str] = True)
     assert rule is not None
     if rule.until.metric in ROW_METRICS:
         return None
-    try:
-        scorers = resolve_scorers(list(spec.scoring), allow_custom=allow_custom)
-    except SpecError as err:
-        raise UsageError(f"the adaptive metric needs the scorer: {err.detail}", file=spec.source, key=err.key) from None
-    for scorer in scorers:
-        if scorer.name == rule.until.metric:
-            return scorer
+    for i, item in enumerate(spec.scoring):  # only the metric's scorer is resolved (and maybe imported)
+        if _item_name(item) != rule.until.metric:
+            continue
+        try:
+            (scorer,) = resolve_scorers([item], allow_custom=allow_custom)
+        except SpecError as err:
+            key = (err.key or "scoring").replace("scoring[0]", f"scoring[{i}]", 1)
+            raise UsageError(f"the adaptive metric needs it: {err.detail}", file=spec.source, key=key) from None
+        return scorer
     raise UsageError(f"{rule.until.metric!r} is not a scorer of this spec", file=spec.source,
                      key="sweep.repeats.until.metric")
+
+
+def _item_name(item: str | Mapping[str, Any]) -> str:
+    """The metric name a `scoring` item defines, without resolving (importing) it."""
+    if isinstance(item, Mapping):
+        name = item.get("name") or item.get("type") or ""
+    else:
+        name = item
+    return str(name).partition(":")[2] if ":" in str(name) else str(name)
 
 
 def score_rows(rows: Sequence[Mapping[str, Any]], metric: str, scorer: Scorer | None) -> list[float]:

@@ -116,10 +116,15 @@ def prepare_run(
 
 
 def prepare_resume(
-    run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None, rps: float | None = None
+    run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None, rps: float | None = None,
+    allow_scorers: tuple[str, ...] = (),
 ) -> SweepJob:
-    """Re-open a run directory (its stored spec, shard and limit) to send what has no row yet."""
-    return resume_job(Path(run_dir), retry_errors=retry_errors, overrides=_overrides(concurrency, rps))
+    """Re-open a run directory (its stored spec, shard and limit) to send what has no row yet.
+
+    `allow_scorers`: custom scorers (`module:function`) of the stored spec that may be imported —
+    needed when one is the metric of adaptive repeats."""
+    return resume_job(Path(run_dir), retry_errors=retry_errors, overrides=_overrides(concurrency, rps),
+                      allow_scorers=allow_scorers)
 
 
 def _finish(job: SweepJob, status: Status, reason: str | None = None) -> RunResult:
