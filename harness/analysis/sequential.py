@@ -42,6 +42,7 @@ little.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -83,6 +84,7 @@ def _t_central(t: float, df: int) -> float:
     return 2 / math.pi * (theta + s * total)
 
 
+@functools.lru_cache(maxsize=4096)
 def t_quantile(p: float, df: int) -> float:
     """The p-quantile (0.5 < p < 1) of Student's t with `df` ≥ 1 degrees of freedom."""
     if not 0.5 < p < 1 or df < 1:
@@ -221,6 +223,17 @@ class Schedule:
         if block is None:
             block = self._round[cell] = np.full((self.prompts, st.target - st.n), np.nan)
         block[prompt, sample - st.n] = score
+
+    def record_block(self, cell: int, start: int, scores: np.ndarray) -> None:
+        """Scores of samples start, start + 1, … of every prompt at once (prompts × samples)."""
+        st = self.states[cell]
+        lo, hi = max(start, st.n), min(start + scores.shape[1], st.target)
+        if st.reason is not None or lo >= hi:
+            return
+        block = self._round.get(cell)
+        if block is None:
+            block = self._round[cell] = np.full((self.prompts, st.target - st.n), np.nan)
+        block[:, lo - st.n:hi - st.n] = scores[:, lo - start:hi - start]
 
     def close(self) -> None:
         """The round is complete: add its scores (in a fixed order), then look."""

@@ -1,0 +1,159 @@
+"""The decision core of adaptive repeats (harness/analysis/sequential.py): intervals, looks, drops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from harness.analysis.sequential import Rule, Schedule, cell_interval, t_quantile
+
+RULE = Rule(min=2, max=20, step=2, half_width=0.05, confidence=0.95, alpha=0.05)
+
+
+def feed(schedule: Schedule, p: np.ndarray, rng: np.random.Generator) -> int:
+    """Run a schedule to the end on 0/1 draws with per-(cell, prompt) success probabilities `p`."""
+    sent = 0
+    while not schedule.done:
+        for cell, start, stop in schedule.round():
+            draws = rng.random((schedule.prompts, stop - start)) < p[cell][:, None]
+            sent += draws.size
+            schedule.record_block(cell, start, draws.astype(np.float64))
+        schedule.close()
+    return sent
+
+
+@pytest.mark.parametrize(("p", "df", "want"), [
+    (0.975, 1, 12.7062), (0.975, 2, 4.3027), (0.975, 5, 2.5706), (0.975, 10, 2.2281), (0.975, 30, 2.0423),
+    (0.995, 4, 4.6041), (0.999, 20, 3.5518), (0.9995, 3, 12.9240), (0.975, 1000, 1.9623),
+])
+def test_t_quantile_matches_the_table(p: float, df: int, want: float) -> None:
+    assert t_quantile(p, df) == pytest.approx(want, abs=2e-4)
+
+
+@pytest.mark.slow  # importing scipy takes seconds
+def test_t_quantile_matches_scipy_in_the_far_tail() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 7, 19, 120, 299, 301, 5000):
+        for p in (0.6, 0.975, 0.999, 1 - 1e-5, 1 - 1e-7):
+            assert t_quantile(p, df) == pytest.approx(float(stats.t.ppf(p, df)), rel=1e-6), (p, df)
+
+
+def test_interval_is_the_cluster_robust_one() -> None:
+    sums = np.array([3.0, 1.0, 4.0, 0.0])  # 4 prompts, 4 samples each
+    counts = np.array([4.0, 4.0, 4.0, 4.0])
+    iv = cell_interval(sums, counts, 0.95, binary=False)
+    mean = 8 / 16
+    var = 4 / 3 * sum((s - mean * 4) ** 2 for s in sums) / 16**2
+    assert iv.mean == pytest.approx(mean)
+    assert iv.half_width == pytest.approx(t_quantile(0.975, 3) * math.sqrt(var))
+    assert (iv.lo, iv.hi) == pytest.approx((mean - iv.half_width, mean + iv.half_width))
+    assert (iv.scored, iv.prompts) == (16, 4)
+
+
+def test_agreeing_first_samples_do_not_give_a_zero_width_interval() -> None:
+    iv = cell_interval(np.full(20, 2.0), np.full(20, 2.0), 0.95, binary=True)  # 40 of 40 right
+    assert iv.mean == 1.0 and iv.half_width > 0.04
+    assert cell_interval(np.full(20, 2.0), np.full(20, 2.0), 0.95, binary=False).half_width == 0.0
+    assert math.isinf(cell_interval(np.zeros(3), np.zeros(3), 0.95, binary=True).half_width)
+
+
+def test_rounds_go_min_then_step_to_max() -> None:
+    sch = Schedule(Rule(min=3, max=8, step=2, half_width=1e-9), cells=2, prompts=2)
+    seen = []
+    while not sch.done:
+        seen.append(sch.round())
+        for cell, start, stop in sch.round():
+            for prompt in range(2):
+                for s in range(start, stop):
+                    sch.record(cell, prompt, s, float((cell + prompt + s) % 2))
+        sch.close()
+    assert seen == [[(0, 0, 3), (1, 0, 3)], [(0, 3, 5), (1, 3, 5)], [(0, 5, 7), (1, 5, 7)], [(0, 7, 8), (1, 7, 8)]]
+    assert [st.reason for st in sch.states] == ["max", "max"] and sch.looks == 4 == sch.rule.looks
+
+
+def test_a_narrow_cell_converges_and_a_far_worse_one_is_dropped_at_the_first_look() -> None:
+    sch = Schedule(RULE, cells=3, prompts=40)
+    p = np.array([[0.97] * 40, [0.2] * 40, [0.6] * 40])
+    feed(sch, p, np.random.default_rng(1))
+    best, bad, middle = sch.states
+    assert best.reason == "converged" and best.interval is not None and best.interval.half_width <= 0.05
+    assert bad.reason == "dropped" and bad.look == 1 and bad.n == 2 and bad.dropped_by == 0
+    assert middle.reason == "dropped"
+
+
+def test_lower_is_better_flips_the_leader() -> None:
+    sch = Schedule(Rule(min=2, max=4, step=2, half_width=1e-9, higher_is_better=False, alpha=0.05), cells=2, prompts=30)
+    feed(sch, np.array([[0.9] * 30, [0.1] * 30]), np.random.default_rng(2))
+    assert sch.leader() == 1 and sch.states[0].reason == "dropped"
+
+
+def test_record_order_does_not_change_decisions() -> None:
+    rng = np.random.default_rng(3)
+    scores = {(c, q, s): float(rng.random() < 0.3 + 0.2 * c) for c in range(3) for q in range(10) for s in range(20)}
+
+    def run(order: int) -> list[tuple[str | None, int]]:
+        sch = Schedule(Rule(min=2, max=20, step=3, half_width=0.08, alpha=0.1), cells=3, prompts=10)
+        while not sch.done:
+            keys = [(c, q, s) for c, a, b in sch.round() for q in range(10) for s in range(a, b)]
+            for key in (keys if order == 0 else reversed(keys)):
+                sch.record(*key, scores[key])
+            sch.close()
+        return [(st.reason, st.n) for st in sch.states]
+
+    assert run(0) == run(1)
+
+
+def test_the_truly_best_cell_is_dropped_at_most_alpha_of_the_time() -> None:
+    """Five equally good cells (the null for every pair): any drop of cell 0 is a false one."""
+    rule = Rule(min=2, max=20, step=2, half_width=0.01, alpha=0.05)
+    dropped = 0
+    for seed in range(100):
+        sch = Schedule(rule, cells=5, prompts=10)
+        feed(sch, np.full((5, 10), 0.6), np.random.default_rng(seed))
+        dropped += sch.states[0].reason == "dropped"
+    assert dropped <= 0.05 * 100
+    assert rule.looks == 10 and Schedule(rule, cells=5, prompts=10).alpha_per_test() == pytest.approx(0.05 / 40)
+
+
+def test_without_the_correction_the_same_check_fails() -> None:
+    """The check above can fail: testing each look at the full alpha drops equal cells far more often."""
+
+    class Uncorrected(Schedule):
+        def alpha_per_test(self) -> float:
+            return 0.2
+
+    dropped = 0
+    for seed in range(100):
+        sch = Uncorrected(Rule(min=2, max=20, step=2, half_width=0.01, alpha=0.05), cells=5, prompts=10)
+        feed(sch, np.full((5, 10), 0.6), np.random.default_rng(seed))
+        dropped += sch.states[0].reason == "dropped"
+    assert dropped > 0.05 * 100
+
+
+def test_scores_outside_the_round_are_ignored() -> None:
+    sch = Schedule(Rule(min=2, max=4, step=2, half_width=0.5), cells=1, prompts=1)
+    sch.record(0, 0, 3, 1.0)  # sample 3 is not in round 1 (samples 0-1)
+    sch.record(0, 0, 0, 0.0)
+    sch.record(0, 0, 1, math.nan)  # an error row: no score
+    sch.close()
+    assert sch.counts[0, 0] == 1 and sch.sums[0, 0] == 0
+    sch.record_block(0, 1, np.array([[5.0, 1.0, 1.0, 1.0]]))  # samples 1-4: only 2 and 3 are in round 2
+    sch.close()
+    assert sch.counts[0, 0] == 3 and sch.sums[0, 0] == 2 and bool(sch.binary[0])
+
+
+def test_record_block_equals_record() -> None:
+    rng = np.random.default_rng(5)
+    scores = (rng.random((2, 8, 20)) < 0.5).astype(np.float64)
+    one, many = (Schedule(Rule(min=2, max=20, step=3, half_width=0.1, alpha=0.1), cells=2, prompts=8) for _ in range(2))
+    while not one.done:
+        for cell, start, stop in one.round():
+            for q in range(8):
+                for s in range(start, stop):
+                    one.record(cell, q, s, scores[cell, q, s])
+            many.record_block(cell, start, scores[cell][:, start:stop])
+        one.close()
+        many.close()
+    assert [(a.reason, a.n, a.interval) for a in one.states] == [(b.reason, b.n, b.interval) for b in many.states]
