@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.errors import TargetError
+from harness.errors import TargetError, UsageError
 from harness.rundir.layout import MANIFEST, StorageError
 from harness.rundir.manifest import Manifest, Shard, Status
 from harness.rundir.store import RowCounts
 from harness.runner.dispatch import Stats
 from harness.runner.sweep import (
+    ADAPTIVE_LIMIT,
     Endpoint,
     SweepJob,
     api_key_for,
@@ -104,6 +105,8 @@ def prepare_run(
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
     check_size(spec.sweep, max_points, source=spec.source)
+    if limit is not None and spec.sweep.adaptive is not None:
+        raise UsageError(ADAPTIVE_LIMIT, key="--limit")
     env_key = os.environ.get(spec.target.api_key_env or "") if spec.target.api_key_env else None
     if check_endpoint:
         key = api_key_for(spec)

@@ -134,6 +134,9 @@ def _selection(spec: SweepSpec, shard: Shard | None, limit: int | None) -> Calla
     return select
 
 
+ADAPTIVE_LIMIT = "cannot cut an adaptive sweep (sweep.repeats is a mapping) at N requests; lower sweep.repeats.max"
+
+
 def _adaptive_points(spec: SweepSpec, shard: Shard | None) -> tuple[list[Point], list[Prompt]]:
     """Adaptive repeats shard by cell: shard K of N holds the cells whose cell_id hashes to K."""
     points = [p for p in expand_points(spec) if shard is None or in_shard(p.cell_id, shard)]
@@ -161,8 +164,7 @@ def new_job(
     adaptive: AdaptiveRun | None = None
     if spec.sweep.adaptive is not None:
         if limit is not None:
-            raise UsageError("cannot cut an adaptive sweep (sweep.repeats is a mapping) at N requests; "
-                             "lower sweep.repeats.max instead", key="--limit")
+            raise UsageError(ADAPTIVE_LIMIT, key="--limit")
         adaptive, select = _adaptive_job(spec, shard, {}, metric_scorer(spec))
         pending = len(adaptive.next_plans())
         total = adaptive.scheduled
@@ -478,6 +480,7 @@ def exit_code(job: SweepJob, counts: RowCounts) -> int:
 
 
 __all__ = [
+    "ADAPTIVE_LIMIT",
     "Endpoint",
     "Shard",
     "SweepJob",

@@ -1,0 +1,181 @@
+"""Adaptive repeats end to end on `harness serve`: plan, run, resume, shards + merge, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.rundir.manifest import read_manifest
+from harness.runner.dispatch import Stats
+from harness.runner.session import prepare_resume, prepare_run, resume_sweep, run_job_async, run_sweep
+from harness.server.app import ServerThread, create_app
+from harness.server.ngram import NGramModel
+from harness.spec.grid import request_id_of
+
+ROOT = Path(__file__).resolve().parents[1]
+RULE = {"min": 2, "max": 12, "step": 2, "until": {"metric": "accuracy", "half_width": 0.05},
+        "drop_worse": {"alpha": 0.05}}
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    with ServerThread(create_app({"harness/ngram": NGramModel()})) as server:
+        yield server.base_url
+
+
+def write_spec(folder: Path, base_url: str, repeats: Any = None, **extra: Any) -> Path:
+    spec = {
+        "name": "adaptive",
+        "target": {"base_url": base_url, "model": "harness/ngram"},
+        "dataset": {"path": str(ROOT / "datasets" / "capitals.jsonl"), "limit": 30},
+        "params": {"max_tokens": 4, "seed": {"per_sample": 7}},
+        "scoring": [{"type": "exact_match", "name": "accuracy"}],
+        "sweep": {"grid": {"temperature": [0.3, 0.8, 1.0, 1.6]}, "repeats": RULE if repeats is None else repeats},
+        "runner": {"concurrency": 8},
+        **extra,
+    }
+    path = folder / "spec.yaml"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def rows(run_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(run_dir / "results").sort_values("request_id").reset_index(drop=True)
+
+
+def decisions(run_dir: Path) -> dict[str, tuple[Any, ...]]:
+    cells = read_manifest(run_dir).adaptive["cells"]  # type: ignore[index]
+    return {cid: (c["reason"], c["samples"], c["mean"], c["half_width"], c["dropped_by"]) for cid, c in cells.items()}
+
+
+@pytest.mark.slow
+def test_adaptive_run_end_to_end(base_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, base_url)
+    code, out, _ = run_cli("plan", str(spec), "--json", capsys=capsys)
+    plan = json.loads(out)
+    assert code == 0 and (plan["min_requests"], plan["max_requests"], plan["requests"]) == (240, 1440, 1440)
+    code, out, err = run_cli("run", str(spec), "--out", str(tmp_path / "runs"), "--quiet", capsys=capsys)
+    assert code == 0 and err == ""
+    run_dir = Path(out.strip().splitlines()[-1])
+    manifest = read_manifest(run_dir)
+    df = rows(run_dir)
+    adaptive = manifest.adaptive
+    assert adaptive is not None and adaptive["metric"] == "accuracy"
+    cells = adaptive["cells"]
+    assert len(cells) == 4 and all(c["reason"] in ("converged", "dropped", "max") for c in cells.values())
+    # what the manifest says each cell got is what the results hold, and it is a prefix of samples
+    per_cell = df.groupby("cell_id")["sample"].agg(["count", "max"])
+    for cid, cell in cells.items():
+        assert per_cell.loc[cid, "count"] == cell["requests"] == cell["samples"] * 30
+        assert per_cell.loc[cid, "max"] == cell["samples"] - 1
+        acc = (df[df.cell_id == cid].content.str.strip() == df[df.cell_id == cid].reference).mean()
+        assert cell["mean"] == pytest.approx(acc)
+        assert cell["reason"] != "converged" or cell["half_width"] <= 0.05
+    assert manifest.counts.requests == len(df) == adaptive["requests"]["scheduled"] < 1440
+    # the hot cell (T 1.6) is far worse than T 0.3: dropped at the first look, after min samples
+    hot = next(c for c in cells.values() if c["point"] == {"temperature": 1.6})
+    assert hot["reason"] == "dropped" and hot["samples"] == 2
+    best = max(cells.values(), key=lambda c: c["mean"])
+    assert best["point"] == {"temperature": 0.3} and best["reason"] != "dropped"
+    # request ids are the fixed-repeats ones: (model, point, prompt, sample)
+    row = df.iloc[0]
+    assert row.request_id == request_id_of("harness/ngram", row.point_json, row.prompt_id, int(row["sample"]))
+
+
+@pytest.mark.slow
+def test_resume_of_an_interrupted_adaptive_run_gives_the_same_rows_and_decisions(base_url: str, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, base_url)
+    whole = run_sweep(spec, out=tmp_path / "a", check_endpoint=False)
+    assert whole.status == "completed" and whole.counts.rows == whole.manifest.counts.requests
+    again = prepare_resume(whole.run_dir)  # a finished adaptive run: the replay finds nothing to send
+    assert again.pending == 0 and again.total == whole.manifest.counts.requests
+    again.release()
+
+    job = prepare_run(spec, out=tmp_path / "b", check_endpoint=False)
+
+    stats = Stats()
+
+    async def interrupted() -> None:  # stopped in the middle of a later round
+        task = asyncio.create_task(run_job_async(job, stats=stats))
+        while stats.done < 300:
+            await asyncio.sleep(0.002)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(interrupted())
+    stopped = read_manifest(job.run_dir)
+    assert stopped.status == "interrupted" and 0 < rows(job.run_dir).shape[0] < whole.counts.rows
+    resumed = resume_sweep(job.run_dir)
+    assert resumed.status == "completed" and resumed.exit_code == 0
+    a, b = rows(whole.run_dir), rows(job.run_dir)
+    assert list(a.request_id) == list(b.request_id)
+    assert list(a.content) == list(b.content)
+    assert decisions(whole.run_dir) == decisions(job.run_dir)
+    assert read_manifest(job.run_dir).counts.requests == whole.manifest.counts.requests
+
+
+@pytest.mark.slow
+def test_shards_adapt_their_own_cells_and_merge(base_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, base_url)
+    shards = []
+    for k in (1, 2):
+        code, out, _ = run_cli("run", str(spec), "--out", str(tmp_path / "runs"), "--shard", f"{k}/2", "--quiet",
+                               capsys=capsys)
+        assert code == 0
+        shards.append(Path(out.strip().splitlines()[-1]))
+    cells = [set(read_manifest(s).adaptive["cells"]) for s in shards]  # type: ignore[index]
+    assert cells[0] and cells[1] and not cells[0] & cells[1]  # a cell lives in one shard
+    for shard, own in zip(shards, cells, strict=True):
+        assert set(rows(shard).cell_id) == own
+        assert read_manifest(shard).adaptive["shard_rule"] == "cells"  # type: ignore[index]
+    code, out, _ = run_cli("merge", *map(str, shards), "--out", str(tmp_path / "merged"), capsys=capsys)
+    assert code == 0
+    merged = read_manifest(tmp_path / "merged")
+    assert merged.adaptive is not None and set(merged.adaptive["cells"]) == cells[0] | cells[1]
+    assert merged.adaptive["requests"]["scheduled"] == merged.counts.requests == len(rows(tmp_path / "merged"))
+    assert sum(merged.adaptive["stopped"].values()) == 4
+
+
+def test_adaptive_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = "http://127.0.0.1:9/v1"
+    cases = [
+        ({**RULE, "min": 5, "max": 3}, "sweep.repeats.max: 3 is below min 5"),
+        ({**RULE, "until": {"metric": "acuracy", "half_width": 0.1}}, "did you mean accuracy?"),
+        ({**RULE, "until": {"metric": "accuracy", "half_width": -1}}, "sweep.repeats.until.half_width"),
+        ({**RULE, "until": {"metric": "accuracy", "half_width": 0.1, "confidence": 1.5}}, "until.confidence"),
+        ({**RULE, "drop_worse": {"alpha": 0.9}}, "sweep.repeats.drop_worse.alpha"),
+        ({"min": 2, "max": 4}, "sweep.repeats.until: required key is missing"),
+        ({**RULE, "untill": {}}, "sweep.repeats.untill: unknown key; did you mean until?"),
+        (0, "sweep.repeats: 0 is out of range"),
+        ("many", "is not an integer or a mapping"),
+    ]
+    for repeats, message in cases:
+        code, out, err = run_cli("plan", str(write_spec(tmp_path, url, repeats)), capsys=capsys)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and message in err, (repeats, err)
+        assert "Traceback" not in err
+    code, _, err = run_cli("run", str(write_spec(tmp_path, url)), "--limit", "5", "--out", str(tmp_path / "r"),
+                           "--quiet", "--no-preflight", capsys=capsys)
+    assert code == 2 and "--limit" in err and len(err.strip().splitlines()) == 1
+
+
+def test_plan_shows_minimum_and_maximum_requests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli("plan", str(write_spec(tmp_path, "http://127.0.0.1:9/v1")), capsys=capsys)
+    assert code == 0
+    assert "requests  240 … 1,440" in out and "adaptive 2 … 12 per prompt" in out and "until accuracy ±0.05" in out
+    code, out, _ = run_cli("plan", str(write_spec(tmp_path, "http://127.0.0.1:9/v1", 3)), "--json", capsys=capsys)
+    plan = json.loads(out)
+    assert (plan["requests"], plan["min_requests"], plan["max_requests"], plan["adaptive"]) == (360, 360, 360, None)
