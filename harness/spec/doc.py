@@ -70,6 +70,33 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _model_table(schema: dict[str, Any], definition: str, title: str) -> list[str]:
+    """A nested mapping's keys (a `$defs` entry of the schema) as a table under `title`."""
+    model = schema["$defs"][definition]
+    lines = [f"#### `{title}`", "", _cell(model.get("description", "")), "",
+             "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]  # fmt: skip
+    required = set(model.get("required", []))
+    for key, prop in model["properties"].items():
+        lines.append(f"| `{key}` | {_cell(_type(schema, prop))} | {_default(prop, key in required)} | "
+                     f"{_cell(_bounds(prop))} | {_cell(prop.get('description', ''))} |")
+    return [*lines, ""]
+
+
+def _adaptive(schema: dict[str, Any]) -> list[str]:
+    return [
+        *_model_table(schema, "AdaptiveRepeats", "sweep.repeats (adaptive)"),
+        *_model_table(schema, "Until", "sweep.repeats.until"),
+        *_model_table(schema, "DropWorse", "sweep.repeats.drop_worse"),
+        "Every cell first gets `min` samples per prompt; then rounds of `step` more go to the cells whose",
+        "interval on `until.metric` (clustered by prompt) is wider than ±`half_width`, until `max`. With",
+        "`drop_worse`, a cell significantly worse than the best so far stops (Bonferroni over rivals ×",
+        "looks keeps the chance of stopping the truly best cell below `alpha`). `harness plan` shows the",
+        "minimum and maximum requests; the manifest records why each cell stopped. The rules, the",
+        "interval and the guarantee: [run.md](run.md#adaptive-repeats).",
+        "",
+    ]
+
+
 def _section(schema: dict[str, Any], name: str) -> list[str]:
     model = _ref(schema, schema["properties"][name])
     lines = [f"### `{name}`", "", _cell(model.get("description", "")), "",
@@ -80,7 +107,7 @@ def _section(schema: dict[str, Any], name: str) -> list[str]:
             continue  # the sampling parameters have their own table
         lines.append(f"| `{key}` | {_cell(_type(schema, prop))} | {_default(prop, key in required)} | "
                      f"{_cell(_bounds(prop))} | {_cell(prop.get('description', ''))} |")
-    return [*lines, ""]
+    return [*lines, "", *(_adaptive(schema) if name == "sweep" else [])]
 
 
 def _registry() -> list[str]:
