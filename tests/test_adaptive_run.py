@@ -160,7 +160,7 @@ def test_adaptive_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytes
         ({**RULE, "drop_worse": {"alpha": 0.9}}, "sweep.repeats.drop_worse.alpha"),
         ({"min": 2, "max": 4}, "sweep.repeats.until: required key is missing"),
         ({**RULE, "untill": {}}, "sweep.repeats.untill: unknown key; did you mean until?"),
-        (0, "sweep.repeats: 0 is out of range"),
+        (0, "sweep.repeats: 0: Input should be greater than or equal to 1"),
         ("many", "is not an integer or a mapping"),
     ]
     for repeats, message in cases:

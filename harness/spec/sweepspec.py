@@ -377,7 +377,8 @@ class Sweep(_Strict):
             raise ValueError(f"@: {raw!r} is not an integer or a mapping; allowed: an integer 1 to 100,000, "
                              "or {min, max, step, until: {metric, half_width, confidence, better}, drop_worse: {alpha}}")
         if isinstance(raw, int) and not 1 <= raw <= 100_000:
-            raise ValueError(f"@: {raw} is out of range; allowed: 1 to 100,000 (or an adaptive mapping)")
+            bound = "greater than or equal to 1" if raw < 1 else "less than or equal to 100000"
+            raise ValueError(f"@: {raw}: Input should be {bound} (or an adaptive mapping {{min, max, until, …}})")
         return raw
 
     @property
