@@ -45,13 +45,13 @@ def test_section_matches_harness_whatif_and_is_escaped(tmp_path: Path, base_url:
     report = build_report([run_dir], tmp_path / "rep")
     html = (tmp_path / "rep" / "index.html").read_text()
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert '<section id="whatif">' in html and "## What truncation would change" in md
+    assert '<div id="whatif">' in html and "## What truncation would change" in md
     expected = whatif_frame(read_results(run_dir), as_run(DEFAULT_SETTINGS))
     row = expected[(expected["setting"] == "top_k 5") & (expected["top_p"] == 1.0)].iloc[0]
     cell_text = f"{row['affected']:.1%} [{row['affected_lo']:.1%}, {row['affected_hi']:.1%}] {row['verdict']}"
     assert cell_text in html  # the same figures as `harness whatif`
     assert cell_text.replace("[", "\\[").replace("]", "\\]") in md
-    assert "<b>" not in html.split('<section id="whatif">')[1].split("</section>")[0]
+    assert "<b>" not in html.split('<div id="whatif">')[1].split('<h2>Runs</h2>')[0]
     assert report.files
 
 

@@ -114,14 +114,14 @@ def html_section(whatif: WhatIf) -> str:
     """The section as escaped HTML (model-originated text never reaches it unescaped)."""
     from harness.report.html import esc, html_table
 
-    parts = ['<section id="whatif"><h2>What truncation would change</h2>', f"<p>{esc(whatif.note)}</p>"]
+    parts = ['<div id="whatif"><h2>What truncation would change</h2>', f"<p>{esc(whatif.note)}</p>"]
     if whatif.frame is not None:
         header, rows = table_cells(whatif.frame)
         left = header.index("cell") + 1
         parts.append(html_table([esc(h) for h in header], ([esc(c) for c in row] for row in rows), left=left))
     if whatif.advice:
         parts.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in whatif.advice[:20]) + "</ul>")
-    return "".join(parts) + "</section>"
+    return "".join(parts) + "</div>"
 
 
 def markdown_section(whatif: WhatIf) -> str:
