@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.errors import RunDirError, UsageError
 
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "whatif",
