@@ -14,7 +14,7 @@ import pandas as pd
 from harness.analysis.metrics import best_tradeoff, pareto_front, summarize, swept_params
 from harness.analysis.scoring import Scorer, resolve_scorers, score_frame
 from harness.errors import SpecError, UsageError
-from harness.report import counterfactual
+from harness.report import counterfactual, endpoint
 from harness.report import figures as figs
 from harness.report import html as html_out
 from harness.report import markdown as md_out
@@ -183,6 +183,10 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
         html_out.runs_section(info),
     ]
     markdown = md_out.render(title, info, table, params, shown, head, figures)
+    profiles = [prof for r in runs for prof in endpoint.load_profiles(r.path, r.label)]
+    if profiles:
+        body.insert(1, endpoint.html_section(profiles, params))
+        markdown += "\n" + endpoint.markdown_section(profiles, params)
     whatif = whatif_for_runs([(r.path, r.label) for r in runs]) if options.whatif else None
     if whatif is not None:
         body.insert(-1, counterfactual.html_section(whatif))
