@@ -193,17 +193,21 @@ def new_job(
 
 
 def resume_job(run_dir: Path, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None,
-               allow_scorers: Sequence[str] = ()) -> SweepJob:
+               spec: SweepSpec | None = None, allow_scorers: Sequence[str] = ()) -> SweepJob:
     """Re-open a run directory: recover its journal, plan what has no (ok) row yet.
 
+    `spec`: the run's spec given again (needed when the stored one was redacted; checked by hash).
     Adaptive repeats: the stored rows are replayed through the schedule (the same decisions as
     the first session), then the current round's missing requests are planned. A custom scorer
-    as the adaptive metric is imported only when named in `allow_scorers` (`--allow-scorer`)."""
+    as the adaptive metric is imported only when named in `allow_scorers` (`--allow-scorer`) or
+    when the spec was given again (it is the user's own)."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     check_resumable(manifest, run_dir)
-    spec = manifest.stored_spec(run_dir)
-    scorer = metric_scorer(spec, allow_custom=allow_scorers) if spec.sweep.adaptive is not None else None
+    supplied = spec
+    spec = manifest.stored_spec(run_dir, supplied=supplied)
+    allow: bool | Sequence[str] = True if supplied is not None else allow_scorers
+    scorer = metric_scorer(spec, allow_custom=allow) if spec.sweep.adaptive is not None else None
     lock = RunLock(run_dir)
     try:
         store = RunStore(run_dir)
