@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
+from harness.errors import UsageError
 from harness.rundir.manifest import read_manifest
 from harness.runner.dispatch import Stats
 from harness.runner.session import prepare_resume, prepare_run, resume_sweep, run_job_async, run_sweep
@@ -179,3 +180,31 @@ def test_plan_shows_minimum_and_maximum_requests(tmp_path: Path, capsys: pytest.
     code, out, _ = run_cli("plan", str(write_spec(tmp_path, "http://127.0.0.1:9/v1", 3)), "--json", capsys=capsys)
     plan = json.loads(out)
     assert (plan["requests"], plan["min_requests"], plan["max_requests"], plan["adaptive"]) == (360, 360, 360, None)
+
+
+def test_plan_warns_that_per_sample_seeds_correlate_the_prompts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli("plan", str(write_spec(tmp_path, "http://127.0.0.1:9/v1")), capsys=capsys)
+    assert code == 0 and "note      seed: per_sample" in out
+    spec = json.loads((tmp_path / "spec.yaml").read_text())
+    del spec["params"]["seed"]
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    code, out, _ = run_cli("plan", str(tmp_path / "spec.yaml"), capsys=capsys)
+    assert code == 0 and "note" not in out
+
+
+def test_allow_scorer_only_with_resume_and_a_custom_metric_is_not_imported_from_a_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli("run", str(write_spec(tmp_path, "http://127.0.0.1:9/v1")), "--allow-scorer", "m:f",
+                           capsys=capsys)
+    assert code == 2 and "--allow-scorer" in err and "only with --resume" in err
+    from harness.runner.rounds import metric_scorer
+    from harness.spec.sweepspec import parse_spec
+
+    data = json.loads(write_spec(tmp_path, "http://127.0.0.1:9/v1",
+                                 repeats={**RULE, "until": {"metric": "brevity", "half_width": 0.1}}).read_text())
+    data["scoring"] = ["nowhere_module_xyz:brevity"]
+    stored = parse_spec({k: v for k, v in data.items() if k != "scoring"}, source="manifest.json", base_dir=tmp_path,
+                        check_metric=False).model_copy(update={"scoring": data["scoring"]})
+    with pytest.raises(UsageError, match="--allow-scorer nowhere_module_xyz:brevity"):
+        metric_scorer(stored, allow_custom=())  # refused before anything is imported

@@ -76,6 +76,9 @@ def handle(args: argparse.Namespace) -> int:
         print(f"repeats   adaptive {rule.min} … {rule.max} per prompt, +{rule.rounds_step} per round, until "
               f"{rule.until.metric} ±{rule.until.half_width:g} at {rule.until.confidence:.0%}{drop}" + _seed_note(plan))
         print(f"requests  {_fmt(plan.min_requests)} … {_fmt(plan.requests)} (at least min, at most max repeats in every cell)")
+        if spec.params.seed_base is not None:
+            print("note      seed: per_sample sends repeat j the same seed for every prompt, which correlates the "
+                  "prompts of a repeat; adaptive intervals assume independent repeats (docs/run.md#adaptive-repeats)")
     print(f"tokens    ~{_fmt(plan.est_prompt_tokens)} prompt (≈{4} chars/token), "
           f"≤{_fmt(plan.max_completion_tokens)} completion")
     return 0
