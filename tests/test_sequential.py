@@ -157,3 +157,15 @@ def test_record_block_equals_record() -> None:
         one.close()
         many.close()
     assert [(a.reason, a.n, a.interval) for a in one.states] == [(b.reason, b.n, b.interval) for b in many.states]
+
+
+def test_report_headline_gives_the_range_of_repeats_of_an_adaptive_run() -> None:
+    import pandas as pd
+
+    from harness.report.headline import _swept
+
+    summary = pd.DataFrame({"run_id": ["r", "r"], "temperature": [0.3, 1.0]})
+    rows = pd.DataFrame({"cell_id": ["a"] * 4 + ["b"] * 2, "prompt_id": ["p", "p", "q", "q", "p", "q"],
+                         "sample": [0, 1, 0, 1, 0, 0]})
+    assert "(2 prompts × 1–2 (adaptive) repeats per cell)" in _swept(summary, rows, ["temperature"])
+    assert "(2 prompts × 2 repeats per cell)" in _swept(summary, rows.iloc[:4], ["temperature"])

@@ -56,7 +56,11 @@ def _swept(summary: pd.DataFrame, rows: pd.DataFrame, params: list[str]) -> str:
         for g in groups
     ) or "nothing (one cell)"
     prompts = rows["prompt_id"].nunique() if "prompt_id" in rows and len(rows) else 0
-    repeats = int(rows["sample"].max()) + 1 if "sample" in rows and len(rows) else 0
+    repeats: int | str = int(rows["sample"].max()) + 1 if "sample" in rows and len(rows) else 0
+    if "sample" in rows and "cell_id" in rows and len(rows):  # adaptive repeats: cells got different numbers
+        per_cell = rows.groupby("cell_id")["sample"].max() + 1
+        low, high = int(per_cell.min()), int(per_cell.max())
+        repeats = high if low == high else f"{low}–{high} (adaptive)"
     runs = summary["run_id"].nunique() if len(summary) else 0
     where = f" in each of {runs} runs" if runs > 1 else ""
     return (f"Swept {axes}: {summary.groupby('run_id').size().max() if len(summary) else 0} cells{where}, "
