@@ -242,18 +242,23 @@ async def run_sweep_async(spec: SweepSpec | str | Path, *, out: str | Path = "ru
 
 def resume_sweep(run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None,
                  rps: float | None = None, stats: Stats | None = None, before_first_request: Hook | None = None,
-                 transport: Any = None, spec: SweepSpec | str | Path | None = None) -> RunResult:
-    """Finish a run directory (blocking): send only the requests without a row (`spec`: see prepare_resume)."""
-    job = prepare_resume(run_dir, retry_errors=retry_errors, concurrency=concurrency, rps=rps, spec=spec)
+                 transport: Any = None, spec: SweepSpec | str | Path | None = None,
+                 allow_scorers: tuple[str, ...] = ()) -> RunResult:
+    """Finish a run directory (blocking): send only the requests without a row (`spec`, `allow_scorers`:
+    see prepare_resume)."""
+    job = prepare_resume(run_dir, retry_errors=retry_errors, concurrency=concurrency, rps=rps, spec=spec,
+                         allow_scorers=allow_scorers)
     return run_job(job, stats=stats, before_first_request=before_first_request, transport=transport)
 
 
 async def resume_sweep_async(run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None,
                              rps: float | None = None, stats: Stats | None = None,
                              before_first_request: Hook | None = None, transport: Any = None,
-                             spec: SweepSpec | str | Path | None = None) -> RunResult:
+                             spec: SweepSpec | str | Path | None = None,
+                             allow_scorers: tuple[str, ...] = ()) -> RunResult:
     """`resume_sweep` inside a running event loop."""
-    job = prepare_resume(run_dir, retry_errors=retry_errors, concurrency=concurrency, rps=rps, spec=spec)
+    job = prepare_resume(run_dir, retry_errors=retry_errors, concurrency=concurrency, rps=rps, spec=spec,
+                         allow_scorers=allow_scorers)
     return await run_job_async(job, stats=stats, before_first_request=before_first_request, transport=transport)
 
 
