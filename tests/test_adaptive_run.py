@@ -208,3 +208,20 @@ def test_allow_scorer_only_with_resume_and_a_custom_metric_is_not_imported_from_
                         check_metric=False).model_copy(update={"scoring": data["scoring"]})
     with pytest.raises(UsageError, match="--allow-scorer nowhere_module_xyz:brevity"):
         metric_scorer(stored, allow_custom=())  # refused before anything is imported
+
+
+@pytest.mark.slow
+def test_a_shard_without_cells_sends_nothing(base_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.runner import in_shard
+    from harness.spec.grid import expand_points
+    from harness.spec.sweepspec import load_spec
+
+    spec = write_spec(tmp_path, base_url)
+    cells = [p.cell_id for p in expand_points(load_spec(spec))]
+    empty = next(k for k in range(1, 9) if not any(in_shard(c, (k, 8)) for c in cells))
+    code, out, _ = run_cli("run", str(spec), "--out", str(tmp_path / "runs"), "--shard", f"{empty}/8", "--quiet",
+                           capsys=capsys)
+    run_dir = Path(out.strip().splitlines()[-1])
+    manifest = read_manifest(run_dir)
+    assert code == 0 and manifest.status == "completed" and manifest.counts.requests == 0
+    assert manifest.adaptive is not None and manifest.adaptive["cells"] == {} and len(rows(run_dir)) == 0
