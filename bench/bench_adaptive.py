@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from harness.analysis.sequential import Rule, Schedule  # noqa: E402
 
 ACCURACY = [0.35, 0.50, 0.62, 0.72, 0.78, 0.84, 0.90, 0.80]  # cell 6 is the best
-RULE = Rule(min=2, max=20, step=2, half_width=0.05, confidence=0.95, alpha=0.05)
+RULE = Rule(min=2, max=20, step=2, half_width=0.05, confidence=0.95, alpha=0.05, stop_unreachable=True)
 PROMPTS = 40
 SEEDED = False  # --seeded: `seed: {per_sample: S}` (repeats share a seed across prompts: correlated)
 

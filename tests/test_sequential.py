@@ -182,3 +182,25 @@ def test_the_analytic_interval_agrees_with_the_reports_cluster_bootstrap() -> No
     ours = cell_interval(scores.sum(axis=1), np.full(60, 8.0), 0.95, binary=True)
     assert ours.mean == pytest.approx(boot.mean)
     assert ours.half_width == pytest.approx((boot.hi - boot.lo) / 2, rel=0.15)
+
+
+def test_a_cell_whose_prompts_disagree_is_unreachable_and_stops_early() -> None:
+    """Each prompt always right or always wrong (a near-greedy cell): repeats cannot narrow it."""
+    rule = Rule(min=2, max=20, step=2, half_width=0.05, stop_unreachable=True)
+    sch = Schedule(rule, cells=1, prompts=40)
+    feed(sch, np.array([[1.0] * 34 + [0.0] * 6]), np.random.default_rng(0))
+    assert sch.states[0].reason == "unreachable" and sch.states[0].n == 2
+    off = Schedule(Rule(min=2, max=20, step=2, half_width=0.05), cells=1, prompts=40)
+    feed(off, np.array([[1.0] * 34 + [0.0] * 6]), np.random.default_rng(0))
+    assert off.states[0].reason == "max" and off.states[0].n == 20
+
+
+def test_a_cell_of_alike_prompts_is_rarely_called_unreachable() -> None:
+    """Prompts of equal accuracy: the spread between them is noise, and the 95% bound rarely errs."""
+    rule = Rule(min=2, max=20, step=2, half_width=0.05, stop_unreachable=True)
+    wrong = 0
+    for seed in range(100):
+        sch = Schedule(rule, cells=1, prompts=40)
+        feed(sch, np.full((1, 40), 0.6), np.random.default_rng(seed))
+        wrong += sch.states[0].reason == "unreachable"
+    assert wrong <= 5

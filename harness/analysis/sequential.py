@@ -50,8 +50,8 @@ from typing import Literal
 
 import numpy as np
 
-Reason = Literal["converged", "dropped", "max"]
-REASONS: tuple[Reason, ...] = ("converged", "dropped", "max")
+Reason = Literal["converged", "dropped", "max", "unreachable"]
+REASONS: tuple[Reason, ...] = ("converged", "dropped", "max", "unreachable")
 
 
 def _t_expansion(p: float, df: float) -> float:
@@ -106,6 +106,13 @@ def t_quantile(p: float, df: int) -> float:
     return (lo + hi) / 2
 
 
+def _chi2_quantile(p: float, df: int) -> float:
+    """The p-quantile of chi-square with `df` degrees of freedom (Wilson–Hilferty; within ~1% for df ≥ 3)."""
+    z = NormalDist().inv_cdf(p)
+    a = 2.0 / (9.0 * df)
+    return df * (1.0 - a + z * math.sqrt(a)) ** 3
+
+
 @dataclass(frozen=True)
 class Rule:
     """The adaptive rule of a sweep (`sweep.repeats` as a mapping), in plain numbers."""
@@ -117,6 +124,7 @@ class Rule:
     confidence: float = 0.95
     higher_is_better: bool = True
     alpha: float | None = None  # drop_worse.alpha; None: never drop
+    stop_unreachable: bool = False  # stop a cell whose spread between prompts alone exceeds half_width
 
     @property
     def looks(self) -> int:
@@ -192,6 +200,7 @@ class Schedule:
         self.prompts = prompts
         self.sums = np.zeros((cells, prompts))
         self.counts = np.zeros((cells, prompts))
+        self.squares = np.zeros((cells, prompts))
         self.binary = np.ones(cells, dtype=bool)
         self.states = [CellState(target=rule.min) for _ in range(cells)]
         self.looks = 0
@@ -243,6 +252,7 @@ class Schedule:
             if block is not None:
                 scored = ~np.isnan(block)
                 self.sums[i] += np.where(scored, block, 0.0).sum(axis=1)
+                self.squares[i] += np.where(scored, block * block, 0.0).sum(axis=1)
                 self.counts[i] += scored.sum(axis=1)
                 if self.binary[i] and not np.isin(block[scored], (0.0, 1.0)).all():
                     self.binary[i] = False
@@ -276,8 +286,32 @@ class Schedule:
                 st.reason = "converged"
             elif st.n >= rule.max:
                 st.reason = "max"
+            elif rule.stop_unreachable and self.unreachable(i):
+                st.reason = "unreachable"
             else:
                 st.target = min(st.n + rule.step, rule.max)
+
+    def unreachable(self, cell: int) -> bool:
+        """True when the spread *between* prompts alone keeps the interval wider than `half_width`
+        however many repeats are added (judged at 95% confidence, so rarely by chance).
+
+        With per-prompt means m_i (c_i ≥ 2 scores each) and within-prompt variances w_i:
+        E[var(m)] = σ_b² + mean(σ_w²/c); the 95% lower bound of E[var(m)] is
+        var(m)·(k−1)/χ²(0.95, k−1) (Wilson–Hilferty), minus the within part gives a lower bound on
+        σ_b², and t·√(σ_b²/k) is the half-width infinitely many repeats would still have."""
+        c, s, q = self.counts[cell], self.sums[cell], self.squares[cell]
+        keep = c > 0
+        k = int(keep.sum())
+        if k < 3 or (c[keep] < 2).any():
+            return False
+        c, s, q = c[keep], s[keep], q[keep]
+        means = s / c
+        within = np.maximum(q - s * s / c, 0.0) / (c - 1)
+        spread = float(means.var(ddof=1))
+        low = spread * (k - 1) / _chi2_quantile(0.95, k - 1) - float((within / c).mean())
+        if low <= 0:
+            return False
+        return t_quantile((1 + self.rule.confidence) / 2, k - 1) * math.sqrt(low / k) > self.rule.half_width
 
     def means(self) -> np.ndarray:
         """Each cell's current mean (NaN without scores)."""

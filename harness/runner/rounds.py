@@ -39,6 +39,7 @@ def rule_of(adaptive: AdaptiveRepeats) -> Rule:
         confidence=adaptive.until.confidence,
         higher_is_better=adaptive.until.better == "higher",
         alpha=adaptive.drop_worse.alpha if adaptive.drop_worse else None,
+        stop_unreachable=adaptive.until.stop_unreachable,
     )
 
 

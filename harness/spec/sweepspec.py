@@ -309,6 +309,8 @@ class Until(_Strict):
     confidence: float = Field(0.95, ge=0.5, le=0.9999, allow_inf_nan=False,
                               description="confidence level of the interval (clustered by prompt)")
     better: Literal["higher", "lower"] = Field("higher", description="which way the metric improves (for drop_worse)")
+    stop_unreachable: bool = Field(True, description="stop a cell early (`unreachable`) when the spread between its "
+                                   "prompts alone keeps the interval wider than half_width whatever the repeats")
 
 
 class DropWorse(_Strict):
