@@ -12,7 +12,7 @@ Fields (the contract in DESIGN.md, plus a few):
     shard             {index, count} or null;  limit;  overrides {concurrency, rps}
     sessions          how many times the run was started;  merged_from (run ids) for a merge
     adaptive          adaptive repeats only: the rule, min/max/scheduled requests and, per cell,
-                      why it stopped (converged / dropped / max) with its samples and interval
+                      why it stopped (converged / dropped / max / unreachable), samples, interval
 
 The stored spec is *resolved*: reading it back (`stored_spec`) never interpolates `${VAR}`
 again, so a `$${VAR}` escape sends `${VAR}` before and after a resume.
