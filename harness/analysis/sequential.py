@@ -286,9 +286,16 @@ class Schedule:
                 st.reason = "converged"
             elif st.n >= rule.max:
                 st.reason = "max"
-            elif rule.stop_unreachable and self.unreachable(i):
-                st.reason = "unreachable"
-            else:
+        going = [i for i in active if self.states[i].reason is None]
+        if rule.stop_unreachable and (rule.alpha is None or len(going) == 1):
+            # with drop_worse, a race still open needs the data of every runner: an unreachable
+            # cell stops only when it is the last one sampling
+            for i in going:
+                if self.unreachable(i):
+                    self.states[i].reason = "unreachable"
+        for i in going:
+            st = self.states[i]
+            if st.reason is None:
                 st.target = min(st.n + rule.step, rule.max)
 
     def unreachable(self, cell: int) -> bool:
