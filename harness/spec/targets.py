@@ -13,7 +13,7 @@ included) is computed without target rules — so rows of two targets pair on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,34 +81,39 @@ class TargetLoad:
     price: Price | None
 
 
-def target_loads(spec: SweepSpec, points: Sequence[Point] | None = None,
+def target_loads(spec: SweepSpec, points: Iterable[Point] | None = None,
                  prompts: Sequence[Prompt] | None = None) -> dict[str, TargetLoad]:
-    """Requests per target (in spec order), computed from points × prompts × repeats without planning ids."""
+    """Requests per target (in spec order): one pass over the points, no request ids computed."""
     from harness.spec.datasets import load_prompts
-    from harness.spec.grid import expand_points
+    from harness.spec.grid import iter_points
 
-    points = expand_points(spec) if points is None else points
     prompts = load_prompts(spec) if prompts is None else prompts
     chars = sum(len(str(m.get("content", ""))) for p in prompts for m in p.messages)
-    repeats = spec.sweep.repeats
-    out: dict[str, TargetLoad] = {}
-    for axis in target_axis(spec):
-        view = spec.for_target(axis.name)
-        fixed = view.params.get("max_tokens")
-        if fixed is None:
-            fixed = view.params.extra_body.get("max_tokens")
-        kept = [p for p in points if axis.allows(p)]
-        per_point = [p.params.get("max_tokens", fixed) for p in kept]
-        max_tokens = None if any(v is None for v in per_point) else sum(int(v) for v in per_point) * len(prompts) * repeats
-        out[axis.name] = TargetLoad(
-            name=axis.name,
-            requests=len(kept) * len(prompts) * repeats,
-            points=len(kept),
-            prompt_chars=chars * len(kept) * repeats,
-            max_tokens=max_tokens,
-            price=view.target.price,
+    repeats, n_prompts = spec.sweep.repeats, len(prompts)
+    axes = target_axis(spec)
+    views = {a.name: spec.for_target(a.name) for a in axes}
+    fixed = {name: v.params.get("max_tokens") or v.params.extra_body.get("max_tokens") for name, v in views.items()}
+    count = dict.fromkeys(views, 0)
+    tokens: dict[str, int | None] = dict.fromkeys(views, 0)
+    for point in iter_points(spec.sweep) if points is None else points:
+        for a in axes:
+            if not a.allows(point):
+                continue
+            count[a.name] += 1
+            per = point.params.get("max_tokens", fixed[a.name])
+            so_far = tokens[a.name]
+            tokens[a.name] = None if per is None or so_far is None else so_far + int(per)
+    return {
+        a.name: TargetLoad(
+            name=a.name,
+            requests=count[a.name] * n_prompts * repeats,
+            points=count[a.name],
+            prompt_chars=chars * count[a.name] * repeats,
+            max_tokens=None if tokens[a.name] is None else int(tokens[a.name] or 0) * n_prompts * repeats,
+            price=views[a.name].target.price,
         )
-    return out
+        for a in axes
+    }
 
 
 def sent_values(spec: SweepSpec, name: str, points: Sequence[Point]) -> SweepSpec:
