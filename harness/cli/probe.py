@@ -67,8 +67,8 @@ def handle(args: argparse.Namespace) -> int:
     budget = _check(args)
     if args.spec:
         spec = load_spec(args.spec)
-        if spec.target.base_url:
-            check_reachable(spec.target.base_url, source=spec.source)
+        if spec.target.first_url:
+            check_reachable(spec.target.first_url, source=spec.source)
         with open_target(spec) as endpoint:
             report = run_probe(endpoint, budget=budget, alpha=args.alpha, headers=dict(spec.target.headers))
     else:

@@ -755,21 +755,21 @@ def json_schema() -> dict[str, Any]:
 
 
 __all__ = [
+    "DEFAULT_TARGET",
     "PER_SAMPLE",
     "DatasetConfig",
     "Params",
+    "Price",
     "RunnerConfig",
     "SeedPerSample",
     "Sweep",
     "SweepSpec",
-    "DEFAULT_TARGET",
-    "Price",
     "Target",
     "TargetLimits",
-    "merge_params",
     "check_api_key",
     "json_schema",
     "load_spec",
+    "merge_params",
     "parse_spec",
     "spec_hash",
 ]
