@@ -321,7 +321,7 @@ async def execute(
 
 
 async def _execute(job: SweepJob, endpoints: dict[str, Endpoint], stats: Stats, config: EngineConfig, transport: Any) -> None:
-    from harness.runner.targets import run_lanes
+    from harness.runner.lanes import run_lanes
 
     first = next(iter(endpoints.values()), None)
     if first is not None:
