@@ -237,9 +237,11 @@ def targets_info(spec: SweepSpec, stored: dict[str, Any]) -> dict[str, dict[str,
     entries = stored.get("targets") if spec.multi_target else [stored.get("target")]
     out: dict[str, dict[str, Any]] = {}
     for target, kept in zip(spec.target_list, entries or [], strict=False):
-        urls = [redact_url(u) for u in target.urls]
-        masked = isinstance(kept, dict) and "***" in str(kept.get("base_url"))
-        replicas = ["***"] * len(urls) if masked else urls
+        stored_urls = kept.get("base_url") if isinstance(kept, dict) else None
+        if not isinstance(stored_urls, list):
+            stored_urls = [stored_urls] * len(target.urls)
+        # a URL the stored spec masked as a whole (it held the key) stays masked here
+        replicas = ["***" if seen == "***" else redact_url(u) for u, seen in zip(target.urls, stored_urls, strict=False)]
         out[target.label] = {
             "base_url": replicas[0] if replicas else None,
             "replicas": replicas,
