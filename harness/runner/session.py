@@ -95,7 +95,7 @@ def _check_targets(spec: SweepSpec) -> None:
     """Keys set and accepted, endpoints listening. With several targets one that is down is only a
     warning (its requests become error rows); all of them down is an error. A target with replicas
     is down when none of them listens."""
-    down: list[TargetError] = []
+    down: list[tuple[str, TargetError]] = []
     names = spec.target_names
     for i, name in enumerate(names):
         view = spec.for_target(name)
@@ -114,14 +114,15 @@ def _check_targets(spec: SweepSpec) -> None:
             except TargetError as exc:
                 failures.append(TargetError(exc.detail, file=exc.file, key=f"{where}.base_url"))
         if len(failures) == len(urls):
-            down.append(failures[0])
+            down.append((name, failures[0]))
             continue
         if key:
             _check_key(view, key, where)
     if down and (not spec.multi_target or len(down) == len(names)):
-        raise down[0]
-    for failure in down:
-        print(f"harness: warning: {failure.key}: {failure.detail}; its requests will be error rows", file=sys.stderr)
+        raise down[0][1]
+    for name, failure in down:
+        print(f"harness: warning: target {name} ({failure.key}): {failure.detail}; its requests will be error rows "
+              "unless it comes up", file=sys.stderr)
 
 
 def _renamed(err: TargetError, where: str) -> TargetError:
