@@ -14,7 +14,9 @@ Identity recipes (stable across processes, machines and Python versions):
   (top_k, max_tokens, seed) are ints. The empty point is `{}`.
 - `cell_id` = first 16 hex digits of `sha256(point_json)`.
 - `request_id` = first 24 hex digits of
-  `sha256(json.dumps([model, point_json, prompt_id, sample], separators=(",", ":"), ensure_ascii=False))`.
+  `sha256(json.dumps([model, point_json, prompt_id, sample], separators=(",", ":"), ensure_ascii=False))`;
+  with `targets:` the target's name is appended: `[model, point_json, prompt_id, sample, target]`
+  (`request_id_for_target`). `point_json` and `cell_id` never include the target.
 """
 
 from __future__ import annotations
