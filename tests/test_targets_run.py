@@ -161,7 +161,8 @@ def test_three_targets_one_down_for_a_while_every_row_exactly_once_then_resume(
             manifest = json.loads((run_dir / "manifest.json").read_text())
             assert set(manifest["targets"]) == {"fast", "slow", "late"}  # (sorted on disk; spec order: spec.targets)
             assert manifest["targets"]["fast"]["price"] == {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
-            assert manifest["target"]["base_url"] == fast.base_url
+            assert manifest["target"]["base_url"] == fast.base_url and manifest["target"]["dialect"] == "seed"
+            assert {t["dialect"] for t in manifest["targets"].values()} == {"seed"}
             # resume sends the error rows again (now that every target is up) and nothing else
             assert main(["run", "--resume", str(run_dir), "--retry-errors", "--quiet"]) == 0
             after = results(run_dir)

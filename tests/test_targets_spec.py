@@ -165,6 +165,6 @@ def test_manifest_lists_every_target_redacted_with_its_price(tmp_path: Path) -> 
     assert "sekrit" not in text
     stored = manifest.spec["targets"][1]["base_url"]
     assert stored == ["http://127.0.0.1:10/v1?key=***", "http://127.0.0.1:11/v1"]
-    with_dialect = manifest.with_target_dialect("fast", "vllm")
+    with_dialect = manifest.with_target_dialect("fast", "vllm", first=True)
     assert with_dialect.targets["fast"]["dialect"] == "vllm" and with_dialect.target.dialect == "vllm"
-    assert manifest.with_target_dialect("slow", "sglang").target.dialect is None
+    assert manifest.with_target_dialect("slow", "sglang", first=False).target.dialect is None

@@ -122,12 +122,12 @@ class Manifest(BaseModel):
             url = "***"
         return self.model_copy(update={"target": self.target.model_copy(update={"base_url": url, "model": model})})
 
-    def with_target_dialect(self, name: str, dialect: str) -> Manifest:
-        """The same run, recording the dialect target `name` was spoken to in (the first target's also in `target`)."""
+    def with_target_dialect(self, name: str, dialect: str, *, first: bool) -> Manifest:
+        """The same run, recording the dialect target `name` was spoken to in (the spec's first target's
+        also in `target`)."""
         entry = {**self.targets.get(name, {}), "dialect": dialect}
         updated = self.model_copy(update={"targets": {**self.targets, name: entry}})
-        first = next(iter(self.targets), name)
-        return updated.with_dialect(dialect) if name == first else updated
+        return updated.with_dialect(dialect) if first else updated
 
     def target_map(self) -> dict[str, dict[str, Any]]:
         """`targets`, or for a run made before targets existed its one target under the name `default`."""

@@ -101,11 +101,14 @@ def _dialect(job: Any, name: str, view: SweepSpec, endpoint: Any) -> Any:
     from harness.probe.preflight import resolve_dialect
 
     dialect = resolve_dialect(view, endpoint)
-    if job.manifest.targets.get(name, {}).get("dialect") != dialect or job.manifest.target.dialect is None:
-        updated = job.manifest.with_target_dialect(name, dialect) if job.manifest.targets else job.manifest.with_dialect(dialect)
-        if updated != job.manifest:
-            job.manifest = updated
-            write_manifest(job.run_dir, job.manifest)
+    first = name == job.spec.target_names[0]
+    if job.manifest.targets:
+        updated = job.manifest.with_target_dialect(name, dialect, first=first)
+    else:  # a run made before targets existed: its one target
+        updated = job.manifest.with_dialect(dialect)
+    if updated != job.manifest:
+        job.manifest = updated
+        write_manifest(job.run_dir, job.manifest)
     return Sending(dialect, view.params.sent())
 
 
