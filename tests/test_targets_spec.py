@@ -168,3 +168,10 @@ def test_manifest_lists_every_target_redacted_with_its_price(tmp_path: Path) -> 
     with_dialect = manifest.with_target_dialect("fast", "vllm", first=True)
     assert with_dialect.targets["fast"]["dialect"] == "vllm" and with_dialect.target.dialect == "vllm"
     assert manifest.with_target_dialect("slow", "sglang", first=False).target.dialect is None
+
+
+def test_probe_target_flag_names_a_target_of_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "s.yaml").write_text(json.dumps(_spec(tmp_path)))
+    assert main(["probe", str(tmp_path / "s.yaml"), "--target", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--target" in err and "fast, slow, third" in err and err.count("\n") == 1
