@@ -264,3 +264,24 @@ def test_replica_killed_mid_run_the_sweep_completes(tmp_path: Path) -> None:
     assert set(answered.index) == {u1, u2, u3}  # all three answered, the killed one before it died
     after_kill = df[df.started_at > df[df.replica == u2].started_at.max()]
     assert len(after_kill) > 500 and set(after_kill.replica) <= {u1, u3}  # the dead one got no more answers
+
+
+@pytest.mark.slow
+def test_preflight_runs_per_target_and_names_the_refusing_one(tmp_path: Path, model: NGramModel, key_env: None,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.server.misbehave import Misbehaviour
+
+    strict = create_app({"harness/ngram": model}, api_key=KEY, misbehaviour=Misbehaviour.parse(refuse=["temperature=1.5"]))
+    with serve(model) as ok, ServerThread(strict) as refusing:
+        targets = [{"name": "ok", "base_url": ok.base_url}, {"name": "picky", "base_url": refusing.base_url}]
+        spec = write_spec(tmp_path, targets, prompts=2, temperatures=[0.0, 1.5], repeats=1, runner={})
+        assert main(["run", str(spec), "--out", str(tmp_path / "runs"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "target picky:" in err and "temperature=1.5" in err and err.count("\n") == 1
+        # excluding the value for that target only lets the run through
+        data = json.loads(spec.read_text())
+        data["sweep"]["exclude"] = [{"target": "picky", "temperature": 1.5}]
+        spec.write_text(json.dumps(data))
+        assert main(["run", str(spec), "--out", str(tmp_path / "runs"), "--quiet"]) == 0
+        df = results(last_line(capsys.readouterr().out))
+        assert sorted(keys(df)) == sorted(planned(spec)) and len(df) == 6  # 2 prompts × (2 + 1) points

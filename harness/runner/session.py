@@ -173,9 +173,14 @@ async def _send(job: SweepJob, stats: Stats, hook: Hook | None, transport: Any) 
             check_reachable(job.spec.target.urls[0], source=str(job.run_dir / MANIFEST))
         if hook is not None:  # the preflight / probe: once per target
             for name, endpoint in endpoints.items():
-                maybe = hook(job.for_target(name) if multi else job, endpoint)
-                if inspect.isawaitable(maybe):
-                    await maybe
+                try:
+                    maybe = hook(job.for_target(name) if multi else job, endpoint)
+                    if inspect.isawaitable(maybe):
+                        await maybe
+                except TargetError as err:
+                    if not multi:
+                        raise
+                    raise TargetError(f"target {name}: {err.detail}", file=err.file, key=err.key) from None
         await execute(job, endpoints, stats, transport=transport)
 
 
