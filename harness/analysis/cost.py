@@ -200,6 +200,19 @@ def estimate_cost(target: str, price: Price | None, requests: int, prompt_chars:
                         None if max_tokens is None else int(max_tokens), price)
 
 
+def plan_costs(plan: Any) -> list[CostEstimate]:
+    """One estimate per target of a `harness.spec.plan.Plan`: from its `per_target` loads (name,
+    requests, prompt_chars, max_tokens, price) when it has them, else the plan as one target."""
+    loads = getattr(plan, "per_target", None)
+    if loads:
+        return [estimate_cost(str(load.name), Price.parse(load.price), load.requests, load.prompt_chars,
+                              load.max_tokens) for load in loads.values()]
+    target = getattr(plan.spec, "target", None)
+    name = str(getattr(target, "name", None) or DEFAULT_TARGET)
+    return [estimate_cost(name, Price.parse(getattr(target, "price", None)), plan.requests,
+                          plan.prompt_chars * plan.points * plan.repeats, plan.max_completion_tokens)]
+
+
 __all__ = [
     "CHARS_PER_TOKEN",
     "DEFAULT_TARGET",
@@ -207,6 +220,7 @@ __all__ = [
     "Price",
     "cell_costs",
     "estimate_cost",
+    "plan_costs",
     "prices_from_manifest",
     "row_costs",
     "target_series",
