@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from target_runs import target_rows, write_run
 
 from harness.api import compare_runs as api_compare
 from harness.cli import main
 from harness.compare import CompareOptions, compare_runs
 from harness.errors import UsageError
 from harness.rundir.results import load_run
-from target_runs import target_rows, write_run
 
 
 def _outcome(target: str, point: int, prompt: int, sample: int) -> tuple[str, bool, float]:

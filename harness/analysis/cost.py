@@ -49,11 +49,9 @@ class Price:
         """A Price from a manifest/spec mapping (or a Price-like object); None when absent or malformed."""
         if value is None:
             return None
-        if isinstance(value, Mapping):
-            get = value.get
-        else:
-            def get(key: str, default: Any = None) -> Any:
-                return getattr(value, key, default)
+        def get(key: str) -> Any:
+            return value.get(key) if isinstance(value, Mapping) else getattr(value, key, None)
+
         try:
             inp, out = float(get("input_per_mtok")), float(get("output_per_mtok"))
         except (TypeError, ValueError):

@@ -58,7 +58,6 @@ from .pairing import (
     point_keys,
     point_label,
 )
-from .sides import select_target, target_model
 from .result import (
     ALL_POINTS,
     CeilingCheck,
@@ -68,6 +67,7 @@ from .result import (
     RunInfo,
     Verdict,
 )
+from .sides import select_target, target_model
 
 log = logging.getLogger(__name__)
 

@@ -81,6 +81,7 @@ def _run_info(run: RunData) -> dict[str, Any]:
     models = list(run.rows["model"].dropna().unique()) if "model" in run.rows else []
     ok = int((run.rows["status"] == "ok").sum()) if len(run.rows) else 0
     targets = (m.model_extra or {}).get("targets")
+    model: str | None
     if isinstance(targets, dict) and len(targets) > 1:  # several targets: name: model, …
         model = ", ".join(f"{name}: {(info or {}).get('model') or '?'}" for name, info in targets.items())
     else:

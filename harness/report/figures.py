@@ -348,7 +348,8 @@ def target_tradeoffs(summary: pd.DataFrame, quality: Metric, front: pd.Series, c
     fig, axes = _grid(len(runs), axes_per_run, 4.4, 3.0, Margins(left=0.75, bottom=0.95, top=0.35, hspace=0.8))
     names = [fmt_value(v) for v in sorted_values(summary["target"])]
     colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
-    xs = [("latency_p50", "latency p50 (s)", "latency_p50_lo", "latency_p50_hi")]
+    xs: list[tuple[str, str, str | None, str | None]] = [("latency_p50", "latency p50 (s)", "latency_p50_lo",
+                                                           "latency_p50_hi")]
     if cost:
         xs.append((cost, "cost per request", None, None))
     for r_i, run in enumerate(runs):
