@@ -71,20 +71,30 @@ def target_series(rows: pd.DataFrame) -> pd.Series:
     return rows["target"].astype(object).where(rows["target"].notna(), DEFAULT_TARGET)
 
 
+def manifest_targets(manifest: Any) -> dict[str, dict[str, Any]]:
+    """The manifest's `targets` map ({name: {model, base_url, price, …}}), `{}` for older manifests.
+
+    Works on a `Manifest` (a declared field, or an extra key of older code) and on a plain dict."""
+    found = getattr(manifest, "targets", None)
+    if not found:
+        extra = getattr(manifest, "model_extra", None) or {}
+        found = extra.get("targets") if isinstance(extra, Mapping) else None
+    if not found and isinstance(manifest, Mapping):
+        found = manifest.get("targets")
+    if not isinstance(found, Mapping):
+        return {}
+    return {str(k): dict(v) if isinstance(v, Mapping) else {} for k, v in found.items()}
+
+
 def prices_from_manifest(manifest: Any) -> dict[str, Price | None]:
     """Target name → price (None when not given) from a run's manifest.
 
     Reads the manifest's `targets` map (`{name: {..., "price": {...} | null}}`); failing that the
     stored spec's `targets` list or `target.price` (older manifests); else `{}`."""
-    extra = getattr(manifest, "model_extra", None) or {}
-    targets = extra.get("targets") if isinstance(extra, Mapping) else None
-    if targets is None and isinstance(manifest, Mapping):
-        targets = manifest.get("targets")
+    targets = manifest_targets(manifest)
+    if targets:
+        return {name: Price.parse(info.get("price")) for name, info in targets.items()}
     out: dict[str, Price | None] = {}
-    if isinstance(targets, Mapping):
-        for name, info in targets.items():
-            out[str(name)] = Price.parse(info.get("price")) if isinstance(info, Mapping) else None
-        return out
     spec = getattr(manifest, "spec", None)
     if spec is None and isinstance(manifest, Mapping):
         spec = manifest.get("spec")
@@ -218,6 +228,7 @@ __all__ = [
     "Price",
     "cell_costs",
     "estimate_cost",
+    "manifest_targets",
     "plan_costs",
     "prices_from_manifest",
     "row_costs",

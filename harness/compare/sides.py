@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness.analysis.cost import DEFAULT_TARGET, target_series
+from harness.analysis.cost import DEFAULT_TARGET, manifest_targets, target_series
 from harness.errors import UsageError
 from harness.rundir.results import Run
 
@@ -23,9 +23,7 @@ TARGET = "target"
 def targets_of(run: Run) -> list[str]:
     """The target names of a run's rows, in order of first appearance (`default` for older runs)."""
     if not len(run.results):
-        extra = run.manifest.model_extra or {}
-        named = extra.get("targets")
-        return [str(n) for n in named] if isinstance(named, dict) and named else [DEFAULT_TARGET]
+        return list(manifest_targets(run.manifest)) or [DEFAULT_TARGET]
     return [str(t) for t in dict.fromkeys(target_series(run.results).tolist())]
 
 
@@ -54,9 +52,9 @@ def target_model(run: Run, name: str | None) -> str | None:
     """The model a target of the run was sent to (from the manifest's `targets`, else its rows)."""
     if name is None:
         return None
-    named = (run.manifest.model_extra or {}).get("targets")
-    if isinstance(named, dict) and isinstance(named.get(name), dict) and named[name].get("model"):
-        return str(named[name]["model"])
+    info = manifest_targets(run.manifest).get(name) or {}
+    if info.get("model"):
+        return str(info["model"])
     if "model" in run.results.columns and len(run.results):
         models = sorted({str(m) for m in run.results["model"].dropna().unique()})
         return ", ".join(models) or None

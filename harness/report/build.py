@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.analysis.cost import Price, prices_from_manifest, target_series
+from harness.analysis.cost import Price, manifest_targets, prices_from_manifest, target_series
 from harness.analysis.metrics import best_tradeoff, pareto_front, summarize, swept_params
 from harness.analysis.scoring import Scorer, resolve_scorers, score_frame
 from harness.errors import SpecError, UsageError
@@ -80,10 +80,10 @@ def _run_info(run: RunData) -> dict[str, Any]:
     m = run.manifest
     models = list(run.rows["model"].dropna().unique()) if "model" in run.rows else []
     ok = int((run.rows["status"] == "ok").sum()) if len(run.rows) else 0
-    targets = (m.model_extra or {}).get("targets")
+    targets = manifest_targets(m)
     model: str | None
-    if isinstance(targets, dict) and len(targets) > 1:  # several targets: name: model, …
-        model = ", ".join(f"{name}: {(info or {}).get('model') or '?'}" for name, info in targets.items())
+    if len(targets) > 1:  # several targets: name: model, …
+        model = ", ".join(f"{name}: {info.get('model') or '?'}" for name, info in targets.items())
     else:
         model = m.target.model or (models[0] if len(models) else None)
     return {
