@@ -27,10 +27,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:  # numpy and pandas are imported where used: `harness plan` needs neither
+    import numpy as np
+    import pandas as pd
 
 DEFAULT_TARGET = "default"
 CHARS_PER_TOKEN = 4
@@ -66,6 +67,8 @@ class Price:
 
 def target_series(rows: pd.DataFrame) -> pd.Series:
     """Each row's target name: the `target` column, `default` where missing (older runs)."""
+    import pandas as pd
+
     if "target" not in rows.columns:
         return pd.Series(DEFAULT_TARGET, index=rows.index, dtype=object)
     return rows["target"].astype(object).where(rows["target"].notna(), DEFAULT_TARGET)
@@ -112,6 +115,9 @@ def prices_from_manifest(manifest: Any) -> dict[str, Price | None]:
 
 def row_costs(rows: pd.DataFrame, prices: Mapping[str, Price | None]) -> np.ndarray:
     """The cost of each row (see the module docstring); NaN where the row's target has no price."""
+    import numpy as np
+    import pandas as pd
+
     n = len(rows)
     out = np.full(n, np.nan)
     if not n or not any(p is not None for p in prices.values()):
@@ -143,6 +149,9 @@ def with_costs(rows: pd.DataFrame, prices: Mapping[str, Price | None]) -> pd.Dat
 
 def cell_costs(cost: np.ndarray, cells: np.ndarray, m: int, scores: Mapping[str, np.ndarray]) -> pd.DataFrame:
     """Per cell (codes 0..m-1): cost_total, cost_per_request and `<scorer>_cost_per_correct`."""
+    import numpy as np
+    import pandas as pd
+
     out = pd.DataFrame(index=pd.RangeIndex(m))
     known = ~np.isnan(cost)
     rows = np.bincount(cells, minlength=m).astype(float)
