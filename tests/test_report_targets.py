@@ -114,3 +114,17 @@ def test_cli_summarize_shows_the_target_column(tmp_path: Path, capsys: pytest.Ca
     header = out.splitlines()[0].split()
     assert header[:2] == ["target", "temperature"] and "cost_per_request" in header
     assert "\x1b" not in out and "fast" in out
+
+
+def test_the_same_quality_everywhere_still_compares_targets(tmp_path: Path) -> None:
+    """Two endpoints of one model: quality ties, so latency and cost decide the front."""
+    rows = target_rows("same", ["quick", "slow"], lambda t, p, i, s: ("ok", i % 2 == 0, 0.1 if t == "quick" else 0.3))
+    prices = {"quick": {"input_per_mtok": 2.0, "output_per_mtok": 2.0}, "slow": {"input_per_mtok": 1.0, "output_per_mtok": 1.0}}
+    rep = build_report([write_run(tmp_path, "same", rows, prices=prices)], tmp_path / "r")
+    assert "targets.png" in {p.name for p in rep.files}
+    page = html.unescape((rep.out_dir / "index.html").read_text())
+    assert "quick: 2 of 2 cells; slow: 2 of 2 cells" in page  # quicker but dearer: both on the front
+    assert "exact_match (mean score)" in page.split("<h2>Targets</h2>")[1].split("<h2>")[0]
+    rep = build_report([write_run(tmp_path, "free", rows)], tmp_path / "r2")
+    page = html.unescape((rep.out_dir / "index.html").read_text())
+    assert "quick: 2 of 2 cells; slow: 0 of 2 cells" in page  # no prices: quick wins on latency alone

@@ -115,27 +115,54 @@ def _samples(rows: pd.DataFrame, scores: pd.DataFrame, per_cell: int) -> pd.Data
 
 
 def _draw(summary: pd.DataFrame, params: list[str], metrics: list[Metric], quality: Metric | None,
-          best: pd.Series, targets_front: pd.Series | None = None, priced: bool = False) -> list[figs.FigureFile]:
+          best: pd.Series, targets: TargetView | None = None) -> list[figs.FigureFile]:
     """The figures worth drawing: small multiples of the varying metrics; quality vs latency.
 
     Several targets in a run: when another parameter varies too, each target gets its own block
     of panels (side by side, shared axes) and the x axis is that parameter; otherwise the targets
     are the x axis. The trade-off figure then shows every target's cells together, with the front
-    across targets (`targets_front`) and, with prices, cost per request."""
+    across targets and, with prices, cost per request (even when quality is the same everywhere:
+    then latency and cost decide)."""
     out = []
     facet = None
-    if targets_front is not None and figs.main_axis(summary, [p for p in params if p != "target"]) is not None:
+    if targets is not None and figs.main_axis(summary, [p for p in params if p != "target"]) is not None:
         facet, params = "target", [p for p in params if p != "target"]
     panels = figs.small_multiples(summary, params, metrics[:MAX_PANELS], facet=facet)
     if panels is not None:
         out.append(panels)
-    if quality is not None and len(summary) > 1 and summary["latency_p50"].notna().any():
-        if targets_front is not None:
-            out.append(figs.target_tradeoffs(summary, quality, targets_front, "cost_per_request" if priced else None))
-        else:
-            front = pareto_front(summary, quality.column, "latency_p50")
-            out.append(figs.pareto(summary, params, quality, front, best))
+    if not summary["latency_p50"].notna().any():
+        return out
+    if targets is not None and targets.quality is not None and targets.front is not None:
+        out.append(figs.target_tradeoffs(summary, targets.quality, targets.front,
+                                         "cost_per_request" if targets.priced else None))
+    elif quality is not None and len(summary) > 1:
+        front = pareto_front(summary, quality.column, "latency_p50")
+        out.append(figs.pareto(summary, params, quality, front, best))
     return out
+
+
+@dataclass(frozen=True)
+class TargetView:
+    """Several targets: the quality they are compared on (a scorer, shown even when it is the same
+    everywhere), the cells on the front across targets, whether cost was one of its objectives,
+    and one line per target."""
+
+    quality: Metric | None
+    front: pd.Series | None
+    priced: bool
+    lines: list[TargetLine]
+    sentence: str
+
+
+def _target_view(summary: pd.DataFrame, rows: pd.DataFrame, params: list[str], scorers: list[Scorer],
+                 runs: Sequence[RunData]) -> TargetView | None:
+    if not several_targets(summary):
+        return None
+    qualities = quality_metrics(summary, scorers)
+    quality = qualities[0] if qualities else None
+    front, priced = target_front(summary, quality) if quality is not None else (None, False)
+    lines = lineup(summary, rows, params, quality, front if front is not None else pd.Series(dtype=bool), _prices(runs))
+    return TargetView(quality, front, priced, lines, front_sentence(lines, priced))
 
 
 def _prices(runs: Sequence[RunData]) -> dict[tuple[str, str], Price | None]:
@@ -190,15 +217,10 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
     if tail_everywhere(summary) and any(m.column == "entropy_mean" for m in shown + constant):
         table = summary.assign(_tail_everywhere=True)  # one note, not "(tail)" in every cell
         head = replace(head, constant=(head.constant + " " if head.constant else "") + TAIL_NOTE)
-    lines: list[TargetLine] = []
-    sentence, front, priced = "", None, False
-    if several_targets(summary):
-        if quality is not None:
-            front, priced = target_front(summary, quality)
-        lines = lineup(summary, rows, params, quality, front if front is not None else pd.Series(dtype=bool),
-                       _prices(runs))
-        sentence = front_sentence(lines, priced)
-    figures = _draw(summary, params, shown, quality, best, front, priced)
+    targets = _target_view(summary, rows, params, scorers, runs)
+    figures = _draw(summary, params, shown, quality, best, targets)
+    lines, sentence = (targets.lines, targets.sentence) if targets else ([], "")
+    target_quality = targets.quality if targets else None
     info = [_run_info(r) for r in runs]
     title = "harness report: " + ", ".join(r.label for r in runs)
     _make_out(out)
@@ -208,7 +230,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
         report.files.append(out / fig.name)
     body = [
         html_out.headline_section(head),
-        html_out.targets_section(lines, sentence, quality),
+        html_out.targets_section(lines, sentence, target_quality),
         html_out.figures_section("Figures", figures),
         html_out.summary_section(table, params, shown, set(best.tolist())),
         html_out.samples_section(summary, _samples(rows, scores, options.samples_per_cell), params, quality),
@@ -216,7 +238,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
     ]
     files = {
         "index.html": html_out.page(title, body),
-        "report.md": md_out.render(title, info, table, params, shown, head, figures, lines, sentence, quality),
+        "report.md": md_out.render(title, info, table, params, shown, head, figures, lines, sentence, target_quality),
     }
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
