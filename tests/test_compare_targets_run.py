@@ -9,13 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from harness.cli import main
 from harness.compare import CompareOptions, compare_runs
-from harness.rundir.records import rows_to_table
 from harness.rundir.results import load_run
 from harness.server.app import ServerThread, create_app
 from harness.server.faults import FaultSpec, Latency
@@ -76,8 +77,11 @@ def test_shipped_sweep_on_two_servers(servers: tuple[str, str], tmp_path: Path,
     for name in ("serve", "gemma"):
         folder = tmp_path / f"only-{name}"
         (folder / "results").mkdir(parents=True)
-        part = rows[rows["target"] == name].drop(columns=["target"])
-        pq.write_table(rows_to_table(part.to_dict("records")), folder / "results/part-000001.parquet")
+        table = pq.read_table(run_dir / "results")  # the rows as the run wrote them
+        part = table.filter(pc.equal(table["target"], name))
+        part = part.set_column(part.schema.get_field_index("target"), "target",
+                               pa.array(["default"] * part.num_rows, pa.string()))
+        pq.write_table(part, folder / "results/part-000001.parquet")
         manifest = json.loads((run_dir / "manifest.json").read_text())
         manifest.pop("targets", None)
         manifest["run_id"] = f"only-{name}"
