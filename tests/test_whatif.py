@@ -206,5 +206,9 @@ def test_frame_keeps_the_targets_of_a_run_apart() -> None:
     cut = frame[frame["setting"] == "top_k 2"].set_index("target")
     assert cut["rows"].to_dict() == {"a": 10, "b": 10}
     assert cut.loc["a", "affected"] == 0.0 and cut.loc["b", "affected"] == 1.0  # b sampled a cut token
+    from harness.report.counterfactual import table_cells
+
+    _, lines = table_cells(frame)  # the report's what-if table: one line per target's cell
+    assert [line[0] for line in lines] == ["a: T=1 top_p=1 top_k=off min_p=0", "b: T=1 top_p=1 top_k=off min_p=0"]
     old = whatif_frame(rows.assign(target=None), as_run([Setting(top_k=2)]), vocab=4)
     assert "target" not in old and old[old["setting"] == "top_k 2"]["rows"].tolist() == [20]
