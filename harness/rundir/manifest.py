@@ -27,6 +27,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.errors import RunDirError
+from harness.rundir.fs import RunPath, as_run_path
 from harness.rundir.layout import MANIFEST, write_bytes_atomic
 
 if TYPE_CHECKING:
@@ -128,11 +129,11 @@ class Manifest(BaseModel):
         data = self.model_dump(mode="json")
         return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
-    def stored_spec(self, run_dir: Path) -> SweepSpec:
+    def stored_spec(self, run_dir: RunPath) -> SweepSpec:
         """The run's spec, validated again but never interpolated again (`$` is taken literally)."""
         from harness.spec.sweepspec import parse_spec
 
-        where = str(Path(run_dir) / MANIFEST)
+        where = str(as_run_path(run_dir) / MANIFEST)
         redacted = self.redacted or _masked_target_fields(self.spec)  # version 1 did not list them
         if redacted:
             raise RunDirError(
@@ -142,7 +143,9 @@ class Manifest(BaseModel):
         # validated without `scoring`: a custom scorer named here must not be imported (it is
         # someone's code, and a run does not score); the list is kept as stored
         data = {k: v for k, v in _literal_dollars(self.spec).items() if k != "scoring"}
-        spec = parse_spec(data, source=where, base_dir=Path(run_dir))
+        # the stored dataset path is absolute (resolved); a run on an object store has no local folder
+        base_dir = run_dir if isinstance(run_dir, Path) else Path.cwd()
+        spec = parse_spec(data, source=where, base_dir=base_dir)
         return spec.model_copy(update={"scoring": list(self.spec.get("scoring") or [])})
 
 
@@ -212,14 +215,14 @@ def new_manifest(
     ).with_target(spec.target.base_url, spec.model_name)
 
 
-def write_manifest(run_dir: Path, manifest: Manifest) -> None:
-    """Replace the manifest atomically (tmp + fsync + rename)."""
-    write_bytes_atomic(Path(run_dir) / MANIFEST, manifest.to_json())
+def write_manifest(run_dir: RunPath | str, manifest: Manifest) -> None:
+    """Replace the manifest atomically (tmp + fsync + rename; on an object store one PUT)."""
+    write_bytes_atomic(as_run_path(run_dir) / MANIFEST, manifest.to_json())
 
 
-def read_manifest(run_dir: str | Path) -> Manifest:
-    """The manifest of a run directory, or RunDirError naming the file and field."""
-    run_dir = Path(run_dir)
+def read_manifest(run_dir: str | RunPath) -> Manifest:
+    """The manifest of a run directory (local or `s3://…`), or RunDirError naming the file and field."""
+    run_dir = as_run_path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError("not a run directory (no such folder)", file=str(run_dir))
     path = run_dir / MANIFEST
@@ -232,7 +235,7 @@ def read_manifest(run_dir: str | Path) -> Manifest:
     return parse_manifest(data, path)
 
 
-def parse_manifest(data: Any, path: Path) -> Manifest:
+def parse_manifest(data: Any, path: RunPath) -> Manifest:
     """Validate manifest JSON; version 1 (no `manifest_version`) is read as is."""
     if not isinstance(data, dict):
         raise RunDirError("manifest is not a JSON object", file=str(path))
@@ -250,23 +253,23 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
         return _invalid(path, key, str(first["msg"]))
 
 
-def _invalid(path: Path, key: str, msg: str) -> Manifest:
+def _invalid(path: RunPath, key: str, msg: str) -> Manifest:
     raise RunDirError(f"{msg}; not a manifest written by `harness run`", file=str(path), key=key or None)
 
 
-def check_resumable(manifest: Manifest, run_dir: Path) -> None:
+def check_resumable(manifest: Manifest, run_dir: RunPath) -> None:
     """Refuse a run not written by `harness run`, or whose rows were written with another row schema."""
     from harness.rundir.records import SCHEMA_VERSION
 
     for key in ("spec", "spec_hash"):
         if not getattr(manifest, key):
-            raise RunDirError("missing; not a manifest written by `harness run`", file=str(Path(run_dir) / MANIFEST), key=key)
+            raise RunDirError("missing; not a manifest written by `harness run`", file=str(run_dir / MANIFEST), key=key)
 
     if manifest.schema_version != SCHEMA_VERSION:
         raise RunDirError(
             f"schema_version {manifest.schema_version} is not the {SCHEMA_VERSION} this harness writes; "
             "resume with the harness that started it",
-            file=str(Path(run_dir) / MANIFEST), key="schema_version",
+            file=str(run_dir / MANIFEST), key="schema_version",
         )
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.errors import TargetError
+from harness.rundir.fs import RunPath
 from harness.rundir.layout import MANIFEST, StorageError
 from harness.rundir.manifest import Manifest, Shard, Status
 from harness.rundir.store import RowCounts
@@ -54,7 +55,7 @@ _T = TypeVar("_T")
 class RunResult:
     """How a session ended."""
 
-    run_dir: Path
+    run_dir: RunPath
     manifest: Manifest
     counts: RowCounts
     interrupted: bool
@@ -111,7 +112,7 @@ def prepare_run(
             check_reachable(spec.target.base_url, source=spec.source)
             if key:
                 _check_key(spec, key)
-    return new_job(spec, out=Path(out), shard=as_shard(shard), limit=limit, overrides=_overrides(concurrency, rps),
+    return new_job(spec, out=out, shard=as_shard(shard), limit=limit, overrides=_overrides(concurrency, rps),
                    secrets=(env_key,) if env_key else ())
 
 
@@ -119,7 +120,7 @@ def prepare_resume(
     run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None, rps: float | None = None
 ) -> SweepJob:
     """Re-open a run directory (its stored spec, shard and limit) to send what has no row yet."""
-    return resume_job(Path(run_dir), retry_errors=retry_errors, overrides=_overrides(concurrency, rps))
+    return resume_job(run_dir, retry_errors=retry_errors, overrides=_overrides(concurrency, rps))
 
 
 def _finish(job: SweepJob, status: Status, reason: str | None = None) -> RunResult:

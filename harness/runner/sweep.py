@@ -20,14 +20,14 @@ import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from harness.client import ChatClient, ClientConfig
 from harness.errors import RunDirError, TargetError, UsageError
+from harness.rundir.fs import RunPath, as_run_path, display
 from harness.rundir.layout import environment_reason, storage_error
-from harness.rundir.lock import RunLock
+from harness.rundir.lock import ObjectLock, RunLock, acquire_lock
 from harness.rundir.manifest import (
     Counts,
     Manifest,
@@ -39,7 +39,7 @@ from harness.rundir.manifest import (
     read_manifest,
     write_manifest,
 )
-from harness.rundir.store import RowCounts, RunStore
+from harness.rundir.store import RowCounts, RunStore, open_store
 from harness.runner.body import build_body
 from harness.runner.dispatch import Engine, EngineConfig, Stats
 from harness.spec.datasets import Prompt, load_prompts
@@ -63,7 +63,7 @@ class Endpoint:
 class SweepJob:
     """A prepared session over one run directory (holds the run's lock until finished)."""
 
-    run_dir: Path
+    run_dir: RunPath  # a local folder, or an `s3://…` prefix (harness.rundir.fs)
     spec: SweepSpec
     manifest: Manifest
     store: RunStore
@@ -71,7 +71,7 @@ class SweepJob:
     pending: int  # requests this session sends
     overrides: dict[str, Any]
     _select: Callable[[], Iterator[RequestPlan]]
-    _lock: RunLock | None = None
+    _lock: RunLock | ObjectLock | None = None
     result: RunResult | None = None  # how the session ended, once it has (harness.runner.session)
 
     def plans(self) -> Iterator[RequestPlan]:
@@ -87,7 +87,7 @@ class SweepJob:
     @property
     def resume_command(self) -> str:
         """The command that finishes this run."""
-        return f"harness run --resume {self.run_dir}"
+        return f"harness run --resume {display(self.run_dir)}"
 
 
 def parse_shard(text: str) -> Shard:
@@ -134,7 +134,7 @@ def _selection(spec: SweepSpec, shard: Shard | None, limit: int | None) -> Calla
 def new_job(
     spec: SweepSpec,
     *,
-    out: Path,
+    out: str | RunPath,
     shard: Shard | tuple[int, int] | None = None,
     limit: int | None = None,
     overrides: dict[str, Any] | None = None,
@@ -145,34 +145,34 @@ def new_job(
     select = _selection(spec, shard, limit)
     total = sum(1 for _ in select())
     run_id = new_run_id(spec.name)
-    run_dir = Path(out) / run_id
+    run_dir = as_run_path(out) / run_id
     try:
         run_dir.mkdir(parents=True)
     except OSError as exc:
         raise RunDirError(f"cannot create the run directory ({environment_reason(exc) or exc.strerror})",
-                          file=str(run_dir)) from None
-    lock = RunLock(run_dir)
+                          file=display(run_dir)) from None
+    lock = acquire_lock(run_dir)
     try:
         manifest = new_manifest(run_id=run_id, spec=spec, requests=total, shard=shard, limit=limit,
                                 overrides=dict(overrides or {}), secrets=secrets)
         write_manifest(run_dir, manifest)
-        store = RunStore(run_dir)
+        store = open_store(run_dir)
     except OSError as exc:
         lock.release()
         raise storage_error(exc, run_dir) from None
     return SweepJob(run_dir, spec, manifest, store, total, total, dict(overrides or {}), select, lock)
 
 
-def resume_job(run_dir: Path, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None) -> SweepJob:
+def resume_job(run_dir: str | RunPath, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None) -> SweepJob:
     """Re-open a run directory: recover its journal, plan what has no (ok) row yet."""
-    run_dir = Path(run_dir)
+    run_dir = as_run_path(run_dir)
     manifest = read_manifest(run_dir)
     check_resumable(manifest, run_dir)
     spec = manifest.stored_spec(run_dir)
-    lock = RunLock(run_dir)
+    lock = acquire_lock(run_dir)
     try:
         select = _selection(spec, manifest.shard, manifest.limit)
-        store = RunStore(run_dir)
+        store = open_store(run_dir)
         store.recover()
         statuses = store.statuses()
         keep = {"ok"} if retry_errors else {"ok", "error"}
@@ -351,6 +351,8 @@ def finish_job(job: SweepJob, status: Status, reason: str | None = None) -> RowC
     "interrupted" with the reason if it can still be written, and RunDirError is raised.
     """
     try:
+        if job._lock is not None:
+            job._lock.check()  # another process took an object-store run over: leave it alone
         try:
             job.store.close()
             job.store.recover()
