@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,6 +281,7 @@ class ObjectRunStore(RunStore):
         self._held: dict[int, bytes] = {}  # segment bytes kept until sealed (upload thread only)
         self._file = None
         self._segment = None
+        self.guard: Callable[[], None] | None = None  # the lock's check: raises once another process took over
 
     # -- writing (event loop) ---------------------------------------------------------------
 
@@ -316,6 +317,8 @@ class ObjectRunStore(RunStore):
 
     def _put(self) -> None:
         self._raise_failed()
+        if self.guard is not None:
+            self.guard()
         if not self._buffer:
             return
         number = self._next_number()
@@ -349,6 +352,8 @@ class ObjectRunStore(RunStore):
         return self._uploads.submit(self._seal_upto, int(match.group(1))).result()
 
     def _seal_upto(self, last: int) -> RunPath | None:
+        if self.guard is not None:
+            self.guard()
         part = self.results / f"part-{last:06d}.parquet"
         segments = {n: p for n, p in _numbered(self.journal, _SEG).items() if n <= last}
         if not part.exists():

@@ -39,7 +39,7 @@ from harness.rundir.manifest import (
     read_manifest,
     write_manifest,
 )
-from harness.rundir.store import RowCounts, RunStore, open_store
+from harness.rundir.store import ObjectRunStore, RowCounts, RunStore, open_store
 from harness.runner.body import build_body
 from harness.runner.dispatch import Engine, EngineConfig, Stats
 from harness.spec.datasets import Prompt, load_prompts
@@ -160,7 +160,14 @@ def new_job(
     except OSError as exc:
         lock.release()
         raise storage_error(exc, run_dir) from None
+    _guard(store, lock)
     return SweepJob(run_dir, spec, manifest, store, total, total, dict(overrides or {}), select, lock)
+
+
+def _guard(store: RunStore, lock: RunLock | ObjectLock) -> None:
+    """On an object store, every segment and seal first checks that the lease is still ours."""
+    if isinstance(store, ObjectRunStore):
+        store.guard = lock.check
 
 
 def resume_job(run_dir: str | RunPath, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None) -> SweepJob:
@@ -173,6 +180,7 @@ def resume_job(run_dir: str | RunPath, *, retry_errors: bool = False, overrides:
     try:
         select = _selection(spec, manifest.shard, manifest.limit)
         store = open_store(run_dir)
+        _guard(store, lock)
         store.recover()
         statuses = store.statuses()
         keep = {"ok"} if retry_errors else {"ok", "error"}
