@@ -75,6 +75,7 @@ def test_urls_parse_and_credentials_in_them_are_refused() -> None:
     assert redact_location("s3://k:s@b/x?token=1") == "s3://b/x"
 
 
+@pytest.mark.slow
 def test_a_run_on_s3_equals_the_local_run_read_with_pandas_and_duckdb(s3: LocalS3, tmp_path: Path) -> None:
     spec = write_small_spec(tmp_path)
     local = run_sweep(spec, out=tmp_path / "runs", transport=Recorder().transport(), check_endpoint=False)
@@ -93,6 +94,7 @@ def test_a_run_on_s3_equals_the_local_run_read_with_pandas_and_duckdb(s3: LocalS
     assert manifest.spec_hash == read_manifest(local.run_dir).spec_hash
 
 
+@pytest.mark.slow
 def test_summarize_report_compare_read_an_s3_run_as_its_local_copy(
     s3: LocalS3, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -114,6 +116,7 @@ def test_summarize_report_compare_read_an_s3_run_as_its_local_copy(
     assert "local folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_merge_takes_a_prefix_of_shards_on_s3_and_locally(s3: LocalS3, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = write_small_spec(tmp_path, prompts=20)
     for k in (1, 2, 3):
@@ -142,6 +145,7 @@ def test_a_missing_bucket_or_run_is_one_line_exit_2(s3: LocalS3, capsys: pytest.
     assert "not a run directory" in err
 
 
+@pytest.mark.slow
 def test_the_lease_lock_keeps_a_second_writer_off_and_frees_a_dead_ones(s3: LocalS3) -> None:
     run_dir = ObjectPath(f"s3://{BUCKET}/locks/a")
     first = ObjectLock(run_dir, lease_s=30)
@@ -156,9 +160,9 @@ def test_the_lease_lock_keeps_a_second_writer_off_and_frees_a_dead_ones(s3: Loca
     ObjectLock(run_dir, lease_s=30).release()
     # another host's lease that ran out: taken over; one still running: refused, naming it
     (run_dir / ".lock").write_bytes(json.dumps({"owner": "y", "host": "elsewhere", "pid": 1, "expires": time.time() - 1}).encode())
-    taken = ObjectLock(run_dir, lease_s=3)
+    taken = ObjectLock(run_dir, lease_s=1.5)
     (run_dir / ".lock").write_bytes(json.dumps({"owner": "z", "host": "elsewhere", "pid": 1, "expires": time.time() + 60}).encode())
-    time.sleep(1.3)  # the renewal (every lease/3) finds another owner
+    time.sleep(0.8)  # the renewal (every lease/3) finds another owner
     with pytest.raises(RunDirError, match="took over this run"):
         taken.check()
     taken.release()
