@@ -27,7 +27,7 @@ from test_runner_sweep import ENV, KEY, ROOT, model, planned_ids, serve_process,
 
 from harness.cli import main
 from harness.errors import RunDirError, UsageError
-from harness.rundir.fs import ObjectPath, as_run_path, redact_location
+from harness.rundir.fs import ObjectPath, ObjectStoreError, _guard, as_run_path, redact_location
 from harness.rundir.lock import ObjectLock
 from harness.rundir.manifest import read_manifest
 from harness.rundir.results import read_results
@@ -75,6 +75,23 @@ def test_urls_parse_and_credentials_in_them_are_refused() -> None:
     assert redact_location("s3://k:s@b/x?token=1") == "s3://b/x"
 
 
+def test_a_store_error_is_one_line_exit_2_without_credentials(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def refused() -> None:
+        raise OSError("When getting information for key 'r' in bucket 'b': AWS Error ACCESS_DENIED during "
+                      "HeadObject operation: Credential=AKIAEXAMPLE/20261202 Signature=abcdef; Details: more\nline 2")
+
+    with pytest.raises(ObjectStoreError) as err:
+        _guard("s3://b/r", refused)
+    text = str(err.value)
+    assert text.startswith("s3://b/r: When getting information") and "ACCESS_DENIED" in text
+    assert "AKIAEXAMPLE" not in text and "abcdef" not in text and "Details" not in text and "\n" not in text
+    monkeypatch.setattr(ObjectPath, "is_dir", lambda self: _guard(str(self), refused))
+    assert main(["summarize", "s3://b/r"]) == 2
+    out = capsys.readouterr().err
+    assert out.startswith("harness: error: s3://b/r: When getting") and out.count("\n") == 1 and "AKIA" not in out
+
+
 @pytest.mark.slow
 def test_a_run_on_s3_equals_the_local_run_read_with_pandas_and_duckdb(s3: LocalS3, tmp_path: Path) -> None:
     spec = write_small_spec(tmp_path)
@@ -92,6 +109,7 @@ def test_a_run_on_s3_equals_the_local_run_read_with_pandas_and_duckdb(s3: LocalS
     manifest = read_manifest(str(remote.run_dir))
     assert manifest.counts.requests == 60 and manifest.counts.ok == 60 and manifest.status == "completed"
     assert manifest.spec_hash == read_manifest(local.run_dir).spec_hash
+    assert manifest.storage == str(remote.run_dir) and read_manifest(local.run_dir).storage is None
 
 
 @pytest.mark.slow
@@ -135,6 +153,12 @@ def test_merge_takes_a_prefix_of_shards_on_s3_and_locally(s3: LocalS3, tmp_path:
     assert sorted(pd.read_parquet(tmp_path / "array" / "all" / "results").request_id) == sorted(merged.request_id)
     assert main(["merge", str(tmp_path), "--out", str(tmp_path / "m2")]) == 2  # no run directories one level down
     assert "not a run directory nor a prefix" in capsys.readouterr().err
+
+
+def test_a_report_of_an_s3_run_goes_to_a_local_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_small_spec(tmp_path)
+    assert main(["run", str(spec), "--out", f"s3://{BUCKET}/r", "--report", "--quiet"]) == 2
+    assert "give a local folder: --report DIR" in capsys.readouterr().err
 
 
 def test_a_missing_bucket_or_run_is_one_line_exit_2(s3: LocalS3, capsys: pytest.CaptureFixture[str]) -> None:

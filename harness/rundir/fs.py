@@ -43,8 +43,8 @@ class ObjectStoreError(OSError):
     One line: the URL and the store's first line of explanation (never a credential)."""
 
     def __init__(self, where: str, exc: BaseException) -> None:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        first = re.sub(r"(?i)(signature|credential|token|secret)[^,;]*", r"\1 …", first)[:200]
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].partition("; Details:")[0]
+        first = re.sub(r"(?i)(signature|credential|token|secret)[^,;]*", r"\1 …", first)[:240]
         super().__init__(f"{where}: {first}")
         self.strerror = first
         self.where = where

@@ -11,6 +11,7 @@ Fields (the contract in DESIGN.md, plus a few):
     counts            {requests, ok, error}
     shard             {index, count} or null;  limit;  overrides {concurrency, rps}
     sessions          how many times the run was started;  merged_from (run ids) for a merge
+    storage           the run directory's URL (`s3://bucket/prefix/run_id`) when on an object store
 
 The stored spec is *resolved*: reading it back (`stored_spec`) never interpolates `${VAR}`
 again, so a `$${VAR}` escape sends `${VAR}` before and after a resume.
@@ -97,6 +98,7 @@ class Manifest(BaseModel):
     sessions: int = Field(1, ge=1)
     redacted: list[str] = Field(default_factory=list)
     merged_from: list[str] | None = None
+    storage: str | None = None  # the run directory's URL when on an object store (redacted), else null
 
     # -- transitions (each returns a new manifest) ----------------------------------------
 

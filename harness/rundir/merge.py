@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from harness.errors import RunDirError, UsageError
-from harness.rundir.fs import RunPath, as_run_path, display, read_parquet
+from harness.rundir.fs import ObjectPath, RunPath, as_run_path, display, read_parquet
 from harness.rundir.layout import MANIFEST
 from harness.rundir.manifest import (
     Counts,
@@ -137,6 +137,7 @@ def merge_runs(run_dirs: Sequence[str | RunPath], out: str | RunPath) -> tuple[M
         "limit": None,
         "sessions": 1,
         "merged_from": [m.run_id for m in manifests],
+        "storage": display(out) if isinstance(out, ObjectPath) else None,
         "started_at": min(str(m.started_at or "") for m in manifests) or None,
     })
     status: Status = "completed" if _complete(manifests) else "interrupted"

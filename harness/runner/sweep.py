@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from harness.client import ChatClient, ClientConfig
 from harness.errors import RunDirError, TargetError, UsageError
-from harness.rundir.fs import RunPath, as_run_path, display
+from harness.rundir.fs import ObjectPath, RunPath, as_run_path, display
 from harness.rundir.layout import environment_reason, storage_error
 from harness.rundir.lock import ObjectLock, RunLock, acquire_lock
 from harness.rundir.manifest import (
@@ -155,6 +155,8 @@ def new_job(
     try:
         manifest = new_manifest(run_id=run_id, spec=spec, requests=total, shard=shard, limit=limit,
                                 overrides=dict(overrides or {}), secrets=secrets)
+        if isinstance(run_dir, ObjectPath):
+            manifest = manifest.model_copy(update={"storage": display(run_dir)})
         write_manifest(run_dir, manifest)
         store = open_store(run_dir)
     except OSError as exc:
