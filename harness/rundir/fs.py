@@ -23,6 +23,7 @@ import functools
 import os
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 from urllib.parse import urlsplit
@@ -129,6 +130,13 @@ def redact_location(text: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}"
 
 
+@dataclass(frozen=True)
+class ObjectStat:
+    """What `ObjectPath.stat` knows: the size."""
+
+    st_size: int
+
+
 class ObjectPath:
     """A path on an object store: `scheme://bucket/key`. Immutable; compares by its URL."""
 
@@ -175,6 +183,11 @@ class ObjectPath:
         return name[dot:] if 0 < dot < len(name) - 1 else ""
 
     @property
+    def stem(self) -> str:
+        suffix = self.suffix
+        return self.name[: -len(suffix)] if suffix else self.name
+
+    @property
     def parent(self) -> ObjectPath:
         head = self.path.rpartition("/")[0]
         return ObjectPath._make(self.scheme, head) if head else self
@@ -216,6 +229,13 @@ class ObjectPath:
         import pyarrow.fs as pafs
 
         return self._type() == int(pafs.FileType.File)
+
+    def stat(self) -> ObjectStat:
+        """The object's size (`st_size`), as `Path.stat` gives it."""
+        info = _guard(str(self), lambda: self.fs.get_file_info(self.path))
+        if info.size is None:
+            raise FileNotFoundError(2, "No such object", str(self))
+        return ObjectStat(st_size=int(info.size))
 
     def iterdir(self) -> Iterator[ObjectPath]:
         """The objects and "folders" right under this prefix (one listing request)."""

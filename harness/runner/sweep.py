@@ -172,12 +172,15 @@ def _guard(store: RunStore, lock: RunLock | ObjectLock) -> None:
         store.guard = lock.check
 
 
-def resume_job(run_dir: str | RunPath, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None) -> SweepJob:
-    """Re-open a run directory: recover its journal, plan what has no (ok) row yet."""
+def resume_job(run_dir: str | RunPath, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None,
+               spec: SweepSpec | None = None) -> SweepJob:
+    """Re-open a run directory: recover its journal, plan what has no (ok) row yet.
+
+    `spec`: the run's spec given again (needed when the stored one was redacted; checked by hash)."""
     run_dir = as_run_path(run_dir)
     manifest = read_manifest(run_dir)
     check_resumable(manifest, run_dir)
-    spec = manifest.stored_spec(run_dir)
+    spec = manifest.stored_spec(run_dir, supplied=spec)
     lock = acquire_lock(run_dir)
     try:
         select = _selection(spec, manifest.shard, manifest.limit)
