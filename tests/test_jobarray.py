@@ -5,14 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from rundir_helpers import Recorder, write_spec
+from rundir_helpers import Recorder, forget_rows, write_spec
+from test_runner_sweep import ENV, KEY, planned_ids, serve
+from test_runner_sweep import write_spec as sweep_spec
 
 from harness.cli import main
 from harness.errors import UsageError
 from harness.rundir.manifest import Shard, read_manifest
 from harness.runner.jobarray import shard_from_env
 from harness.runner.session import run_sweep
+from harness.server.ngram import NGramModel
+
+
+@pytest.fixture(scope="module")
+def ngram() -> NGramModel:
+    return NGramModel()
 
 
 @pytest.mark.parametrize(("env", "shard"), [
@@ -72,3 +81,29 @@ def test_an_indexed_job_array_merges_from_its_prefix(tmp_path: Path, monkeypatch
     assert "merged 3 runs: 72 requests" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "merged" / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["counts"]["ok"] == 72
+
+
+@pytest.mark.slow
+def test_a_retried_task_resumes_what_its_earlier_attempt_left(
+    tmp_path: Path, ngram: NGramModel, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(ENV, KEY)
+    monkeypatch.setenv("HARNESS_SHARD_COUNT", "2")
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
+    with serve(ngram) as server:
+        spec = sweep_spec(tmp_path, server.base_url, prompts=10, temperatures=[0.0, 1.0], repeats=2, runner={})
+        out = tmp_path / "array"
+        assert main(["run", str(spec), "--shard", "auto", "--out", str(out), "--quiet"]) == 0
+        first = Path(capsys.readouterr().out.strip().splitlines()[-1])
+        kept = forget_rows(first, keep=3)  # as if the pod had been killed after 3 rows
+        other = run_sweep(spec, out=out, shard=(2, 2), check_endpoint=False).run_dir  # shard 2 of 2: not this task's
+        forget_rows(other, keep=1)
+        assert main(["run", str(spec), "--shard", "auto", "--out", str(out)]) == 0  # the retried pod
+        captured = capsys.readouterr()
+    assert f"shard 1/2: resuming {first}, left unfinished by an earlier attempt" in captured.err
+    assert Path(captured.out.strip().splitlines()[-1]) == first
+    manifest = read_manifest(first)
+    assert manifest.status == "completed" and manifest.sessions == 2 and manifest.shard == Shard(index=1, count=2)
+    df = pd.read_parquet(first / "results")
+    assert sorted(df.request_id) == sorted(planned_ids(spec, (1, 2))) and set(kept) <= set(df.request_id)
+    assert sorted(p.name for p in out.iterdir()) == sorted([first.name, other.name])  # no third run directory

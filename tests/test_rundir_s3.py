@@ -23,7 +23,7 @@ import pytest
 from rundir_helpers import Recorder
 from rundir_helpers import write_spec as write_small_spec
 from s3_helpers import BUCKET, SECRET, LocalS3, moto_server
-from test_runner_sweep import ENV, KEY, ROOT, model, planned_ids, serve_process, write_spec  # noqa: F401 - fixture
+from test_runner_sweep import ENV, KEY, ROOT, planned_ids, serve_process, write_spec
 
 from harness.cli import main
 from harness.errors import RunDirError, UsageError

@@ -63,9 +63,17 @@ def _prepare(args: argparse.Namespace) -> SweepJob:
         raise UsageError("only with --resume RUN_DIR", key="--retry-errors")
     shard: Shard | None = None
     if args.shard == "auto":
-        from harness.runner.jobarray import shard_from_env
+        from harness.runner.jobarray import shard_from_env, unfinished_run
+        from harness.spec.sweepspec import load_spec
 
         shard = shard_from_env()
+        spec = load_spec(args.spec)
+        left = unfinished_run(args.out, spec, shard, args.limit)
+        if left is not None:  # the scheduler ran this task again: finish what the earlier attempt left
+            if not args.quiet:
+                print(f"harness: shard {shard}: resuming {display(left)}, left unfinished by an earlier attempt",
+                      file=sys.stderr)
+            return prepare_resume(left, concurrency=args.concurrency, rps=args.rps, spec=spec)
     else:
         shard = parse_shard(args.shard) if args.shard else None
     return prepare_run(args.spec, out=args.out, shard=shard, limit=args.limit,

@@ -10,15 +10,25 @@ Read in this order (the first source present wins; docs/distributed.md has examp
                                                   are fine; a stepped or listed array is refused)
 
 Anything missing, not a whole number or out of range is one line naming the variable (exit 2).
+
+A task the scheduler runs again (a retried pod, a requeued Slurm task) finds the run directory its
+earlier attempt left unfinished under the same `--out` (`unfinished_run`: same spec_hash, shard
+and limit, not completed) and resumes it instead of starting the shard over.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from harness.errors import UsageError
-from harness.rundir.manifest import Shard
+from harness.errors import RunDirError, UsageError
+from harness.rundir.fs import RunPath, as_run_path
+from harness.rundir.layout import MANIFEST
+from harness.rundir.manifest import Shard, read_manifest
+
+if TYPE_CHECKING:
+    from harness.spec.sweepspec import SweepSpec
 
 SOURCES = (
     "HARNESS_SHARD_INDEX with HARNESS_SHARD_COUNT",
@@ -77,4 +87,27 @@ def shard_from_env(env: Mapping[str, str] | None = None) -> Shard:
                      + " (or give --shard K/N)", key="--shard auto")
 
 
-__all__ = ["SOURCES", "shard_from_env"]
+def unfinished_run(out: str | RunPath, spec: SweepSpec, shard: Shard, limit: int | None) -> RunPath | None:
+    """The newest run directory right under `out` of this spec, shard and limit that did not complete
+    (an earlier attempt of this task, killed or preempted); None when there is none."""
+    from harness.spec.sweepspec import spec_hash
+
+    folder = as_run_path(out)
+    if not folder.is_dir():
+        return None
+    want = spec_hash(spec)
+    found: list[tuple[str, RunPath]] = []
+    for child in folder.iterdir():
+        if not child.is_dir() or not (child / MANIFEST).is_file():
+            continue
+        try:
+            manifest = read_manifest(child)
+        except RunDirError:
+            continue
+        same = manifest.spec_hash == want and manifest.shard == shard and manifest.limit == limit
+        if same and manifest.status != "completed" and not manifest.merged_from:
+            found.append((f"{manifest.started_at or ''} {child}", child))
+    return max(found, key=lambda item: item[0])[1] if found else None
+
+
+__all__ = ["SOURCES", "shard_from_env", "unfinished_run"]

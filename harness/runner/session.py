@@ -117,7 +117,7 @@ def prepare_run(
 
 
 def prepare_resume(
-    run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None, rps: float | None = None,
+    run_dir: str | RunPath, *, retry_errors: bool = False, concurrency: int | None = None, rps: float | None = None,
     spec: SweepSpec | str | Path | None = None,
 ) -> SweepJob:
     """Re-open a run directory (its stored spec, shard and limit) to send what has no row yet.
@@ -235,7 +235,7 @@ async def run_sweep_async(spec: SweepSpec | str | Path, *, out: str | Path = "ru
     return await run_job_async(job, stats=stats, before_first_request=before_first_request, transport=transport)
 
 
-def resume_sweep(run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None,
+def resume_sweep(run_dir: str | RunPath, *, retry_errors: bool = False, concurrency: int | None = None,
                  rps: float | None = None, stats: Stats | None = None, before_first_request: Hook | None = None,
                  transport: Any = None, spec: SweepSpec | str | Path | None = None) -> RunResult:
     """Finish a run directory (blocking): send only the requests without a row (`spec`: see prepare_resume)."""
@@ -243,7 +243,7 @@ def resume_sweep(run_dir: str | Path, *, retry_errors: bool = False, concurrency
     return run_job(job, stats=stats, before_first_request=before_first_request, transport=transport)
 
 
-async def resume_sweep_async(run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None,
+async def resume_sweep_async(run_dir: str | RunPath, *, retry_errors: bool = False, concurrency: int | None = None,
                              rps: float | None = None, stats: Stats | None = None,
                              before_first_request: Hook | None = None, transport: Any = None,
                              spec: SweepSpec | str | Path | None = None) -> RunResult:
