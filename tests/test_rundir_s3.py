@@ -193,6 +193,16 @@ def test_the_lease_lock_keeps_a_second_writer_off_and_frees_a_dead_ones(s3: Loca
     assert json.loads((run_dir / ".lock").read_bytes())["owner"] == "z"  # not ours: left in place
     with pytest.raises(RunDirError, match="host elsewhere, pid 1"):
         ObjectLock(run_dir, lease_s=30)
+    # a retried task waits out a dead owner's lease on another host; a live owner renews it and is kept
+    (run_dir / ".lock").write_bytes(json.dumps({"owner": "w", "host": "elsewhere", "pid": 1, "expires": time.time() + 1}).encode())
+    start = time.monotonic()
+    ObjectLock(run_dir, lease_s=30, wait=True).release()
+    assert 0.9 < time.monotonic() - start < 10
+    live = ObjectLock(run_dir, lease_s=1.5)
+    with pytest.raises(RunDirError, match="another harness process is running this run"):
+        ObjectLock(run_dir, lease_s=30, wait=True)
+    assert live.held
+    live.release()
 
 
 def test_segments_are_grouped_into_one_part_and_recovery_never_doubles(s3: LocalS3) -> None:

@@ -73,7 +73,7 @@ def _prepare(args: argparse.Namespace) -> SweepJob:
             if not args.quiet:
                 print(f"harness: shard {shard}: resuming {display(left)}, left unfinished by an earlier attempt",
                       file=sys.stderr)
-            return prepare_resume(left, concurrency=args.concurrency, rps=args.rps, spec=spec)
+            return prepare_resume(left, concurrency=args.concurrency, rps=args.rps, spec=spec, wait_for_lock=True)
     else:
         shard = parse_shard(args.shard) if args.shard else None
     return prepare_run(args.spec, out=args.out, shard=shard, limit=args.limit,

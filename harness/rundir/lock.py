@@ -88,7 +88,7 @@ class ObjectLock:
 
     SETTLE_S = 0.2  # between writing the lock and reading it back
 
-    def __init__(self, run_dir: ObjectPath, *, lease_s: float | None = None) -> None:
+    def __init__(self, run_dir: ObjectPath, *, lease_s: float | None = None, wait: bool = False) -> None:
         self.path = run_dir / LOCK
         self._run_dir = run_dir
         self.lease_s = lease_s or _lease_s()
@@ -96,6 +96,8 @@ class ObjectLock:
         self.lost = False
         self._stop = threading.Event()
         current = self._read()
+        if wait and current is not None and not self._stale(current):
+            current = self._wait_out(current)
         if current is not None and not self._stale(current):
             raise RunDirError(f"another harness process is running this run ({self._who(current)})",
                               file=display(run_dir))
@@ -114,6 +116,17 @@ class ObjectLock:
     @property
     def held(self) -> bool:
         return self._thread is not None and not self.lost
+
+    def _wait_out(self, current: dict[str, Any]) -> dict[str, Any] | None:
+        """Wait (at most two leases) for another owner's lease to run out: a retried task whose
+        earlier attempt died on another host. A live owner renews it, and is still refused."""
+        expires = current.get("expires")
+        left = expires - time.time() if isinstance(expires, (int, float)) else 0.0
+        if 0 < left <= 2 * self.lease_s:
+            log.warning("%s: waiting %.0f s for the lease of %s to run out", display(self._run_dir), left,
+                        self._who(current))
+            time.sleep(left + 0.5)
+        return self._read()
 
     def _read(self) -> dict[str, Any] | None:
         try:
@@ -177,10 +190,11 @@ class ObjectLock:
                         str(exc).splitlines()[0][:160])
 
 
-def acquire_lock(run_dir: RunPath) -> RunLock | ObjectLock:
-    """The lock of a run directory, local or on an object store; RunDirError when it is taken."""
+def acquire_lock(run_dir: RunPath, *, wait: bool = False) -> RunLock | ObjectLock:
+    """The lock of a run directory, local or on an object store; RunDirError when it is taken.
+    `wait`: on an object store, wait for another owner's lease to run out first (a retried task)."""
     if isinstance(run_dir, ObjectPath):
-        return ObjectLock(run_dir)
+        return ObjectLock(run_dir, wait=wait)
     return RunLock(run_dir)
 
 

@@ -118,14 +118,17 @@ def prepare_run(
 
 def prepare_resume(
     run_dir: str | RunPath, *, retry_errors: bool = False, concurrency: int | None = None, rps: float | None = None,
-    spec: SweepSpec | str | Path | None = None,
+    spec: SweepSpec | str | Path | None = None, wait_for_lock: bool = False,
 ) -> SweepJob:
     """Re-open a run directory (its stored spec, shard and limit) to send what has no row yet.
 
     `spec` (a SweepSpec or a spec file): the run's spec given again — needed when the stored one
-    was redacted because it held a secret; refused unless it sends exactly what the run sends."""
+    was redacted because it held a secret; refused unless it sends exactly what the run sends.
+    `wait_for_lock`: a run on an object store whose lock lease a dead process still holds is
+    waited for (at most two leases) instead of refused at once."""
     supplied = load_spec(spec) if isinstance(spec, (str, Path)) else spec
-    return resume_job(run_dir, retry_errors=retry_errors, overrides=_overrides(concurrency, rps), spec=supplied)
+    return resume_job(run_dir, retry_errors=retry_errors, overrides=_overrides(concurrency, rps), spec=supplied,
+                      wait_for_lock=wait_for_lock)
 
 
 def _finish(job: SweepJob, status: Status, reason: str | None = None) -> RunResult:

@@ -173,15 +173,16 @@ def _guard(store: RunStore, lock: RunLock | ObjectLock) -> None:
 
 
 def resume_job(run_dir: str | RunPath, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None,
-               spec: SweepSpec | None = None) -> SweepJob:
+               spec: SweepSpec | None = None, wait_for_lock: bool = False) -> SweepJob:
     """Re-open a run directory: recover its journal, plan what has no (ok) row yet.
 
-    `spec`: the run's spec given again (needed when the stored one was redacted; checked by hash)."""
+    `spec`: the run's spec given again (needed when the stored one was redacted; checked by hash).
+    `wait_for_lock`: on an object store, wait out a dead owner's lease instead of refusing at once."""
     run_dir = as_run_path(run_dir)
     manifest = read_manifest(run_dir)
     check_resumable(manifest, run_dir)
     spec = manifest.stored_spec(run_dir, supplied=spec)
-    lock = acquire_lock(run_dir)
+    lock = acquire_lock(run_dir, wait=wait_for_lock)
     try:
         select = _selection(spec, manifest.shard, manifest.limit)
         store = open_store(run_dir)
