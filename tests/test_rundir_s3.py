@@ -294,3 +294,8 @@ def test_kill_9_then_resume_on_s3_loses_and_doubles_nothing(s3: LocalS3, tmp_pat
     assert keys == [f"{run_key}/manifest.json", f"{run_key}/results/part-{keys[-1][-14:-8]}.parquet"]
     for place in (out, err, json.dumps(manifest.model_dump())):
         assert KEY not in place and SECRET not in place
+    fs = s3.fs()
+    for key in keys:  # nothing stored on the bucket holds the API key or the store's secret
+        with fs.open_input_stream(f"{BUCKET}/{key}") as fh:
+            data = fh.read()
+        assert KEY.encode() not in data and SECRET.encode() not in data, key
