@@ -356,6 +356,10 @@ class ObjectRunStore(RunStore):
             self.guard()
         part = self.results / f"part-{last:06d}.parquet"
         segments = {n: p for n, p in _numbered(self.journal, _SEG).items() if n <= last}
+        for number in self._held:  # written by this process: sealed even if a listing lagged behind
+            if number <= last:
+                segments.setdefault(number, self.journal / f"seg-{number:06d}.jsonl")
+        segments = dict(sorted(segments.items()))
         if not part.exists():
             tables = []
             for number, path in segments.items():
