@@ -62,15 +62,25 @@ def handle(args: argparse.Namespace) -> int:
         print()
         return 0
     print(f"spec      {spec.name} ({args.spec})")
-    print(f"target    {spec.public_target()}  model {spec.model_name}")
     from harness.probe.dialects import describe
 
-    print(f"dialect   {describe(spec.target.dialect, spec.params.sent(), {**spec.sweep.grid, **spec.sweep.zip})}")
+    axes = {**spec.sweep.grid, **spec.sweep.zip}
+    if spec.multi_target:
+        for target in spec.target_list:
+            view = spec.for_target(target.label)
+            print(f"target    {target.label}: {target.public()}  model {target.model_name}  "
+                  f"dialect {describe(target.dialect, view.params.sent(), axes)}")
+    else:
+        print(f"target    {spec.public_target()}  model {spec.model_name}")
+        print(f"dialect   {describe(spec.target.dialect, spec.params.sent(), axes)}")
     _print_table(plan, args.show)
     print(f"points    {_fmt(plan.points)}")
     print(f"prompts   {_fmt(plan.prompts)}")
     print(f"repeats   {_fmt(plan.repeats)}" + _seed_note(plan))
     print(f"requests  {_fmt(plan.requests)}")
+    if spec.multi_target:
+        for name, load in plan.per_target.items():
+            print(f"  {name:<12} {_fmt(load.requests)} requests ({_fmt(load.points)} points)")
     print(f"tokens    ~{_fmt(plan.est_prompt_tokens)} prompt (≈{4} chars/token), "
           f"≤{_fmt(plan.max_completion_tokens)} completion")
     _print_costs(costs)

@@ -21,7 +21,7 @@ CONTRACT_END = "reference"
 
 MEANINGS: dict[str, str] = {
     "run_id": "the run directory's `run_id` (after `harness merge`: the merged run's)",
-    "request_id": "first 24 hex digits of sha256 of `[model, point_json, prompt_id, sample]`: stable across processes and machines",
+    "request_id": "first 24 hex digits of sha256 of `[model, point_json, prompt_id, sample]` (a spec with `targets:` appends the target's name: `[model, point_json, prompt_id, sample, target]`): stable across processes and machines",
     "cell_id": "first 16 hex digits of sha256 of `point_json`: one sweep point",
     "prompt_id": "the dataset row's `id` (or a hash of its messages)",
     "sample": "repeat number, 0 … repeats − 1",
