@@ -70,7 +70,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _model_table(schema: dict[str, Any], definition: str, title: str) -> list[str]:
+def _mapping_table(schema: dict[str, Any], definition: str, title: str) -> list[str]:
     """A nested mapping's keys (a `$defs` entry of the schema) as a table under `title`."""
     model = schema["$defs"][definition]
     lines = [f"#### `{title}`", "", _cell(model.get("description", "")), "",
@@ -84,9 +84,9 @@ def _model_table(schema: dict[str, Any], definition: str, title: str) -> list[st
 
 def _adaptive(schema: dict[str, Any]) -> list[str]:
     return [
-        *_model_table(schema, "AdaptiveRepeats", "sweep.repeats (adaptive)"),
-        *_model_table(schema, "Until", "sweep.repeats.until"),
-        *_model_table(schema, "DropWorse", "sweep.repeats.drop_worse"),
+        *_mapping_table(schema, "AdaptiveRepeats", "sweep.repeats (adaptive)"),
+        *_mapping_table(schema, "Until", "sweep.repeats.until"),
+        *_mapping_table(schema, "DropWorse", "sweep.repeats.drop_worse"),
         "Every cell first gets `min` samples per prompt; then rounds of `step` more go to the cells whose",
         "interval on `until.metric` (clustered by prompt) is wider than ±`half_width`, until `max` (or until",
         "the spread between prompts alone makes the target unreachable). With",
@@ -121,6 +121,35 @@ def _registry() -> list[str]:
     return [*lines, ""]
 
 
+def _model_table(schema: dict[str, Any], title: str, model_name: str, intro: str) -> list[str]:
+    model = schema["$defs"][model_name]
+    required = set(model.get("required", []))
+    lines = [title, "", intro, "", "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+    for key, prop in model["properties"].items():
+        lines.append(f"| `{key}` | {_cell(_type(schema, prop))} | {_default(prop, key in required)} | "
+                     f"{_cell(_bounds(prop))} | {_cell(prop.get('description', ''))} |")
+    return [*lines, ""]
+
+
+def _targets(schema: dict[str, Any]) -> list[str]:
+    """`targets:`, `target.price` and `target.runner` (docs/run.md#several-targets-and-replicas)."""
+    return [
+        "### `targets`",
+        "",
+        "Instead of `target`: a list of named targets (each: `name`, required and unique, then the keys",
+        "of `target`). The targets are one more axis of the sweep: every request has a target, rows have",
+        "`target` and `replica` columns, `request_id` includes the target's name. `sweep.grid.target: [names]`",
+        "keeps only those targets; an `exclude` rule with a `target:` key drops its other keys' points for",
+        "those targets only (with no other key: the targets). A target's `params` are merged over the",
+        "spec's `params` (same checks; not a swept parameter); `base_url` may be a list of replicas.",
+        "More: [run.md](run.md#several-targets-and-replicas).",
+        "",
+        *_model_table(schema, "#### `target.price`", "Price", _cell(schema["$defs"]["Price"].get("description", ""))),
+        *_model_table(schema, "#### `target.runner`", "TargetLimits",
+                      _cell(schema["$defs"]["TargetLimits"].get("description", ""))),
+    ]
+
+
 def render() -> str:
     """The whole reference as Markdown."""
     schema = json_schema()
@@ -150,6 +179,8 @@ def render() -> str:
             "literal `$`.", "", "## Sections", ""]
     for name in SECTIONS:
         out += _section(schema, name)
+        if name == "target":
+            out += _targets(schema)
     out += [
         "`scoring` is a list of scorer names (`exact_match`, `normalized_match`, `contains`, `numeric`,",
         "`json_valid`, `regex`) or mappings with `type` and the scorer's options; a misspelt name gets a",
