@@ -171,6 +171,13 @@ def test_adaptive_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytes
         code, out, err = run_cli("plan", str(write_spec(tmp_path, url, repeats)), capsys=capsys)
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and message in err, (repeats, err)
         assert "Traceback" not in err
+    two = write_spec(tmp_path, url)
+    data = json.loads(two.read_text())
+    del data["target"]
+    data["targets"] = [{"name": "a", "base_url": url, "model": "m"}, {"name": "b", "base_url": url, "model": "m"}]
+    two.write_text(json.dumps(data))
+    code, out, err = run_cli("plan", str(two), capsys=capsys)
+    assert code == 2 and "sweep.repeats: adaptive repeats run one target per spec" in err
     code, _, err = run_cli("run", str(write_spec(tmp_path, url)), "--limit", "5", "--out", str(tmp_path / "r"),
                            "--quiet", "--no-preflight", capsys=capsys)
     assert code == 2 and "--limit" in err and len(err.strip().splitlines()) == 1

@@ -178,7 +178,7 @@ class Manifest(BaseModel):
         data = {k: v for k, v in _literal_dollars(self.spec).items() if k != "scoring"}
         # the stored dataset path is absolute (resolved); a run on an object store has no local folder
         base_dir = run_dir if isinstance(run_dir, Path) else Path.cwd()
-        spec = parse_spec(data, source=where, base_dir=base_dir)
+        spec = parse_spec(data, source=where, base_dir=base_dir, check_metric=False)
         return spec.model_copy(update={"scoring": list(self.spec.get("scoring") or [])})
 
 
