@@ -9,8 +9,9 @@ Fields (the contract in DESIGN.md, plus a few):
     target            {base_url (redacted), model}
     started_at, finished_at, status (running / completed / interrupted / failed), reason
     counts            {requests, ok, error}
-    shard             {index, count} or null;  limit;  overrides {concurrency, rps}
+    shard             {index, count} or null;  limit;  overrides {concurrency, rps, tokens_per_min}
     sessions          how many times the run was started;  merged_from (run ids) for a merge
+    executor, shards  `ray` and the number of shards for a run made by `harness run --ray` (else null)
 
 The stored spec is *resolved*: reading it back (`stored_spec`) never interpolates `${VAR}`
 again, so a `$${VAR}` escape sends `${VAR}` before and after a resume.
@@ -96,6 +97,8 @@ class Manifest(BaseModel):
     sessions: int = Field(1, ge=1)
     redacted: list[str] = Field(default_factory=list)
     merged_from: list[str] | None = None
+    executor: str | None = None  # "ray": the shards of harness.runner.cluster, merged
+    shards: int | None = Field(None, ge=1)
 
     # -- transitions (each returns a new manifest) ----------------------------------------
 
