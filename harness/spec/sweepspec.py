@@ -375,8 +375,8 @@ class RayConfig(_Strict):
     max_retries: int = Field(3, ge=0, le=100, description="times Ray re-runs a shard whose worker or node died "
                              "(it resumes the shard's run directory)")
     store: str | None = Field(None, min_length=1, max_length=4096,
-                              description="folder (shared by the nodes) for the shards' run directories; "
-                              "not set: OUT/RUN_ID.shards")
+                              description="folder every node sees; the shards' run directories go in "
+                              "STORE/RUN_ID (not set: OUT/.shards/RUN_ID), removed once merged complete")
 
 
 class RunnerConfig(_Strict):
