@@ -230,6 +230,8 @@ class _Driver:
         self.resubmitted: dict[int, int] = {}
         self.outcomes: dict[int, ShardOutcome] = {}
         self.lost: dict[int, str] = {}
+        self.asked: Any = None  # a snapshot asked of the progress actor, not yet read
+        self.shown: dict[int, ShardProgress] = {}
 
     def submit(self, index: int) -> None:
         path = str(self.run.shard_dirs[index - 1])
@@ -245,7 +247,9 @@ class _Driver:
             for ref in ready:
                 self._collect(ref, self.pending.pop(ref))
             self._update_stats()
-        self._update_stats()
+        self._final_stats()
+        with contextlib.suppress(Exception):
+            self.ray.kill(self.progress)
 
     def _collect(self, ref: Any, index: int) -> None:
         ray = self.ray
@@ -265,17 +269,41 @@ class _Driver:
                 self.lost[index] = type(err).__name__
 
     def _update_stats(self) -> None:
+        """Read the progress actor's latest snapshot without ever waiting for it (its process may
+        still be starting while the shards already send)."""
+        if self.asked is None:
+            self.asked = self.progress.snapshot.remote()
+        ready, _ = self.ray.wait([self.asked], timeout=0)
+        if not ready:
+            return
         try:
-            shards: dict[int, ShardProgress] = self.ray.get(self.progress.snapshot.remote(), timeout=5)
+            shards: dict[int, ShardProgress] = self.ray.get(self.asked)
         except self.ray.exceptions.RayError:
             return
-        s = self.stats
-        s.done = sum(p.done for p in shards.values())
-        s.ok = sum(p.ok for p in shards.values())
-        s.error = sum(p.error for p in shards.values())
-        s.retries = sum(p.retries for p in shards.values())
-        s.limit = sum(p.limit for p in shards.values())
-        s.halted = next((p.halted for p in shards.values() if p.halted), None)
+        finally:
+            self.asked = None
+        self.shown.update(shards)
+        self._show()
+
+    def _final_stats(self) -> None:
+        """The finished shards' own counts (exact), the others' last snapshots."""
+        from harness.runner.raytask import ShardProgress
+
+        for index, o in self.outcomes.items():
+            last = self.shown.get(index)
+            self.shown[index] = ShardProgress(total=o.requests, done=o.ok + o.error, ok=o.ok, error=o.error,
+                                              retries=last.retries if last else 0, limit=last.limit if last else 0,
+                                              halted=o.halted)
+        self._show()
+
+    def _show(self) -> None:
+        shards, s = self.shown.values(), self.stats
+        s.done = sum(p.done for p in shards)
+        s.ok = sum(p.ok for p in shards)
+        s.error = sum(p.error for p in shards)
+        s.retries = sum(p.retries for p in shards)
+        s.limit = sum(p.limit for p in shards)
+        s.halted = next((p.halted for p in shards if p.halted), None)
 
     def cancel(self) -> None:
         """Stop every running shard (each finishes its run directory as interrupted)."""
