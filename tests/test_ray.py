@@ -157,17 +157,15 @@ class Killer(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(0.05):
-            dirs = sorted(p for p in self.store.glob("*/*") if (p / "manifest.json").is_file())
-            if not dirs:
-                continue
-            first = dirs[0]
             try:
+                first = next(p for p in self.store.glob("*/*")
+                             if (p / "manifest.json").is_file() and str(read_manifest(p).shard) == "1/2")
                 manifest = read_manifest(first)
                 rows = read_table(first, ["request_id"]).num_rows
-            except Exception:
+            except Exception:  # not made yet, or being written
                 continue
             pid = _worker_of("harness-shard-1")
-            if pid is not None and manifest.shard is not None and manifest.shard.index == 1 and rows >= self.after:
+            if pid is not None and rows >= self.after:
                 os.kill(pid, signal.SIGKILL)
                 self.killed = (pid, rows, manifest.counts.requests)
                 return
@@ -205,3 +203,30 @@ def test_sweep_on_ray_with_a_worker_killed_mid_run_has_every_request_once(tmp_pa
     assert manifest["overrides"] == {}  # the run's own, not a shard's share
     assert not (out / ".shards").exists()  # the shards' store is dropped once merged complete
     assert KEY.encode() not in b"".join(f.read_bytes() for f in result.run_dir.rglob("*") if f.is_file())
+
+
+@pytest.mark.slow
+def test_a_stopped_ray_run_is_finished_by_resuming_its_store(tmp_path: Path, ray_cluster: Any,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.runner.cluster import plan_ray_run
+    from harness.runner.session import resume_sweep
+    from harness.spec.grid import DEFAULT_MAX_POINTS
+
+    app = create_app({"harness/ngram": NGramModel()}, api_key=KEY)
+    with ServerThread(app) as server:
+        spec_path = write_spec(tmp_path, server.base_url, prompts=4, repeats=2, runner={"ray": {"shards": 2}})
+        spec = load_spec(spec_path)
+        # a driver that died after shard 1 finished and before shard 2 ran
+        run = plan_ray_run(spec, out=tmp_path / "runs", ray=ray_cluster, concurrency=None, rps=None,
+                           check_endpoint=True, preflight=True, max_points=DEFAULT_MAX_POINTS)
+        assert resume_sweep(run.shard_dirs[0]).status == "completed"
+        code = main(["run", "--resume", str(run.store), "--quiet"])
+    out = capsys.readouterr().out
+    final = Path(out.strip().splitlines()[-1])
+    assert code == 0 and final == (tmp_path / "runs" / run.run_id).absolute()
+    planned = [p.request_id for p in plan_requests(spec, expand_points(spec), load_prompts(spec))]
+    frame = pd.read_parquet(final / "results")
+    assert sorted(frame["request_id"]) == sorted(planned) and len(planned) == 24
+    manifest = read_manifest(final)
+    assert manifest.executor == "ray" and manifest.shards == 2 and manifest.status == "completed"
+    assert not run.store.exists()

@@ -145,7 +145,7 @@ class RayRun:
         return f"harness run --resume {self.store} --ray ADDRESS"
 
     def save(self) -> None:
-        doc = {"run_id": self.run_id, "out": str(self.out), "shards": [p.name for p in self.shard_dirs],
+        doc = {"run_id": self.run_id, "out": str(self.out.absolute()), "shards": [p.name for p in self.shard_dirs],
                "preflight_in_workers": self.preflight_in_workers, "overrides": self.overrides}
         (self.store / STORE_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
