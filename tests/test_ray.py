@@ -103,6 +103,15 @@ def test_without_ray_installed_the_run_says_how_to_get_it(tmp_path: Path, monkey
     assert code == 2 and "harness[ray]" in err and "Traceback" not in err
 
 
+def test_ray_is_imported_only_when_a_ray_run_starts() -> None:
+    import subprocess
+
+    code = ("import sys, harness, harness.api, harness.cli.run, harness.runner.cluster, harness.runner.raytask, "
+            "harness.runner.session; print('ray' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == "False"
+
+
 # -- on a local Ray cluster -------------------------------------------------------------------
 
 

@@ -205,11 +205,9 @@ def plan_ray_run(spec: SweepSpec, *, out: Path, ray: Any, concurrency: int | Non
 
 
 def _count_requests(spec: SweepSpec, max_points: int) -> int:
-    from harness.spec.datasets import load_prompts
-    from harness.spec.grid import check_size, expand_points
+    from harness.spec.plan import make_plan
 
-    check_size(spec.sweep, max_points, source=spec.source)
-    return len(expand_points(spec)) * len(load_prompts(spec)) * spec.sweep.repeats
+    return make_plan(spec, preview=0, max_points=max_points).requests
 
 
 class _Driver:
@@ -260,6 +258,7 @@ class _Driver:
             if isinstance(cause, HarnessError):
                 self.cancel()
                 raise cause from None
+            self.cancel()
             raise RuntimeError(f"shard {index} failed: {str(err).splitlines()[0]}") from err
         except ray.exceptions.RayError as err:  # its worker or node died more often than max_retries
             if self.resubmitted.get(index, 0) < RESUBMITS:
