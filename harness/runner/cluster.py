@@ -1,6 +1,6 @@
 """A sweep as shards on a Ray cluster: `harness run --ray ADDRESS` or `runner.executor: ray`.
 
-    result = run_on_ray("sweeps/capitals.yaml", out="runs", address="local")   # a RunResult
+    result = run_on_ray("sweeps/temperature-top-p.yaml", out="runs", address="local")   # a RunResult
 
 What the driver (this process) does:
 
