@@ -181,11 +181,13 @@ class Killer(threading.Thread):
 
 
 @pytest.mark.slow
-def test_sweep_on_ray_with_a_worker_killed_mid_run_has_every_request_once(tmp_path: Path, ray_cluster: Any) -> None:
+@pytest.mark.parametrize("max_retries", [3, 0], ids=["ray-retries-the-task", "driver-resubmits-it"])
+def test_sweep_on_ray_with_a_worker_killed_mid_run_has_every_request_once(tmp_path: Path, ray_cluster: Any,
+                                                                          max_retries: int) -> None:
     model = NGramModel()
     app = create_app({"harness/ngram": model}, api_key=KEY, latency=Latency.parse("40"))
     with ServerThread(app) as server:
-        runner = {"concurrency": 2, "executor": "ray"}
+        runner = {"concurrency": 2, "executor": "ray", "ray": {"max_retries": max_retries}}
         spec_path = write_spec(tmp_path, server.base_url, prompts=10, repeats=4, runner=runner)
         out = tmp_path / "runs"
         killer = Killer(out / ".shards", after=8)
