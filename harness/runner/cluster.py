@@ -305,16 +305,30 @@ class _Driver:
         s.halted = next((p.halted for p in shards if p.halted), None)
 
     def cancel(self) -> None:
-        """Stop every running shard (each finishes its run directory as interrupted)."""
+        """Stop every running shard and wait (30 s at most) until each has finished its run
+        directory as interrupted — Ray reports a cancelled task at once, before its worker has."""
         for ref in list(self.pending):
             with contextlib.suppress(Exception):
                 self.ray.cancel(ref)
+        self.pending.clear()
+        busy = list(self.run.shard_dirs)
         deadline = time.monotonic() + 30
-        while self.pending and time.monotonic() < deadline:
-            ready, _ = self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=1)
-            for ref in ready:
-                self.pending.pop(ref)
+        while busy and time.monotonic() < deadline:
+            busy = [path for path in busy if _locked(path)]
+            if busy:
+                time.sleep(0.2)
 
+
+def _locked(run_dir: Path) -> bool:
+    """Whether a process still holds the run directory's lock (a shard still finishing)."""
+    from harness.errors import RunDirError
+    from harness.rundir.lock import RunLock
+
+    try:
+        RunLock(run_dir).release()
+    except RunDirError:
+        return True
+    return False
 
 def merge_ray_run(run: RayRun, *, interrupted: bool = False) -> RunResult:
     """Merge the shards into OUT/RUN_ID; record executor and shard count; drop the store once complete."""
@@ -357,8 +371,9 @@ def _unmerged(run: RayRun) -> RunResult:
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM stops a Ray run like Ctrl-C does (shards finish their directories as interrupted)."""
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM stop a Ray run (shards finish their directories as interrupted), also
+    when SIGINT was inherited as ignored (`harness run ... &` from a script)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -368,11 +383,12 @@ def _sigterm_interrupts() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def drive(ray: Any, spec: SweepSpec, run: RayRun, stats: Stats) -> RunResult:
@@ -380,7 +396,7 @@ def drive(ray: Any, spec: SweepSpec, run: RayRun, stats: Stats) -> RunResult:
     driver = _Driver(ray, spec, run, stats)
     stats.total = sum(_planned(path) for path in run.shard_dirs)
     stats.started = time.monotonic()  # rates and ETA from the first task, not from Ray's start
-    with _sigterm_interrupts():
+    with _signals_interrupt():
         try:
             driver.drive()
         except KeyboardInterrupt:

@@ -13,6 +13,7 @@ Nothing here imports ray: the driver wraps `run_shard` with `ray.remote`.
 
 from __future__ import annotations
 
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -86,10 +87,18 @@ class _Reporter:
         self.send()
 
 
+def _interruptible() -> None:
+    """`ray.cancel` interrupts a task with SIGINT: a worker whose SIGINT was inherited as ignored
+    (a driver started with `&` from a script) would never stop, so Python's handler is put back."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_shard(run_dir: str, index: int, preflight: bool = False, progress: Any = None) -> ShardOutcome:
     """Finish shard `index`'s run directory (send what has no row yet) and seal it."""
     from harness.runner.session import prepare_resume, run_job
 
+    _interruptible()
     job = prepare_resume(run_dir)
     kept = job.store.counts()
     stats = Stats(total=job.pending)
