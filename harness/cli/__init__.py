@@ -32,7 +32,7 @@ SUMMARIES: dict[str, str] = {
     "local": "start, stop or inspect the embedded model (llama.cpp + Gemma 3 270M)",
     "summarize": "metrics per cell (sweep point) of a run",
     "report": "figures, a self-contained HTML page and Markdown for one or more runs",
-    "compare": "paired comparison of two runs; exit 1 on a regression (a CI gate)",
+    "compare": "paired comparison of two runs (or two targets of one run); exit 1 on a regression (a CI gate)",
     "schema": "print the JSON Schema of sweep specs (for editors)",
     "whatif": "what top_p / top_k / min_p would change, estimated from a run's logprobs",
     "probe": "check that an endpoint accepts and applies each sampling parameter",

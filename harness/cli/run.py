@@ -100,7 +100,9 @@ def _before_first_request(args: argparse.Namespace) -> Hook | None:
             await preflight_job_async(job, endpoint)
         if args.probe:
             from harness.probe.suite import store_probe_async
-            await store_probe_async(job.run_dir, endpoint, headers=dict(job.spec.target.headers), quiet=args.quiet)
+            several = len(job.manifest.target_map()) > 1
+            await store_probe_async(job.run_dir, endpoint, headers=dict(job.spec.target.headers), quiet=args.quiet,
+                                    target=job.spec.target.label if several else None)
 
     return hook
 

@@ -94,6 +94,8 @@ def _table(frame: Any) -> str:
 
     cells = [f"T={t:g} top_p={p:g} top_k={'off' if k <= 0 else k} min_p={m:g}"
              for t, p, k, m in zip(frame["temperature"], frame["top_p"], frame["top_k"], frame["min_p"])]
+    if "target" in frame:  # a run with several targets: the cell's target first
+        cells = [f"{target}: {c}" for target, c in zip(frame["target"], cells)]
     if len(set(cells)) < frame["cell_id"].nunique():  # cells that differ in something else (seed, penalties)
         cells = [f"{c} ({cell_id[:6]})" for c, cell_id in zip(cells, frame["cell_id"])]
     table = pd.DataFrame({

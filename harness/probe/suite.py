@@ -96,15 +96,22 @@ def store_probe(run_dir: Path, endpoint: Endpoint, *, headers: dict[str, str] | 
     return asyncio.run(store_probe_async(run_dir, endpoint, headers=headers, quiet=quiet))
 
 
+def probe_file(target: str | None = None) -> str:
+    """`probe.json`; with several targets one file per target: `probe-<name>.json`."""
+    return PROBE_FILE if target is None else f"probe-{target}.json"
+
+
 async def store_probe_async(run_dir: Path, endpoint: Endpoint, *, headers: dict[str, str] | None = None,
-                            quiet: bool = False) -> ProbeReport:  # fmt: skip
-    """`store_probe` inside a running event loop."""
+                            quiet: bool = False, target: str | None = None) -> ProbeReport:  # fmt: skip
+    """`store_probe` inside a running event loop (`target`: the target's name, with several)."""
     from harness.probe.render import to_json
 
     report = await probe_endpoint(endpoint, headers=headers)
-    (run_dir / PROBE_FILE).write_text(to_json(report) + "\n", encoding="utf-8")
+    path = run_dir / probe_file(target)
+    path.write_text(to_json(report) + "\n", encoding="utf-8")
     bad = [f"{n} {r.verdict}" for n, r in report.results.items() if r.verdict != "honoured"]
     if not quiet:
         summary = ", ".join(bad) if bad else "every parameter honoured"
-        print(f"probe: {summary} ({report.requests} requests; {run_dir / PROBE_FILE})", file=sys.stderr)
+        who = f"{target}: " if target else ""
+        print(f"probe: {who}{summary} ({report.requests} requests; {path})", file=sys.stderr)
     return report

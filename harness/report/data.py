@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.analysis.cost import prices_from_manifest, with_costs
 from harness.analysis.metrics import ITL_COLUMNS, LP_COLUMNS, itl_row_stats, logprob_row_stats
 from harness.errors import RunDirError
 from harness.rundir.manifest import Manifest, read_manifest
@@ -26,7 +27,9 @@ from harness.rundir.results import check_required_columns, journal_table, result
 log = logging.getLogger(__name__)
 
 _DROP = ("logprobs", "inter_token_s")
-_FLAT = [name for name in SCHEMA.names if name not in _DROP]
+# columns of newer runs read even where this SCHEMA lacks them (the multi-target columns)
+_EXTRA = {name: pa.string() for name in ("target", "replica") if name not in SCHEMA.names}
+_FLAT = [name for name in SCHEMA.names if name not in _DROP] + list(_EXTRA)
 _BATCH_ROWS = 65_536
 
 
@@ -55,13 +58,16 @@ def _flat_frame(batch: pa.RecordBatch, flat: list[str]) -> pd.DataFrame:
     n = batch.num_rows
     columns = []
     for name in flat:
-        want = SCHEMA.field(name).type
+        want = _EXTRA[name] if name in _EXTRA else SCHEMA.field(name).type
         if name in batch.schema.names:
             col = batch.column(name)
             columns.append(col if col.type == want else col.cast(want))
         else:
             columns.append(pa.nulls(n, want))
     frame = pa.Table.from_arrays(columns, names=flat).to_pandas()
+    for name in _EXTRA:  # a run written before the column existed: leave it out, not all-null
+        if name not in batch.schema.names:
+            frame = frame.drop(columns=name)
     if "logprobs" in batch.schema.names:
         stats = logprob_row_stats(batch.column("logprobs"))
         for name in LP_COLUMNS:
@@ -108,13 +114,15 @@ def read_rows(run_dir: str | Path) -> pd.DataFrame:
 
 
 def load_runs(run_dirs: list[str | Path]) -> list[RunData]:
-    """Load several runs; labels are their run ids, made unique with #2, #3 … when repeated."""
+    """Load several runs; labels are their run ids, made unique with #2, #3 … when repeated.
+
+    Rows of a run whose manifest prices its targets gain a `cost` column (harness.analysis.cost)."""
     runs: list[RunData] = []
     seen: dict[str, int] = {}
     for run_dir in run_dirs:
         path = Path(run_dir)
         manifest = read_manifest(path)
-        rows = read_rows(path)
+        rows = with_costs(read_rows(path), prices_from_manifest(manifest))  # `cost` when priced
         label = manifest.run_id
         seen[label] = seen.get(label, 0) + 1
         if seen[label] > 1:

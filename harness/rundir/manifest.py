@@ -6,7 +6,9 @@ Fields (the contract in DESIGN.md, plus a few):
     run_id, harness_version, schema_version (of the result rows)
     spec              the resolved spec, secrets redacted (`redacted` lists the redacted key paths)
     spec_hash         what the sweep sends, hashed: runs with one hash can be merged
-    target            {base_url (redacted), model}
+    target            {base_url (redacted), model, dialect}: the first target (all of them: `targets`)
+    targets           {name: {base_url, replicas, model, dialect, local, price}}: every target of the
+                      spec, URLs redacted; price {input_per_mtok, output_per_mtok} or null
     started_at, finished_at, status (running / completed / interrupted / failed), reason
     counts            {requests, ok, error}
     shard             {index, count} or null;  limit;  overrides {concurrency, rps, tokens_per_min}
@@ -99,6 +101,7 @@ class Manifest(BaseModel):
     merged_from: list[str] | None = None
     executor: str | None = None  # "ray": the shards of harness.runner.cluster, merged
     shards: int | None = Field(None, ge=1)
+    targets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     # -- transitions (each returns a new manifest) ----------------------------------------
 
@@ -121,6 +124,20 @@ class Manifest(BaseModel):
         if url and isinstance(stored, dict) and stored.get("base_url") == "***":  # it held the key itself
             url = "***"
         return self.model_copy(update={"target": self.target.model_copy(update={"base_url": url, "model": model})})
+
+    def with_target_dialect(self, name: str, dialect: str, *, first: bool) -> Manifest:
+        """The same run, recording the dialect target `name` was spoken to in (the spec's first target's
+        also in `target`)."""
+        entry = {**self.targets.get(name, {}), "dialect": dialect}
+        updated = self.model_copy(update={"targets": {**self.targets, name: entry}})
+        return updated.with_dialect(dialect) if first else updated
+
+    def target_map(self) -> dict[str, dict[str, Any]]:
+        """`targets`, or for a run made before targets existed its one target under the name `default`."""
+        if self.targets:
+            return dict(self.targets)
+        return {"default": {"base_url": self.target.base_url, "replicas": [self.target.base_url] if self.target.base_url else [],
+                            "model": self.target.model, "dialect": self.target.dialect, "local": None, "price": None}}
 
     def with_dialect(self, dialect: str) -> Manifest:
         """The same run, recording the dialect the server was spoken to in."""
@@ -223,7 +240,31 @@ def new_manifest(
         limit=limit,
         overrides=dict(overrides),
         redacted=redacted,
-    ).with_target(spec.target.base_url, spec.model_name)
+        targets=targets_info(spec, stored),
+    ).with_target(spec.target.first_url, spec.model_name)
+
+
+def targets_info(spec: SweepSpec, stored: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The manifest's `targets`: name → where (redacted; `***` where the stored spec masked a secret), model, price."""
+    from harness.rundir.sanitize import redact_url
+
+    entries = stored.get("targets") if spec.multi_target else [stored.get("target")]
+    out: dict[str, dict[str, Any]] = {}
+    for target, kept in zip(spec.target_list, entries or [], strict=False):
+        stored_urls = kept.get("base_url") if isinstance(kept, dict) else None
+        if not isinstance(stored_urls, list):
+            stored_urls = [stored_urls] * len(target.urls)
+        # a URL the stored spec masked as a whole (it held the key) stays masked here
+        replicas = ["***" if seen == "***" else redact_url(u) for u, seen in zip(target.urls, stored_urls, strict=False)]
+        out[target.label] = {
+            "base_url": replicas[0] if replicas else None,
+            "replicas": replicas,
+            "model": target.model_name,
+            "dialect": None if target.dialect == "auto" else target.dialect,
+            "local": target.local,
+            "price": target.price.model_dump() if target.price else None,
+        }
+    return out
 
 
 def write_manifest(run_dir: Path, manifest: Manifest) -> None:
@@ -297,6 +338,7 @@ __all__ = [
     "new_run_id",
     "parse_manifest",
     "read_manifest",
+    "targets_info",
     "utc_now",
     "write_manifest",
 ]

@@ -181,12 +181,18 @@ def plan_ray_run(spec: SweepSpec, *, out: Path, ray: Any, concurrency: int | Non
     total_rps = rps or spec.runner.rps
     run_id = new_run_id(spec.name)
     store = Path(settings.store) / run_id if settings.store else out / ".shards" / run_id
-    if check_endpoint and preflight and spec.target.base_url:
-        from harness.probe.preflight import preflight_spec
-        from harness.runner.sweep import api_key_for, check_reachable
+    # one target behind a URL: its preflight runs here, once; otherwise in each task, next to the
+    # target it opens (a `local:` model, or each of several targets), as a plain run does
+    preflight_here = preflight and not spec.multi_target and spec.target.first_url is not None
+    if check_endpoint:
+        from harness.runner.session import _check_targets
 
-        check_reachable(spec.target.base_url, source=spec.source)
-        preflight_spec(spec, api_key_for(spec))
+        _check_targets(spec)
+        if preflight_here:
+            from harness.probe.preflight import preflight_spec
+            from harness.runner.sweep import api_key_for
+
+            preflight_spec(spec, api_key_for(spec))
     requests = _count_requests(spec, max_points)
     n = shard_count(settings.shards, _cluster_cpus(ray), settings.cpus_per_shard, total_concurrency, requests)
     shares = split_limits(n, total_concurrency, total_rps, spec.runner.tokens_per_min)
@@ -194,12 +200,12 @@ def plan_ray_run(spec: SweepSpec, *, out: Path, ray: Any, concurrency: int | Non
     for k, share in enumerate(shares, start=1):
         job = prepare_run(spec, out=store, shard=(k, n), concurrency=share.concurrency,
                           rps=share.rps, tokens_per_min=share.tokens_per_min,
-                          check_endpoint=check_endpoint and k == 1, max_points=max_points)
+                          check_endpoint=False, max_points=max_points)
         job.release()
         dirs.append(job.run_dir)
     overrides = {k: v for k, v in (("concurrency", concurrency), ("rps", rps)) if v is not None}
     run = RayRun(run_id=run_id, out=out, store=store, shard_dirs=dirs,
-                 preflight_in_workers=preflight and spec.target.local is not None, overrides=overrides)
+                 preflight_in_workers=preflight and not preflight_here, overrides=overrides)
     run.save()
     return run
 

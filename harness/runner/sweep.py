@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from harness.client import ChatClient, ClientConfig
 from harness.errors import RunDirError, TargetError, UsageError
 from harness.rundir.layout import environment_reason, storage_error
 from harness.rundir.lock import RunLock
@@ -40,8 +40,7 @@ from harness.rundir.manifest import (
     write_manifest,
 )
 from harness.rundir.store import RowCounts, RunStore
-from harness.runner.body import build_body
-from harness.runner.dispatch import Engine, EngineConfig, Stats
+from harness.runner.dispatch import EngineConfig, Stats
 from harness.spec.datasets import Prompt, load_prompts
 from harness.spec.grid import Point, RequestPlan, expand_points, plan_requests
 from harness.spec.sweepspec import SweepSpec, check_api_key
@@ -57,6 +56,7 @@ class Endpoint:
     base_url: str
     model: str
     api_key: str | None = field(default=None, repr=False)
+    replicas: tuple[str, ...] = ()  # a target with a list of base URLs: all of them (base_url is the first)
 
 
 @dataclass
@@ -77,6 +77,23 @@ class SweepJob:
     def plans(self) -> Iterator[RequestPlan]:
         """The requests to send, lazily, in plan order."""
         return self._select()
+
+    def plans_for(self, target: str) -> Iterator[RequestPlan]:
+        """The requests to send to one target, lazily, in plan order."""
+        return (p for p in self._select() if p.target == target)
+
+    def for_target(self, target: str) -> SweepJob:
+        """This job seen from one target (its spec view and requests), for a per-target preflight or probe.
+        It holds no lock: finishing the job stays with the original."""
+        from harness.spec.targets import sent_values
+
+        select = self._select
+        view = sent_values(self.spec, target, expand_points(self.spec)) if self.spec.multi_target else self.spec
+
+        def plans() -> Iterator[RequestPlan]:
+            return (p for p in select() if p.target == target)
+
+        return dataclasses.replace(self, spec=view, _select=plans, _lock=None, result=None)
 
     def release(self) -> None:
         """Drop the run directory's lock."""
@@ -223,7 +240,7 @@ def check_reachable(base_url: str, *, source: str | None = None, timeout_s: floa
 
 @contextlib.contextmanager
 def open_target(spec: SweepSpec, env: Mapping[str, str] | None = None) -> Iterator[Endpoint]:
-    """The endpoint of a spec; for `target.local` the embedded model runs for the duration."""
+    """The endpoint of a spec (its first target); for `target.local` the embedded model runs for the duration."""
     if spec.target.local:
         from harness.localmodel.process import local_endpoint  # lazy: needs the [local] extra
 
@@ -231,8 +248,18 @@ def open_target(spec: SweepSpec, env: Mapping[str, str] | None = None) -> Iterat
             yield Endpoint(base_url=ep.base_url, model=ep.model)
         return
     key = api_key_for(spec, env)
-    assert spec.target.base_url is not None and spec.target.model is not None
-    yield Endpoint(base_url=spec.target.base_url, model=spec.target.model, api_key=key)
+    urls = spec.target.urls
+    assert urls and spec.target.model is not None
+    yield Endpoint(base_url=urls[0], model=spec.target.model, api_key=key, replicas=urls if len(urls) > 1 else ())
+
+
+@contextlib.contextmanager
+def open_targets(spec: SweepSpec, env: Mapping[str, str] | None = None) -> Iterator[dict[str, Endpoint]]:
+    """The endpoint of every target swept (harness.spec.targets), by name, in spec order."""
+    from harness.spec.targets import target_axis
+
+    with contextlib.ExitStack() as stack:
+        yield {axis.name: stack.enter_context(open_target(spec.for_target(axis.name), env)) for axis in target_axis(spec)}
 
 
 def engine_config(job: SweepJob) -> EngineConfig:
@@ -279,12 +306,14 @@ class _Writer:
 
 
 async def execute(
-    job: SweepJob, endpoint: Endpoint, stats: Stats, *, config: EngineConfig | None = None, transport: Any = None
+    job: SweepJob, endpoint: Endpoint | Mapping[str, Endpoint], stats: Stats, *, config: EngineConfig | None = None,
+    transport: Any = None,
 ) -> None:
-    """Send this session's requests. Raises CancelledError when interrupted (rows kept), and
-    StorageError (one line) when the disk refuses a write."""
+    """Send this session's requests (to one endpoint, or to each target's: `open_targets`). Raises
+    CancelledError when interrupted (rows kept), and StorageError (one line) when the disk refuses a write."""
+    endpoints = {job.spec.target.label: endpoint} if isinstance(endpoint, Endpoint) else dict(endpoint)
     try:
-        await _execute(job, endpoint, stats, config or engine_config(job), transport)
+        await _execute(job, endpoints, stats, config or engine_config(job), transport)
     except BaseExceptionGroup as group:
         refused = _first_oserror(group)
         if refused is None:
@@ -294,45 +323,23 @@ async def execute(
         raise storage_error(exc, job.run_dir) from None
 
 
-async def _execute(job: SweepJob, endpoint: Endpoint, stats: Stats, config: EngineConfig, transport: Any) -> None:
-    updated = job.manifest.with_target(endpoint.base_url, endpoint.model)
-    if updated.target != job.manifest.target:
-        job.manifest = updated
-        write_manifest(job.run_dir, job.manifest)
-    client_config = ClientConfig(
-        base_url=endpoint.base_url,
-        api_key=endpoint.api_key,
-        headers=dict(job.spec.target.headers),
-        timeout_s=job.spec.runner.timeout_s,
-        pool_size=max(config.concurrency, 1),
-    )
+async def _execute(job: SweepJob, endpoints: dict[str, Endpoint], stats: Stats, config: EngineConfig, transport: Any) -> None:
+    from harness.runner.lanes import run_lanes
+
+    first = next(iter(endpoints.values()), None)
+    if first is not None:
+        updated = job.manifest.with_target(first.base_url, first.model)
+        if updated.target != job.manifest.target:
+            job.manifest = updated
+            write_manifest(job.run_dir, job.manifest)
     writer = _Writer(job.store)
     stats.total = job.pending
-    sending = await asyncio.to_thread(_dialect, job, endpoint)
-
-    def build(plan: RequestPlan) -> dict[str, Any]:
-        return sending.body(build_body(job.spec, plan, model=endpoint.model))
-
-    async with ChatClient(client_config, transport=transport) as client:
-        engine = Engine(client, build, sending.wrap(writer.write), config, stats)
-        flusher = asyncio.create_task(writer.flush_every(0.2))
-        try:
-            await engine.run(job.plans())
-        finally:
-            flusher.cancel()
-            await writer.drain()
-
-
-def _dialect(job: SweepJob, endpoint: Endpoint) -> Any:
-    """How this server spells the fields (harness.probe.dialects), recorded in the manifest."""
-    from harness.probe.dialects import Sending
-    from harness.probe.preflight import resolve_dialect
-
-    name = resolve_dialect(job.spec, endpoint)
-    if job.manifest.target.dialect != name:
-        job.manifest = job.manifest.with_dialect(name)
-        write_manifest(job.run_dir, job.manifest)
-    return Sending(name, job.spec.params.sent())
+    flusher = asyncio.create_task(writer.flush_every(0.2))
+    try:
+        await run_lanes(job, endpoints, stats, config, writer.write, transport=transport)
+    finally:
+        flusher.cancel()
+        await writer.drain()
 
 
 def _first_oserror(group: BaseExceptionGroup) -> OSError | None:
@@ -399,6 +406,7 @@ __all__ = [
     "in_shard",
     "new_job",
     "open_target",
+    "open_targets",
     "parse_shard",
     "resume_job",
 ]
