@@ -135,3 +135,26 @@ def test_plan_costs_reads_per_target_loads() -> None:
     assert [(c.target, c.requests, c.input_tokens, c.output_tokens_max) for c in costs] == [
         ("a", 10, 100, 320), ("b", 5, 50, None)]
     assert costs[0].cost_max == pytest.approx((100 * 1.0 + 320 * 2.0) / 1e6) and costs[1].cost_max is None
+
+
+def test_cli_plan_prints_and_reports_cost_per_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from harness.cli import main
+
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "prompt": "x" * 40}) + "\n" for i in range(5)))
+    spec = {"name": "p", "dataset": {"path": "d.jsonl"}, "params": {"max_tokens": 16},
+            "targets": [{"name": "a", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+                         "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}},
+                        {"name": "b", "base_url": "http://127.0.0.1:9/v1", "model": "m"}],
+            "sweep": {"grid": {"temperature": [0.0, 1.0]}, "repeats": 2}}
+    (tmp_path / "s.yaml").write_text(json.dumps(spec))
+    assert main(["plan", str(tmp_path / "s.yaml"), "--json"]) == 0
+    cost = {c["target"]: c for c in json.loads(capsys.readouterr().out)["cost"]}
+    # a: 2 points × 5 prompts × 2 repeats = 20 requests of 40 chars (10 tokens) and ≤ 16 output tokens
+    assert cost["a"]["requests"] == 20 and cost["a"]["est_input_tokens"] == 200 and cost["a"]["max_output_tokens"] == 320
+    assert cost["a"]["est_cost_max"] == pytest.approx((200 * 1.0 + 320 * 2.0) / 1e6)
+    assert cost["b"]["price"] is None and cost["b"]["est_cost_max"] is None
+    assert main(["plan", str(tmp_path / "s.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "output ≤ max_tokens (an upper bound)" in out and "b  20 requests, no price" in out

@@ -29,12 +29,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from harness.spec.plan import CHARS_PER_TOKEN
+
 if TYPE_CHECKING:  # numpy and pandas are imported where used: `harness plan` needs neither
     import numpy as np
     import pandas as pd
 
 DEFAULT_TARGET = "default"
-CHARS_PER_TOKEN = 4
 PER = 1_000_000
 
 

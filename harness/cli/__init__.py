@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from harness.errors import INTERNAL_ERROR_EXIT, HarnessError, print_error
+from harness.rundir.fs import ObjectStoreError
 
 COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema", "whatif", "probe")
 
@@ -127,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except ObjectStoreError as err:  # s3:// and co.: no such bucket, access denied, unreachable
+        print(f"harness: error: {err}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a bug: one line, a code CI cannot mistake for "some requests failed"
         logging.getLogger("harness").debug("internal error", exc_info=True)
         text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]

@@ -11,7 +11,6 @@ import itertools
 import json
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
 from harness.errors import RunDirError, UsageError
@@ -72,8 +71,9 @@ def settings_from(args: argparse.Namespace) -> list[Any]:
 
 def _load_rows(run_dir: str) -> Any:
     from harness.rundir import read_results
+    from harness.rundir.fs import as_run_path
 
-    path = Path(run_dir)
+    path = as_run_path(run_dir)
     if not (path / "manifest.json").is_file():
         raise RunDirError("not a run directory (no manifest.json)", file=str(path))
     rows = read_results(path)

@@ -30,6 +30,7 @@ from harness.report.shape import (
     split_constant,
     tail_everywhere,
 )
+from harness.rundir.fs import RunPath
 from harness.textsafe import csv_safe_frame
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ def _make_out(out: Path) -> None:
         raise UsageError(f"cannot create the report folder ({exc.strerror or exc})", file=str(out)) from None
 
 
-def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: ReportOptions | None = None) -> Report:
+def build_report(run_dirs: Sequence[str | RunPath], out_dir: str | Path, options: ReportOptions | None = None) -> Report:
     """Load the runs, summarise, draw, and write PNGs, index.html, report.md and summary.csv."""
     options = options or ReportOptions()
     out = Path(out_dir)

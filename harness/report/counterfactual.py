@@ -10,13 +10,13 @@ are read with their logprobs (the first stored), so a large run costs no more th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from harness.rundir.fs import RunPath
 from harness.rundir.results import read_table
 from harness.whatif import DEFAULT_SETTINGS, as_run, suggestions, whatif_frame
 
@@ -59,14 +59,14 @@ def _bounded_rows(table: pa.Table) -> pd.DataFrame:
     return rows
 
 
-def _read(run_dir: Path, label: str) -> pa.Table:
+def _read(run_dir: RunPath, label: str) -> pa.Table:
     table = read_table(run_dir)
     table = table.select([c for c in _COLUMNS if c in table.column_names])
     return table.set_column(table.column_names.index("run_id"), "run_id",
                             pa.array([label] * table.num_rows, type=pa.string()))
 
 
-def whatif_for_runs(runs: list[tuple[Path, str]], skip_below: float = 0.01) -> WhatIf | None:
+def whatif_for_runs(runs: list[tuple[RunPath, str]], skip_below: float = 0.01) -> WhatIf | None:
     """The section for (run directory, label) pairs; None when no run stored logprobs at all."""
     tables = [_read(path, label) for path, label in runs]
     top = max((_top_k_returned(t) for t in tables), default=0)

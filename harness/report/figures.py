@@ -345,7 +345,8 @@ def target_tradeoffs(summary: pd.DataFrame, quality: Metric, front: pd.Series, c
     (no other cell is as good on quality, latency and cost and better on one). One row per run."""
     runs = _runs(summary)
     axes_per_run = 2 if cost else 1
-    fig, axes = _grid(len(runs), axes_per_run, 4.4, 3.0, Margins(left=0.75, bottom=0.95, top=0.35, hspace=0.8))
+    fig, axes = _grid(len(runs), axes_per_run, 4.4, 3.0, Margins(left=0.75, bottom=0.95, top=0.35, hspace=0.8),
+                      sharey="all", sharex="col")  # every run on the same axes
     names = [fmt_value(v) for v in sorted_values(summary["target"])]
     colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
     xs: list[tuple[str, str, str | None, str | None]] = [("latency_p50", "latency p50 (s)", "latency_p50_lo",
