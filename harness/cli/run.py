@@ -185,8 +185,12 @@ def _handle_ray(args: argparse.Namespace) -> int:
     elif args.report is not None and not result.interrupted:
         from harness.report import ReportOptions, build_report
 
-        report = build_report([result.run_dir], Path(args.report) if args.report else result.run_dir / "report",
-                              ReportOptions())
+        if args.report:
+            target = Path(args.report)
+        else:
+            assert isinstance(result.run_dir, Path)  # _check_report_out: a run on an object store names a folder
+            target = result.run_dir / "report"
+        report = build_report([result.run_dir], target, ReportOptions())
         if not args.quiet:
             print(f"report: {report.out_dir / 'index.html'}", file=sys.stderr)
     print(result.run_dir)

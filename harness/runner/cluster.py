@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError, TargetError, UsageError
+from harness.rundir.fs import RunPath, as_run_path
 from harness.rundir.manifest import new_run_id, write_manifest
-from harness.rundir.store import RunStore
 from harness.runner.dispatch import Stats
 from harness.spec.grid import DEFAULT_MAX_POINTS
 from harness.spec.sweepspec import SweepSpec, load_spec
@@ -130,14 +130,14 @@ class RayRun:
     """A Ray run being driven: where its shards live and where the merge goes."""
 
     run_id: str
-    out: Path
-    store: Path
-    shard_dirs: list[Path]
+    out: RunPath
+    store: RunPath
+    shard_dirs: list[RunPath]
     preflight_in_workers: bool
     overrides: dict[str, Any]
 
     @property
-    def final_dir(self) -> Path:
+    def final_dir(self) -> RunPath:
         return self.out / self.run_id
 
     @property
@@ -145,33 +145,38 @@ class RayRun:
         return f"harness run --resume {self.store} --ray ADDRESS"
 
     def save(self) -> None:
-        doc = {"run_id": self.run_id, "out": str(self.out.absolute()), "shards": [p.name for p in self.shard_dirs],
+        out = str(self.out.absolute()) if isinstance(self.out, Path) else str(self.out)
+        doc = {"run_id": self.run_id, "out": out, "shards": [p.name for p in self.shard_dirs],
                "preflight_in_workers": self.preflight_in_workers, "overrides": self.overrides}
         (self.store / STORE_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, store: Path) -> RayRun:
-        path = Path(store) / STORE_FILE
+    def load(cls, location: str | RunPath) -> RayRun:
+        store = as_run_path(location)
+        path = store / STORE_FILE
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            return cls(run_id=str(doc["run_id"]), out=Path(doc["out"]), store=Path(store),
-                       shard_dirs=[Path(store) / str(name) for name in doc["shards"]],
+            return cls(run_id=str(doc["run_id"]), out=as_run_path(doc["out"]), store=store,
+                       shard_dirs=[store / str(name) for name in doc["shards"]],
                        preflight_in_workers=bool(doc["preflight_in_workers"]), overrides=dict(doc["overrides"]))
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise UsageError(f"not the shard store of a Ray run ({type(err).__name__})", file=str(path),
                              key="--resume") from None
 
 
-def is_store(path: str | Path) -> bool:
+def is_store(path: str | RunPath) -> bool:
     """Whether `path` is the shard store of a Ray run (what `--resume` takes with `--ray`)."""
-    return (Path(path) / STORE_FILE).is_file()
+    try:
+        return (as_run_path(path) / STORE_FILE).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _cluster_cpus(ray: Any) -> float:
     return float(ray.cluster_resources().get("CPU", 1))
 
 
-def plan_ray_run(spec: SweepSpec, *, out: Path, ray: Any, concurrency: int | None,
+def plan_ray_run(spec: SweepSpec, *, out: RunPath, ray: Any, concurrency: int | None,
                  rps: float | None, check_endpoint: bool, preflight: bool, max_points: int) -> RayRun:
     """Check like a plain run, choose N, make the shards' run directories with their share of the limits."""
     from harness.runner.session import prepare_run
@@ -180,7 +185,7 @@ def plan_ray_run(spec: SweepSpec, *, out: Path, ray: Any, concurrency: int | Non
     total_concurrency = concurrency or spec.runner.concurrency
     total_rps = rps or spec.runner.rps
     run_id = new_run_id(spec.name)
-    store = Path(settings.store) / run_id if settings.store else out / ".shards" / run_id
+    store = as_run_path(settings.store) / run_id if settings.store else out / ".shards" / run_id
     # one target behind a URL: its preflight runs here, once; otherwise in each task, next to the
     # target it opens (a `local:` model, or each of several targets), as a plain run does
     preflight_here = preflight and not spec.multi_target and spec.target.first_url is not None
@@ -196,9 +201,9 @@ def plan_ray_run(spec: SweepSpec, *, out: Path, ray: Any, concurrency: int | Non
     requests = _count_requests(spec, max_points)
     n = shard_count(settings.shards, _cluster_cpus(ray), settings.cpus_per_shard, total_concurrency, requests)
     shares = split_limits(n, total_concurrency, total_rps, spec.runner.tokens_per_min)
-    dirs: list[Path] = []
+    dirs: list[RunPath] = []
     for k, share in enumerate(shares, start=1):
-        job = prepare_run(spec, out=store, shard=(k, n), concurrency=share.concurrency,
+        job = prepare_run(spec, out=str(store), shard=(k, n), concurrency=share.concurrency,
                           rps=share.rps, tokens_per_min=share.tokens_per_min,
                           check_endpoint=False, max_points=max_points)
         job.release()
@@ -325,13 +330,13 @@ class _Driver:
                 time.sleep(0.2)
 
 
-def _locked(run_dir: Path) -> bool:
+def _locked(run_dir: RunPath) -> bool:
     """Whether a process still holds the run directory's lock (a shard still finishing)."""
     from harness.errors import RunDirError
-    from harness.rundir.lock import RunLock
+    from harness.rundir.lock import acquire_lock
 
     try:
-        RunLock(run_dir).release()
+        acquire_lock(run_dir).release()
     except RunDirError:
         return True
     return False
@@ -344,14 +349,14 @@ def merge_ray_run(run: RayRun, *, interrupted: bool = False) -> RunResult:
 
     final = run.final_dir
     if final.is_dir() and any(final.iterdir()) and read_manifest(final).executor == "ray":
-        shutil.rmtree(final)  # an earlier merge of this store (not complete then): made again from the shards
+        _remove(final)  # an earlier merge of this store (not complete then): made again from the shards
     manifest, counts = merge_runs(run.shard_dirs, final)
     manifest = manifest.model_copy(update={"executor": "ray", "shards": len(run.shard_dirs),
                                            "overrides": dict(run.overrides)})
     write_manifest(final, manifest)
     if manifest.status == "completed":
-        shutil.rmtree(run.store, ignore_errors=True)
         with contextlib.suppress(OSError):
+            _remove(run.store)
             run.store.parent.rmdir()  # OUT/.shards, when it held only this run
     return RunResult(final, manifest, counts, interrupted=interrupted)
 
@@ -360,7 +365,7 @@ def _unmerged(run: RayRun) -> RunResult:
     """An interrupted Ray run: not merged; its store (what `--resume` takes) stands for the run."""
     from harness.rundir.manifest import Counts, read_manifest
     from harness.rundir.results import journal_segments
-    from harness.rundir.store import RowCounts
+    from harness.rundir.store import RowCounts, open_store
     from harness.runner.session import RunResult
 
     rows = ok = error = requests = 0
@@ -368,7 +373,7 @@ def _unmerged(run: RayRun) -> RunResult:
         requests += read_manifest(path).counts.requests
         if journal_segments(path):
             continue  # a shard still being written (lost, not yet resumed): counted once finished
-        counts = RunStore(path).counts()
+        counts = open_store(path).counts()
         rows, ok, error = rows + counts.rows, ok + counts.ok, error + counts.error
     manifest = read_manifest(run.shard_dirs[0]).model_copy(update={
         "run_id": run.run_id, "status": "interrupted", "shard": None, "executor": "ray",
@@ -416,7 +421,15 @@ def drive(ray: Any, spec: SweepSpec, run: RayRun, stats: Stats) -> RunResult:
     return merge_ray_run(run, interrupted=any(o.interrupted for o in driver.outcomes.values()))
 
 
-def _planned(path: Path) -> int:
+def _remove(path: RunPath) -> None:
+    """Delete a folder or an object-store prefix with everything in it."""
+    if isinstance(path, Path):
+        shutil.rmtree(path)
+    else:
+        path.fs.delete_dir(path.path)
+
+
+def _planned(path: RunPath) -> int:
     from harness.rundir.manifest import read_manifest
 
     return read_manifest(path).counts.requests
@@ -433,7 +446,7 @@ def run_on_ray(spec: SweepSpec | str | Path, *, out: str | Path = "runs", addres
         spec = load_spec(spec)
     stats = stats if stats is not None else Stats()
     with connect(address if address is not None else spec.runner.ray.address) as ray:
-        run = plan_ray_run(spec, out=Path(out), ray=ray, concurrency=concurrency, rps=rps,
+        run = plan_ray_run(spec, out=as_run_path(out), ray=ray, concurrency=concurrency, rps=rps,
                            check_endpoint=check_endpoint, preflight=preflight, max_points=max_points)
         return drive(ray, spec, run, stats)
 
@@ -442,7 +455,7 @@ def resume_on_ray(store: str | Path, *, address: str | None = None, stats: Stats
     """Finish a Ray run that stopped (driver interrupted, shards lost): re-run its shards, merge."""
     from harness.rundir.manifest import read_manifest
 
-    run = RayRun.load(Path(store))
+    run = RayRun.load(store)
     spec = read_manifest(run.shard_dirs[0]).stored_spec(run.shard_dirs[0])
     stats = stats if stats is not None else Stats()
     with connect(address if address is not None else spec.runner.ray.address) as ray:

@@ -99,7 +99,7 @@ def run_shard(run_dir: str, index: int, preflight: bool = False, progress: Any =
     from harness.runner.session import prepare_resume, run_job
 
     _interruptible()
-    job = prepare_resume(run_dir)
+    job = prepare_resume(run_dir, wait_for_lock=True)  # on an object store: the killed attempt's lease
     kept = job.store.counts()
     stats = Stats(total=job.pending)
     hook = None
