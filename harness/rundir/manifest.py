@@ -11,11 +11,12 @@ Fields (the contract in DESIGN.md, plus a few):
                       spec, URLs redacted; price {input_per_mtok, output_per_mtok} or null
     started_at, finished_at, status (running / completed / interrupted / failed), reason
     counts            {requests, ok, error}
-    shard             {index, count} or null;  limit;  overrides {concurrency, rps}
+    shard             {index, count} or null;  limit;  overrides {concurrency, rps, tokens_per_min}
     sessions          how many times the run was started;  merged_from (run ids) for a merge
     adaptive          adaptive repeats only: the rule, min/max/scheduled requests and, per cell,
                       why it stopped (converged / dropped / max / unreachable), samples, interval
     storage           the run directory's URL (`s3://bucket/prefix/run_id`) when on an object store
+    executor, shards  `ray` and the number of shards for a run made by `harness run --ray` (else null)
 
 The stored spec is *resolved*: reading it back (`stored_spec`) never interpolates `${VAR}`
 again, so a `$${VAR}` escape sends `${VAR}` before and after a resume.
@@ -103,6 +104,8 @@ class Manifest(BaseModel):
     redacted: list[str] = Field(default_factory=list)
     merged_from: list[str] | None = None
     adaptive: dict[str, Any] | None = None  # adaptive repeats: the rule, request bounds, each cell's stop (docs/run-directory.md)
+    executor: str | None = None  # "ray": the shards of harness.runner.cluster, merged
+    shards: int | None = Field(None, ge=1)
     targets: dict[str, dict[str, Any]] = Field(default_factory=dict)
     storage: str | None = None  # the run directory's URL when on an object store (redacted), else null
 
