@@ -16,13 +16,13 @@ import io
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.json as pajson
 
+from harness.rundir.fs import RunPath
 from harness.rundir.records import SCHEMA, rows_to_table
 
 log = logging.getLogger(__name__)
@@ -224,9 +224,9 @@ def read_segment_rows(data: bytes, name: str = "journal") -> JournalRead:
     return JournalRead(table=table if tables else SCHEMA.empty_table(), torn=torn)
 
 
-def read_segment(path: Path) -> pa.Table:
-    """The complete rows of a journal segment as a table with the explicit schema."""
-    return read_segment_rows(Path(path).read_bytes(), Path(path).name).table
+def read_segment(path: RunPath) -> pa.Table:
+    """The complete rows of a journal segment (a local file or an object) as a table with the explicit schema."""
+    return read_segment_rows(path.read_bytes(), path.name).table
 
 
 __all__ = ["UNREPRESENTABLE", "JournalRead", "encode_row", "fit_row", "read_segment", "read_segment_rows"]

@@ -13,6 +13,7 @@ Fields (the contract in DESIGN.md, plus a few):
     counts            {requests, ok, error}
     shard             {index, count} or null;  limit;  overrides {concurrency, rps}
     sessions          how many times the run was started;  merged_from (run ids) for a merge
+    storage           the run directory's URL (`s3://bucket/prefix/run_id`) when on an object store
 
 The stored spec is *resolved*: reading it back (`stored_spec`) never interpolates `${VAR}`
 again, so a `$${VAR}` escape sends `${VAR}` before and after a resume.
@@ -29,6 +30,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.errors import RunDirError
+from harness.rundir.fs import RunPath, as_run_path
 from harness.rundir.layout import MANIFEST, write_bytes_atomic
 
 if TYPE_CHECKING:
@@ -99,6 +101,7 @@ class Manifest(BaseModel):
     redacted: list[str] = Field(default_factory=list)
     merged_from: list[str] | None = None
     targets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    storage: str | None = None  # the run directory's URL when on an object store (redacted), else null
 
     # -- transitions (each returns a new manifest) ----------------------------------------
 
@@ -145,7 +148,7 @@ class Manifest(BaseModel):
         data = self.model_dump(mode="json")
         return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
-    def stored_spec(self, run_dir: Path, supplied: SweepSpec | None = None) -> SweepSpec:
+    def stored_spec(self, run_dir: RunPath, supplied: SweepSpec | None = None) -> SweepSpec:
         """The run's spec, validated again but never interpolated again (`$` is taken literally).
 
         `supplied`: the spec file given again on the command line (`harness run SPEC --resume
@@ -153,7 +156,7 @@ class Manifest(BaseModel):
         what the run sends (same `spec_hash`)."""
         from harness.spec.sweepspec import parse_spec, spec_hash
 
-        where = str(Path(run_dir) / MANIFEST)
+        where = str(as_run_path(run_dir) / MANIFEST)
         if supplied is not None:
             if spec_hash(supplied) != self.spec_hash:
                 raise RunDirError(
@@ -170,7 +173,9 @@ class Manifest(BaseModel):
         # validated without `scoring`: a custom scorer named here must not be imported (it is
         # someone's code, and a run does not score); the list is kept as stored
         data = {k: v for k, v in _literal_dollars(self.spec).items() if k != "scoring"}
-        spec = parse_spec(data, source=where, base_dir=Path(run_dir))
+        # the stored dataset path is absolute (resolved); a run on an object store has no local folder
+        base_dir = run_dir if isinstance(run_dir, Path) else Path.cwd()
+        spec = parse_spec(data, source=where, base_dir=base_dir)
         return spec.model_copy(update={"scoring": list(self.spec.get("scoring") or [])})
 
 
@@ -264,14 +269,14 @@ def targets_info(spec: SweepSpec, stored: dict[str, Any]) -> dict[str, dict[str,
     return out
 
 
-def write_manifest(run_dir: Path, manifest: Manifest) -> None:
-    """Replace the manifest atomically (tmp + fsync + rename)."""
-    write_bytes_atomic(Path(run_dir) / MANIFEST, manifest.to_json())
+def write_manifest(run_dir: RunPath | str, manifest: Manifest) -> None:
+    """Replace the manifest atomically (tmp + fsync + rename; on an object store one PUT)."""
+    write_bytes_atomic(as_run_path(run_dir) / MANIFEST, manifest.to_json())
 
 
-def read_manifest(run_dir: str | Path) -> Manifest:
-    """The manifest of a run directory, or RunDirError naming the file and field."""
-    run_dir = Path(run_dir)
+def read_manifest(run_dir: str | RunPath) -> Manifest:
+    """The manifest of a run directory (local or `s3://…`), or RunDirError naming the file and field."""
+    run_dir = as_run_path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError("not a run directory (no such folder)", file=str(run_dir))
     path = run_dir / MANIFEST
@@ -284,7 +289,7 @@ def read_manifest(run_dir: str | Path) -> Manifest:
     return parse_manifest(data, path)
 
 
-def parse_manifest(data: Any, path: Path) -> Manifest:
+def parse_manifest(data: Any, path: RunPath) -> Manifest:
     """Validate manifest JSON; version 1 (no `manifest_version`) is read as is."""
     if not isinstance(data, dict):
         raise RunDirError("manifest is not a JSON object", file=str(path))
@@ -302,23 +307,23 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
         return _invalid(path, key, str(first["msg"]))
 
 
-def _invalid(path: Path, key: str, msg: str) -> Manifest:
+def _invalid(path: RunPath, key: str, msg: str) -> Manifest:
     raise RunDirError(f"{msg}; not a manifest written by `harness run`", file=str(path), key=key or None)
 
 
-def check_resumable(manifest: Manifest, run_dir: Path) -> None:
+def check_resumable(manifest: Manifest, run_dir: RunPath) -> None:
     """Refuse a run not written by `harness run`, or whose rows were written with another row schema."""
     from harness.rundir.records import SCHEMA_VERSION
 
     for key in ("spec", "spec_hash"):
         if not getattr(manifest, key):
-            raise RunDirError("missing; not a manifest written by `harness run`", file=str(Path(run_dir) / MANIFEST), key=key)
+            raise RunDirError("missing; not a manifest written by `harness run`", file=str(run_dir / MANIFEST), key=key)
 
     if manifest.schema_version != SCHEMA_VERSION:
         raise RunDirError(
             f"schema_version {manifest.schema_version} is not the {SCHEMA_VERSION} this harness writes; "
             "resume with the harness that started it",
-            file=str(Path(run_dir) / MANIFEST), key="schema_version",
+            file=str(run_dir / MANIFEST), key="schema_version",
         )
 
 

@@ -12,6 +12,7 @@ Stage 2 — sending the planned requests.
     progress.py  the progress line
     sweep.py     a session over a run directory: new / resume, target, execute, finish
     session.py   running a sweep from Python: prepare, hook, send, finish; signals; RunResult
+    jobarray.py  `--shard auto`: shard K of N from a job array's environment (Kubernetes, Slurm)
 """
 
 from harness.runner.dispatch import Engine, EngineConfig, Stats

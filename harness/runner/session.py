@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.errors import TargetError
+from harness.rundir.fs import RunPath
 from harness.rundir.layout import MANIFEST, StorageError
 from harness.rundir.manifest import Manifest, Shard, Status
 from harness.rundir.store import RowCounts
@@ -55,7 +56,7 @@ _T = TypeVar("_T")
 class RunResult:
     """How a session ended."""
 
-    run_dir: Path
+    run_dir: RunPath
     manifest: Manifest
     counts: RowCounts
     interrupted: bool
@@ -149,20 +150,23 @@ def prepare_run(
     env_keys = [os.environ.get(t.api_key_env) for t in spec.target_list if t.api_key_env]
     if check_endpoint:
         _check_targets(spec)
-    return new_job(spec, out=Path(out), shard=as_shard(shard), limit=limit, overrides=_overrides(concurrency, rps),
+    return new_job(spec, out=out, shard=as_shard(shard), limit=limit, overrides=_overrides(concurrency, rps),
                    secrets=tuple(k for k in env_keys if k))
 
 
 def prepare_resume(
-    run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None, rps: float | None = None,
-    spec: SweepSpec | str | Path | None = None,
+    run_dir: str | RunPath, *, retry_errors: bool = False, concurrency: int | None = None, rps: float | None = None,
+    spec: SweepSpec | str | Path | None = None, wait_for_lock: bool = False,
 ) -> SweepJob:
     """Re-open a run directory (its stored spec, shard and limit) to send what has no row yet.
 
     `spec` (a SweepSpec or a spec file): the run's spec given again — needed when the stored one
-    was redacted because it held a secret; refused unless it sends exactly what the run sends."""
+    was redacted because it held a secret; refused unless it sends exactly what the run sends.
+    `wait_for_lock`: a run on an object store whose lock lease a dead process still holds is
+    waited for (at most two leases) instead of refused at once."""
     supplied = load_spec(spec) if isinstance(spec, (str, Path)) else spec
-    return resume_job(Path(run_dir), retry_errors=retry_errors, overrides=_overrides(concurrency, rps), spec=supplied)
+    return resume_job(run_dir, retry_errors=retry_errors, overrides=_overrides(concurrency, rps), spec=supplied,
+                      wait_for_lock=wait_for_lock)
 
 
 def _finish(job: SweepJob, status: Status, reason: str | None = None) -> RunResult:
@@ -280,7 +284,7 @@ async def run_sweep_async(spec: SweepSpec | str | Path, *, out: str | Path = "ru
     return await run_job_async(job, stats=stats, before_first_request=before_first_request, transport=transport)
 
 
-def resume_sweep(run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None,
+def resume_sweep(run_dir: str | RunPath, *, retry_errors: bool = False, concurrency: int | None = None,
                  rps: float | None = None, stats: Stats | None = None, before_first_request: Hook | None = None,
                  transport: Any = None, spec: SweepSpec | str | Path | None = None) -> RunResult:
     """Finish a run directory (blocking): send only the requests without a row (`spec`: see prepare_resume)."""
@@ -288,7 +292,7 @@ def resume_sweep(run_dir: str | Path, *, retry_errors: bool = False, concurrency
     return run_job(job, stats=stats, before_first_request=before_first_request, transport=transport)
 
 
-async def resume_sweep_async(run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None,
+async def resume_sweep_async(run_dir: str | RunPath, *, retry_errors: bool = False, concurrency: int | None = None,
                              rps: float | None = None, stats: Stats | None = None,
                              before_first_request: Hook | None = None, transport: Any = None,
                              spec: SweepSpec | str | Path | None = None) -> RunResult:

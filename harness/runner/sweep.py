@@ -21,13 +21,13 @@ import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from harness.errors import RunDirError, TargetError, UsageError
+from harness.rundir.fs import ObjectPath, RunPath, as_run_path, display
 from harness.rundir.layout import environment_reason, storage_error
-from harness.rundir.lock import RunLock
+from harness.rundir.lock import ObjectLock, RunLock, acquire_lock
 from harness.rundir.manifest import (
     Counts,
     Manifest,
@@ -39,7 +39,7 @@ from harness.rundir.manifest import (
     read_manifest,
     write_manifest,
 )
-from harness.rundir.store import RowCounts, RunStore
+from harness.rundir.store import ObjectRunStore, RowCounts, RunStore, open_store
 from harness.runner.dispatch import EngineConfig, Stats
 from harness.spec.datasets import Prompt, load_prompts
 from harness.spec.grid import Point, RequestPlan, expand_points, plan_requests
@@ -63,7 +63,7 @@ class Endpoint:
 class SweepJob:
     """A prepared session over one run directory (holds the run's lock until finished)."""
 
-    run_dir: Path
+    run_dir: RunPath  # a local folder, or an `s3://…` prefix (harness.rundir.fs)
     spec: SweepSpec
     manifest: Manifest
     store: RunStore
@@ -71,7 +71,7 @@ class SweepJob:
     pending: int  # requests this session sends
     overrides: dict[str, Any]
     _select: Callable[[], Iterator[RequestPlan]]
-    _lock: RunLock | None = None
+    _lock: RunLock | ObjectLock | None = None
     result: RunResult | None = None  # how the session ended, once it has (harness.runner.session)
 
     def plans(self) -> Iterator[RequestPlan]:
@@ -104,7 +104,7 @@ class SweepJob:
     @property
     def resume_command(self) -> str:
         """The command that finishes this run."""
-        return f"harness run --resume {self.run_dir}"
+        return f"harness run --resume {display(self.run_dir)}"
 
 
 def parse_shard(text: str) -> Shard:
@@ -151,7 +151,7 @@ def _selection(spec: SweepSpec, shard: Shard | None, limit: int | None) -> Calla
 def new_job(
     spec: SweepSpec,
     *,
-    out: Path,
+    out: str | RunPath,
     shard: Shard | tuple[int, int] | None = None,
     limit: int | None = None,
     overrides: dict[str, Any] | None = None,
@@ -162,37 +162,48 @@ def new_job(
     select = _selection(spec, shard, limit)
     total = sum(1 for _ in select())
     run_id = new_run_id(spec.name)
-    run_dir = Path(out) / run_id
+    run_dir = as_run_path(out) / run_id
     try:
         run_dir.mkdir(parents=True)
     except OSError as exc:
         raise RunDirError(f"cannot create the run directory ({environment_reason(exc) or exc.strerror})",
-                          file=str(run_dir)) from None
-    lock = RunLock(run_dir)
+                          file=display(run_dir)) from None
+    lock = acquire_lock(run_dir)
     try:
         manifest = new_manifest(run_id=run_id, spec=spec, requests=total, shard=shard, limit=limit,
                                 overrides=dict(overrides or {}), secrets=secrets)
+        if isinstance(run_dir, ObjectPath):
+            manifest = manifest.model_copy(update={"storage": display(run_dir)})
         write_manifest(run_dir, manifest)
-        store = RunStore(run_dir)
+        store = open_store(run_dir)
     except OSError as exc:
         lock.release()
         raise storage_error(exc, run_dir) from None
+    _guard(store, lock)
     return SweepJob(run_dir, spec, manifest, store, total, total, dict(overrides or {}), select, lock)
 
 
-def resume_job(run_dir: Path, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None,
-               spec: SweepSpec | None = None) -> SweepJob:
+def _guard(store: RunStore, lock: RunLock | ObjectLock) -> None:
+    """On an object store, every segment and seal first checks that the lease is still ours."""
+    if isinstance(store, ObjectRunStore):
+        store.guard = lock.check
+
+
+def resume_job(run_dir: str | RunPath, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None,
+               spec: SweepSpec | None = None, wait_for_lock: bool = False) -> SweepJob:
     """Re-open a run directory: recover its journal, plan what has no (ok) row yet.
 
-    `spec`: the run's spec given again (needed when the stored one was redacted; checked by hash)."""
-    run_dir = Path(run_dir)
+    `spec`: the run's spec given again (needed when the stored one was redacted; checked by hash).
+    `wait_for_lock`: on an object store, wait out a dead owner's lease instead of refusing at once."""
+    run_dir = as_run_path(run_dir)
     manifest = read_manifest(run_dir)
     check_resumable(manifest, run_dir)
     spec = manifest.stored_spec(run_dir, supplied=spec)
-    lock = RunLock(run_dir)
+    lock = acquire_lock(run_dir, wait=wait_for_lock)
     try:
         select = _selection(spec, manifest.shard, manifest.limit)
-        store = RunStore(run_dir)
+        store = open_store(run_dir)
+        _guard(store, lock)
         store.recover()
         statuses = store.statuses()
         keep = {"ok"} if retry_errors else {"ok", "error"}
@@ -361,6 +372,8 @@ def finish_job(job: SweepJob, status: Status, reason: str | None = None) -> RowC
     "interrupted" with the reason if it can still be written, and RunDirError is raised.
     """
     try:
+        if job._lock is not None:
+            job._lock.check()  # another process took an object-store run over: leave it alone
         try:
             job.store.close()
             job.store.recover()
