@@ -23,6 +23,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.json as pajson
 
+from harness.rundir.kernels import empty_table, with_schema
 from harness.rundir.records import SCHEMA, rows_to_table
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def _table(rows: list[dict[str, Any]]) -> tuple[pa.Table, list[int]]:
                 good.append(rows_to_table([_error_row(row, "a field has the wrong type")]))
             except (pa.ArrowException, TypeError, ValueError, OverflowError):
                 bad.append(i)
-    return (pa.concat_tables(good) if good else SCHEMA.empty_table()), bad
+    return (pa.concat_tables(good) if good else empty_table(SCHEMA)), bad
 
 
 def _objects_only(data: bytes) -> bool:
@@ -154,14 +155,14 @@ def _objects_only(data: bytes) -> bool:
 def _fast(data: bytes) -> pa.Table | None:
     """Arrow's JSON reader over the whole segment as one block (so no line can straddle blocks)."""
     if not data:
-        return SCHEMA.empty_table()
+        return empty_table(SCHEMA)
     if not _objects_only(data):
         return None
     try:
         options = pajson.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
         read = pajson.ReadOptions(block_size=min(len(data) + 1, 2**31 - 1), use_threads=False)
         table = pajson.read_json(io.BytesIO(data), read_options=read, parse_options=options)
-        table = table.select(SCHEMA.names).cast(SCHEMA)
+        table = with_schema(table.select(SCHEMA.names), SCHEMA)
         table.validate(full=True)  # Arrow's JSON reader lets invalid UTF-8 through; this catches it
     except (pa.ArrowException, ValueError, OverflowError):
         return None
@@ -221,7 +222,7 @@ def read_segment_rows(data: bytes, name: str = "journal") -> JournalRead:
             "journal %s: %d torn or invalid line(s) skipped (first: line %d); "
             "those requests are sent again on resume", name, len(torn), torn[0])
     table = pa.concat_tables(tables) if len(tables) != 1 else tables[0]
-    return JournalRead(table=table if tables else SCHEMA.empty_table(), torn=torn)
+    return JournalRead(table=table if tables else empty_table(SCHEMA), torn=torn)
 
 
 def read_segment(path: Path) -> pa.Table:

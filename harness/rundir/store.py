@@ -8,6 +8,13 @@ A `kill -9` can only tear the last line of the newest segment; recovery drops it
 is simply sent again). Compaction at the end streams the parts into one file, keeping the *last*
 row of each `request_id` (a re-sent error row is replaced by its retry), then removes the
 parts it replaced. Every file uses the explicit schema of `harness.rundir.records` — never inferred.
+
+Start-up and the end of a run stay proportionate: this module reads parts with
+`pq.ParquetFile` (not `pq.read_table`, whose dataset layer imports pandas) and calls Arrow
+kernels through `harness.rundir.kernels` (not `pyarrow.compute`, which builds ~300 Python
+wrappers when imported). A run whose request ids are all distinct — every fresh run — is
+compacted and counted without pandas; only a run with re-sent rows (resume, `--retry-errors`)
+takes the group-by path, which imports it.
 """
 
 from __future__ import annotations
@@ -20,10 +27,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harness.errors import RunDirError
+from harness.rundir import kernels
 from harness.rundir.journal import encode_row, read_segment
 from harness.rundir.layout import (
     JOURNAL,
@@ -175,30 +182,32 @@ class RunStore:
         """Stream all parts into one, keeping the last row per request_id; remove the old parts."""
         parts = self.parts()
         if not parts:
-            write_table_atomic(SCHEMA.empty_table(), self.results / "part-000001.parquet")
+            write_table_atomic(kernels.empty_table(SCHEMA), self.results / "part-000001.parquet")
             return RowCounts(0, 0, 0)
-        sizes = [pq.ParquetFile(p).metadata.num_rows for p in parts]
-        keep = self._last_rows(parts, sum(sizes))
+        sizes = [_num_rows(p) for p in parts]
+        ids = _column(parts, "request_id")
+        if kernels.all_distinct(ids):  # a fresh run: nothing to drop (and no pandas import)
+            if len(parts) > 1:
+                self._rewrite(parts, sizes, None)
+            return self._counts_distinct()
+        keep = _last_rows(ids)
         if len(parts) > 1 or len(keep) != sizes[0]:
             self._rewrite(parts, sizes, keep)
         return self.counts()
 
-    def _last_rows(self, parts: list[Path], total: int) -> pa.Array:
-        """Global row numbers of the last row of each request_id (in write order)."""
-        ids = pa.chunked_array([_read_part(p, ["request_id"]).column(0) for p in parts], pa.string())
-        table = pa.table({"request_id": ids, "row": pa.array(range(total), pa.int64())})
-        return table.group_by("request_id", use_threads=False).aggregate([("row", "max")]).column("row_max").combine_chunks()
-
-    def _rewrite(self, parts: list[Path], sizes: list[int], keep: pa.Array) -> None:
+    def _rewrite(self, parts: list[Path], sizes: list[int], keep: pa.Array | None) -> None:
+        """Copy the parts into one new part (only the rows numbered in `keep`, when given)."""
         target = self.results / f"part-{self._next_number():06d}.parquet"
         tmp = tmp_for(target)
         offset = 0
         try:
             with pq.ParquetWriter(tmp, SCHEMA) as writer:
                 for part, size in zip(parts, sizes):
-                    rows = pa.array(range(offset, offset + size), pa.int64())
+                    table = _read_part(part, None)
+                    if keep is not None:
+                        rows = kernels.int64_range(offset, offset + size)
+                        table = kernels.filter_table(table, kernels.is_in(rows, keep))
                     offset += size
-                    table = _read_part(part, None).filter(pc.is_in(rows, value_set=keep))
                     if table.num_rows:
                         writer.write_table(table, row_group_size=ROW_GROUP)
                     del table
@@ -218,16 +227,49 @@ class RunStore:
             return RowCounts(0, 0, 0)
         tables = [_read_part(p, ["request_id", "status"]) for p in parts]
         table = pa.concat_tables(tables)
-        table = table.append_column("row", pa.array(range(table.num_rows), pa.int64()))
-        last = table.group_by("request_id", use_threads=False).aggregate([("row", "max")]).column("row_max")
-        statuses = table.column("status").take(last)
-        ok = pc.sum(pc.equal(statuses, "ok")).as_py() or 0
-        return RowCounts(rows=len(last), ok=int(ok), error=len(last) - int(ok))
+        if kernels.all_distinct(table.column("request_id")):
+            return _status_counts(table.column("status"))
+        last = _last_rows(table.column("request_id"))
+        return _status_counts(kernels.take(table.column("status"), last))
+
+    def _counts_distinct(self) -> RowCounts:
+        """`counts()` when every request_id occurs once."""
+        return _status_counts(_column(self.parts(), "status"))
+
+
+def _column(parts: list[Path], name: str) -> pa.ChunkedArray:
+    """One string column of every part, in order."""
+    chunks = [chunk for part in parts for chunk in _read_part(part, [name]).column(0).chunks]
+    return pa.chunked_array(chunks, pa.string())
+
+
+def _num_rows(path: Path) -> int:
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (OSError, pa.ArrowException) as exc:
+        raise RunDirError(f"unreadable part file ({exc})", file=str(path)) from None
+
+
+def _status_counts(statuses: pa.ChunkedArray | pa.Array) -> RowCounts:
+    """RowCounts of one status per request."""
+    by_status = kernels.value_counts(statuses)
+    ok = by_status.get("ok", 0)
+    return RowCounts(rows=len(statuses), ok=ok, error=len(statuses) - ok)
+
+
+def _last_rows(ids: pa.ChunkedArray) -> pa.Array:
+    """Global row numbers of the last row of each request_id (in write order). The group-by
+    imports pandas (pyarrow converts its arguments through it): only runs with re-sent rows."""
+    table = pa.table({"request_id": ids, "row": kernels.int64_range(0, len(ids))})
+    last = table.group_by("request_id", use_threads=False).aggregate([("row", "max")]).column("row_max")
+    return last.combine_chunks()
 
 
 def _read_part(path: Path, columns: Iterable[str] | None) -> pa.Table:
+    """A part's columns (all of the schema's when None) with the schema's types; a column the
+    file lacks (a part written before the column existed) is all null."""
     try:
-        return pq.read_table(path, columns=list(columns) if columns else None, schema=SCHEMA)
+        return kernels.conform(pq.ParquetFile(path), SCHEMA, list(columns) if columns else None)
     except (OSError, pa.ArrowException) as exc:
         raise RunDirError(f"unreadable part file ({exc})", file=str(path)) from None
 
