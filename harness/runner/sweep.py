@@ -40,7 +40,7 @@ from harness.rundir.manifest import (
     write_manifest,
 )
 from harness.rundir.store import RowCounts, RunStore
-from harness.runner.body import build_body
+from harness.runner.body import BodyBuilder
 from harness.runner.dispatch import Engine, EngineConfig, Stats
 from harness.spec.datasets import Prompt, load_prompts
 from harness.spec.grid import Point, RequestPlan, expand_points, plan_requests
@@ -306,9 +306,10 @@ async def _execute(job: SweepJob, endpoint: Endpoint, stats: Stats, config: Engi
     writer = _Writer(job.store)
     stats.total = job.pending
     sending = await asyncio.to_thread(_dialect, job, endpoint)
+    build_one = BodyBuilder(job.spec, endpoint.model)
 
     def build(plan: RequestPlan) -> dict[str, Any]:
-        return sending.body(build_body(job.spec, plan, model=endpoint.model))
+        return sending.body(build_one(plan))
 
     async with ChatClient(client_config, transport=transport) as client:
         engine = Engine(client, build, sending.wrap(writer.write), config, stats)
