@@ -48,20 +48,32 @@ class JournalRead:
 
 def _problem(row: dict[str, Any]) -> str | None:
     """The first field of `row` the schema cannot hold as is, with why; None when it fits."""
-    for name in _INT_COLUMNS:
-        value = row.get(name)
-        if value is None or isinstance(value, bool):
+    get = row.get
+    low, high = _INT64
+    for name in _INT_COLUMNS:  # per row: the common values (None, a plain int in range) cost one test
+        value = get(name)
+        if value is None or (value.__class__ is int and low <= value <= high):
             continue
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            return f"{name} {str(value)[:40]!r} is not an integer"
-        if not _INT64[0] <= value <= _INT64[1]:
-            return f"{name} {str(value)[:40]} does not fit in 64 bits"
+        reason = _int_problem(name, value)
+        if reason is not None:
+            return reason
     for name in _FLOAT_COLUMNS:
-        value = row.get(name)
-        if value is not None and not isinstance(value, (int, float)):
+        value = get(name)
+        if value is not None and value.__class__ is not float and not isinstance(value, (int, float)):
             return f"{name} {str(value)[:40]!r} is not a number"
+    return None
+
+
+def _int_problem(name: str, value: Any) -> str | None:
+    """Why `value` cannot be stored in the int64 column `name`; None when it can (a bool, an integral float)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        return f"{name} {str(value)[:40]!r} is not an integer"
+    if not _INT64[0] <= value <= _INT64[1]:
+        return f"{name} {str(value)[:40]} does not fit in 64 bits"
     return None
 
 
