@@ -20,6 +20,7 @@ from pathlib import Path
 from harness.errors import RunDirError
 
 MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1  # of the result rows (harness.rundir.records); here so the manifest needs no pyarrow
 JOURNAL = "journal"
 RESULTS = "results"
 LOCK = ".lock"

@@ -24,14 +24,10 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from harness.errors import RunDirError
-from harness.rundir import kernels
-from harness.rundir.journal import encode_row, read_segment
+from harness.rundir.journal import encode_row
 from harness.rundir.layout import (
     JOURNAL,
     PART,
@@ -41,7 +37,9 @@ from harness.rundir.layout import (
     numbered,
     tmp_for,
 )
-from harness.rundir.records import SCHEMA
+
+if TYPE_CHECKING:  # pyarrow is imported when rows are sealed, not when a run starts writing them
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 _SEG = SEGMENT
@@ -71,6 +69,10 @@ class RowCounts:
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file so it is either absent or complete: tmp + fsync + rename."""
+    import pyarrow.parquet as pq
+
+    from harness.rundir.records import SCHEMA
+
     tmp = tmp_for(path)
     try:
         with pq.ParquetWriter(tmp, SCHEMA) as writer:
@@ -137,6 +139,8 @@ class RunStore:
 
     def seal(self, segment: Path) -> Path | None:
         """Turn a closed journal segment into its part file and delete the segment."""
+        from harness.rundir.journal import read_segment
+
         match = _SEG.match(segment.name)
         if match is None:
             raise RunDirError("not a journal segment", file=str(segment))
@@ -180,6 +184,9 @@ class RunStore:
 
     def compact(self) -> RowCounts:
         """Stream all parts into one, keeping the last row per request_id; remove the old parts."""
+        from harness.rundir import kernels
+        from harness.rundir.records import SCHEMA
+
         parts = self.parts()
         if not parts:
             write_table_atomic(kernels.empty_table(SCHEMA), self.results / "part-000001.parquet")
@@ -197,6 +204,12 @@ class RunStore:
 
     def _rewrite(self, parts: list[Path], sizes: list[int], keep: pa.Array | None) -> None:
         """Copy the parts into one new part (only the rows numbered in `keep`, when given)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from harness.rundir import kernels
+        from harness.rundir.records import SCHEMA
+
         target = self.results / f"part-{self._next_number():06d}.parquet"
         tmp = tmp_for(target)
         offset = 0
@@ -222,6 +235,10 @@ class RunStore:
 
     def counts(self) -> RowCounts:
         """Distinct request ids and the status of their latest row (computed in Arrow)."""
+        import pyarrow as pa
+
+        from harness.rundir import kernels
+
         parts = self.parts()
         if not parts:
             return RowCounts(0, 0, 0)
@@ -239,11 +256,16 @@ class RunStore:
 
 def _column(parts: list[Path], name: str) -> pa.ChunkedArray:
     """One string column of every part, in order."""
+    import pyarrow as pa
+
     chunks = [chunk for part in parts for chunk in _read_part(part, [name]).column(0).chunks]
     return pa.chunked_array(chunks, pa.string())
 
 
 def _num_rows(path: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         return int(pq.ParquetFile(path).metadata.num_rows)
     except (OSError, pa.ArrowException) as exc:
@@ -252,6 +274,8 @@ def _num_rows(path: Path) -> int:
 
 def _status_counts(statuses: pa.ChunkedArray | pa.Array) -> RowCounts:
     """RowCounts of one status per request."""
+    from harness.rundir import kernels
+
     by_status = kernels.value_counts(statuses)
     ok = by_status.get("ok", 0)
     return RowCounts(rows=len(statuses), ok=ok, error=len(statuses) - ok)
@@ -260,6 +284,10 @@ def _status_counts(statuses: pa.ChunkedArray | pa.Array) -> RowCounts:
 def _last_rows(ids: pa.ChunkedArray) -> pa.Array:
     """Global row numbers of the last row of each request_id (in write order). The group-by
     imports pandas (pyarrow converts its arguments through it): only runs with re-sent rows."""
+    import pyarrow as pa
+
+    from harness.rundir import kernels
+
     table = pa.table({"request_id": ids, "row": kernels.int64_range(0, len(ids))})
     last = table.group_by("request_id", use_threads=False).aggregate([("row", "max")]).column("row_max")
     return last.combine_chunks()
@@ -268,6 +296,12 @@ def _last_rows(ids: pa.ChunkedArray) -> pa.Array:
 def _read_part(path: Path, columns: Iterable[str] | None) -> pa.Table:
     """A part's columns (all of the schema's when None) with the schema's types; a column the
     file lacks (a part written before the column existed) is all null."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from harness.rundir import kernels
+    from harness.rundir.records import SCHEMA
+
     try:
         return kernels.conform(pq.ParquetFile(path), SCHEMA, list(columns) if columns else None)
     except (OSError, pa.ArrowException) as exc:
