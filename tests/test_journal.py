@@ -187,5 +187,5 @@ def test_the_numeric_columns_named_for_writing_are_the_schemas() -> None:
     from harness.rundir.journal import FLOAT_ROW_COLUMNS, INT_ROW_COLUMNS
     from harness.rundir.records import SCHEMA
 
-    assert INT_ROW_COLUMNS == tuple(f.name for f in SCHEMA if pa.types.is_integer(f.type))
-    assert FLOAT_ROW_COLUMNS == tuple(f.name for f in SCHEMA if pa.types.is_floating(f.type))
+    assert tuple(f.name for f in SCHEMA if pa.types.is_integer(f.type)) == INT_ROW_COLUMNS
+    assert tuple(f.name for f in SCHEMA if pa.types.is_floating(f.type)) == FLOAT_ROW_COLUMNS

@@ -111,9 +111,11 @@ def handle(args: argparse.Namespace) -> int:
     from harness.runner.dispatch import Stats
     from harness.runner.progress import RunProgress
     from harness.runner.session import run_job
+    from harness.runner.sweep import start_finisher
 
     _check_report_out(args.report)
     job = _prepare(args)
+    start_finisher(job)  # sealing and compaction in a helper: this process never imports pyarrow
     _started(job, args.quiet)
     stats = Stats(total=job.pending)
     with RunProgress(stats, quiet=args.quiet):

@@ -39,7 +39,7 @@ from harness.rundir.manifest import (
     read_manifest,
     write_manifest,
 )
-from harness.rundir.store import RowCounts, RunStore
+from harness.rundir.store import SEAL_ROWS, RowCounts, RunStore
 from harness.runner.body import BodyBuilder
 from harness.runner.dispatch import Engine, EngineConfig, Stats
 from harness.spec.datasets import Prompt, load_prompts
@@ -47,6 +47,7 @@ from harness.spec.grid import Point, RequestPlan, expand_points, plan_requests
 from harness.spec.sweepspec import SweepSpec, check_api_key
 
 if TYPE_CHECKING:
+    from harness.rundir.finisher import Finisher
     from harness.runner.session import RunResult
 
 
@@ -73,13 +74,17 @@ class SweepJob:
     _select: Callable[[], Iterator[RequestPlan]]
     _lock: RunLock | None = None
     result: RunResult | None = None  # how the session ended, once it has (harness.runner.session)
+    finisher: Finisher | None = None  # seals and compacts in a helper process (start_finisher)
 
     def plans(self) -> Iterator[RequestPlan]:
         """The requests to send, lazily, in plan order."""
         return self._select()
 
     def release(self) -> None:
-        """Drop the run directory's lock."""
+        """Drop the run directory's lock (and stop a finisher that was not used)."""
+        if self.finisher is not None:
+            self.finisher.abandon()
+            self.finisher = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -353,9 +358,7 @@ def finish_job(job: SweepJob, status: Status, reason: str | None = None) -> RowC
     """
     try:
         try:
-            job.store.close()
-            job.store.recover()
-            counts = job.store.compact()
+            counts = _seal_and_compact(job)
         except OSError as exc:
             _mark_interrupted(job, environment_reason(exc) or str(exc.strerror or exc))
             raise storage_error(exc, job.run_dir) from None
@@ -369,6 +372,29 @@ def finish_job(job: SweepJob, status: Status, reason: str | None = None) -> RowC
         return counts
     finally:
         job.release()
+
+
+def start_finisher(job: SweepJob) -> None:
+    """Seal and compact this session's rows in a helper process (harness.rundir.finisher), so the
+    run's own process never imports pyarrow: worth it for a session that fits in one journal
+    segment (start-up is most of its time); a larger one imports pyarrow to seal as it goes."""
+    if job.finisher is None and job.pending <= SEAL_ROWS:
+        from harness.rundir.finisher import Finisher
+
+        job.finisher = Finisher.start(job.run_dir)
+
+
+def _seal_and_compact(job: SweepJob) -> RowCounts:
+    """Seal the journal and compact the results (in the helper when there is one)."""
+    if job.finisher is not None:
+        finisher, job.finisher = job.finisher, None
+        job.store.rotate()
+        counts = finisher.finish()
+        if counts is not None:
+            return counts
+    job.store.close()
+    job.store.recover()
+    return job.store.compact()
 
 
 def _mark_interrupted(job: SweepJob, reason: str) -> None:
@@ -399,4 +425,5 @@ __all__ = [
     "open_target",
     "parse_shard",
     "resume_job",
+    "start_finisher",
 ]
