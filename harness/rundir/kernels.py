@@ -12,13 +12,13 @@ is sealed, compacted and counted without either import (`tests/test_rundir_kerne
 from __future__ import annotations
 
 from array import array
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import _compute
 
-Column = pa.Array | pa.ChunkedArray
+Column: TypeAlias = pa.Array | pa.ChunkedArray
 
 
 def call(name: str, args: list[Any], options: Any = None) -> Any:
