@@ -201,3 +201,9 @@ def test_run_with_probe_keeps_the_profile_in_the_run_dir(tmp_path: Path) -> None
     assert "probe: min_p ignored" in done.stderr
     profile = json.loads((Path(done.stdout.strip().splitlines()[-1]) / "probe.json").read_text())
     assert profile["min_p"]["verdict"] == "ignored" and profile["top_k"]["verdict"] == "honoured"
+    run_dir = Path(done.stdout.strip().splitlines()[-1])
+    from harness.report import build_report
+
+    build_report([run_dir], tmp_path / "report")
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "min_p was swept, but" in html and "ignores it (probe)" in html  # the report warns

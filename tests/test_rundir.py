@@ -118,8 +118,32 @@ def test_the_key_never_enters_what_is_written(tmp_path: Path, monkeypatch: pytes
     for file in run.run_dir.rglob("*"):
         if file.is_file():
             assert b"s3cr3t-t0ken" not in file.read_bytes(), file
-    with pytest.raises(RunDirError, match="stored redacted"):  # cannot be resumed faithfully: one line
+    with pytest.raises(RunDirError, match="stored redacted.*harness run SPEC --resume RUN_DIR"):  # one line
         prepare_resume(run.run_dir)
+
+
+def test_a_redacted_run_resumes_with_its_spec_given_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TOKEN", "s3cr3t-t0ken")
+    target = {"base_url": "http://127.0.0.1:9/v1", "model": "m", "headers": {"X-Auth": "${TOKEN}"}}
+    spec = write_spec(tmp_path, target=target)
+    run = run_sweep(spec, out=tmp_path / "runs", transport=Recorder().transport(), check_endpoint=False)
+    kept = forget_rows(run.run_dir, keep=10)
+    again = Recorder()
+    result = run_job(prepare_resume(run.run_dir, spec=spec), transport=again.transport())
+    assert result.exit_code == 0 and len(again.bodies) == 50
+    rows = read_results(run.run_dir)
+    assert len(rows) == 60 and rows["request_id"].is_unique and set(kept) <= set(rows["request_id"])
+    for file in run.run_dir.rglob("*"):
+        if file.is_file():
+            assert b"s3cr3t-t0ken" not in file.read_bytes(), file
+    other = write_spec(tmp_path / "other", target=target, temperatures=(0.0, 0.5))
+    forget_rows(run.run_dir, keep=10)
+    assert main(["run", str(other), "--resume", str(run.run_dir), "--quiet"]) == 2  # another sweep: refused
+    err = capsys.readouterr().err
+    assert "sends other requests than this run" in err and len(err.strip().splitlines()) == 1
+    assert len(read_results(run.run_dir)) == 10  # nothing written
 
 
 def test_a_key_interpolated_anywhere_is_not_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

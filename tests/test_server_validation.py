@@ -11,6 +11,7 @@ import pytest
 from harness.server.app import ServerThread, reference_app
 from harness.server.payloads import ApiError
 from harness.server.validation import parse_chat_request
+from harness.spec.parameters import REGISTRY
 
 MESSAGES = [{"role": "user", "content": "7 + 5 ="}]
 
@@ -163,3 +164,20 @@ def test_parse_rejects_a_non_object() -> None:
     with pytest.raises(ApiError) as info:
         parse_chat_request([1])
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize("param", [p for p in REGISTRY if p.kind in ("float", "int") and p.name != "seed"],
+                         ids=lambda p: p.name)
+def test_the_server_enforces_the_registry_ranges(param: Any) -> None:
+    """The reference server and the spec check one set of ranges: at the bounds accepted, past them refused."""
+    base = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "logprobs": True}
+    step = 1 if param.kind == "int" else 1e-9
+    for value in (param.low, param.high):
+        if value is not None:
+            parse_chat_request({**base, param.name: int(value) if param.kind == "int" else float(value)})
+    for value, ok in ((param.low, -step), (param.high, step)):
+        if value is not None:
+            bad = int(value) + int(ok) if param.kind == "int" else float(value) + ok
+            with pytest.raises(ApiError) as err:
+                parse_chat_request({**base, param.name: bad})
+            assert err.value.param == param.name

@@ -26,6 +26,8 @@ def register(subparsers: Any) -> None:
                         "diversity, entropy)")
     parser.add_argument("--samples", type=int, default=6, metavar="N", help="sample outputs per cell: prompts × up to 3 repeats (default 6)")
     parser.add_argument("--scoring", nargs="+", metavar="ITEM", help="re-score with these scorers (as in summarize)")
+    parser.add_argument("--no-whatif", action="store_true",
+                        help="leave out the section estimating what top_p/top_k/min_p would change (from top_logprobs)")
     parser.add_argument("--allow-scorer", action="append", default=[], metavar="MODULE:FUNCTION",
                         help="run this custom scorer named by the run's manifest (imports its code; repeatable)")
     parser.set_defaults(func=handle)
@@ -46,7 +48,7 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError("--samples: must be 0 or more")
     out = args.out or default_out(args.run_dirs)
     options = ReportOptions(metrics=args.metrics, samples_per_cell=args.samples, scoring=parse_scoring(args.scoring),
-                            allow_scorers=tuple(args.allow_scorer))
+                            allow_scorers=tuple(args.allow_scorer), whatif=not args.no_whatif)
     report = build_report(args.run_dirs, out, options)
     for path in report.files:
         if path.suffix in (".html", ".md"):

@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--limit", type=count_flag("--limit", 0, 2**62), metavar="N", help="run only the first N requests of the plan")
     p.add_argument("--shard", type=shard_flag, metavar="K/N", help="run only shard K of N (a deterministic slice of the request ids)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row (with SPEC: the run's spec given again, "
+                   "needed when the stored copy was redacted because it held a secret)")
     p.add_argument("--retry-errors", action="store_true", help="with --resume: send the error rows again and replace them")
     p.add_argument("--no-preflight", action="store_true", help="skip the check that the server accepts every swept value")
     p.add_argument("--probe", action="store_true", help="probe the endpoint first (harness probe) and keep its profile as RUN_DIR/probe.json")
@@ -45,13 +46,12 @@ def _prepare(args: argparse.Namespace) -> SweepJob:
     from harness.runner.session import prepare_resume, prepare_run
     from harness.runner.sweep import parse_shard
 
-    if args.resume:
-        if args.spec:
-            raise UsageError("give either SPEC or --resume RUN_DIR, not both", key="--resume")
+    if args.resume:  # SPEC beside --resume: the run's spec given again (its stored copy was redacted)
         for flag, value in (("--limit", args.limit), ("--shard", args.shard)):
             if value is not None:
                 raise UsageError("is fixed by the run being resumed; not allowed with --resume", key=flag)
-        return prepare_resume(args.resume, retry_errors=args.retry_errors, concurrency=args.concurrency, rps=args.rps)
+        return prepare_resume(args.resume, retry_errors=args.retry_errors, concurrency=args.concurrency, rps=args.rps,
+                              spec=args.spec)
     if not args.spec:
         raise UsageError("a sweep spec is required (or --resume RUN_DIR)", key="SPEC")
     if args.retry_errors:

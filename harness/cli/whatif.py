@@ -16,8 +16,6 @@ from typing import Any
 
 from harness.errors import RunDirError, UsageError
 
-_DEFAULTS = ({"top_p": 0.9}, {"top_p": 0.95}, {"top_k": 5}, {"top_k": 40}, {"min_p": 0.05}, {"min_p": 0.1})
-
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -57,7 +55,7 @@ def _check(values: list[Any] | None, flag: str, ok: Any, allowed: str) -> list[A
 
 def settings_from(args: argparse.Namespace) -> list[Any]:
     """The hypothetical settings: the cross product of the values given (or the defaults)."""
-    from harness.whatif import Setting
+    from harness.whatif import DEFAULT_SETTINGS, Setting
 
     given = {
         "temperature": _check(args.temperature, "--temperature", lambda v: 0.0 <= v <= 5.0, "use 0 to 5"),
@@ -67,7 +65,7 @@ def settings_from(args: argparse.Namespace) -> list[Any]:
     }
     chosen: dict[str, list[Any]] = {k: v for k, v in given.items() if v}
     if not chosen:
-        return [Setting(**d) for d in _DEFAULTS]
+        return list(DEFAULT_SETTINGS)
     names = list(chosen)
     return [Setting(**dict(zip(names, combo))) for combo in itertools.product(*(chosen[n] for n in names))]
 

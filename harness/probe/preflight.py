@@ -24,7 +24,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harness.client import ChatClient, ClientConfig, RequestFailed
+from harness.client.http import endpoint_url
 from harness.errors import TargetError
+from harness.redact import redact_url
 from harness.spec.sweepspec import SweepSpec
 
 __all__ = ["PreflightResult", "preflight"]
@@ -76,10 +78,20 @@ class _Refused(Exception):
 # ---------------------------------------------------------------- GET /models
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as its 3xx status: the key is never sent on to another URL."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def _get(url: str, api_key: str | None, headers: dict[str, str]) -> tuple[int | None, Any]:
     request = urllib.request.Request(url, headers={**headers, **({"Authorization": f"Bearer {api_key}"} if api_key else {})})
     try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
+        with _OPENER.open(request, timeout=_TIMEOUT_S) as response:
             status, raw = response.status, response.read(1 << 20)
     except urllib.error.HTTPError as err:
         return err.code, None
@@ -102,18 +114,20 @@ def _ids(doc: Any) -> list[str] | None:
 
 
 def _check_models(spec: SweepSpec, endpoint: Any, headers: dict[str, str]) -> list[str]:
-    base = endpoint.base_url.rstrip("/")
+    base_url = endpoint.base_url
+    path_part = base_url.partition("?")[0].rstrip("/")  # a query (`?api-version=…`) stays on every URL
+    shown = redact_url(path_part)
     where = {"file": spec.source or None}
-    if base.endswith("/chat/completions"):
-        root = base.removesuffix("/chat/completions")
-        raise TargetError(f"{base} is the chat endpoint, not the API root; did you mean {root}?", key="target.base_url", **where)
-    status, doc = _get(base + "/models", endpoint.api_key, headers)
+    if path_part.endswith("/chat/completions"):
+        root = shown.removesuffix("/chat/completions")
+        raise TargetError(f"{shown} is the chat endpoint, not the API root; did you mean {root}?", key="target.base_url", **where)
+    status, doc = _get(endpoint_url(base_url, "/models"), endpoint.api_key, headers)
     ids = _ids(doc) if status == 200 else None
-    if ids is None and status in (404, 405) and not urlsplit(base).path.rstrip("/").endswith("/v1"):
-        v1_status, v1_doc = _get(base + "/v1/models", endpoint.api_key, headers)
+    if ids is None and status in (404, 405) and not urlsplit(path_part).path.rstrip("/").endswith("/v1"):
+        v1_status, v1_doc = _get(endpoint_url(base_url, "/v1/models"), endpoint.api_key, headers)
         if v1_status == 200 and _ids(v1_doc) is not None:
             raise TargetError(
-                f"{base} does not look like an API root (GET /models: HTTP {status}); did you mean {base}/v1?",
+                f"{shown} does not look like an API root (GET /models: HTTP {status}); did you mean {shown}/v1?",
                 key="target.base_url", **where,
             )  # fmt: skip
     if ids is None:
@@ -249,7 +263,7 @@ def resolve_dialect(spec: SweepSpec, endpoint: Any) -> str:
         return spec.target.dialect
     if spec.target.local:
         return "seed"  # the embedded model sits behind harness's own front
-    status, doc = _get(endpoint.base_url.rstrip("/") + "/models", endpoint.api_key, dict(spec.target.headers))
+    status, doc = _get(endpoint_url(endpoint.base_url, "/models"), endpoint.api_key, dict(spec.target.headers))
     return detect(doc if status == 200 else None, endpoint.base_url)
 
 

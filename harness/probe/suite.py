@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.client import ChatClient, ClientConfig
+from harness.client.http import endpoint_url
 from harness.errors import TargetError
 from harness.probe.checks import Probe, gather_results
 from harness.probe.sender import BudgetSpent, Sender
@@ -56,7 +57,7 @@ def _dialect(endpoint: Endpoint, headers: dict[str, str] | None) -> str:
     from harness.probe.dialects import detect
     from harness.probe.preflight import _get
 
-    status, doc = _get(endpoint.base_url.rstrip("/") + "/models", endpoint.api_key, dict(headers or {}))
+    status, doc = _get(endpoint_url(endpoint.base_url, "/models"), endpoint.api_key, dict(headers or {}))
     return detect(doc if status == 200 else None, endpoint.base_url)
 
 

@@ -14,9 +14,11 @@ import pandas as pd
 from harness.analysis.metrics import best_tradeoff, pareto_front, summarize, swept_params
 from harness.analysis.scoring import Scorer, resolve_scorers, score_frame
 from harness.errors import SpecError, UsageError
+from harness.report import counterfactual, endpoint
 from harness.report import figures as figs
 from harness.report import html as html_out
 from harness.report import markdown as md_out
+from harness.report.counterfactual import whatif_for_runs
 from harness.report.data import RunData, combined_rows, load_runs
 from harness.report.headline import build_headline
 from harness.report.shape import (
@@ -44,6 +46,7 @@ class ReportOptions:
     samples_per_cell: int = 6
     scoring: list[Any] | None = None  # overrides the runs' spec `scoring`
     allow_scorers: tuple[str, ...] = ()  # custom scorers of the runs' specs that may be imported
+    whatif: bool = True  # the "what truncation would change" section, where the runs stored top_logprobs
 
 
 @dataclass
@@ -179,10 +182,16 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
         html_out.samples_section(summary, _samples(rows, scores, options.samples_per_cell), params, quality),
         html_out.runs_section(info),
     ]
-    files = {
-        "index.html": html_out.page(title, body),
-        "report.md": md_out.render(title, info, table, params, shown, head, figures),
-    }
+    markdown = md_out.render(title, info, table, params, shown, head, figures)
+    profiles = [prof for r in runs for prof in endpoint.load_profiles(r.path, r.label)]
+    if profiles:
+        body.insert(1, endpoint.html_section(profiles, params))
+        markdown += "\n" + endpoint.markdown_section(profiles, params)
+    whatif = whatif_for_runs([(r.path, r.label) for r in runs]) if options.whatif else None
+    if whatif is not None:
+        body.insert(-1, counterfactual.html_section(whatif))
+        markdown += "\n" + counterfactual.markdown_section(whatif)
+    files = {"index.html": html_out.page(title, body), "report.md": markdown}
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
         report.files.append(out / name)

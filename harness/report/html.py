@@ -187,7 +187,16 @@ def page(title: str, sections: list[str]) -> str:
     )
 
 
+html_table = _table  # for sections built in their own modules (report/counterfactual.py)
+
 __all__ = [
-    "esc", "figure_html", "figures_section", "headline_section", "page", "runs_section", "samples_section",
+    "esc",
+    "figure_html",
+    "figures_section",
+    "headline_section",
+    "html_table",
+    "page",
+    "runs_section",
+    "samples_section",
     "summary_section",
 ]

@@ -91,4 +91,6 @@ def render(
     return "\n".join(out)
 
 
-__all__ = ["md", "render"]
+md_table = _table  # for sections built in their own modules (report/counterfactual.py)
+
+__all__ = ["md", "md_table", "render"]

@@ -128,15 +128,26 @@ class Manifest(BaseModel):
         data = self.model_dump(mode="json")
         return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
-    def stored_spec(self, run_dir: Path) -> SweepSpec:
-        """The run's spec, validated again but never interpolated again (`$` is taken literally)."""
-        from harness.spec.sweepspec import parse_spec
+    def stored_spec(self, run_dir: Path, supplied: SweepSpec | None = None) -> SweepSpec:
+        """The run's spec, validated again but never interpolated again (`$` is taken literally).
+
+        `supplied`: the spec file given again on the command line (`harness run SPEC --resume
+        RUN_DIR`), needed when the stored one was redacted; it is used only if it sends exactly
+        what the run sends (same `spec_hash`)."""
+        from harness.spec.sweepspec import parse_spec, spec_hash
 
         where = str(Path(run_dir) / MANIFEST)
+        if supplied is not None:
+            if spec_hash(supplied) != self.spec_hash:
+                raise RunDirError(
+                    f"the spec given sends other requests than this run (spec_hash {spec_hash(supplied)}, the run's "
+                    f"{self.spec_hash}); give the spec the run was started with", file=where, key="spec_hash")
+            return supplied
         redacted = self.redacted or _masked_target_fields(self.spec)  # version 1 did not list them
         if redacted:
             raise RunDirError(
-                "was stored redacted (it held a secret), so this run cannot be resumed; run the spec again",
+                "was stored redacted (it held a secret); resume with the spec file given again: "
+                "harness run SPEC --resume RUN_DIR",
                 file=where, key=f"spec.{redacted[0]}",
             )
         # validated without `scoring`: a custom scorer named here must not be imported (it is

@@ -116,10 +116,15 @@ def prepare_run(
 
 
 def prepare_resume(
-    run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None, rps: float | None = None
+    run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None, rps: float | None = None,
+    spec: SweepSpec | str | Path | None = None,
 ) -> SweepJob:
-    """Re-open a run directory (its stored spec, shard and limit) to send what has no row yet."""
-    return resume_job(Path(run_dir), retry_errors=retry_errors, overrides=_overrides(concurrency, rps))
+    """Re-open a run directory (its stored spec, shard and limit) to send what has no row yet.
+
+    `spec` (a SweepSpec or a spec file): the run's spec given again — needed when the stored one
+    was redacted because it held a secret; refused unless it sends exactly what the run sends."""
+    supplied = load_spec(spec) if isinstance(spec, (str, Path)) else spec
+    return resume_job(Path(run_dir), retry_errors=retry_errors, overrides=_overrides(concurrency, rps), spec=supplied)
 
 
 def _finish(job: SweepJob, status: Status, reason: str | None = None) -> RunResult:
@@ -231,17 +236,18 @@ async def run_sweep_async(spec: SweepSpec | str | Path, *, out: str | Path = "ru
 
 def resume_sweep(run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None,
                  rps: float | None = None, stats: Stats | None = None, before_first_request: Hook | None = None,
-                 transport: Any = None) -> RunResult:
-    """Finish a run directory (blocking): send only the requests without a row."""
-    job = prepare_resume(run_dir, retry_errors=retry_errors, concurrency=concurrency, rps=rps)
+                 transport: Any = None, spec: SweepSpec | str | Path | None = None) -> RunResult:
+    """Finish a run directory (blocking): send only the requests without a row (`spec`: see prepare_resume)."""
+    job = prepare_resume(run_dir, retry_errors=retry_errors, concurrency=concurrency, rps=rps, spec=spec)
     return run_job(job, stats=stats, before_first_request=before_first_request, transport=transport)
 
 
 async def resume_sweep_async(run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None,
                              rps: float | None = None, stats: Stats | None = None,
-                             before_first_request: Hook | None = None, transport: Any = None) -> RunResult:
+                             before_first_request: Hook | None = None, transport: Any = None,
+                             spec: SweepSpec | str | Path | None = None) -> RunResult:
     """`resume_sweep` inside a running event loop."""
-    job = prepare_resume(run_dir, retry_errors=retry_errors, concurrency=concurrency, rps=rps)
+    job = prepare_resume(run_dir, retry_errors=retry_errors, concurrency=concurrency, rps=rps, spec=spec)
     return await run_job_async(job, stats=stats, before_first_request=before_first_request, transport=transport)
 
 

@@ -168,12 +168,15 @@ def new_job(
     return SweepJob(run_dir, spec, manifest, store, total, total, dict(overrides or {}), select, lock)
 
 
-def resume_job(run_dir: Path, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None) -> SweepJob:
-    """Re-open a run directory: recover its journal, plan what has no (ok) row yet."""
+def resume_job(run_dir: Path, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None,
+               spec: SweepSpec | None = None) -> SweepJob:
+    """Re-open a run directory: recover its journal, plan what has no (ok) row yet.
+
+    `spec`: the run's spec given again (needed when the stored one was redacted; checked by hash)."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     check_resumable(manifest, run_dir)
-    spec = manifest.stored_spec(run_dir)
+    spec = manifest.stored_spec(run_dir, supplied=spec)
     lock = RunLock(run_dir)
     try:
         select = _selection(spec, manifest.shard, manifest.limit)

@@ -1,5 +1,7 @@
 """Strict validation of a Chat Completions request body against the seed API's limits.
 
+The number ranges come from the one parameter registry (`harness.spec.parameters`).
+
 Every problem raises `ApiError` (HTTP 400, OpenAI-style body) naming the parameter. Limits:
 
     model               string, required
@@ -32,11 +34,11 @@ from typing import Any
 
 from harness.server.payloads import ApiError
 from harness.server.sampler import SamplingParams
+from harness.spec.parameters import BY_NAME, INT64_MAX, INT64_MIN
 
 __all__ = ["KNOWN_FIELDS", "ChatRequest", "parse_chat_request"]
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-_INT64 = 2**63
 KNOWN_FIELDS = frozenset(
     {
         "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
@@ -73,18 +75,18 @@ def parse_chat_request(body: object, *, reject_unknown: bool = False) -> ChatReq
         raise _type_error("model", "a non-empty string", model)
     stream = _bool(body, "stream", False)
     logprobs = _bool(body, "logprobs", False)
-    top_logprobs = _int(body, "top_logprobs", 0, 20)
+    top_logprobs = _int(body, "top_logprobs", *_int_range("top_logprobs"))
     if top_logprobs is not None and not logprobs:
         raise ApiError(400, "'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs", code="invalid_value")
     _check_n(body)
     _check_tool_choice(body)
     params = SamplingParams(
-        temperature=_default(_number(body, "temperature", 0.0, 2.0), 1.0),
-        top_p=_default(_number(body, "top_p", 0.0, 1.0), 1.0),
-        top_k=_default(_int(body, "top_k", -1, None), -1),
-        min_p=_default(_number(body, "min_p", 0.0, 1.0), 0.0),
-        frequency_penalty=_default(_number(body, "frequency_penalty", -2.0, 2.0), 0.0),
-        presence_penalty=_default(_number(body, "presence_penalty", -2.0, 2.0), 0.0),
+        temperature=_default(_number(body, "temperature", *_float_range("temperature")), 1.0),
+        top_p=_default(_number(body, "top_p", *_float_range("top_p")), 1.0),
+        top_k=_default(_int(body, "top_k", *_int_range("top_k")), -1),
+        min_p=_default(_number(body, "min_p", *_float_range("min_p")), 0.0),
+        frequency_penalty=_default(_number(body, "frequency_penalty", *_float_range("frequency_penalty")), 0.0),
+        presence_penalty=_default(_number(body, "presence_penalty", *_float_range("presence_penalty")), 0.0),
         top_logprobs=top_logprobs or 0,
         logprobs=logprobs,
     )
@@ -96,8 +98,21 @@ def parse_chat_request(body: object, *, reject_unknown: bool = False) -> ChatReq
         max_tokens=_max_tokens(body),
         params=params,
         stop=_stop(body.get("stop")),
-        seed=_int(body, "seed", -_INT64, _INT64 - 1),
+        seed=_int(body, "seed", INT64_MIN, INT64_MAX),
     )
+
+
+def _float_range(name: str) -> tuple[float, float]:
+    """The seed API's range of a number parameter, from the one registry (harness.spec.parameters)."""
+    low, high = BY_NAME[name].low, BY_NAME[name].high
+    assert low is not None and high is not None, name
+    return float(low), float(high)
+
+
+def _int_range(name: str) -> tuple[int | None, int | None]:
+    """The seed API's range of an integer parameter (None: unbounded on that side), from the registry."""
+    low, high = BY_NAME[name].low, BY_NAME[name].high
+    return (None if low is None else int(low)), (None if high is None else int(high))
 
 
 def _default(value: Any, default: Any) -> Any:
@@ -180,8 +195,8 @@ def _int(body: Mapping[str, Any], key: str, low: int | None, high: int | None) -
 
 
 def _max_tokens(body: Mapping[str, Any]) -> int | None:
-    value = _int(body, "max_tokens", 1, None)
-    alias = _int(body, "max_completion_tokens", 1, None)
+    value = _int(body, "max_tokens", *_int_range("max_tokens"))
+    alias = _int(body, "max_completion_tokens", *_int_range("max_tokens"))
     return value if value is not None else alias
 
 

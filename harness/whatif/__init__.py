@@ -18,4 +18,8 @@ from harness.whatif.estimate import (
 )
 from harness.whatif.suggest import suggestions
 
-__all__ = ["DEFAULT_VOCAB", "Setting", "as_run", "cell_setting", "suggestions", "whatif_frame"]
+DEFAULT_SETTINGS = (Setting(top_p=0.9), Setting(top_p=0.95), Setting(top_k=5), Setting(top_k=40),
+                    Setting(min_p=0.05), Setting(min_p=0.1))
+"""What `harness whatif` and the report estimate when no setting is given: one knob at a time."""
+
+__all__ = ["DEFAULT_SETTINGS", "DEFAULT_VOCAB", "Setting", "as_run", "cell_setting", "suggestions", "whatif_frame"]
