@@ -20,11 +20,12 @@ import pyarrow.parquet as pq
 from harness.errors import RunDirError
 from harness.rundir.journal import read_segment
 from harness.rundir.layout import JOURNAL, MANIFEST, PART, RESULTS, SEGMENT, numbered
-from harness.rundir.manifest import Manifest, read_manifest
 from harness.rundir.records import SCHEMA
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from harness.rundir.manifest import Manifest  # imported when a run is loaded: listing parts needs no pydantic
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,8 @@ def read_results(run_dir: str | Path, columns: list[str] | None = None) -> pd.Da
 def load_run(run_dir: str | Path) -> Run:
     """Manifest and results of a run directory."""
     path = Path(run_dir)
+    from harness.rundir.manifest import read_manifest
+
     return Run(path=path, manifest=read_manifest(path), results=read_results(path))
 
 
