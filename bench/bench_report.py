@@ -1,10 +1,11 @@
 """Benchmark: `harness report` on a synthetic run of ROWS rows (default 1,000,000).
 
-    python bench/bench_report.py [--rows 1000000] [--tokens 8] [--top 5] [--keep DIR]
+    python bench/bench_report.py [--rows 1000000] [--tokens 8] [--top 5] [--targets N] [--keep DIR]
     python bench/bench_report.py --run RUN_DIR      # time the report of an existing run (e.g. 48 rows)
 
 Writes a synthetic run directory (6 temperatures × 4 min_p values, 10 repeats per prompt,
 `--tokens` tokens with `--top` top_logprobs per row, scored by exact_match and contains),
+`--targets N` splits the rows over N priced targets sharing the points (the multi-target report),
 then runs `harness report` on it in a fresh process and prints wall time and peak memory
 (ru_maxrss of that process). The figures go to bench/out/ unless --keep names a place.
 """
@@ -59,6 +60,7 @@ def _logprobs(rng: np.random.Generator, rows: int, tokens: int, top: int, temps:
 def _chunk(rng: np.random.Generator, start: int, stop: int, prompts: int, tokens: int, top: int, pools: dict) -> pa.Table:
     i = np.arange(start, stop)
     cells = len(TEMPERATURES) * len(MIN_PS)
+    target = i // (prompts * REPEATS * cells)
     cell = i // (prompts * REPEATS) % cells
     prompt = i // REPEATS % prompts
     sample = i % REPEATS
@@ -92,18 +94,20 @@ def _chunk(rng: np.random.Generator, start: int, stop: int, prompts: int, tokens
         "completion_tokens": pa.array(ctoks),
         "logprobs": _logprobs(rng, len(i), tokens, top, temp),
         "reference": pa.array(refs.tolist(), pa.string()),
+        "target": pa.array([f"target-{k}" for k in target] if pools["targets"] > 1 else [None] * len(i), pa.string()),
         "point_json": pa.array([json.dumps({"temperature": float(t), "min_p": float(m)}) for t, m in zip(temp, min_p)]),
     }
     return pa.table({f.name: cols.get(f.name, pa.nulls(len(i), f.type)).cast(f.type) for f in SCHEMA}, schema=SCHEMA)
 
 
-def generate(run_dir: Path, rows: int, tokens: int, top: int) -> None:
+def generate(run_dir: Path, rows: int, tokens: int, top: int, targets: int = 1) -> None:
     """Write the synthetic run directory (chunked, bounded memory)."""
     rng = np.random.default_rng(7)
     cells = len(TEMPERATURES) * len(MIN_PS)
-    prompts = max(1, rows // (cells * REPEATS))
-    total = prompts * cells * REPEATS
-    pools = {"refs": np.array([f"answer {k}" for k in range(prompts)], dtype=object), "wrong": _word_pool(rng, 5000)}
+    prompts = max(1, rows // (cells * REPEATS * targets))
+    total = prompts * cells * REPEATS * targets
+    pools = {"refs": np.array([f"answer {k}" for k in range(prompts)], dtype=object), "wrong": _word_pool(rng, 5000),
+             "targets": targets}
     (run_dir / "results").mkdir(parents=True, exist_ok=True)
     with pq.ParquetWriter(run_dir / "results" / "part-0.parquet", SCHEMA) as writer:
         for start in range(0, total, CHUNK):
@@ -112,6 +116,10 @@ def generate(run_dir: Path, rows: int, tokens: int, top: int) -> None:
             "scoring": ["exact_match", "contains"]}
     manifest = {"run_id": "bench", "spec": spec, "status": "completed", "counts": {"requests": total},
                 "target": {"base_url": "http://127.0.0.1:8000/v1", "model": "bench-model"}}
+    if targets > 1:
+        manifest["targets"] = {f"target-{k}": {"model": "bench-model", "price": {"input_per_mtok": 1.0 + k,
+                                                                             "output_per_mtok": 4.0 + k}}
+                               for k in range(targets)}
     (run_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 
 
@@ -130,6 +138,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--tokens", type=int, default=8, help="tokens with logprobs per row")
     parser.add_argument("--top", type=int, default=5, help="top_logprobs per token")
+    parser.add_argument("--targets", type=int, default=1, help="targets the rows are split over")
     parser.add_argument("--keep", type=Path, help="write the run directory here (and reuse it if present)")
     parser.add_argument("--run", type=Path, help="an existing run directory to report on (no generation)")
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
@@ -138,7 +147,7 @@ def main() -> int:
         run_dir = args.run or args.keep or Path(tmp) / "run"
         if not (run_dir / "manifest.json").exists():
             t = time.perf_counter()
-            generate(run_dir, args.rows, args.tokens, args.top)
+            generate(run_dir, args.rows, args.tokens, args.top, args.targets)
             size = sum(f.stat().st_size for f in (run_dir / "results").glob("*.parquet")) / 2**20
             print(f"generated {run_dir} in {time.perf_counter() - t:.1f} s ({size:.0f} MiB Parquet)")
         result = subprocess.run([sys.executable, "-c", _MEASURE, str(run_dir), str(args.out)],

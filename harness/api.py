@@ -41,9 +41,12 @@ def summarize_run(
 
 def compare_runs(
     base: str | Path | Run, cand: str | Path | Run, options: CompareOptions | None = None, *,
-    allow_scorers: Collection[str] = (),
+    allow_scorers: Collection[str] = (), base_target: str | None = None, cand_target: str | None = None,
 ) -> Comparison:
-    """Paired comparison of two runs (folders or loaded `Run`s); `result.failed` is the CI gate."""
+    """Paired comparison of two runs (folders or loaded `Run`s); `result.failed` is the CI gate.
+
+    `base_target` / `cand_target` pick one target of a run with several (`base` and `cand` may
+    then be the same run)."""
     import dataclasses
 
     from harness.compare import CompareOptions
@@ -54,7 +57,7 @@ def compare_runs(
     if allow_scorers:
         options = dataclasses.replace(options, allow_scorers=(*options.allow_scorers, *allow_scorers))
     runs = [run if isinstance(run, Run) else load_run(run) for run in (base, cand)]
-    return compare_loaded(runs[0], runs[1], options)
+    return compare_loaded(runs[0], runs[1], options, base_target=base_target, cand_target=cand_target)
 
 
 __all__ = ["compare_runs", "plan_sweep", "summarize_run"]

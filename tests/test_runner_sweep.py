@@ -304,7 +304,7 @@ def test_shards_partition_the_sweep_and_merge(
     [
         (["--resume", "{tmp}/nope"], "no such folder"),
         (["{spec}", "--shard", "0/2"], "--shard"),
-        (["{spec}", "--resume", "{tmp}"], "not both"),
+        (["{spec}", "--resume", "{tmp}"], "no manifest.json"),  # SPEC beside --resume: the spec given again
         (["{spec}", "--retry-errors"], "--retry-errors"),
         ([], "SPEC"),
         (["{spec}"], ENV),  # the key's variable is not set

@@ -192,3 +192,23 @@ def test_frame_function_for_reports() -> None:
     row = frame[frame["setting"] == "top_k 2"].iloc[0]
     assert row["affected"] == pytest.approx(1 / 3) and row["removed"] == pytest.approx(0.15)
     assert row["candidates"] == 2 and row["verdict"] == "run"
+
+
+def test_frame_keeps_the_targets_of_a_run_apart() -> None:
+    """Two targets share cell ids (the point without the target); an older run has null targets."""
+    probs = np.array([0.6, 0.25, 0.1, 0.05])
+    rows = pd.DataFrame({
+        "run_id": ["r"] * 20, "cell_id": ["c"] * 20, "status": ["ok"] * 20, "temperature": [1.0] * 20,
+        "target": ["a"] * 10 + ["b"] * 10,
+        "logprobs": [[entry(probs, 0, 4)]] * 10 + [[entry(probs, 3, 4)]] * 10,
+    })  # fmt: skip
+    frame = whatif_frame(rows, as_run([Setting(top_k=2)]), vocab=4)
+    cut = frame[frame["setting"] == "top_k 2"].set_index("target")
+    assert cut["rows"].to_dict() == {"a": 10, "b": 10}
+    assert cut.loc["a", "affected"] == 0.0 and cut.loc["b", "affected"] == 1.0  # b sampled a cut token
+    from harness.report.counterfactual import table_cells
+
+    _, lines = table_cells(frame)  # the report's what-if table: one line per target's cell
+    assert [line[0] for line in lines] == ["a: T=1 top_p=1 top_k=off min_p=0", "b: T=1 top_p=1 top_k=off min_p=0"]
+    old = whatif_frame(rows.assign(target=None), as_run([Setting(top_k=2)]), vocab=4)
+    assert "target" not in old and old[old["setting"] == "top_k 2"]["rows"].tolist() == [20]

@@ -1,6 +1,6 @@
-"""Metrics: result rows → one summary row per (run_id, cell_id). Pure DataFrame → DataFrame.
+"""Metrics: result rows → one summary row per (run_id, target, cell_id). Pure DataFrame → DataFrame.
 
-Every metric, per cell (a sweep point of a run). "ok rows" are rows with `status == "ok"`.
+Every metric, per cell (a sweep point of a target in a run). "ok rows" are rows with `status == "ok"`.
 
 Counts and errors
   n                      rows (requests) in the cell, ok or not
@@ -46,6 +46,12 @@ Logprobs (ok rows with logprobs; natural log, nats)
                          may be loose, and the report marks the entropy as truncated
   nonargmax_share        share of sampled tokens whose logprob is below the best top-k logprob
                          (by more than 1e-6): the sampler picked something other than the argmax
+Cost (when the rows carry `cost`, see harness.analysis.cost; no interval)
+  cost_total, cost_per_request, <scorer>_cost_per_correct
+
+Targets: a run with several targets (rows with a `target` column) has one cell per (target,
+point); `target` is then the first parameter column, and the trade-off helpers below compare the
+cells of every target of a run with each other.
 
 Intervals: every summarized number X has X_lo and X_hi (95%; for a `<base>_mean` column they are
 `<base>_lo`/`<base>_hi`, e.g. entropy_lo), from a percentile bootstrap that resamples *prompts*
@@ -81,6 +87,7 @@ from harness.analysis.bootstrap import (
     rng_for,
     weighted_ratios,
 )
+from harness.analysis.cost import cell_costs, target_series
 from harness.analysis.scoring import Scorer, score_frame
 from harness.rundir.records import SWEEPABLE, TOKEN_LOGPROB
 
@@ -88,7 +95,8 @@ TAIL_FLAG = 0.05
 ARGMAX_EPS = 1e-6
 MAX_SIMILARITY_PROMPTS = 200
 MAX_SIMILARITY_REPEATS = 16
-KEYS = ("run_id", "cell_id")
+KEYS = ("run_id", "cell_id")  # plus `target` when the rows have it
+TARGET = "target"
 LP_COLUMNS = ("lp_tokens", "lp_sum", "ent_positions", "ent_sum", "tail_sum", "trunc_positions", "nonargmax_tokens")
 ITL_COLUMNS = ("itl_n", "itl_sum")
 # ratio metrics with intervals: column, interval base, (numerator, denominator) per row
@@ -272,7 +280,8 @@ def _with_row_stats(
 
 def swept_params(df: pd.DataFrame, prefer: Iterable[str] = ()) -> list[str]:
     """Parameters that define the cells: keys of `point_json`, then request columns that vary
-    between cells of a run. Order: `prefer` first, then the order of harness.rundir.records.SWEEPABLE
+    between cells of a run (`target` too, when a run has several). Order: `prefer` first, then
+    `target`, then the order of harness.rundir.records.SWEEPABLE
     (temperature, top_p, min_p, penalties, …; point_json keys are sorted, so they carry no
     order), then any other point_json keys as they appear."""
     names: list[str] = []
@@ -285,18 +294,24 @@ def swept_params(df: pd.DataFrame, prefer: Iterable[str] = ()) -> list[str]:
         cells = cell_codes(df)
         first_rows = np.unique(cells, return_index=True)[1]
         run_of_cell = pd.factorize(df["run_id"])[0][first_rows]
-        for col in SWEEPABLE:
+        for col in (TARGET, *SWEEPABLE):
             if col in df.columns and col not in names and _varies_between_cells(df, col, cells, run_of_cell):
                 names.append(col)
-    rank = {name: i for i, name in enumerate([*prefer, *SWEEPABLE])}
+    rank = {name: i for i, name in enumerate([*prefer, TARGET, *SWEEPABLE])}
     return sorted(names, key=lambda n: rank.get(n, len(rank)))  # stable: others keep their order
 
 
 def cell_codes(df: pd.DataFrame) -> np.ndarray:
-    """An int per row numbering its (run_id, cell_id) in order of first appearance."""
+    """An int per row numbering its (run_id, target, cell_id) in order of first appearance.
+
+    A run with several targets shares cell ids between them (`cell_id` is the sweep point
+    without the target); `target` keeps their cells apart. Rows without it are one target."""
     if not len(df):
         return np.zeros(0, dtype=np.int64)
     runs = pd.factorize(df["run_id"])[0].astype(np.int64)
+    if "target" in df.columns:
+        targets = pd.factorize(target_series(df))[0].astype(np.int64)
+        runs = pd.factorize(runs * (int(targets.max()) + 1) + targets)[0].astype(np.int64)
     cells = pd.factorize(df["cell_id"])[0].astype(np.int64)
     return pd.factorize(runs * (int(cells.max()) + 1) + cells)[0].astype(np.int64)
 
@@ -690,7 +705,7 @@ def _cell_loop(
 _DIVERSITY = ("distinct_1", "distinct_2", "unique_share", "pairwise_similarity", "repetition")
 _NEEDED = ("run_id", "cell_id", "prompt_id", "sample", "model", "status", "attempts", "finish_reason",
            "completion_tokens", "latency_s", "ttft_s", "content", "point_json", *SWEEPABLE, *LP_COLUMNS,
-           *ITL_COLUMNS)
+           *ITL_COLUMNS, TARGET, "cost")
 
 
 def summarize(
@@ -702,11 +717,13 @@ def summarize(
     scores: pd.DataFrame | None = None,
     prefer: Iterable[str] = (),
 ) -> pd.DataFrame:
-    """One row per (run_id, cell_id): swept parameters, then every metric in the module docstring.
+    """One row per (run_id, target, cell_id): swept parameters, then every metric in the module
+    docstring, and the cost columns of harness.analysis.cost when the rows carry `cost`.
 
-    `scores` (from `score_frame`) may be passed to avoid scoring twice; `prefer` orders the
-    parameter columns (see `swept_params`). Rows are ordered by run (first appearance) and then
-    by the swept parameter values.
+    `target` is a column of the summary whenever the rows have one (a parameter, first, when a
+    run has several targets). `scores` (from `score_frame`) may be passed to avoid scoring twice;
+    `prefer` orders the parameter columns (see `swept_params`). Rows are ordered by run (first
+    appearance) and then by the swept parameter values.
     """
     scorers = list(scorers or [])
     df = df.reset_index(drop=True)
@@ -723,9 +740,15 @@ def summarize(
     m = len(firsts)
     ok = (w["status"] == "ok").to_numpy()
     parts = [firsts[["run_id", "cell_id"]], _cell_params(firsts, params)]
+    if TARGET in firsts and TARGET not in params:
+        parts.append(pd.DataFrame({TARGET: target_series(firsts)}))
     if "model" in firsts:
         parts.append(firsts[["model"]])
     parts += [_basic(w, ok, m), _cell_loop(w, scores, scorers, firsts, resamples, seed), _logprob_block(w, ok, m)]
+    if "cost" in w and w["cost"].notna().any():
+        cells = w["_cell"].to_numpy()
+        parts.append(cell_costs(w["cost"].to_numpy(dtype=float, na_value=np.nan), cells, m,
+                                {s.name: scores[s.name].to_numpy(dtype=float) for s in scorers}))
     summary = pd.concat(parts, axis=1)
     summary = _order_columns(summary, params, scorers)
     return _sort_cells(summary, params)
@@ -754,12 +777,12 @@ def _order_columns(summary: pd.DataFrame, params: list[str], scorers: list[Score
                 summary[col] = np.nan
     metrics = ["error_rate", "attempts_mean", *[c for c in summary.columns if str(c).startswith("finish_")]]
     metrics += ["completion_tokens_mean", "latency_p50", "latency_p95", "latency_p99", "ttft_p50", "ttft_p95"]
-    metrics += ["tpot_p50", "tpot_p95", "itl_mean", "tokens_per_s"]
+    metrics += ["tpot_p50", "tpot_p95", "itl_mean", "tokens_per_s", "cost_total", "cost_per_request"]
     for s in scorers:
-        metrics += [f"{s.name}_mean", f"{s.name}_n"]
+        metrics += [f"{s.name}_mean", f"{s.name}_n", f"{s.name}_cost_per_correct"]
     metrics += [*_DIVERSITY, "logprob_mean", "perplexity", "entropy_mean", "nonargmax_share", "tail_mass_mean",
                 "entropy_truncated_share"]
-    first = ["run_id", "cell_id", *params, "model", "n", "n_ok"]
+    first = ["run_id", "cell_id", *params, TARGET, "model", "n", "n_ok"]
     for name in metrics:
         first.append(name)
         if name in INTERVAL_METRICS or (name.endswith("_mean") and name[:-5] in {s.name for s in scorers}):
@@ -794,6 +817,27 @@ def pareto_front(summary: pd.DataFrame, quality: str, cost: str) -> pd.Series:
             if q > best:
                 flags[idx] = True
                 best = q
+    return flags
+
+
+def pareto_set(summary: pd.DataFrame, objectives: Sequence[tuple[str, bool]]) -> pd.Series:
+    """True for cells that no other cell of the same run dominates on every objective.
+
+    `objectives` are (column, higher is better) pairs, e.g. quality up, latency and cost per
+    request down: a cell is dominated when another is at least as good on all of them and better
+    on one. Cells missing a value of some objective are never on the front (False)."""
+    flags = pd.Series(False, index=summary.index)
+    cols = [c for c, _ in objectives]
+    for _, part in summary.groupby("run_id", sort=False):
+        part = part.dropna(subset=cols)
+        if not len(part):
+            continue
+        # every objective as "lower is better"
+        values = np.column_stack([(-1.0 if up else 1.0) * part[c].to_numpy(dtype=float) for c, up in objectives])
+        for i, idx in enumerate(part.index):
+            no_worse = (values <= values[i] + 1e-12).all(axis=1)
+            better = (values < values[i] - 1e-12).any(axis=1)
+            flags[idx] = not bool((no_worse & better).any())
     return flags
 
 
@@ -833,6 +877,7 @@ __all__ = [
     "itl_row_stats",
     "logprob_row_stats",
     "pareto_front",
+    "pareto_set",
     "summarize",
     "swept_params",
     "tpot_per_row",

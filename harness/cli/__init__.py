@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from harness.errors import INTERNAL_ERROR_EXIT, HarnessError, print_error
+from harness.rundir.fs import ObjectStoreError
 
 COMMANDS = ("plan", "run", "merge", "serve", "local", "summarize", "report", "compare", "schema", "whatif", "probe")
 
@@ -32,7 +33,7 @@ SUMMARIES: dict[str, str] = {
     "local": "start, stop or inspect the embedded model (llama.cpp + Gemma 3 270M)",
     "summarize": "metrics per cell (sweep point) of a run",
     "report": "figures, a self-contained HTML page and Markdown for one or more runs",
-    "compare": "paired comparison of two runs; exit 1 on a regression (a CI gate)",
+    "compare": "paired comparison of two runs (or two targets of one run); exit 1 on a regression (a CI gate)",
     "schema": "print the JSON Schema of sweep specs (for editors)",
     "whatif": "what top_p / top_k / min_p would change, estimated from a run's logprobs",
     "probe": "check that an endpoint accepts and applies each sampling parameter",
@@ -127,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except ObjectStoreError as err:  # s3:// and co.: no such bucket, access denied, unreachable
+        print(f"harness: error: {err}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a bug: one line, a code CI cannot mistake for "some requests failed"
         logging.getLogger("harness").debug("internal error", exc_info=True)
         text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]

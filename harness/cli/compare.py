@@ -1,4 +1,5 @@
-"""`harness compare BASE_RUN CAND_RUN`: paired comparison and CI gate (exit 0 pass, 1 regression, 2 bad input)."""
+"""`harness compare BASE_RUN CAND_RUN` or `harness compare RUN --base-target A --cand-target B`:
+paired comparison and CI gate (exit 0 pass, 1 regression, 2 bad input)."""
 
 from __future__ import annotations
 
@@ -34,16 +35,22 @@ class _Ordered(argparse.Action):
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "compare",
-        help="paired comparison of two runs; exit 1 on a regression (a CI gate)",
+        help="paired comparison of two runs (or two targets of one run); exit 1 on a regression (a CI gate)",
         description=(
-            "Pair the rows of two runs by (point, prompt_id, sample) and test, per metric and cell, "
+            "Pair the rows of two runs — or of two targets of one run (--base-target, --cand-target) — "
+            "by (point, prompt_id, sample) and test, per metric and cell, "
             "whether the candidate is worse: paired sign-flip permutation test clustered by prompt, "
             "bootstrap interval, Holm/BH correction across cells. Exit 0 no regression, 1 regression, "
             "2 bad input."
         ),
     )
     p.add_argument("base", metavar="BASE_RUN", help="run directory of the baseline")
-    p.add_argument("cand", metavar="CAND_RUN", help="run directory of the candidate")
+    p.add_argument("cand", metavar="CAND_RUN", nargs="?",
+                   help="run directory of the candidate (default: BASE_RUN, to compare two of its targets)")
+    p.add_argument("--base-target", metavar="NAME",
+                   help="the baseline is this target's rows of BASE_RUN (needed when the run has several targets)")
+    p.add_argument("--cand-target", metavar="NAME",
+                   help="the candidate is this target's rows of CAND_RUN (or of BASE_RUN when no CAND_RUN is given)")
     p.add_argument("--metric", dest="gate_flags", action=_Ordered, metavar="NAME",
                    help="gate on this metric (a scorer name, error_rate, latency_p95, ttft_p95 or tpot_p95); repeatable. "
                         "Default: every scorer metric of the runs' spec")
@@ -136,7 +143,12 @@ def _write(path: str, text: str, flag: str) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     options = options_from_args(args)
-    result = compare_runs(load_run(args.base), load_run(args.cand), options)
+    if args.cand is None and args.cand_target is None:
+        raise UsageError("name the candidate: CAND_RUN, or --cand-target NAME for a target of BASE_RUN",
+                         key="CAND_RUN")
+    base = load_run(args.base)
+    cand = base if args.cand is None else load_run(args.cand)
+    result = compare_runs(base, cand, options, base_target=args.base_target, cand_target=args.cand_target)
     if args.junit:
         _write(args.junit, render_junit(result), "--junit")
     if args.markdown:

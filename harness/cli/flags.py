@@ -50,9 +50,12 @@ MAX_SHARDS = 1_000_000
 
 
 def shard_flag(text: str) -> str:
-    """`K/N` with 1 ≤ K ≤ N ≤ MAX_SHARDS; returned unchanged (the runner parses it)."""
+    """`K/N` with 1 ≤ K ≤ N ≤ MAX_SHARDS, or `auto` (from the job array's environment: harness.runner.jobarray);
+    returned unchanged (the runner parses it)."""
+    if text == "auto":
+        return text
     k, sep, n = text.partition("/")
-    allowed = f"K/N with 1 ≤ K ≤ N ≤ {MAX_SHARDS:,}, e.g. 2/4"
+    allowed = f"K/N with 1 ≤ K ≤ N ≤ {MAX_SHARDS:,}, e.g. 2/4, or auto"
     try:
         shard, count = int(k), int(n)
     except ValueError:

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from harness.analysis.cost import CHARS_PER_TOKEN, CostEstimate, plan_costs
 from harness.cli.flags import count_flag
 from harness.spec.grid import DEFAULT_MAX_POINTS, point_table
 from harness.spec.parameters import is_off
@@ -55,20 +56,52 @@ def _seed_note(plan: Plan) -> str:
 def handle(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     plan = make_plan(spec, preview=args.show, max_points=args.max_points)
+    costs = plan_costs(plan)
     if args.json:
-        json.dump(plan.to_json(), sys.stdout, separators=(",", ":"))
+        json.dump({**plan.to_json(), "cost": [c.to_json() for c in costs]}, sys.stdout, separators=(",", ":"))
         print()
         return 0
     print(f"spec      {spec.name} ({args.spec})")
-    print(f"target    {spec.public_target()}  model {spec.model_name}")
     from harness.probe.dialects import describe
 
-    print(f"dialect   {describe(spec.target.dialect, spec.params.sent(), {**spec.sweep.grid, **spec.sweep.zip})}")
+    axes = {**spec.sweep.grid, **spec.sweep.zip}
+    if spec.multi_target:
+        for target in spec.target_list:
+            view = spec.for_target(target.label)
+            print(f"target    {target.label}: {target.public()}  model {target.model_name}  "
+                  f"dialect {describe(target.dialect, view.params.sent(), axes)}")
+    else:
+        print(f"target    {spec.public_target()}  model {spec.model_name}")
+        print(f"dialect   {describe(spec.target.dialect, spec.params.sent(), axes)}")
     _print_table(plan, args.show)
     print(f"points    {_fmt(plan.points)}")
     print(f"prompts   {_fmt(plan.prompts)}")
     print(f"repeats   {_fmt(plan.repeats)}" + _seed_note(plan))
     print(f"requests  {_fmt(plan.requests)}")
+    if spec.multi_target:
+        for name, load in plan.per_target.items():
+            print(f"  {name:<12} {_fmt(load.requests)} requests ({_fmt(load.points)} points)")
     print(f"tokens    ~{_fmt(plan.est_prompt_tokens)} prompt (≈{4} chars/token), "
           f"≤{_fmt(plan.max_completion_tokens)} completion")
+    _print_costs(costs)
     return 0
+
+
+def _money(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:,.4g}"
+
+
+def _print_costs(costs: list[CostEstimate]) -> None:
+    """Per target, when some target has a price: estimated input cost + upper bound of output cost."""
+    if not any(c.price is not None for c in costs):
+        return
+    print(f"cost      estimate per target: input ≈ prompt chars ÷ {CHARS_PER_TOKEN} tokens, output ≤ max_tokens "
+          "(an upper bound), in the prices' currency")
+    width = max(len(c.target) for c in costs)
+    for c in costs:
+        if c.price is None:
+            print(f"  {c.target:<{width}}  {_fmt(c.requests)} requests, no price")
+            continue
+        print(f"  {c.target:<{width}}  {_fmt(c.requests)} requests, ≤{_money(c.cost_max)} "
+              f"(~{_money(c.input_cost)} for ~{_fmt(c.input_tokens)} input tokens + "
+              f"≤{_money(c.output_cost_max)} for ≤{_fmt(c.output_tokens_max)} output tokens)")

@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="For each sampling parameter: rejected, ignored, honoured or inconclusive, with evidence.",
     )
     p.add_argument("spec", nargs="?", help="a sweep spec whose target is probed")
+    p.add_argument("--target", metavar="NAME", help="with a SPEC of several targets: the one to probe (default: the first)")
     p.add_argument("--base-url", metavar="URL", help="the API root, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--model", metavar="M", help="the model name to send")
     p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key")
@@ -65,10 +66,17 @@ def handle(args: argparse.Namespace) -> int:
     from harness.spec.sweepspec import load_spec
 
     budget = _check(args)
+    if args.target and not args.spec:
+        raise UsageError("only with a SPEC", key="--target")
     if args.spec:
         spec = load_spec(args.spec)
-        if spec.target.base_url:
-            check_reachable(spec.target.base_url, source=spec.source)
+        if args.target:
+            if args.target not in spec.target_names:
+                raise UsageError(f"{args.target!r} is not a target of {args.spec}; targets: {', '.join(spec.target_names)}",
+                                 key="--target")
+            spec = spec.for_target(args.target)
+        if spec.target.first_url:
+            check_reachable(spec.target.first_url, source=spec.source)
         with open_target(spec) as endpoint:
             report = run_probe(endpoint, budget=budget, alpha=args.alpha, headers=dict(spec.target.headers))
     else:

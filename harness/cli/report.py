@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
         "Several runs are shown side by side. The output directory is the last line printed.",
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: reports/<run ids>)")
+    parser.add_argument("--out", metavar="DIR", help="output directory, a local folder (default: reports/<run ids>)")
     parser.add_argument("--metric", action="append", metavar="M", dest="metrics",
                         help="a summary column to draw (repeatable; default: scorers, error rate, latency, "
                         "diversity, entropy)")
@@ -35,7 +35,9 @@ def register(subparsers: Any) -> None:
 
 def default_out(run_dirs: list[str]) -> Path:
     """reports/<name>[+<name>…] from the run directories' names, filesystem-safe."""
-    names = [re.sub(r"[^A-Za-z0-9._-]+", "_", Path(d).resolve().name) or "run" for d in run_dirs]
+    from harness.rundir.fs import as_run_path
+
+    names = [re.sub(r"[^A-Za-z0-9._-]+", "_", as_run_path(d).resolve().name) or "run" for d in run_dirs]
     joined = "+".join(names)
     return DEFAULT_ROOT / (joined if len(joined) <= 120 else joined[:110] + f"+{len(names)}runs")
 
@@ -46,7 +48,11 @@ def handle(args: argparse.Namespace) -> int:
 
     if args.samples < 0:
         raise UsageError("--samples: must be 0 or more")
-    out = args.out or default_out(args.run_dirs)
+    from harness.rundir.fs import is_remote
+
+    if args.out and is_remote(args.out):
+        raise UsageError("a report is written to a local folder (its runs may be on s3://)", key="--out")
+    out = Path(args.out) if args.out else default_out(args.run_dirs)
     options = ReportOptions(metrics=args.metrics, samples_per_cell=args.samples, scoring=parse_scoring(args.scoring),
                             allow_scorers=tuple(args.allow_scorer), whatif=not args.no_whatif)
     report = build_report(args.run_dirs, out, options)

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING
 
 from harness.cli.flags import count_flag, runner_flag, shard_flag
 from harness.errors import UsageError
+from harness.rundir.fs import display
 from harness.spec.grid import DEFAULT_MAX_POINTS
 
 if TYPE_CHECKING:  # imported when a run starts: `harness --version` must not pay for them
+    from harness.rundir.manifest import Shard
     from harness.runner.session import Hook
     from harness.runner.sweep import Endpoint, SweepJob
 
@@ -24,13 +26,16 @@ if TYPE_CHECKING:  # imported when a run starts: `harness --version` must not pa
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a sweep (or finish one with --resume)")
     p.add_argument("spec", nargs="?", help="the sweep spec (YAML)")
-    p.add_argument("--out", default="runs", metavar="DIR", help="folder for the new run directory (default runs/)")
+    p.add_argument("--out", default="runs", metavar="DIR",
+                   help="folder (or s3://bucket/prefix, gs://, az://) for the new run directory (default runs/)")
     p.add_argument("--concurrency", type=runner_flag("concurrency"), metavar="N", help="requests in flight (overrides runner.concurrency)")
     p.add_argument("--rps", type=runner_flag("rps"), metavar="X", help="requests per second limit (overrides runner.rps)")
     p.add_argument("--max-points", type=count_flag("--max-points", 1, 10**12), default=DEFAULT_MAX_POINTS, metavar="N",
                    help=f"refuse grids larger than N points (default {DEFAULT_MAX_POINTS:,})")
     p.add_argument("--limit", type=count_flag("--limit", 0, 2**62), metavar="N", help="run only the first N requests of the plan")
-    p.add_argument("--shard", type=shard_flag, metavar="K/N", help="run only shard K of N (a deterministic slice of the request ids)")
+    p.add_argument("--shard", type=shard_flag, metavar="K/N",
+                   help="run only shard K of N (a deterministic slice of the request ids); auto: K and N from the "
+                   "job array's environment (Kubernetes Indexed Job, Slurm array, HARNESS_SHARD_INDEX/COUNT)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run: send only requests without a row (with SPEC: the run's spec given again, "
                    "needed when the stored copy was redacted because it held a secret)")
@@ -56,7 +61,21 @@ def _prepare(args: argparse.Namespace) -> SweepJob:
         raise UsageError("a sweep spec is required (or --resume RUN_DIR)", key="SPEC")
     if args.retry_errors:
         raise UsageError("only with --resume RUN_DIR", key="--retry-errors")
-    shard = parse_shard(args.shard) if args.shard else None
+    shard: Shard | None = None
+    if args.shard == "auto":
+        from harness.runner.jobarray import shard_from_env, unfinished_run
+        from harness.spec.sweepspec import load_spec
+
+        shard = shard_from_env()
+        spec = load_spec(args.spec)
+        left = unfinished_run(args.out, spec, shard, args.limit)
+        if left is not None:  # the scheduler ran this task again: finish what the earlier attempt left
+            if not args.quiet:
+                print(f"harness: shard {shard}: resuming {display(left)}, left unfinished by an earlier attempt",
+                      file=sys.stderr)
+            return prepare_resume(left, concurrency=args.concurrency, rps=args.rps, spec=spec, wait_for_lock=True)
+    else:
+        shard = parse_shard(args.shard) if args.shard else None
     return prepare_run(args.spec, out=args.out, shard=shard, limit=args.limit,
                        concurrency=args.concurrency, rps=args.rps, max_points=args.max_points)
 
@@ -75,12 +94,23 @@ def _write_report(job: SweepJob, out: str, *, quiet: bool, resumed: bool) -> Non
     from harness.report import ReportOptions, build_report
 
     options = ReportOptions(allow_scorers=_custom_scorers(job, resumed))
-    report = build_report([job.run_dir], Path(out) if out else job.run_dir / "report", options)
+    if out:
+        target = Path(out)
+    else:
+        assert isinstance(job.run_dir, Path)  # _check_report_out: a run on an object store names a local folder
+        target = job.run_dir / "report"
+    report = build_report([job.run_dir], target, options)
     if not quiet:
         print(f"report: {report.out_dir / 'index.html'}", file=sys.stderr)
 
 
-def _check_report_out(report: str | None) -> None:
+def _check_report_out(report: str | None, out: str, resume: str | None) -> None:
+    from harness.rundir.fs import is_remote
+
+    if report is not None and not report and is_remote(resume or out):
+        raise UsageError("the run directory is on an object store; give a local folder: --report DIR", key="--report")
+    if report and is_remote(report):
+        raise UsageError("a report is written to a local folder; give one (a run may be on s3://)", key="--report")
     if report and Path(report).exists() and not Path(report).is_dir():
         raise UsageError(f"{report} is a file; give a folder for the report", key="--report")
 
@@ -97,14 +127,17 @@ def _before_first_request(args: argparse.Namespace) -> Hook | None:
             await preflight_job_async(job, endpoint)
         if args.probe:
             from harness.probe.suite import store_probe_async
-            await store_probe_async(job.run_dir, endpoint, headers=dict(job.spec.target.headers), quiet=args.quiet)
+            several = len(job.manifest.target_map()) > 1
+            await store_probe_async(job.run_dir, endpoint, headers=dict(job.spec.target.headers), quiet=args.quiet,
+                                    target=job.spec.target.label if several else None)
 
     return hook
 
 
 def _started(job: SweepJob, quiet: bool) -> None:
     if not quiet:
-        print(f"harness: run directory {job.run_dir} (if stopped, finish with: {job.resume_command})", file=sys.stderr)
+        print(f"harness: run directory {display(job.run_dir)} (if stopped, finish with: {job.resume_command})",
+              file=sys.stderr)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -113,7 +146,7 @@ def handle(args: argparse.Namespace) -> int:
     from harness.runner.session import run_job
     from harness.runner.sweep import start_finisher
 
-    _check_report_out(args.report)
+    _check_report_out(args.report, args.out, args.resume)
     job = _prepare(args)
     start_finisher(job)  # sealing and compaction in a helper: this process never imports pyarrow
     _started(job, args.quiet)
@@ -121,12 +154,13 @@ def handle(args: argparse.Namespace) -> int:
     with RunProgress(stats, quiet=args.quiet):
         result = run_job(job, stats=stats, before_first_request=_before_first_request(args))
     if result.interrupted:
-        print(f"harness: interrupted; rows kept in {job.run_dir}; finish with: {job.resume_command}", file=sys.stderr)
+        print(f"harness: interrupted; rows kept in {display(job.run_dir)}; finish with: {job.resume_command}",
+              file=sys.stderr)
     elif args.report is not None:
         _write_report(job, args.report, quiet=args.quiet, resumed=bool(args.resume))
     if stats.halted:
-        print(f"harness: {stats.halted.replace('RUN_DIR', str(job.run_dir))}", file=sys.stderr)
-    print(job.run_dir)
+        print(f"harness: {stats.halted.replace('RUN_DIR', display(job.run_dir))}", file=sys.stderr)
+    print(display(job.run_dir))
     return result.exit_code
 
 

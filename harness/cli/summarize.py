@@ -13,7 +13,7 @@ from harness.errors import UsageError
 
 _CONSOLE_COLUMNS = (
     "n", "error_rate", "latency_p50", "latency_p95", "tpot_p50", "tokens_per_s", "completion_tokens_mean",
-    "distinct_2", "unique_share", "repetition", "entropy_mean", "nonargmax_share",
+    "distinct_2", "unique_share", "repetition", "entropy_mean", "nonargmax_share", "cost_per_request",
 )
 
 

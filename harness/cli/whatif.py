@@ -11,7 +11,6 @@ import itertools
 import json
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
 from harness.errors import RunDirError, UsageError
@@ -72,8 +71,9 @@ def settings_from(args: argparse.Namespace) -> list[Any]:
 
 def _load_rows(run_dir: str) -> Any:
     from harness.rundir import read_results
+    from harness.rundir.fs import as_run_path
 
-    path = Path(run_dir)
+    path = as_run_path(run_dir)
     if not (path / "manifest.json").is_file():
         raise RunDirError("not a run directory (no manifest.json)", file=str(path))
     rows = read_results(path)
@@ -94,6 +94,8 @@ def _table(frame: Any) -> str:
 
     cells = [f"T={t:g} top_p={p:g} top_k={'off' if k <= 0 else k} min_p={m:g}"
              for t, p, k, m in zip(frame["temperature"], frame["top_p"], frame["top_k"], frame["min_p"])]
+    if "target" in frame:  # a run with several targets: the cell's target first
+        cells = [f"{target}: {c}" for target, c in zip(frame["target"], cells)]
     if len(set(cells)) < frame["cell_id"].nunique():  # cells that differ in something else (seed, penalties)
         cells = [f"{c} ({cell_id[:6]})" for c, cell_id in zip(cells, frame["cell_id"])]
     table = pd.DataFrame({

@@ -5,7 +5,8 @@
     result.failed  # the CLI exits 1 when True
 
 Modules: ``pairing`` (rows → pairs), ``paired`` (paired tests, bootstrap, corrections),
-``decide`` (metrics × cells → verdicts), ``summary`` (Markdown, text), ``junit``.
+``decide`` (metrics × cells → verdicts), ``sides`` (a run or one of its targets), ``summary``
+(Markdown, text), ``junit``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Decisions (documented in docs/compare.md):
 
-- Rows pair on (point_json, prompt_id, sample); the model name plays no part.
+- Rows pair on (point_json, prompt_id, sample); the model name plays no part. A side may be one
+  target of a run (``base_target``/``cand_target``, see ``sides``): two targets of one run pair
+  the same way as two runs.
 - The scorers are the union of both runs' ``spec.scoring`` (candidate's first) and are applied
   to *both* runs, so a scorer added in the candidate's spec still compares like with like.
 - An error row scores 0 on quality metrics (a failure to answer is a quality loss) unless
@@ -65,6 +67,7 @@ from .result import (
     RunInfo,
     Verdict,
 )
+from .sides import select_target, target_model
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +98,16 @@ class _Plan:
 
 
 def compare_runs(
-    base: Run, cand: Run, options: CompareOptions | None = None, *, score: ScoreFn | None = None
+    base: Run, cand: Run, options: CompareOptions | None = None, *, score: ScoreFn | None = None,
+    base_target: str | None = None, cand_target: str | None = None,
 ) -> Comparison:
-    """Paired comparison of ``cand`` against ``base``; see the module docstring."""
+    """Paired comparison of ``cand`` against ``base``; see the module docstring.
+
+    ``base_target`` / ``cand_target`` restrict a side to one target of its run (harness.compare.sides);
+    both may name targets of the same run. A side with several targets must name one."""
     options = options or CompareOptions()
+    base = select_target(base, base_target, "--base-target")
+    cand = select_target(cand, cand_target, "--cand-target")
     if score is None:  # custom scorers: those the user allowed, and gate metrics the user named
         allow = (*options.allow_scorers, *(g.metric for g in options.gates))
         score = functools.partial(default_score, allow=allow)
@@ -113,8 +122,8 @@ def compare_runs(
     _check_overlap(pairing, base, cand)
     cells = _test_all(pairing, plans, options)
     return Comparison(
-        base=_info(base),
-        cand=_info(cand),
+        base=_info(base, base_target),
+        cand=_info(cand, cand_target),
         options=options,
         shared_points=pairing.shared_points,
         only_base=pairing.only_base,
@@ -407,11 +416,11 @@ def _ceilings(values_c: pd.DataFrame, pairing: Pairing, options: CompareOptions)
     return (CeilingCheck(ERROR_RATE, rate, limit, len(rows)),)
 
 
-def _info(run: Run) -> RunInfo:
-    model = run.manifest.target.model
+def _info(run: Run, target: str | None = None) -> RunInfo:
+    model = target_model(run, target) if target is not None else run.manifest.target.model
     if not model and "model" in run.results.columns and len(run.results):
         model = ", ".join(sorted({str(m) for m in run.results["model"].dropna().unique()}))
-    return RunInfo(path=str(run.path), run_id=run.run_id, model=str(model or "?"))
+    return RunInfo(path=str(run.path), run_id=run.run_id, model=str(model or "?"), target=target)
 
 
 __all__ = ["ScoreFn", "compare_runs", "default_score", "scoring_items"]

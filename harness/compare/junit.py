@@ -55,7 +55,7 @@ def render_junit(comparison: Comparison) -> str:
     """The JUnit XML document (UTF-8 text with declaration)."""
     root = ET.Element("testsuites", name="harness compare")
     suite = ET.SubElement(
-        root, "testsuite", name=_safe(f"harness compare {comparison.base.run_id} → {comparison.cand.run_id}")
+        root, "testsuite", name=_safe(f"harness compare {comparison.base.label} → {comparison.cand.label}")
     )
     props = ET.SubElement(suite, "properties")
     for key, value in (
@@ -65,6 +65,8 @@ def render_junit(comparison: Comparison) -> str:
         ("candidate_model", comparison.cand.model),
         ("alpha", str(comparison.options.alpha)),
         ("correction", comparison.options.correction),
+        *((("base_target", comparison.base.target),) if comparison.base.target is not None else ()),
+        *((("candidate_target", comparison.cand.target),) if comparison.cand.target is not None else ()),
     ):
         ET.SubElement(props, "property", name=key, value=_safe(value))
     fail_inc = comparison.options.fail_on_inconclusive

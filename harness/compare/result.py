@@ -24,6 +24,12 @@ class RunInfo:
     path: str
     run_id: str
     model: str
+    target: str | None = None  # one target of the run (--base-target / --cand-target), else None
+
+    @property
+    def label(self) -> str:
+        """`run_id`, or `run_id/target` for one target of a run."""
+        return self.run_id if self.target is None else f"{self.run_id}/{self.target}"
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def render_markdown(comparison: Comparison) -> str:
     lines = [
         f"## {ok} harness compare — {md(headline(c))}",
         "",
-        (f"Base **{md(c.base.run_id)}** ({md(c.base.model)}) → candidate **{md(c.cand.run_id)}** "
+        (f"Base **{md(c.base.label)}** ({md(c.base.model)}) → candidate **{md(c.cand.label)}** "
          f"({md(c.cand.model)}): {c.n_pairs} pairs over {len(c.shared_points)} shared point(s); "
          f"{round((1 - o.alpha) * 100)}% intervals, one-sided tests at α = {o.alpha:g}, "
          f"{'Holm' if o.correction == 'holm' else 'Benjamini–Hochberg'} correction across cells."),
@@ -179,7 +179,7 @@ def render_text(comparison: Comparison) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     out = [
-        (f"base {c.base.run_id} ({c.base.model}) vs candidate {c.cand.run_id} ({c.cand.model}): "
+        (f"base {c.base.label} ({c.base.model}) vs candidate {c.cand.label} ({c.cand.model}): "
          f"{c.n_pairs} pairs, {len(c.shared_points)} shared point(s)"),
         *table,
     ]

@@ -273,7 +273,8 @@ def preflight_spec(spec: SweepSpec, api_key: str | None) -> PreflightResult | No
     from harness.spec.datasets import load_prompts
 
     prompts = load_prompts(spec)
-    if not prompts or spec.target.base_url is None or spec.target.model is None:
+    url = spec.target.first_url
+    if not prompts or url is None or spec.target.model is None:
         return None
-    endpoint = Endpoint(base_url=spec.target.base_url, model=spec.target.model, api_key=api_key)
+    endpoint = Endpoint(base_url=url, model=spec.target.model, api_key=api_key)
     return preflight(spec, endpoint, list(prompts[0].messages))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from harness.client import ChatClient, ClientConfig
@@ -18,6 +17,7 @@ from harness.errors import TargetError
 from harness.probe.checks import Probe, gather_results
 from harness.probe.sender import BudgetSpent, Sender
 from harness.probe.verdicts import PARAMETERS, ParamResult, ProbeReport
+from harness.rundir.fs import RunPath
 from harness.runner.sweep import Endpoint
 
 __all__ = ["DEFAULT_BUDGET", "MIN_BUDGET", "PROBE_FILE", "probe_endpoint", "run_probe", "store_probe", "store_probe_async"]
@@ -90,21 +90,28 @@ async def _run(probe: Probe) -> dict[str, ParamResult]:
 PROBE_FILE = "probe.json"
 
 
-def store_probe(run_dir: Path, endpoint: Endpoint, *, headers: dict[str, str] | None = None, quiet: bool = False) -> ProbeReport:
+def store_probe(run_dir: RunPath, endpoint: Endpoint, *, headers: dict[str, str] | None = None, quiet: bool = False) -> ProbeReport:
     """`harness run --probe`: probe the endpoint, keep the profile as RUN_DIR/probe.json, and say
     on stderr (one line) which parameters are not honoured. The run goes ahead either way."""
     return asyncio.run(store_probe_async(run_dir, endpoint, headers=headers, quiet=quiet))
 
 
-async def store_probe_async(run_dir: Path, endpoint: Endpoint, *, headers: dict[str, str] | None = None,
-                            quiet: bool = False) -> ProbeReport:  # fmt: skip
-    """`store_probe` inside a running event loop."""
+def probe_file(target: str | None = None) -> str:
+    """`probe.json`; with several targets one file per target: `probe-<name>.json`."""
+    return PROBE_FILE if target is None else f"probe-{target}.json"
+
+
+async def store_probe_async(run_dir: RunPath, endpoint: Endpoint, *, headers: dict[str, str] | None = None,
+                            quiet: bool = False, target: str | None = None) -> ProbeReport:  # fmt: skip
+    """`store_probe` inside a running event loop (`target`: the target's name, with several)."""
     from harness.probe.render import to_json
 
     report = await probe_endpoint(endpoint, headers=headers)
-    (run_dir / PROBE_FILE).write_text(to_json(report) + "\n", encoding="utf-8")
+    path = run_dir / probe_file(target)
+    path.write_text(to_json(report) + "\n", encoding="utf-8")
     bad = [f"{n} {r.verdict}" for n, r in report.results.items() if r.verdict != "honoured"]
     if not quiet:
         summary = ", ".join(bad) if bad else "every parameter honoured"
-        print(f"probe: {summary} ({report.requests} requests; {run_dir / PROBE_FILE})", file=sys.stderr)
+        who = f"{target}: " if target else ""
+        print(f"probe: {who}{summary} ({report.requests} requests; {path})", file=sys.stderr)
     return report

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.analysis.cost import Price, manifest_targets, prices_from_manifest, target_series
 from harness.analysis.metrics import best_tradeoff, pareto_front, summarize, swept_params
 from harness.analysis.scoring import Scorer, resolve_scorers, score_frame
 from harness.errors import SpecError, UsageError
@@ -21,6 +22,7 @@ from harness.report import markdown as md_out
 from harness.report.counterfactual import whatif_for_runs
 from harness.report.data import RunData, combined_rows, load_runs
 from harness.report.headline import build_headline
+from harness.report.lineup import TargetLine, front_sentence, lineup, several_targets, target_front
 from harness.report.shape import (
     Metric,
     chosen_metrics,
@@ -28,6 +30,7 @@ from harness.report.shape import (
     split_constant,
     tail_everywhere,
 )
+from harness.rundir.fs import RunPath
 from harness.textsafe import csv_safe_frame
 
 log = logging.getLogger(__name__)
@@ -81,9 +84,15 @@ def _run_info(run: RunData) -> dict[str, Any]:
     m = run.manifest
     models = list(run.rows["model"].dropna().unique()) if "model" in run.rows else []
     ok = int((run.rows["status"] == "ok").sum()) if len(run.rows) else 0
+    targets = manifest_targets(m)
+    model: str | None
+    if len(targets) > 1:  # several targets: name: model, …
+        model = ", ".join(f"{name}: {info.get('model') or '?'}" for name, info in targets.items())
+    else:
+        model = m.target.model or (models[0] if len(models) else None)
     return {
         "label": run.label,
-        "model": m.target.model or (models[0] if len(models) else None),
+        "model": model,
         "base_url": m.target.base_url,
         "started_at": m.started_at,
         "status": m.status,
@@ -98,7 +107,7 @@ def _samples(rows: pd.DataFrame, scores: pd.DataFrame, per_cell: int) -> pd.Data
     most across the run come first), and up to SAMPLE_REPEATS repeats of each."""
     if per_cell <= 0 or not len(rows):
         return rows.iloc[0:0]
-    cols = [c for c in ("run_id", "cell_id", "prompt_id", "sample", "status", "content", "reference",
+    cols = [c for c in ("run_id", "target", "cell_id", "prompt_id", "sample", "status", "content", "reference",
                         "finish_reason", "error_type", "error_message") if c in rows.columns]
     repeats = min(SAMPLE_REPEATS, int(rows["sample"].max()) + 1, per_cell)
     n_prompts = max(1, math.ceil(per_cell / repeats))
@@ -110,16 +119,59 @@ def _samples(rows: pd.DataFrame, scores: pd.DataFrame, per_cell: int) -> pd.Data
 
 
 def _draw(summary: pd.DataFrame, params: list[str], metrics: list[Metric], quality: Metric | None,
-          best: pd.Series) -> list[figs.FigureFile]:
-    """The figures worth drawing: small multiples of the varying metrics; quality vs latency."""
+          best: pd.Series, targets: TargetView | None = None) -> list[figs.FigureFile]:
+    """The figures worth drawing: small multiples of the varying metrics; quality vs latency.
+
+    Several targets in a run: when another parameter varies too, each target gets its own block
+    of panels (side by side, shared axes) and the x axis is that parameter; otherwise the targets
+    are the x axis. The trade-off figure then shows every target's cells together, with the front
+    across targets and, with prices, cost per request (even when quality is the same everywhere:
+    then latency and cost decide)."""
     out = []
-    panels = figs.small_multiples(summary, params, metrics[:MAX_PANELS])
+    facet = None
+    if targets is not None and figs.main_axis(summary, [p for p in params if p != "target"]) is not None:
+        facet, params = "target", [p for p in params if p != "target"]
+    panels = figs.small_multiples(summary, params, metrics[:MAX_PANELS], facet=facet)
     if panels is not None:
         out.append(panels)
-    if quality is not None and len(summary) > 1 and summary["latency_p50"].notna().any():
+    if not summary["latency_p50"].notna().any():
+        return out
+    if targets is not None and targets.quality is not None and targets.front is not None:
+        out.append(figs.target_tradeoffs(summary, targets.quality, targets.front,
+                                         "cost_per_request" if targets.priced else None))
+    elif quality is not None and len(summary) > 1:
         front = pareto_front(summary, quality.column, "latency_p50")
         out.append(figs.pareto(summary, params, quality, front, best))
     return out
+
+
+@dataclass(frozen=True)
+class TargetView:
+    """Several targets: the quality they are compared on (a scorer, shown even when it is the same
+    everywhere), the cells on the front across targets, whether cost was one of its objectives,
+    and one line per target."""
+
+    quality: Metric | None
+    front: pd.Series | None
+    priced: bool
+    lines: list[TargetLine]
+    sentence: str
+
+
+def _target_view(summary: pd.DataFrame, rows: pd.DataFrame, params: list[str], scorers: list[Scorer],
+                 runs: Sequence[RunData]) -> TargetView | None:
+    if not several_targets(summary):
+        return None
+    qualities = quality_metrics(summary, scorers)
+    quality = qualities[0] if qualities else None
+    front, priced = target_front(summary, quality) if quality is not None else (None, False)
+    lines = lineup(summary, rows, params, quality, front if front is not None else pd.Series(dtype=bool), _prices(runs))
+    return TargetView(quality, front, priced, lines, front_sentence(lines, priced))
+
+
+def _prices(runs: Sequence[RunData]) -> dict[tuple[str, str], Price | None]:
+    """(run label, target) → price, from each run's manifest."""
+    return {(r.label, name): price for r in runs for name, price in prices_from_manifest(r.manifest).items()}
 
 
 def _latency_first(metrics: list[Metric]) -> list[Metric]:
@@ -146,7 +198,7 @@ def _make_out(out: Path) -> None:
         raise UsageError(f"cannot create the report folder ({exc.strerror or exc})", file=str(out)) from None
 
 
-def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: ReportOptions | None = None) -> Report:
+def build_report(run_dirs: Sequence[str | RunPath], out_dir: str | Path, options: ReportOptions | None = None) -> Report:
     """Load the runs, summarise, draw, and write PNGs, index.html, report.md and summary.csv."""
     options = options or ReportOptions()
     out = Path(out_dir)
@@ -154,6 +206,8 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
     runs = load_runs(list(run_dirs))
     scorers = scorers_for(runs, options.scoring, options.allow_scorers)
     rows = combined_rows(runs)
+    if "target" in rows.columns:  # rows of a run without the column belong to its one target
+        rows = rows.assign(target=target_series(rows))
     scores = score_frame(rows, scorers)
     summary = summarize(rows, scorers, scores=scores)
     params = swept_params(rows)
@@ -167,7 +221,10 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
     if tail_everywhere(summary) and any(m.column == "entropy_mean" for m in shown + constant):
         table = summary.assign(_tail_everywhere=True)  # one note, not "(tail)" in every cell
         head = replace(head, constant=(head.constant + " " if head.constant else "") + TAIL_NOTE)
-    figures = _draw(summary, params, shown, quality, best)
+    targets = _target_view(summary, rows, params, scorers, runs)
+    figures = _draw(summary, params, shown, quality, best, targets)
+    lines, sentence = (targets.lines, targets.sentence) if targets else ([], "")
+    target_quality = targets.quality if targets else None
     info = [_run_info(r) for r in runs]
     title = "harness report: " + ", ".join(r.label for r in runs)
     _make_out(out)
@@ -177,12 +234,13 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, options: R
         report.files.append(out / fig.name)
     body = [
         html_out.headline_section(head),
+        html_out.targets_section(lines, sentence, target_quality),
         html_out.figures_section("Figures", figures),
         html_out.summary_section(table, params, shown, set(best.tolist())),
         html_out.samples_section(summary, _samples(rows, scores, options.samples_per_cell), params, quality),
         html_out.runs_section(info),
     ]
-    markdown = md_out.render(title, info, table, params, shown, head, figures)
+    markdown = md_out.render(title, info, table, params, shown, head, figures, lines, sentence, target_quality)
     profiles = [prof for r in runs for prof in endpoint.load_profiles(r.path, r.label)]
     if profiles:
         body.insert(1, endpoint.html_section(profiles, params))

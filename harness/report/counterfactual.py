@@ -10,13 +10,13 @@ are read with their logprobs (the first stored), so a large run costs no more th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from harness.rundir.fs import RunPath
 from harness.rundir.results import read_table
 from harness.whatif import DEFAULT_SETTINGS, as_run, suggestions, whatif_frame
 
@@ -24,7 +24,7 @@ __all__ = ["MAX_ROWS_PER_CELL", "MIN_TOP_LOGPROBS", "WhatIf", "whatif_for_runs"]
 
 MAX_ROWS_PER_CELL = 200
 MIN_TOP_LOGPROBS = 5  # with fewer candidates the unseen tail decides almost every verdict
-_COLUMNS = ["run_id", "request_id", "cell_id", "prompt_id", "sample", "status", "logprobs", "temperature",
+_COLUMNS = ["run_id", "target", "request_id", "cell_id", "prompt_id", "sample", "status", "logprobs", "temperature",
             "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty"]
 
 
@@ -53,19 +53,20 @@ def _bounded_rows(table: pa.Table) -> pd.DataFrame:
     """At most MAX_ROWS_PER_CELL ok rows per cell, logprobs as Python objects only for those."""
     flat = table.select([c for c in table.column_names if c != "logprobs"]).to_pandas()
     flat = flat[flat["status"] == "ok"]  # stored order, as `harness whatif` reads it (same bootstrap draws)
-    keep = flat.groupby(["run_id", "cell_id"], sort=False).head(MAX_ROWS_PER_CELL).index.to_numpy()
+    keys = [k for k in ("run_id", "target", "cell_id") if k in flat.columns]  # targets share cell ids
+    keep = flat.groupby(keys, sort=False, dropna=False).head(MAX_ROWS_PER_CELL).index.to_numpy()
     rows: pd.DataFrame = table.take(pa.array(keep, type=pa.int64())).to_pandas()
     return rows
 
 
-def _read(run_dir: Path, label: str) -> pa.Table:
+def _read(run_dir: RunPath, label: str) -> pa.Table:
     table = read_table(run_dir)
     table = table.select([c for c in _COLUMNS if c in table.column_names])
     return table.set_column(table.column_names.index("run_id"), "run_id",
                             pa.array([label] * table.num_rows, type=pa.string()))
 
 
-def whatif_for_runs(runs: list[tuple[Path, str]], skip_below: float = 0.01) -> WhatIf | None:
+def whatif_for_runs(runs: list[tuple[RunPath, str]], skip_below: float = 0.01) -> WhatIf | None:
     """The section for (run directory, label) pairs; None when no run stored logprobs at all."""
     tables = [_read(path, label) for path, label in runs]
     top = max((_top_k_returned(t) for t in tables), default=0)
@@ -98,7 +99,8 @@ def table_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     multi = frame["run_id"].nunique() > 1
     header = (["run"] if multi else []) + ["cell", "tokens"] + settings
     rows = []
-    for _, cell in frame.groupby(["run_id", "cell_id"], sort=False):
+    keys = [k for k in ("run_id", "target", "cell_id") if k in frame.columns]  # target: a run with several
+    for _, cell in frame.groupby(keys, sort=False, dropna=False):
         first = cell.iloc[0]
         by_setting = {r["setting"]: r for _, r in cell.iterrows()}
         values = []
@@ -106,7 +108,8 @@ def table_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             r = by_setting.get(s)
             values.append("" if r is None else
                           f"{r['affected']:.1%} [{r['affected_lo']:.1%}, {r['affected_hi']:.1%}] {r['verdict']}")
-        rows.append(([str(first["run_id"])] if multi else []) + [cell_label(first), str(int(first["positions"]))] + values)
+        label = cell_label(first) if "target" not in frame.columns else f"{first['target']}: {cell_label(first)}"
+        rows.append(([str(first["run_id"])] if multi else []) + [label, str(int(first["positions"]))] + values)
     return header, rows
 
 

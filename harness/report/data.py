@@ -9,16 +9,18 @@ the per-row logprob sums (`harness.analysis.metrics.LP_COLUMNS`) and inter-token
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.analysis.cost import prices_from_manifest, with_costs
 from harness.analysis.metrics import ITL_COLUMNS, LP_COLUMNS, itl_row_stats, logprob_row_stats
 from harness.errors import RunDirError
+from harness.rundir.fs import RunPath, as_run_path, parquet_file
 from harness.rundir.manifest import Manifest, read_manifest
 from harness.rundir.records import SCHEMA
 from harness.rundir.results import check_required_columns, journal_table, result_files
@@ -26,7 +28,9 @@ from harness.rundir.results import check_required_columns, journal_table, result
 log = logging.getLogger(__name__)
 
 _DROP = ("logprobs", "inter_token_s")
-_FLAT = [name for name in SCHEMA.names if name not in _DROP]
+# columns of newer runs read even where this SCHEMA lacks them (the multi-target columns)
+_EXTRA = {name: pa.string() for name in ("target", "replica") if name not in SCHEMA.names}
+_FLAT = [name for name in SCHEMA.names if name not in _DROP] + list(_EXTRA)
 _BATCH_ROWS = 65_536
 
 
@@ -34,7 +38,7 @@ _BATCH_ROWS = 65_536
 class RunData:
     """One run as the report sees it: manifest, flat rows with logprob sums, and a label."""
 
-    path: Path
+    path: RunPath
     manifest: Manifest
     rows: pd.DataFrame
     label: str
@@ -55,13 +59,16 @@ def _flat_frame(batch: pa.RecordBatch, flat: list[str]) -> pd.DataFrame:
     n = batch.num_rows
     columns = []
     for name in flat:
-        want = SCHEMA.field(name).type
+        want = _EXTRA[name] if name in _EXTRA else SCHEMA.field(name).type
         if name in batch.schema.names:
             col = batch.column(name)
             columns.append(col if col.type == want else col.cast(want))
         else:
             columns.append(pa.nulls(n, want))
     frame = pa.Table.from_arrays(columns, names=flat).to_pandas()
+    for name in _EXTRA:  # a run written before the column existed: leave it out, not all-null
+        if name not in batch.schema.names:
+            frame = frame.drop(columns=name)
     if "logprobs" in batch.schema.names:
         stats = logprob_row_stats(batch.column("logprobs"))
         for name in LP_COLUMNS:
@@ -79,8 +86,8 @@ def _flat_frame(batch: pa.RecordBatch, flat: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _read_file(path: Path) -> list[pd.DataFrame]:
-    parquet = pq.ParquetFile(path)
+def _read_file(path: RunPath) -> list[pd.DataFrame]:
+    parquet = parquet_file(path)
     present = set(parquet.schema_arrow.names)
     check_required_columns(present, path)
     columns = [name for name in _FLAT if name in present] + _logprob_paths(parquet.schema)
@@ -92,7 +99,7 @@ def _read_file(path: Path) -> list[pd.DataFrame]:
     ]
 
 
-def read_rows(run_dir: str | Path) -> pd.DataFrame:
+def read_rows(run_dir: str | RunPath) -> pd.DataFrame:
     """All result rows of a run, flat, with LP_COLUMNS; an empty frame with those columns if none."""
     frames: list[pd.DataFrame] = []
     for path in result_files(run_dir):
@@ -107,14 +114,16 @@ def read_rows(run_dir: str | Path) -> pd.DataFrame:
     return rows.drop_duplicates("request_id", keep="last", ignore_index=True)  # one row per request
 
 
-def load_runs(run_dirs: list[str | Path]) -> list[RunData]:
-    """Load several runs; labels are their run ids, made unique with #2, #3 … when repeated."""
+def load_runs(run_dirs: Sequence[str | RunPath]) -> list[RunData]:
+    """Load several runs; labels are their run ids, made unique with #2, #3 … when repeated.
+
+    Rows of a run whose manifest prices its targets gain a `cost` column (harness.analysis.cost)."""
     runs: list[RunData] = []
     seen: dict[str, int] = {}
     for run_dir in run_dirs:
-        path = Path(run_dir)
+        path = as_run_path(run_dir)
         manifest = read_manifest(path)
-        rows = read_rows(path)
+        rows = with_costs(read_rows(path), prices_from_manifest(manifest))  # `cost` when priced
         label = manifest.run_id
         seen[label] = seen.get(label, 0) + 1
         if seen[label] > 1:

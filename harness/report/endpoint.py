@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from harness.rundir.fs import RunPath, as_run_path
 
 __all__ = ["MAX_BYTES", "Profile", "html_section", "load_profiles", "markdown_section", "warnings"]
 
@@ -51,10 +52,11 @@ def _parse(doc: Any) -> tuple[str, dict[str, str], dict[str, str]] | None:
     return (model[:200], verdicts, evidence) if verdicts else None
 
 
-def load_profiles(run_dir: Path, label: str) -> list[Profile]:
+def load_profiles(run_dir: RunPath, label: str) -> list[Profile]:
     """The probe files of a run directory (none when it was run without --probe)."""
     profiles = []
-    for path in sorted(Path(run_dir).glob("probe*.json")):
+    found: list[RunPath] = list(as_run_path(run_dir).glob("probe*.json"))
+    for path in sorted(found, key=str):
         try:
             if path.stat().st_size > MAX_BYTES:
                 raise ValueError(f"larger than {MAX_BYTES} bytes")

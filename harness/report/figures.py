@@ -95,6 +95,24 @@ def _runs(summary: pd.DataFrame) -> list[str]:
     return list(pd.unique(summary["run_id"]))
 
 
+def blocks(summary: pd.DataFrame, facet: str | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """(title, cells) per block of panels: one per run, or per (run, `facet` value) — e.g. one per
+    target, side by side on the same axes."""
+    runs = _runs(summary)
+    out: list[tuple[str, pd.DataFrame]] = []
+    for r_i, run in enumerate(runs):
+        part = summary[summary["run_id"] == run]
+        run_title = f"run {r_i + 1}: {_short(run, 30)}"
+        if facet is None or facet not in part:
+            out.append((run_title, part))
+            continue
+        for value in sorted_values(part[facet]):
+            title = f"{facet} {_short(fmt_value(value), 30)}"
+            out.append((f"{title} ({run_title})" if len(runs) > 1 else title,
+                        part[part[facet].map(fmt_value) == fmt_value(value)]))
+    return out
+
+
 def _numeric_positions(values: Sequence[Any]) -> tuple[np.ndarray, bool]:
     """Real x positions when every value is a number, else 0..n-1."""
     try:
@@ -174,14 +192,17 @@ def _x_ticks(ax: Any, pos: np.ndarray, ticks: tuple[int, list[str], bool]) -> No
     ax.tick_params(axis="y", labelsize=7)
 
 
-def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metric]) -> FigureFile | None:
+def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metric],
+                    facet: str | None = None) -> FigureFile | None:
     """One small panel per metric against the main swept axis; one line per setting of the other
-    axes, shaded 95% interval; several runs: one block of panels per run, same axes throughout."""
+    axes, shaded 95% interval; several runs (or `facet` values, e.g. targets): one block of panels
+    each, side by side, same axes throughout."""
     group = main_axis(summary, params)
     if group is None or not metrics:
         return None
     x = group[0]
-    runs = _runs(summary)
+    parts = blocks(summary, facet)
+    runs = [title for title, _ in parts]
     # several runs: a metric's panels sit side by side, one per run (run 1, run 2, …)
     per_row = max(1, PANEL_COLS // len(runs)) if len(runs) <= PANEL_COLS else 1
     ncols = min(per_row, len(metrics)) * len(runs)
@@ -202,14 +223,14 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
     panels: dict[str, list[Any]] = {}
     log_columns = {m.column for m in metrics if m.column in LOG_SCALE and _spans_decades(summary, m)}
     for k, metric in enumerate(metrics):
-        for r_i, run in enumerate(runs):
+        for r_i, (title, part) in enumerate(parts):
             slot = k * len(runs) + r_i
             ax = axes[slot // ncols, slot % ncols]
-            notes.add(_draw_lines(ax, summary[summary["run_id"] == run], params, x, metric, where, colours))
+            notes.add(_draw_lines(ax, part, params, x, metric, where, colours))
             if len(runs) == 1:
                 ax.set_title(_short(metric.label, 42), fontsize=8)
             else:
-                ax.set_title(f"{_short(metric.label, 42)}\nrun {r_i + 1}: {_short(run, 30)}", fontsize=7.5)
+                ax.set_title(f"{_short(metric.label, 42)}\n{title}", fontsize=7.5)
             _x_ticks(ax, pos, ticks)
             if metric.column in log_columns:
                 ax.set_yscale("log")
@@ -242,7 +263,8 @@ def small_multiples(summary: pd.DataFrame, params: list[str], metrics: list[Metr
     fig.supxlabel(axis_label(group) + fixed, fontsize=9, y=0.12 / fig.get_figheight())
     caption = (f"Each panel one metric against {x}; one line per setting of the other swept parameters{fixed}; "
                "shaded: 95% interval (prompt-clustered bootstrap)."
-               + (" A metric's panels sit side by side, one per run, on the same axes." if len(runs) > 1 else ""))
+               + (f" A metric's panels sit side by side, one per {'target' if facet else 'run'}, on the same axes."
+                  if len(runs) > 1 else ""))
     return FigureFile(file_name("panels", x), f"metrics vs {x}", caption, _render(fig))
 
 
@@ -317,4 +339,54 @@ def pareto(summary: pd.DataFrame, params: list[str], quality: Metric, front: pd.
     return FigureFile("pareto.png", f"{quality.label} vs latency", caption, _render(fig))
 
 
-__all__ = ["FigureFile", "main_axis", "pareto", "small_multiples"]
+def target_tradeoffs(summary: pd.DataFrame, quality: Metric, front: pd.Series, cost: str | None) -> FigureFile:
+    """Every cell of every target: quality against median latency and (with prices) against cost
+    per request; one colour per target, 95% intervals; ringed: cells on the front across targets
+    (no other cell is as good on quality, latency and cost and better on one). One row per run."""
+    runs = _runs(summary)
+    axes_per_run = 2 if cost else 1
+    fig, axes = _grid(len(runs), axes_per_run, 4.4, 3.0, Margins(left=0.75, bottom=0.95, top=0.35, hspace=0.8),
+                      sharey="all", sharex="col")  # every run on the same axes
+    names = [fmt_value(v) for v in sorted_values(summary["target"])]
+    colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
+    xs: list[tuple[str, str, str | None, str | None]] = [("latency_p50", "latency p50 (s)", "latency_p50_lo",
+                                                           "latency_p50_hi")]
+    if cost:
+        xs.append((cost, "cost per request", None, None))
+    for r_i, run in enumerate(runs):
+        part = summary[summary["run_id"] == run]
+        for a_i, (col, label, lo, hi) in enumerate(xs):
+            ax = axes[r_i, a_i]
+            for name in names:
+                cells = part[part["target"].map(fmt_value) == name].dropna(subset=[quality.column, col])
+                if not len(cells):
+                    continue
+                ax.errorbar(cells[col].to_numpy(dtype=float), cells[quality.column].to_numpy(dtype=float),
+                            yerr=_errors(cells, quality.column, quality.lo, quality.hi), xerr=_errors(cells, col, lo, hi),
+                            fmt="o", ms=4, color=colours[name], alpha=0.7, elinewidth=0.8, label=_short(name, 30))
+            on = part[front.reindex(part.index).fillna(False).astype(bool)].dropna(subset=[quality.column, col])
+            if len(on):
+                ax.plot(on[col], on[quality.column], "o", ms=10, mfc="none", mec="C3", mew=1.3,
+                        label="on the front (all targets)")
+            ax.set_xlabel(label, fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_metric(v)))
+            ax.tick_params(labelsize=8)
+            ax.grid(alpha=0.3)
+            if len(runs) > 1:
+                ax.set_title(_short(run), fontsize=9)
+        axes[r_i, 0].set_ylabel(quality.label, fontsize=9)
+    by_label: dict[str, Any] = {}
+    for ax in axes.flat:
+        for h, lb in zip(*ax.get_legend_handles_labels()):
+            by_label.setdefault(lb, h)
+    fig.legend(list(by_label.values()), list(by_label), loc="lower center", fontsize=8, frameon=False,
+               ncols=min(4, len(by_label)))
+    caption = ("Each point a cell (target × setting) with its 95% intervals, one colour per target; ringed: "
+               "cells no other cell of the run matches or beats on quality, latency"
+               + (" and cost per request" if cost else "") + " at once (the Pareto front across targets).")
+    return FigureFile("targets.png", f"targets: {quality.label} vs latency" + (" and cost" if cost else ""),
+                      caption, _render(fig))
+
+
+__all__ = ["FigureFile", "blocks", "main_axis", "pareto", "small_multiples", "target_tradeoffs"]

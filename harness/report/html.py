@@ -18,6 +18,7 @@ import pandas as pd
 
 from harness.report.figures import FigureFile
 from harness.report.headline import Headline
+from harness.report.lineup import TargetLine
 from harness.report.shape import Metric, cell_label, flag, fmt_metric, fmt_param
 from harness.textsafe import visible_controls
 
@@ -75,6 +76,33 @@ def headline_section(head: Headline) -> str:
         rows = [[f"<code>{esc(n)}</code>", esc(v), esc(h)] for n, v, h in head.parameters]
         parts.append("<h2>Swept parameters</h2>" + _table(["parameter", "values", "what it does"], rows, left=3))
     return "".join(parts)
+
+
+def targets_section(lines: list[TargetLine], sentence: str, quality: Metric | None) -> str:
+    """Targets side by side: model, price, requests, errors, best cell, quality, latency, cost."""
+    if not lines:
+        return ""
+    multi = len({line.run for line in lines}) > 1
+    priced = any(line.price != "–" for line in lines)
+    header = (["run"] if multi else []) + ["target", "model", "requests", "errors", "best trade-off cell",
+                                           esc(quality.label) if quality else "quality", "latency p50 (s)"]
+    if priced:
+        header += ["price", "cost / request", "cost / correct answer"]
+    header.append("cells on the front")
+    rows = []
+    for line in lines:
+        cells = ([esc(line.run)] if multi else []) + [
+            esc(line.target), esc(line.model), esc(line.requests), esc(line.errors), esc(line.best),
+            esc(line.quality), esc(line.latency)]
+        if priced:
+            cells += [esc(line.price), esc(line.cost_per_request), esc(line.cost_per_correct)]
+        cells.append(esc(line.on_front))
+        rows.append(cells)
+    note = ('<p class="muted">One line per target; its best trade-off cell by the rule of the headline, among '
+            "its own cells. Cost: the servers' token counts × the target's price (per 1M tokens), in the "
+            "price's currency; per correct answer: a cell's cost ÷ its summed score.</p>")
+    text = f"<p>{esc(sentence)}</p>" if sentence else ""
+    return "<h2>Targets</h2>" + text + note + _table(header, rows, left=6 + int(multi))
 
 
 def runs_section(runs: list[dict[str, Any]]) -> str:
@@ -157,13 +185,14 @@ def samples_section(summary: pd.DataFrame, samples: pd.DataFrame, params: list[s
     """Per cell a collapsible grid of outputs: the same prompts in every cell, several repeats each."""
     if not len(samples):
         return ""
-    groups = dict(tuple(samples.groupby(["run_id", "cell_id"], sort=False)))
+    keys = ["run_id", "target", "cell_id"] if "target" in samples and "target" in summary else ["run_id", "cell_id"]
+    groups = dict(tuple(samples.groupby(keys, sort=False, dropna=False)))
     multi = summary["run_id"].nunique() > 1
     parts = ["<h2>Sample outputs</h2>",
              ('<p class="muted">The same prompts in every cell, with several repeats each, so the spread the '
               'sweep is about shows across a row. Model output is shown as escaped text.</p><div class="samples">')]
     for n, (_, row) in enumerate(summary.iterrows()):
-        key = (row["run_id"], row["cell_id"])
+        key = tuple(row[k] for k in keys)
         if key not in groups:
             continue
         label = cell_label(row, params)
@@ -199,4 +228,5 @@ __all__ = [
     "runs_section",
     "samples_section",
     "summary_section",
+    "targets_section",
 ]

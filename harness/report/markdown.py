@@ -9,12 +9,14 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
 from harness.report.figures import FigureFile
 from harness.report.headline import Headline
+from harness.report.lineup import TargetLine
 from harness.report.shape import Metric, flag, fmt_metric, fmt_param
 from harness.textsafe import visible_controls
 
@@ -60,6 +62,27 @@ def _headline(head: Headline) -> list[str]:
     return out
 
 
+def _targets(lines: Sequence[TargetLine], sentence: str, quality: Metric | None) -> list[str]:
+    if not lines:
+        return []
+    multi = len({line.run for line in lines}) > 1
+    priced = any(line.price != "–" for line in lines)
+    header = (["run"] if multi else []) + ["target", "model", "requests", "errors", "best trade-off cell",
+                                           md(quality.label) if quality else "quality", "latency p50 (s)"]
+    header += ["price", "cost / request", "cost / correct answer"] if priced else []
+    header.append("cells on the front")
+    rows = []
+    for line in lines:
+        cells = ([md(line.run)] if multi else []) + [md(v) for v in (
+            line.target, line.model, line.requests, line.errors, line.best, line.quality, line.latency)]
+        cells += [md(line.price), md(line.cost_per_request), md(line.cost_per_correct)] if priced else []
+        rows.append(cells + [md(line.on_front)])
+    out = ["## Targets", ""]
+    if sentence:
+        out += [md(sentence), ""]
+    return out + [_table(header, rows), ""]
+
+
 def render(
     title: str,
     runs: list[dict[str, Any]],
@@ -68,9 +91,12 @@ def render(
     metrics: list[Metric],
     head: Headline,
     figures: list[FigureFile],
+    targets: Sequence[TargetLine] = (),
+    targets_sentence: str = "",
+    quality: Metric | None = None,
 ) -> str:
     """The whole Markdown document."""
-    out = [f"# {md(title)}", "", *_headline(head)]
+    out = [f"# {md(title)}", "", *_headline(head), *_targets(targets, targets_sentence, quality)]
     run_rows = [[md(r.get(k)) for k in ("label", "model", "status", "requests", "ok", "error")] for r in runs]
     out += ["## Runs", "", _table(["run", "model", "status", "requests", "ok", "error"], run_rows), ""]
     multi = summary["run_id"].nunique() > 1

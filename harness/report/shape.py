@@ -34,10 +34,12 @@ _KNOWN: dict[str, tuple[str, bool | None]] = {
     "perplexity": ("perplexity", None),
     "entropy_mean": ("entropy per token (nats, lower bound)", None),
     "nonargmax_share": ("non-argmax tokens (share)", None),
+    "cost_per_request": ("cost per request", False),
+    "cost_total": ("cost of the cell", False),
 }
 DEFAULT_METRICS = (
     "error_rate", "latency_p50", "completion_tokens_mean", "ttft_p50", "tpot_p50", "tokens_per_s",
-    "distinct_2", "unique_share", "repetition", "entropy_mean", "nonargmax_share", "perplexity",
+    "distinct_2", "unique_share", "repetition", "entropy_mean", "nonargmax_share", "perplexity", "cost_per_request",
 )
 UNSET = "unset"
 OFF = "off"

@@ -1,5 +1,6 @@
 """Stage 3 — everything about a run directory: layout, manifest, lock, journal, store, and the one reader.
 
+    fs.py        where a run directory lives: a local Path, or an ObjectPath on s3:// (gs://, az://)
     layout.py    names of the files and folders; atomic writes
     manifest.py  the typed, versioned `Manifest` (and the stored spec, read back uninterpolated)
     sanitize.py  secrets removed from structures before they are written

@@ -21,7 +21,7 @@ CONTRACT_END = "reference"
 
 MEANINGS: dict[str, str] = {
     "run_id": "the run directory's `run_id` (after `harness merge`: the merged run's)",
-    "request_id": "first 24 hex digits of sha256 of `[model, point_json, prompt_id, sample]`: stable across processes and machines",
+    "request_id": "first 24 hex digits of sha256 of `[model, point_json, prompt_id, sample]` (a spec with `targets:` appends the target's name: `[model, point_json, prompt_id, sample, target]`): stable across processes and machines",
     "cell_id": "first 16 hex digits of sha256 of `point_json`: one sweep point",
     "prompt_id": "the dataset row's `id` (or a hash of its messages)",
     "sample": "repeat number, 0 … repeats − 1",
@@ -46,6 +46,8 @@ MEANINGS: dict[str, str] = {
     "response_bytes": "size of the answer's body",
     "system_fingerprint": "as the server sent it",
     "sent_json": "JSON of the parameters the target's dialect spelled differently (e.g. top_k off as 0 for llama.cpp), as really sent; the parameter columns keep the spec's values; null when nothing was respelled",
+    "target": "the target's name (`targets[].name`; `target.name` or `default` for a spec with one `target:`; null in runs made before targets existed). Rows of two targets pair on `point_json`, `prompt_id`, `sample`; a target's own `params` show in the parameter columns",
+    "replica": "the base URL (redacted) of the replica that answered; for an error row the last one tried; null when nothing was sent (`not_sent`)",
 }
 
 

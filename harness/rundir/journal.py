@@ -20,7 +20,6 @@ import io
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,6 +28,8 @@ from harness.spec.parameters import FLOAT_COLUMNS, INT_COLUMNS
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from harness.rundir.fs import RunPath
 
 log = logging.getLogger(__name__)
 
@@ -282,9 +283,9 @@ def read_segment_rows(data: bytes, name: str = "journal") -> JournalRead:
     return JournalRead(table=table if tables else empty_table(SCHEMA), torn=torn)
 
 
-def read_segment(path: Path) -> pa.Table:
-    """The complete rows of a journal segment as a table with the explicit schema."""
-    return read_segment_rows(Path(path).read_bytes(), Path(path).name).table
+def read_segment(path: RunPath) -> pa.Table:
+    """The complete rows of a journal segment (a local file or an object) as a table with the explicit schema."""
+    return read_segment_rows(path.read_bytes(), path.name).table
 
 
 __all__ = ["UNREPRESENTABLE", "JournalRead", "encode_row", "fit_row", "read_segment", "read_segment_rows"]

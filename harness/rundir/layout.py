@@ -8,6 +8,8 @@
 
 Every replaced file goes through `write_bytes_atomic` / a dot-tmp file: written, fsynced,
 renamed over the old one, the folder fsynced. A reader sees the old file or the new one.
+On an object store (`harness.rundir.fs.ObjectPath`) a replaced object is one PUT, and a dot-tmp
+object is "renamed" by a server-side copy: there too a reader sees the old object or the new one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 from pathlib import Path
 
 from harness.errors import RunDirError
+from harness.rundir.fs import ObjectPath, RunPath
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1  # of the result rows (harness.rundir.records); here so the manifest needs no pyarrow
@@ -50,7 +53,7 @@ class StorageError(RunDirError):
         super().__init__(f"cannot write ({reason}); rows already written are kept", file=file)
 
 
-def storage_error(exc: OSError, where: Path | str) -> StorageError:
+def storage_error(exc: OSError, where: RunPath | str) -> StorageError:
     """The one-line error for a write the environment refused."""
     reason = environment_reason(exc) or exc.strerror or type(exc).__name__
     return StorageError(reason, file=str(where))
@@ -65,21 +68,28 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def tmp_for(path: Path) -> Path:
+def tmp_for(path: RunPath) -> RunPath:
     """The dot-tmp sibling a file is written to before it is renamed into place."""
     return path.with_name(f".{path.name}.tmp")
 
 
-def commit_tmp(tmp: Path, path: Path) -> None:
-    """fsync `tmp`, rename it over `path`, fsync the folder."""
+def commit_tmp(tmp: RunPath, path: RunPath) -> None:
+    """fsync `tmp`, rename it over `path`, fsync the folder (on an object store: copy, delete)."""
+    if isinstance(tmp, ObjectPath) or isinstance(path, ObjectPath):
+        assert isinstance(tmp, ObjectPath) and isinstance(path, ObjectPath)
+        tmp.move_to(path)
+        return
     fsync_path(tmp)
     os.replace(tmp, path)
     fsync_path(path.parent)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: RunPath, data: bytes) -> None:
     """Replace `path` with `data` atomically; on failure the old file is untouched and no tmp is left."""
-    tmp = tmp_for(path)
+    if isinstance(path, ObjectPath):
+        path.write_bytes(data)  # one PUT: the object is replaced whole or not at all
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -91,11 +101,11 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def numbered(folder: Path, pattern: re.Pattern[str]) -> dict[int, Path]:
+def numbered(folder: RunPath, pattern: re.Pattern[str]) -> dict[int, RunPath]:
     """Files of `folder` whose name matches `pattern` (one number group), by number."""
-    if not folder.is_dir():
+    if isinstance(folder, Path) and not folder.is_dir():
         return {}
-    found = {}
+    found: dict[int, RunPath] = {}
     for entry in folder.iterdir():
         match = pattern.match(entry.name)
         if match:

@@ -6,11 +6,14 @@ Fields (the contract in DESIGN.md, plus a few):
     run_id, harness_version, schema_version (of the result rows)
     spec              the resolved spec, secrets redacted (`redacted` lists the redacted key paths)
     spec_hash         what the sweep sends, hashed: runs with one hash can be merged
-    target            {base_url (redacted), model}
+    target            {base_url (redacted), model, dialect}: the first target (all of them: `targets`)
+    targets           {name: {base_url, replicas, model, dialect, local, price}}: every target of the
+                      spec, URLs redacted; price {input_per_mtok, output_per_mtok} or null
     started_at, finished_at, status (running / completed / interrupted / failed), reason
     counts            {requests, ok, error}
     shard             {index, count} or null;  limit;  overrides {concurrency, rps}
     sessions          how many times the run was started;  merged_from (run ids) for a merge
+    storage           the run directory's URL (`s3://bucket/prefix/run_id`) when on an object store
 
 The stored spec is *resolved*: reading it back (`stored_spec`) never interpolates `${VAR}`
 again, so a `$${VAR}` escape sends `${VAR}` before and after a resume.
@@ -27,6 +30,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.errors import RunDirError
+from harness.rundir.fs import RunPath, as_run_path
 from harness.rundir.layout import MANIFEST, write_bytes_atomic
 
 if TYPE_CHECKING:
@@ -96,6 +100,8 @@ class Manifest(BaseModel):
     sessions: int = Field(1, ge=1)
     redacted: list[str] = Field(default_factory=list)
     merged_from: list[str] | None = None
+    targets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    storage: str | None = None  # the run directory's URL when on an object store (redacted), else null
 
     # -- transitions (each returns a new manifest) ----------------------------------------
 
@@ -119,6 +125,20 @@ class Manifest(BaseModel):
             url = "***"
         return self.model_copy(update={"target": self.target.model_copy(update={"base_url": url, "model": model})})
 
+    def with_target_dialect(self, name: str, dialect: str, *, first: bool) -> Manifest:
+        """The same run, recording the dialect target `name` was spoken to in (the spec's first target's
+        also in `target`)."""
+        entry = {**self.targets.get(name, {}), "dialect": dialect}
+        updated = self.model_copy(update={"targets": {**self.targets, name: entry}})
+        return updated.with_dialect(dialect) if first else updated
+
+    def target_map(self) -> dict[str, dict[str, Any]]:
+        """`targets`, or for a run made before targets existed its one target under the name `default`."""
+        if self.targets:
+            return dict(self.targets)
+        return {"default": {"base_url": self.target.base_url, "replicas": [self.target.base_url] if self.target.base_url else [],
+                            "model": self.target.model, "dialect": self.target.dialect, "local": None, "price": None}}
+
     def with_dialect(self, dialect: str) -> Manifest:
         """The same run, recording the dialect the server was spoken to in."""
         return self.model_copy(update={"target": self.target.model_copy(update={"dialect": dialect})})
@@ -128,7 +148,7 @@ class Manifest(BaseModel):
         data = self.model_dump(mode="json")
         return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
-    def stored_spec(self, run_dir: Path, supplied: SweepSpec | None = None) -> SweepSpec:
+    def stored_spec(self, run_dir: RunPath, supplied: SweepSpec | None = None) -> SweepSpec:
         """The run's spec, validated again but never interpolated again (`$` is taken literally).
 
         `supplied`: the spec file given again on the command line (`harness run SPEC --resume
@@ -136,7 +156,7 @@ class Manifest(BaseModel):
         what the run sends (same `spec_hash`)."""
         from harness.spec.sweepspec import parse_spec, spec_hash
 
-        where = str(Path(run_dir) / MANIFEST)
+        where = str(as_run_path(run_dir) / MANIFEST)
         if supplied is not None:
             if spec_hash(supplied) != self.spec_hash:
                 raise RunDirError(
@@ -153,7 +173,9 @@ class Manifest(BaseModel):
         # validated without `scoring`: a custom scorer named here must not be imported (it is
         # someone's code, and a run does not score); the list is kept as stored
         data = {k: v for k, v in _literal_dollars(self.spec).items() if k != "scoring"}
-        spec = parse_spec(data, source=where, base_dir=Path(run_dir))
+        # the stored dataset path is absolute (resolved); a run on an object store has no local folder
+        base_dir = run_dir if isinstance(run_dir, Path) else Path.cwd()
+        spec = parse_spec(data, source=where, base_dir=base_dir)
         return spec.model_copy(update={"scoring": list(self.spec.get("scoring") or [])})
 
 
@@ -220,17 +242,41 @@ def new_manifest(
         limit=limit,
         overrides=dict(overrides),
         redacted=redacted,
-    ).with_target(spec.target.base_url, spec.model_name)
+        targets=targets_info(spec, stored),
+    ).with_target(spec.target.first_url, spec.model_name)
 
 
-def write_manifest(run_dir: Path, manifest: Manifest) -> None:
-    """Replace the manifest atomically (tmp + fsync + rename)."""
-    write_bytes_atomic(Path(run_dir) / MANIFEST, manifest.to_json())
+def targets_info(spec: SweepSpec, stored: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The manifest's `targets`: name → where (redacted; `***` where the stored spec masked a secret), model, price."""
+    from harness.rundir.sanitize import redact_url
+
+    entries = stored.get("targets") if spec.multi_target else [stored.get("target")]
+    out: dict[str, dict[str, Any]] = {}
+    for target, kept in zip(spec.target_list, entries or [], strict=False):
+        stored_urls = kept.get("base_url") if isinstance(kept, dict) else None
+        if not isinstance(stored_urls, list):
+            stored_urls = [stored_urls] * len(target.urls)
+        # a URL the stored spec masked as a whole (it held the key) stays masked here
+        replicas = ["***" if seen == "***" else redact_url(u) for u, seen in zip(target.urls, stored_urls, strict=False)]
+        out[target.label] = {
+            "base_url": replicas[0] if replicas else None,
+            "replicas": replicas,
+            "model": target.model_name,
+            "dialect": None if target.dialect == "auto" else target.dialect,
+            "local": target.local,
+            "price": target.price.model_dump() if target.price else None,
+        }
+    return out
 
 
-def read_manifest(run_dir: str | Path) -> Manifest:
-    """The manifest of a run directory, or RunDirError naming the file and field."""
-    run_dir = Path(run_dir)
+def write_manifest(run_dir: RunPath | str, manifest: Manifest) -> None:
+    """Replace the manifest atomically (tmp + fsync + rename; on an object store one PUT)."""
+    write_bytes_atomic(as_run_path(run_dir) / MANIFEST, manifest.to_json())
+
+
+def read_manifest(run_dir: str | RunPath) -> Manifest:
+    """The manifest of a run directory (local or `s3://…`), or RunDirError naming the file and field."""
+    run_dir = as_run_path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError("not a run directory (no such folder)", file=str(run_dir))
     path = run_dir / MANIFEST
@@ -243,7 +289,7 @@ def read_manifest(run_dir: str | Path) -> Manifest:
     return parse_manifest(data, path)
 
 
-def parse_manifest(data: Any, path: Path) -> Manifest:
+def parse_manifest(data: Any, path: RunPath) -> Manifest:
     """Validate manifest JSON; version 1 (no `manifest_version`) is read as is."""
     if not isinstance(data, dict):
         raise RunDirError("manifest is not a JSON object", file=str(path))
@@ -261,23 +307,23 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
         return _invalid(path, key, str(first["msg"]))
 
 
-def _invalid(path: Path, key: str, msg: str) -> Manifest:
+def _invalid(path: RunPath, key: str, msg: str) -> Manifest:
     raise RunDirError(f"{msg}; not a manifest written by `harness run`", file=str(path), key=key or None)
 
 
-def check_resumable(manifest: Manifest, run_dir: Path) -> None:
+def check_resumable(manifest: Manifest, run_dir: RunPath) -> None:
     """Refuse a run not written by `harness run`, or whose rows were written with another row schema."""
     from harness.rundir.layout import SCHEMA_VERSION
 
     for key in ("spec", "spec_hash"):
         if not getattr(manifest, key):
-            raise RunDirError("missing; not a manifest written by `harness run`", file=str(Path(run_dir) / MANIFEST), key=key)
+            raise RunDirError("missing; not a manifest written by `harness run`", file=str(run_dir / MANIFEST), key=key)
 
     if manifest.schema_version != SCHEMA_VERSION:
         raise RunDirError(
             f"schema_version {manifest.schema_version} is not the {SCHEMA_VERSION} this harness writes; "
             "resume with the harness that started it",
-            file=str(Path(run_dir) / MANIFEST), key="schema_version",
+            file=str(run_dir / MANIFEST), key="schema_version",
         )
 
 
@@ -294,6 +340,7 @@ __all__ = [
     "new_run_id",
     "parse_manifest",
     "read_manifest",
+    "targets_info",
     "utc_now",
     "write_manifest",
 ]

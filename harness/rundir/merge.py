@@ -3,16 +3,20 @@
 Refuses runs of different specs (their `spec_hash` differ) and runs with unsealed rows (they
 need `harness run --resume` first). Rows are copied part by part (memory stays flat), their
 `run_id` set to the merged run's, then compacted: one row per `request_id`, the last wins.
+
+A RUN_DIR argument may also be a *prefix* (a local folder or an `s3://…` prefix) holding run
+directories — the shards of a job array writing to one `--out` — found one level down.
+Inputs and the output may be local or on an object store, in any mix.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from harness.errors import RunDirError, UsageError
+from harness.rundir.fs import ObjectPath, RunPath, as_run_path, display, read_parquet
 from harness.rundir.layout import MANIFEST
 from harness.rundir.manifest import (
     Counts,
@@ -24,17 +28,17 @@ from harness.rundir.manifest import (
     write_manifest,
 )
 from harness.rundir.results import journal_segments
-from harness.rundir.store import RowCounts, RunStore, write_table_atomic
+from harness.rundir.store import RowCounts, open_store, write_table_atomic
 
 
-def _check_same_spec(runs: list[tuple[Path, Manifest]]) -> None:
+def _check_same_spec(runs: list[tuple[RunPath, Manifest]]) -> None:
     first_dir, first = runs[0]
     for path, manifest in runs[1:]:
         if manifest.spec_hash != first.spec_hash:
             raise RunDirError(
                 f"spec_hash {manifest.spec_hash} differs from {first.spec_hash} of {first_dir}; "
                 "only runs of the same spec can be merged",
-                file=str(path / MANIFEST),
+                file=display(path / MANIFEST),
                 key="spec_hash",
             )
 
@@ -60,37 +64,67 @@ def _complete(manifests: list[Manifest]) -> bool:
     return len(counts) == 1 and {s.index for s in shards if s} == set(range(1, counts.pop() + 1))
 
 
-def _prepare_out(out: Path) -> None:
+def _prepare_out(out: RunPath) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError("already exists and is not an empty folder", file=str(out), key="--out")
+        raise UsageError("already exists and is not an empty folder", file=display(out), key="--out")
     out.mkdir(parents=True, exist_ok=True)
 
 
-def merge_runs(run_dirs: list[Path], out: Path) -> tuple[Manifest, RowCounts]:
-    """Write the merged run directory `out`; returns its manifest and counts."""
+def _is_run_dir(path: RunPath) -> bool:
+    return (path / MANIFEST).is_file()
+
+
+def find_runs(locations: Sequence[str | RunPath], *, exclude: RunPath | None = None) -> list[RunPath]:
+    """Run directories named by `locations`: each one itself, or the run directories right under it
+    (a prefix holding the shards of a job array); `exclude` (the merge's own output) is skipped."""
+    found: list[RunPath] = []
+    skip = exclude.resolve() if exclude is not None else None
+    for location in locations:
+        path = as_run_path(location)
+        if _is_run_dir(path):
+            found.append(path)
+            continue
+        if not path.is_dir():
+            raise RunDirError("not a run directory (no such folder)", file=display(path))
+        children = sorted((c for c in path.iterdir() if c.resolve() != skip and c.is_dir() and _is_run_dir(c)), key=str)
+        if not children:
+            raise RunDirError("no manifest.json here nor in the folders right under it: "
+                              "not a run directory nor a prefix holding run directories", file=display(path))
+        found.extend(children)
+    return found
+
+
+def merge_runs(run_dirs: Sequence[str | RunPath], out: str | RunPath) -> tuple[Manifest, RowCounts]:
+    """Write the merged run directory `out`; returns its manifest and counts.
+
+    Each of `run_dirs` is a run directory or a prefix holding run directories (`find_runs`)."""
     if not run_dirs:
         raise UsageError("give at least one run directory", key="RUN_DIR")
-    seen: set[Path] = set()
-    for path in run_dirs:
-        real = Path(path).resolve()
+    out = as_run_path(out)
+    given = [as_run_path(p) for p in run_dirs]
+    seen: set[RunPath] = set()
+    for path in given:
+        real = path.resolve()
         if real in seen:
-            raise UsageError("given twice; each run directory may be merged once", file=str(path), key="RUN_DIR")
+            raise UsageError("given twice; each run directory may be merged once", file=display(path), key="RUN_DIR")
         seen.add(real)
-    runs = [(Path(p), read_manifest(Path(p))) for p in run_dirs]
+    found = find_runs(list(given), exclude=out)
+    if len({p.resolve() for p in found}) != len(found):
+        raise UsageError("a run directory is named twice (itself and through its prefix)", key="RUN_DIR")
+    runs = [(p, read_manifest(p)) for p in found]
     for path, manifest in runs:
         check_resumable(manifest, path)
     _check_same_spec(runs)
     for path, _ in runs:
         if journal_segments(path):
-            raise RunDirError("has unsealed rows; run `harness run --resume` on it first", file=str(path))
-    out = Path(out)
+            raise RunDirError("has unsealed rows; run `harness run --resume` on it first", file=display(path))
     _prepare_out(out)
     run_id = out.name
-    store = RunStore(out)
+    store = open_store(out)
     number = 0
     for path, _ in runs:
-        for part in RunStore(path).parts():
-            table = pq.read_table(part)
+        for part in open_store(path).parts():
+            table = read_parquet(part)
             table = table.set_column(table.schema.get_field_index("run_id"), table.schema.field("run_id"),
                                      pa.array([run_id] * table.num_rows, pa.string()))
             number += 1
@@ -103,6 +137,7 @@ def merge_runs(run_dirs: list[Path], out: Path) -> tuple[Manifest, RowCounts]:
         "limit": None,
         "sessions": 1,
         "merged_from": [m.run_id for m in manifests],
+        "storage": display(out) if isinstance(out, ObjectPath) else None,
         "started_at": min(str(m.started_at or "") for m in manifests) or None,
     })
     status: Status = "completed" if _complete(manifests) else "interrupted"
@@ -111,4 +146,4 @@ def merge_runs(run_dirs: list[Path], out: Path) -> tuple[Manifest, RowCounts]:
     return manifest, counts
 
 
-__all__ = ["merge_runs"]
+__all__ = ["find_runs", "merge_runs"]

@@ -59,6 +59,8 @@ _FIELDS: list[pa.Field] = [
     pa.field("response_bytes", pa.int64()),
     pa.field("system_fingerprint", pa.string()),
     pa.field("sent_json", pa.string()),  # the dialect spelled a value differently: what was sent (JSON)
+    pa.field("target", pa.string()),  # the target's name (`default` for a spec with one unnamed target)
+    pa.field("replica", pa.string()),  # the redacted base URL that answered (the last tried, for an error)
 ]
 
 SCHEMA = pa.schema(_FIELDS, metadata={b"harness_schema_version": str(SCHEMA_VERSION).encode()})

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from harness.errors import RunDirError
+from harness.rundir.fs import RunPath, as_run_path, read_parquet, read_parquet_schema
 from harness.rundir.journal import read_segment
 from harness.rundir.layout import JOURNAL, MANIFEST, PART, RESULTS, SEGMENT, numbered
 from harness.rundir.records import SCHEMA
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class Run:
     """A run as analysis code sees it: where, what (the manifest) and its rows."""
 
-    path: Path
+    path: RunPath
     manifest: Manifest
     results: pd.DataFrame
 
@@ -47,27 +47,27 @@ class Run:
         return dict(self.manifest.spec)
 
 
-def check_required_columns(names: set[str], file: Path) -> None:
+def check_required_columns(names: set[str], file: RunPath) -> None:
     """RunDirError naming `file` when it lacks a required (non-nullable) column of the schema."""
     missing = [field.name for field in SCHEMA if not field.nullable and field.name not in names]
     if missing:
         raise RunDirError(f"not a harness results file: no column {', '.join(missing)}", file=str(file))
 
 
-def _check_part(file: Path) -> None:
+def _check_part(file: RunPath) -> None:
     try:
-        names = set(pq.read_schema(file).names)
+        names = set(read_parquet_schema(file).names)
     except (OSError, pa.ArrowException) as exc:  # all mean "unreadable"
         raise RunDirError(f"unreadable results ({exc})", file=str(file)) from None
     check_required_columns(names, file)
 
 
-def part_files(run_dir: str | Path, *, check: bool = True) -> list[Path]:
+def part_files(run_dir: str | RunPath, *, check: bool = True) -> list[RunPath]:
     """The sealed part files of `RUN_DIR/results/` in write order; RunDirError on a foreign file."""
-    folder = Path(run_dir) / RESULTS
-    if not folder.is_dir():
+    folder = as_run_path(run_dir) / RESULTS
+    if isinstance(folder, Path) and not folder.is_dir():
         return []
-    parts: dict[int, Path] = {}
+    parts: dict[int, RunPath] = {}
     for entry in folder.iterdir():
         if entry.name.startswith("."):  # dot-tmp files of an interrupted write; hidden files
             continue
@@ -90,12 +90,12 @@ def part_files(run_dir: str | Path, *, check: bool = True) -> list[Path]:
 result_files = part_files  # the name analysis code used
 
 
-def journal_segments(run_dir: str | Path) -> list[Path]:
+def journal_segments(run_dir: str | RunPath) -> list[RunPath]:
     """Journal segments not sealed yet (a running or crashed run), in write order."""
-    return list(numbered(Path(run_dir) / JOURNAL, SEGMENT).values())
+    return list(numbered(as_run_path(run_dir) / JOURNAL, SEGMENT).values())
 
 
-def journal_table(run_dir: str | Path) -> pa.Table:
+def journal_table(run_dir: str | RunPath) -> pa.Table:
     """The rows of the unsealed journal (torn lines skipped), read only — nothing is written."""
     tables = []
     for segment in journal_segments(run_dir):
@@ -118,7 +118,7 @@ def last_per_request(table: pa.Table) -> pa.Table:
     return table.take(last.combine_chunks().sort())
 
 
-def read_table(run_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
+def read_table(run_dir: str | RunPath, columns: list[str] | None = None) -> pa.Table:
     """All rows of a run (parts, then journal), one per request_id, with the explicit schema."""
     names = list(columns) if columns else list(SCHEMA.names)
     if "request_id" not in names:
@@ -126,7 +126,7 @@ def read_table(run_dir: str | Path, columns: list[str] | None = None) -> pa.Tabl
     tables: list[pa.Table] = []
     for file in part_files(run_dir):
         try:
-            tables.append(pq.read_table(file, columns=names, schema=SCHEMA))
+            tables.append(read_parquet(file, names, SCHEMA))
         except (OSError, pa.ArrowException) as exc:
             raise RunDirError(f"unreadable results ({exc})", file=str(file)) from None
     journal = journal_table(run_dir)
@@ -141,15 +141,15 @@ def read_table(run_dir: str | Path, columns: list[str] | None = None) -> pa.Tabl
     return table.select(list(columns)) if columns else table
 
 
-def read_results(run_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+def read_results(run_dir: str | RunPath, columns: list[str] | None = None) -> pd.DataFrame:
     """`read_table` as a pandas DataFrame (an empty frame with the schema's columns if no rows)."""
     frame: pd.DataFrame = read_table(run_dir, columns).to_pandas()
     return frame
 
 
-def load_run(run_dir: str | Path) -> Run:
-    """Manifest and results of a run directory."""
-    path = Path(run_dir)
+def load_run(run_dir: str | RunPath) -> Run:
+    """Manifest and results of a run directory (a local folder or an `s3://…` prefix)."""
+    path = as_run_path(run_dir)
     from harness.rundir.manifest import read_manifest
 
     return Run(path=path, manifest=read_manifest(path), results=read_results(path))

@@ -54,6 +54,10 @@ def redact_spec(spec: Mapping[str, Any], secrets: tuple[str, ...] = ()) -> tuple
         if isinstance(url, str) and redact_url(url) != url:
             target["base_url"] = redact_url(url)
             changed.append(f"{where}.base_url")
+        elif isinstance(url, list):  # replicas
+            clean_urls = [redact_url(u) if isinstance(u, str) else u for u in url]
+            changed += [f"{where}.base_url[{i}]" for i, (a, b) in enumerate(zip(url, clean_urls)) if a != b]
+            target["base_url"] = clean_urls
         headers = target.get("headers")
         if isinstance(headers, Mapping):
             clean = redact_headers(headers)

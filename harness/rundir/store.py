@@ -15,18 +15,30 @@ kernels through `harness.rundir.kernels` (not `pyarrow.compute`, which builds ~3
 wrappers when imported). A run whose request ids are all distinct — every fresh run — is
 compacted and counted without pandas; only a run with re-sent rows (resume, `--retry-errors`)
 takes the group-by path, which imports it.
+
+On an object store (`ObjectRunStore`, for `s3://`, `gs://`, `az://` run directories) there is no
+append and no rename, so the journal is buffered in memory and written as numbered, immutable
+segment objects every HARNESS_OBJECT_FLUSH_ROWS rows (default 1,000) or
+HARNESS_OBJECT_FLUSH_S seconds (default 5), by one upload thread that never blocks the sweep.
+Sealing writes the segments since the last seal as one part named after the *last* of them
+(`part-000012.parquet` holds segments …–12): on recovery a segment whose number is at most the
+highest part's was sealed already and is deleted, the others are sealed. A `kill -9` loses at
+most the rows of the last flush interval; they have no row, so `--resume` sends them again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from harness.errors import RunDirError
+from harness.rundir.fs import ObjectPath, RunPath, parquet_file, parquet_writer
 from harness.rundir.journal import encode_row
 from harness.rundir.layout import (
     JOURNAL,
@@ -67,15 +79,22 @@ class RowCounts:
     error: int
 
 
-def write_table_atomic(table: pa.Table, path: Path) -> None:
-    """Write a Parquet file so it is either absent or complete: tmp + fsync + rename."""
-    import pyarrow.parquet as pq
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return default
+    return value if value > 0 else default
 
+
+def write_table_atomic(table: pa.Table, path: RunPath) -> None:
+    """Write a Parquet file so it is either absent or complete: tmp + fsync + rename."""
     from harness.rundir.records import SCHEMA
 
     tmp = tmp_for(path)
     try:
-        with pq.ParquetWriter(tmp, SCHEMA) as writer:
+        with parquet_writer(tmp, SCHEMA) as writer:
             writer.write_table(table, row_group_size=ROW_GROUP)
         commit_tmp(tmp, path)
     except BaseException:
@@ -87,13 +106,13 @@ class RunStore:
     """Writes and reads the rows of one run directory. Not thread-safe except `seal`."""
 
     def __init__(self, run_dir: Path, *, seal_rows: int = SEAL_ROWS, seal_bytes: int = SEAL_BYTES) -> None:
-        self.run_dir = Path(run_dir)
-        self.journal = self.run_dir / JOURNAL
-        self.results = self.run_dir / RESULTS
+        self.run_dir: RunPath = Path(run_dir)
+        self.journal: RunPath = self.run_dir / JOURNAL
+        self.results: RunPath = self.run_dir / RESULTS
         self._seal_rows = seal_rows
         self._seal_bytes = seal_bytes
         self._file: BinaryIO | None = None
-        self._segment: Path | None = None
+        self._segment: RunPath | None = None
         self._rows = 0
         self._bytes = 0
         self.journal.mkdir(parents=True, exist_ok=True)
@@ -106,8 +125,10 @@ class RunStore:
         return max(used, default=0) + 1
 
     def _open_segment(self) -> None:
-        self._segment = self.journal / f"seg-{self._next_number():06d}.jsonl"
-        self._file = open(self._segment, "ab", buffering=256 * 1024)  # noqa: SIM115 - closed in rotate
+        assert isinstance(self.journal, Path)  # appending is for local folders (ObjectRunStore buffers)
+        segment = self.journal / f"seg-{self._next_number():06d}.jsonl"
+        self._segment = segment
+        self._file = open(segment, "ab", buffering=256 * 1024)  # noqa: SIM115 - closed in rotate
         self._rows = 0
         self._bytes = 0
 
@@ -127,7 +148,7 @@ class RunStore:
         if self._file is not None:
             self._file.flush()
 
-    def rotate(self) -> Path | None:
+    def rotate(self) -> RunPath | None:
         """Close the current segment and return it for sealing; the next append opens a new one."""
         if self._file is None:
             return None
@@ -137,7 +158,7 @@ class RunStore:
         segment, self._file, self._segment = self._segment, None, None
         return segment
 
-    def seal(self, segment: Path) -> Path | None:
+    def seal(self, segment: RunPath) -> RunPath | None:
         """Turn a closed journal segment into its part file and delete the segment."""
         from harness.rundir.journal import read_segment
 
@@ -168,7 +189,7 @@ class RunStore:
         for segment in _numbered(self.journal, _SEG).values():
             self.seal(segment)
 
-    def parts(self) -> list[Path]:
+    def parts(self) -> list[RunPath]:
         """Sealed part files in write order (RunDirError on a file harness did not write)."""
         from harness.rundir.results import part_files
 
@@ -202,10 +223,9 @@ class RunStore:
             self._rewrite(parts, sizes, keep)
         return self.counts()
 
-    def _rewrite(self, parts: list[Path], sizes: list[int], keep: pa.Array | None) -> None:
+    def _rewrite(self, parts: list[RunPath], sizes: list[int], keep: pa.Array | None) -> None:
         """Copy the parts into one new part (only the rows numbered in `keep`, when given)."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         from harness.rundir import kernels
         from harness.rundir.records import SCHEMA
@@ -214,7 +234,7 @@ class RunStore:
         tmp = tmp_for(target)
         offset = 0
         try:
-            with pq.ParquetWriter(tmp, SCHEMA) as writer:
+            with parquet_writer(tmp, SCHEMA) as writer:
                 for part, size in zip(parts, sizes):
                     table = _read_part(part, None)
                     if keep is not None:
@@ -254,7 +274,7 @@ class RunStore:
         return _status_counts(_column(self.parts(), "status"))
 
 
-def _column(parts: list[Path], name: str) -> pa.ChunkedArray:
+def _column(parts: list[RunPath], name: str) -> pa.ChunkedArray:
     """One string column of every part, in order."""
     import pyarrow as pa
 
@@ -262,12 +282,11 @@ def _column(parts: list[Path], name: str) -> pa.ChunkedArray:
     return pa.chunked_array(chunks, pa.string())
 
 
-def _num_rows(path: Path) -> int:
+def _num_rows(path: RunPath) -> int:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        return int(parquet_file(path).metadata.num_rows)
     except (OSError, pa.ArrowException) as exc:
         raise RunDirError(f"unreadable part file ({exc})", file=str(path)) from None
 
@@ -293,19 +312,182 @@ def _last_rows(ids: pa.ChunkedArray) -> pa.Array:
     return last.combine_chunks()
 
 
-def _read_part(path: Path, columns: Iterable[str] | None) -> pa.Table:
+def _read_part(path: RunPath, columns: Iterable[str] | None) -> pa.Table:
     """A part's columns (all of the schema's when None) with the schema's types; a column the
     file lacks (a part written before the column existed) is all null."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from harness.rundir import kernels
     from harness.rundir.records import SCHEMA
 
     try:
-        return kernels.conform(pq.ParquetFile(path), SCHEMA, list(columns) if columns else None)
+        return kernels.conform(parquet_file(path), SCHEMA, list(columns) if columns else None)
     except (OSError, pa.ArrowException) as exc:
         raise RunDirError(f"unreadable part file ({exc})", file=str(path)) from None
 
 
-__all__ = ["ROW_GROUP", "RowCounts", "RunStore", "write_table_atomic"]
+class ObjectRunStore(RunStore):
+    """The store of a run directory on an object store (see the module docstring).
+
+    `append` and `flush` run in the sweep's event loop and only hand bytes to the upload thread;
+    an upload the store refused is raised (OSError) by the next `append` or `flush`."""
+
+    def __init__(self, run_dir: ObjectPath, *, seal_rows: int = SEAL_ROWS, seal_bytes: int = SEAL_BYTES,
+                 flush_rows: int | None = None, flush_s: float | None = None) -> None:
+        self.run_dir = run_dir
+        self.journal = run_dir / JOURNAL
+        self.results = run_dir / RESULTS
+        self._seal_rows = seal_rows
+        self._seal_bytes = seal_bytes
+        self._flush_rows = flush_rows or int(_env_number("HARNESS_OBJECT_FLUSH_ROWS", 1000))
+        self._flush_s = flush_s or _env_number("HARNESS_OBJECT_FLUSH_S", 5.0)
+        self._buffer = bytearray()
+        self._buffered = 0
+        self._rows = 0  # rows since the last rotate (flushed or not)
+        self._bytes = 0
+        self._written: list[int] = []  # segment numbers put since the last rotate
+        self._number: int | None = None
+        self._last_put = time.monotonic()
+        self._uploads = ThreadPoolExecutor(1, thread_name_prefix="harness-upload")
+        self._inflight: list[Future[None]] = []
+        self._held: dict[int, bytes] = {}  # segment bytes kept until sealed (upload thread only)
+        self._file = None
+        self._segment = None
+        self.guard: Callable[[], None] | None = None  # the lock's check: raises once another process took over
+
+    # -- writing (event loop) ---------------------------------------------------------------
+
+    def _next_number(self) -> int:
+        if self._number is None:
+            used = list(_numbered(self.journal, _SEG)) + list(_numbered(self.results, _PART))
+            self._number = max(used, default=0)
+        self._number += 1
+        return self._number
+
+    def _raise_failed(self) -> None:
+        done = [f for f in self._inflight if f.done()]
+        self._inflight = [f for f in self._inflight if not f.done()]
+        for future in done:
+            future.result()  # re-raises the upload's OSError here, where the sweep handles it
+
+    def append(self, row: dict[str, Any]) -> bool:
+        """Buffer one finished row. True when the rows since the last seal should be sealed."""
+        line = encode_row(row)
+        self._buffer += line
+        self._buffered += 1
+        self._rows += 1
+        self._bytes += len(line)
+        if self._buffered >= self._flush_rows:
+            self._put()
+        return self._rows >= self._seal_rows or self._bytes >= self._seal_bytes
+
+    def flush(self) -> None:
+        """Write the buffer as a segment object when the flush interval has passed."""
+        self._raise_failed()
+        if self._buffer and time.monotonic() - self._last_put >= self._flush_s:
+            self._put()
+
+    def _put(self) -> None:
+        self._raise_failed()
+        if self.guard is not None:
+            self.guard()
+        if not self._buffer:
+            return
+        number = self._next_number()
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        self._last_put = time.monotonic()
+        self._written.append(number)
+        self._inflight.append(self._uploads.submit(self._upload, number, data))
+
+    def _upload(self, number: int, data: bytes) -> None:
+        (self.journal / f"seg-{number:06d}.jsonl").write_bytes(data)
+        self._held[number] = data
+
+    def rotate(self) -> RunPath | None:
+        """Write what is buffered; the last segment since the previous rotate, for `seal`."""
+        self._put()
+        if not self._written:
+            return None
+        last = self._written[-1]
+        self._written = []
+        self._rows = 0
+        self._bytes = 0
+        return self.journal / f"seg-{last:06d}.jsonl"
+
+    def seal(self, segment: RunPath) -> RunPath | None:
+        """Seal every segment up to `segment` into one part (in the upload thread, after its PUTs)."""
+        match = _SEG.match(segment.name)
+        if match is None:
+            raise RunDirError("not a journal segment", file=str(segment))
+        return self._uploads.submit(self._seal_upto, int(match.group(1))).result()
+
+    def _seal_upto(self, last: int) -> RunPath | None:
+        import pyarrow as pa
+
+        from harness.rundir import kernels
+        from harness.rundir.journal import read_segment_rows
+        from harness.rundir.records import SCHEMA
+
+        if self.guard is not None:
+            self.guard()
+        part = self.results / f"part-{last:06d}.parquet"
+        segments = {n: p for n, p in _numbered(self.journal, _SEG).items() if n <= last}
+        for number in self._held:  # written by this process: sealed even if a listing lagged behind
+            if number <= last:
+                segments.setdefault(number, self.journal / f"seg-{number:06d}.jsonl")
+        segments = dict(sorted(segments.items()))
+        if not part.exists():
+            tables = []
+            for number, path in segments.items():
+                data = self._held.get(number)
+                if data is None:
+                    try:
+                        data = path.read_bytes()
+                    except FileNotFoundError:
+                        continue
+                tables.append(read_segment_rows(data, path.name).table)
+            table = pa.concat_tables(tables) if tables else kernels.empty_table(SCHEMA)
+            if table.num_rows:
+                write_table_atomic(table, part)
+        for number, path in segments.items():
+            path.unlink(missing_ok=True)
+            self._held.pop(number, None)
+        return part if part.exists() else None
+
+    def close(self) -> None:
+        """Seal whatever the journal still holds (waits for the uploads)."""
+        segment = self.rotate()
+        if segment is not None:
+            self.seal(segment)
+        for future in self._inflight:
+            future.result()
+        self._inflight = []
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """After a crash: drop tmp objects, delete segments already sealed, seal the others."""
+        for folder in (self.journal, self.results):
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+        sealed = max(_numbered(self.results, _PART), default=0)
+        segments = _numbered(self.journal, _SEG)
+        for number, path in segments.items():
+            if number <= sealed:
+                path.unlink(missing_ok=True)
+        left = [n for n in segments if n > sealed]
+        if left:
+            self._uploads.submit(self._seal_upto, max(left)).result()
+        self._number = None  # numbers are read from the store again
+
+
+def open_store(run_dir: RunPath) -> RunStore:
+    """The store of a run directory: local (journal file appends) or on an object store."""
+    if isinstance(run_dir, ObjectPath):
+        return ObjectRunStore(run_dir)
+    return RunStore(run_dir)
+
+
+__all__ = ["ROW_GROUP", "ObjectRunStore", "RowCounts", "RunStore", "open_store", "write_table_atomic"]

@@ -6,10 +6,13 @@ Stage 2 — sending the planned requests.
     pacing.py    adaptive concurrency (AIMD on 429) and token buckets (req/s, tokens/min)
     dispatch.py  plans → rows: workers, retries, one row per request
     breaker.py   settle, circuit breaker, `not_sent` rows
+    lanes.py     one lane per target: its own pool(s), concurrency, back-off, limits, breaker
+    replicas.py  a target's replicas: least outstanding, taken out on failure, half-open retry
     rows.py      the ok / error row of a request
     progress.py  the progress line
     sweep.py     a session over a run directory: new / resume, target, execute, finish
     session.py   running a sweep from Python: prepare, hook, send, finish; signals; RunResult
+    jobarray.py  `--shard auto`: shard K of N from a job array's environment (Kubernetes, Slurm)
 """
 
 from harness.runner.dispatch import Engine, EngineConfig, Stats

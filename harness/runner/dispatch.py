@@ -134,7 +134,8 @@ class Engine:
             else:
                 row = await self.run_one(plan)
             self.breaker.record(row)
-            self.stats.halted = self.breaker.reason
+            if self.breaker.reason is not None:  # the breaker never closes; other engines may share stats
+                self.stats.halted = self.breaker.reason
             self.stats.count(row)
             await self._sink(row)
 

@@ -20,6 +20,7 @@ import asyncio
 import inspect
 import os
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.errors import TargetError
+from harness.rundir.fs import RunPath
 from harness.rundir.layout import MANIFEST, StorageError
 from harness.rundir.manifest import Manifest, Shard, Status
 from harness.rundir.store import RowCounts
@@ -40,7 +42,7 @@ from harness.runner.sweep import (
     execute,
     finish_job,
     new_job,
-    open_target,
+    open_targets,
     resume_job,
 )
 from harness.spec.grid import DEFAULT_MAX_POINTS, check_size
@@ -54,7 +56,7 @@ _T = TypeVar("_T")
 class RunResult:
     """How a session ended."""
 
-    run_dir: Path
+    run_dir: RunPath
     manifest: Manifest
     counts: RowCounts
     interrupted: bool
@@ -75,18 +77,59 @@ def _overrides(concurrency: int | None, rps: float | None) -> dict[str, Any]:
     return {k: v for k, v in (("concurrency", concurrency), ("rps", rps)) if v is not None}
 
 
-def _check_key(spec: SweepSpec, key: str) -> None:
+def _check_key(spec: SweepSpec, key: str, where: str = "target") -> None:
     """A key the endpoint refuses (401/403 on GET /models) is bad input, not a run of error rows."""
     from harness.client import probe_auth
 
-    assert spec.target.base_url is not None
-    status = probe_auth(spec.target.base_url, key, headers=dict(spec.target.headers))
+    url = spec.target.first_url
+    assert url is not None
+    status = probe_auth(url, key, headers=dict(spec.target.headers))
     if status in (401, 403):
         raise TargetError(
             f"the endpoint refused the key in ${spec.target.api_key_env} (HTTP {status} on GET /models)",
             file=spec.source,
-            key="target.api_key_env",
+            key=f"{where}.api_key_env",
         )
+
+
+def _check_targets(spec: SweepSpec) -> None:
+    """Keys set and accepted, endpoints listening. With several targets one that is down is only a
+    warning (its requests become error rows); all of them down is an error. A target with replicas
+    is down when none of them listens."""
+    down: list[tuple[str, TargetError]] = []
+    names = spec.target_names
+    for i, name in enumerate(names):
+        view = spec.for_target(name)
+        where = f"targets[{i}]" if spec.multi_target else "target"
+        try:
+            key = api_key_for(view)
+        except TargetError as exc:
+            raise _renamed(exc, where) from None
+        urls = view.target.urls
+        if not urls:
+            continue
+        failures = []
+        for url in urls:
+            try:
+                check_reachable(url, source=spec.source)
+            except TargetError as exc:
+                failures.append(TargetError(exc.detail, file=exc.file, key=f"{where}.base_url"))
+        if len(failures) == len(urls):
+            down.append((name, failures[0]))
+            continue
+        if key:
+            _check_key(view, key, where)
+    if down and (not spec.multi_target or len(down) == len(names)):
+        raise down[0][1]
+    for name, failure in down:
+        print(f"harness: warning: target {name} ({failure.key}): {failure.detail}; its requests will be error rows "
+              "unless it comes up", file=sys.stderr)
+
+
+def _renamed(err: TargetError, where: str) -> TargetError:
+    """`err` with its key moved from `target.` to `where.`."""
+    key = err.key.replace("target", where, 1) if err.key else err.key
+    return TargetError(err.detail, file=err.file, key=key)
 
 
 def prepare_run(
@@ -104,27 +147,26 @@ def prepare_run(
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
     check_size(spec.sweep, max_points, source=spec.source)
-    env_key = os.environ.get(spec.target.api_key_env or "") if spec.target.api_key_env else None
+    env_keys = [os.environ.get(t.api_key_env) for t in spec.target_list if t.api_key_env]
     if check_endpoint:
-        key = api_key_for(spec)
-        if spec.target.base_url:
-            check_reachable(spec.target.base_url, source=spec.source)
-            if key:
-                _check_key(spec, key)
-    return new_job(spec, out=Path(out), shard=as_shard(shard), limit=limit, overrides=_overrides(concurrency, rps),
-                   secrets=(env_key,) if env_key else ())
+        _check_targets(spec)
+    return new_job(spec, out=out, shard=as_shard(shard), limit=limit, overrides=_overrides(concurrency, rps),
+                   secrets=tuple(k for k in env_keys if k))
 
 
 def prepare_resume(
-    run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None, rps: float | None = None,
-    spec: SweepSpec | str | Path | None = None,
+    run_dir: str | RunPath, *, retry_errors: bool = False, concurrency: int | None = None, rps: float | None = None,
+    spec: SweepSpec | str | Path | None = None, wait_for_lock: bool = False,
 ) -> SweepJob:
     """Re-open a run directory (its stored spec, shard and limit) to send what has no row yet.
 
     `spec` (a SweepSpec or a spec file): the run's spec given again — needed when the stored one
-    was redacted because it held a secret; refused unless it sends exactly what the run sends."""
+    was redacted because it held a secret; refused unless it sends exactly what the run sends.
+    `wait_for_lock`: a run on an object store whose lock lease a dead process still holds is
+    waited for (at most two leases) instead of refused at once."""
     supplied = load_spec(spec) if isinstance(spec, (str, Path)) else spec
-    return resume_job(Path(run_dir), retry_errors=retry_errors, overrides=_overrides(concurrency, rps), spec=supplied)
+    return resume_job(run_dir, retry_errors=retry_errors, overrides=_overrides(concurrency, rps), spec=supplied,
+                      wait_for_lock=wait_for_lock)
 
 
 def _finish(job: SweepJob, status: Status, reason: str | None = None) -> RunResult:
@@ -133,14 +175,22 @@ def _finish(job: SweepJob, status: Status, reason: str | None = None) -> RunResu
 
 
 async def _send(job: SweepJob, stats: Stats, hook: Hook | None, transport: Any) -> None:
-    with open_target(job.spec) as endpoint:
-        if job.pending and job.manifest.sessions > 1 and not job.spec.target.local and transport is None:
-            check_reachable(endpoint.base_url, source=str(job.run_dir / MANIFEST))
-        if hook is not None:
-            maybe = hook(job, endpoint)
-            if inspect.isawaitable(maybe):
-                await maybe
-        await execute(job, endpoint, stats, transport=transport)
+    with open_targets(job.spec) as endpoints:
+        multi = job.spec.multi_target
+        if (job.pending and job.manifest.sessions > 1 and not multi and not job.spec.target.local
+                and transport is None and not job.spec.target.urls[1:]):
+            check_reachable(job.spec.target.urls[0], source=str(job.run_dir / MANIFEST))
+        if hook is not None:  # the preflight / probe: once per target
+            for name, endpoint in endpoints.items():
+                try:
+                    maybe = hook(job.for_target(name) if multi else job, endpoint)
+                    if inspect.isawaitable(maybe):
+                        await maybe
+                except TargetError as err:
+                    if not multi:
+                        raise
+                    raise TargetError(f"target {name}: {err.detail}", file=err.file, key=err.key) from None
+        await execute(job, endpoints, stats, transport=transport)
 
 
 async def run_job_async(
@@ -234,7 +284,7 @@ async def run_sweep_async(spec: SweepSpec | str | Path, *, out: str | Path = "ru
     return await run_job_async(job, stats=stats, before_first_request=before_first_request, transport=transport)
 
 
-def resume_sweep(run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None,
+def resume_sweep(run_dir: str | RunPath, *, retry_errors: bool = False, concurrency: int | None = None,
                  rps: float | None = None, stats: Stats | None = None, before_first_request: Hook | None = None,
                  transport: Any = None, spec: SweepSpec | str | Path | None = None) -> RunResult:
     """Finish a run directory (blocking): send only the requests without a row (`spec`: see prepare_resume)."""
@@ -242,7 +292,7 @@ def resume_sweep(run_dir: str | Path, *, retry_errors: bool = False, concurrency
     return run_job(job, stats=stats, before_first_request=before_first_request, transport=transport)
 
 
-async def resume_sweep_async(run_dir: str | Path, *, retry_errors: bool = False, concurrency: int | None = None,
+async def resume_sweep_async(run_dir: str | RunPath, *, retry_errors: bool = False, concurrency: int | None = None,
                              rps: float | None = None, stats: Stats | None = None,
                              before_first_request: Hook | None = None, transport: Any = None,
                              spec: SweepSpec | str | Path | None = None) -> RunResult:

@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from harness.client import ChatClient, ClientConfig
 from harness.errors import RunDirError, TargetError, UsageError
+from harness.rundir.fs import ObjectPath, RunPath, as_run_path, display
 from harness.rundir.layout import environment_reason, storage_error
-from harness.rundir.lock import RunLock
+from harness.rundir.lock import ObjectLock, RunLock, acquire_lock
 from harness.rundir.manifest import (
     Counts,
     Manifest,
@@ -39,9 +39,8 @@ from harness.rundir.manifest import (
     read_manifest,
     write_manifest,
 )
-from harness.rundir.store import SEAL_ROWS, RowCounts, RunStore
-from harness.runner.body import BodyBuilder
-from harness.runner.dispatch import Engine, EngineConfig, Stats
+from harness.rundir.store import SEAL_ROWS, ObjectRunStore, RowCounts, RunStore, open_store
+from harness.runner.dispatch import EngineConfig, Stats
 from harness.spec.datasets import Prompt, load_prompts
 from harness.spec.grid import Point, RequestPlan, expand_points, plan_requests
 from harness.spec.sweepspec import SweepSpec, check_api_key
@@ -58,13 +57,14 @@ class Endpoint:
     base_url: str
     model: str
     api_key: str | None = field(default=None, repr=False)
+    replicas: tuple[str, ...] = ()  # a target with a list of base URLs: all of them (base_url is the first)
 
 
 @dataclass
 class SweepJob:
     """A prepared session over one run directory (holds the run's lock until finished)."""
 
-    run_dir: Path
+    run_dir: RunPath  # a local folder, or an `s3://…` prefix (harness.rundir.fs)
     spec: SweepSpec
     manifest: Manifest
     store: RunStore
@@ -72,13 +72,30 @@ class SweepJob:
     pending: int  # requests this session sends
     overrides: dict[str, Any]
     _select: Callable[[], Iterator[RequestPlan]]
-    _lock: RunLock | None = None
+    _lock: RunLock | ObjectLock | None = None
     result: RunResult | None = None  # how the session ended, once it has (harness.runner.session)
     finisher: Finisher | None = None  # seals and compacts in a helper process (start_finisher)
 
     def plans(self) -> Iterator[RequestPlan]:
         """The requests to send, lazily, in plan order."""
         return self._select()
+
+    def plans_for(self, target: str) -> Iterator[RequestPlan]:
+        """The requests to send to one target, lazily, in plan order."""
+        return (p for p in self._select() if p.target == target)
+
+    def for_target(self, target: str) -> SweepJob:
+        """This job seen from one target (its spec view and requests), for a per-target preflight or probe.
+        It holds no lock: finishing the job stays with the original."""
+        from harness.spec.targets import sent_values
+
+        select = self._select
+        view = sent_values(self.spec, target, expand_points(self.spec)) if self.spec.multi_target else self.spec
+
+        def plans() -> Iterator[RequestPlan]:
+            return (p for p in select() if p.target == target)
+
+        return dataclasses.replace(self, spec=view, _select=plans, _lock=None, result=None)
 
     def release(self) -> None:
         """Drop the run directory's lock (and stop a finisher that was not used)."""
@@ -92,7 +109,7 @@ class SweepJob:
     @property
     def resume_command(self) -> str:
         """The command that finishes this run."""
-        return f"harness run --resume {self.run_dir}"
+        return f"harness run --resume {display(self.run_dir)}"
 
 
 def parse_shard(text: str) -> Shard:
@@ -139,7 +156,7 @@ def _selection(spec: SweepSpec, shard: Shard | None, limit: int | None) -> Calla
 def new_job(
     spec: SweepSpec,
     *,
-    out: Path,
+    out: str | RunPath,
     shard: Shard | tuple[int, int] | None = None,
     limit: int | None = None,
     overrides: dict[str, Any] | None = None,
@@ -150,37 +167,48 @@ def new_job(
     select = _selection(spec, shard, limit)
     total = sum(1 for _ in select())
     run_id = new_run_id(spec.name)
-    run_dir = Path(out) / run_id
+    run_dir = as_run_path(out) / run_id
     try:
         run_dir.mkdir(parents=True)
     except OSError as exc:
         raise RunDirError(f"cannot create the run directory ({environment_reason(exc) or exc.strerror})",
-                          file=str(run_dir)) from None
-    lock = RunLock(run_dir)
+                          file=display(run_dir)) from None
+    lock = acquire_lock(run_dir)
     try:
         manifest = new_manifest(run_id=run_id, spec=spec, requests=total, shard=shard, limit=limit,
                                 overrides=dict(overrides or {}), secrets=secrets)
+        if isinstance(run_dir, ObjectPath):
+            manifest = manifest.model_copy(update={"storage": display(run_dir)})
         write_manifest(run_dir, manifest)
-        store = RunStore(run_dir)
+        store = open_store(run_dir)
     except OSError as exc:
         lock.release()
         raise storage_error(exc, run_dir) from None
+    _guard(store, lock)
     return SweepJob(run_dir, spec, manifest, store, total, total, dict(overrides or {}), select, lock)
 
 
-def resume_job(run_dir: Path, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None,
-               spec: SweepSpec | None = None) -> SweepJob:
+def _guard(store: RunStore, lock: RunLock | ObjectLock) -> None:
+    """On an object store, every segment and seal first checks that the lease is still ours."""
+    if isinstance(store, ObjectRunStore):
+        store.guard = lock.check
+
+
+def resume_job(run_dir: str | RunPath, *, retry_errors: bool = False, overrides: dict[str, Any] | None = None,
+               spec: SweepSpec | None = None, wait_for_lock: bool = False) -> SweepJob:
     """Re-open a run directory: recover its journal, plan what has no (ok) row yet.
 
-    `spec`: the run's spec given again (needed when the stored one was redacted; checked by hash)."""
-    run_dir = Path(run_dir)
+    `spec`: the run's spec given again (needed when the stored one was redacted; checked by hash).
+    `wait_for_lock`: on an object store, wait out a dead owner's lease instead of refusing at once."""
+    run_dir = as_run_path(run_dir)
     manifest = read_manifest(run_dir)
     check_resumable(manifest, run_dir)
     spec = manifest.stored_spec(run_dir, supplied=spec)
-    lock = RunLock(run_dir)
+    lock = acquire_lock(run_dir, wait=wait_for_lock)
     try:
         select = _selection(spec, manifest.shard, manifest.limit)
-        store = RunStore(run_dir)
+        store = open_store(run_dir)
+        _guard(store, lock)
         store.recover()
         statuses = store.statuses()
         keep = {"ok"} if retry_errors else {"ok", "error"}
@@ -228,7 +256,7 @@ def check_reachable(base_url: str, *, source: str | None = None, timeout_s: floa
 
 @contextlib.contextmanager
 def open_target(spec: SweepSpec, env: Mapping[str, str] | None = None) -> Iterator[Endpoint]:
-    """The endpoint of a spec; for `target.local` the embedded model runs for the duration."""
+    """The endpoint of a spec (its first target); for `target.local` the embedded model runs for the duration."""
     if spec.target.local:
         from harness.localmodel.process import local_endpoint  # lazy: needs the [local] extra
 
@@ -236,8 +264,18 @@ def open_target(spec: SweepSpec, env: Mapping[str, str] | None = None) -> Iterat
             yield Endpoint(base_url=ep.base_url, model=ep.model)
         return
     key = api_key_for(spec, env)
-    assert spec.target.base_url is not None and spec.target.model is not None
-    yield Endpoint(base_url=spec.target.base_url, model=spec.target.model, api_key=key)
+    urls = spec.target.urls
+    assert urls and spec.target.model is not None
+    yield Endpoint(base_url=urls[0], model=spec.target.model, api_key=key, replicas=urls if len(urls) > 1 else ())
+
+
+@contextlib.contextmanager
+def open_targets(spec: SweepSpec, env: Mapping[str, str] | None = None) -> Iterator[dict[str, Endpoint]]:
+    """The endpoint of every target swept (harness.spec.targets), by name, in spec order."""
+    from harness.spec.targets import target_axis
+
+    with contextlib.ExitStack() as stack:
+        yield {axis.name: stack.enter_context(open_target(spec.for_target(axis.name), env)) for axis in target_axis(spec)}
 
 
 def engine_config(job: SweepJob) -> EngineConfig:
@@ -284,12 +322,14 @@ class _Writer:
 
 
 async def execute(
-    job: SweepJob, endpoint: Endpoint, stats: Stats, *, config: EngineConfig | None = None, transport: Any = None
+    job: SweepJob, endpoint: Endpoint | Mapping[str, Endpoint], stats: Stats, *, config: EngineConfig | None = None,
+    transport: Any = None,
 ) -> None:
-    """Send this session's requests. Raises CancelledError when interrupted (rows kept), and
-    StorageError (one line) when the disk refuses a write."""
+    """Send this session's requests (to one endpoint, or to each target's: `open_targets`). Raises
+    CancelledError when interrupted (rows kept), and StorageError (one line) when the disk refuses a write."""
+    endpoints = {job.spec.target.label: endpoint} if isinstance(endpoint, Endpoint) else dict(endpoint)
     try:
-        await _execute(job, endpoint, stats, config or engine_config(job), transport)
+        await _execute(job, endpoints, stats, config or engine_config(job), transport)
     except BaseExceptionGroup as group:
         refused = _first_oserror(group)
         if refused is None:
@@ -299,46 +339,23 @@ async def execute(
         raise storage_error(exc, job.run_dir) from None
 
 
-async def _execute(job: SweepJob, endpoint: Endpoint, stats: Stats, config: EngineConfig, transport: Any) -> None:
-    updated = job.manifest.with_target(endpoint.base_url, endpoint.model)
-    if updated.target != job.manifest.target:
-        job.manifest = updated
-        write_manifest(job.run_dir, job.manifest)
-    client_config = ClientConfig(
-        base_url=endpoint.base_url,
-        api_key=endpoint.api_key,
-        headers=dict(job.spec.target.headers),
-        timeout_s=job.spec.runner.timeout_s,
-        pool_size=max(config.concurrency, 1),
-    )
+async def _execute(job: SweepJob, endpoints: dict[str, Endpoint], stats: Stats, config: EngineConfig, transport: Any) -> None:
+    from harness.runner.lanes import run_lanes
+
+    first = next(iter(endpoints.values()), None)
+    if first is not None:
+        updated = job.manifest.with_target(first.base_url, first.model)
+        if updated.target != job.manifest.target:
+            job.manifest = updated
+            write_manifest(job.run_dir, job.manifest)
     writer = _Writer(job.store)
     stats.total = job.pending
-    sending = await asyncio.to_thread(_dialect, job, endpoint)
-    build_one = BodyBuilder(job.spec, endpoint.model)
-
-    def build(plan: RequestPlan) -> dict[str, Any]:
-        return sending.body(build_one(plan))
-
-    async with ChatClient(client_config, transport=transport) as client:
-        engine = Engine(client, build, sending.wrap(writer.write), config, stats)
-        flusher = asyncio.create_task(writer.flush_every(0.2))
-        try:
-            await engine.run(job.plans())
-        finally:
-            flusher.cancel()
-            await writer.drain()
-
-
-def _dialect(job: SweepJob, endpoint: Endpoint) -> Any:
-    """How this server spells the fields (harness.probe.dialects), recorded in the manifest."""
-    from harness.probe.dialects import Sending
-    from harness.probe.preflight import resolve_dialect
-
-    name = resolve_dialect(job.spec, endpoint)
-    if job.manifest.target.dialect != name:
-        job.manifest = job.manifest.with_dialect(name)
-        write_manifest(job.run_dir, job.manifest)
-    return Sending(name, job.spec.params.sent())
+    flusher = asyncio.create_task(writer.flush_every(0.2))
+    try:
+        await run_lanes(job, endpoints, stats, config, writer.write, transport=transport)
+    finally:
+        flusher.cancel()
+        await writer.drain()
 
 
 def _first_oserror(group: BaseExceptionGroup) -> OSError | None:
@@ -360,6 +377,8 @@ def finish_job(job: SweepJob, status: Status, reason: str | None = None) -> RowC
     "interrupted" with the reason if it can still be written, and RunDirError is raised.
     """
     try:
+        if job._lock is not None:
+            job._lock.check()  # another process took an object-store run over: leave it alone
         try:
             counts = _seal_and_compact(job)
         except OSError as exc:
@@ -381,10 +400,11 @@ def start_finisher(job: SweepJob) -> None:
     """Seal and compact this session's rows in a helper process (harness.rundir.finisher), so the
     run's own process never imports pyarrow: worth it for a session that fits in one journal
     segment (start-up is most of its time); a larger one imports pyarrow to seal as it goes."""
-    if job.finisher is None and job.pending <= SEAL_ROWS:
+    local = type(job.store) is RunStore and isinstance(job.run_dir, Path)  # not an object store
+    if job.finisher is None and local and job.pending <= SEAL_ROWS:
         from harness.rundir.finisher import Finisher
 
-        job.finisher = Finisher.start(job.run_dir)
+        job.finisher = Finisher.start(Path(job.run_dir))
 
 
 def _seal_and_compact(job: SweepJob) -> RowCounts:
@@ -426,6 +446,7 @@ __all__ = [
     "in_shard",
     "new_job",
     "open_target",
+    "open_targets",
     "parse_shard",
     "resume_job",
     "start_finisher",

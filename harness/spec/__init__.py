@@ -6,6 +6,7 @@
     datasets.py    prompt sets (JSONL/CSV/YAML), bounded and checked
     axes.py        the swept axes of `sweep:` (grid, zip, exclude)
     grid.py        points × prompts × samples → planned requests (lazy)
+    targets.py     targets as an axis: which (target, point) pairs are sent; requests per target
     plan.py        `harness plan`'s numbers (requests, points, tokens)
     doc.py         docs/spec.md generated from the JSON Schema
 """

@@ -93,6 +93,35 @@ def _registry() -> list[str]:
     return [*lines, ""]
 
 
+def _model_table(schema: dict[str, Any], title: str, model_name: str, intro: str) -> list[str]:
+    model = schema["$defs"][model_name]
+    required = set(model.get("required", []))
+    lines = [title, "", intro, "", "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+    for key, prop in model["properties"].items():
+        lines.append(f"| `{key}` | {_cell(_type(schema, prop))} | {_default(prop, key in required)} | "
+                     f"{_cell(_bounds(prop))} | {_cell(prop.get('description', ''))} |")
+    return [*lines, ""]
+
+
+def _targets(schema: dict[str, Any]) -> list[str]:
+    """`targets:`, `target.price` and `target.runner` (docs/run.md#several-targets-and-replicas)."""
+    return [
+        "### `targets`",
+        "",
+        "Instead of `target`: a list of named targets (each: `name`, required and unique, then the keys",
+        "of `target`). The targets are one more axis of the sweep: every request has a target, rows have",
+        "`target` and `replica` columns, `request_id` includes the target's name. `sweep.grid.target: [names]`",
+        "keeps only those targets; an `exclude` rule with a `target:` key drops its other keys' points for",
+        "those targets only (with no other key: the targets). A target's `params` are merged over the",
+        "spec's `params` (same checks; not a swept parameter); `base_url` may be a list of replicas.",
+        "More: [run.md](run.md#several-targets-and-replicas).",
+        "",
+        *_model_table(schema, "#### `target.price`", "Price", _cell(schema["$defs"]["Price"].get("description", ""))),
+        *_model_table(schema, "#### `target.runner`", "TargetLimits",
+                      _cell(schema["$defs"]["TargetLimits"].get("description", ""))),
+    ]
+
+
 def render() -> str:
     """The whole reference as Markdown."""
     schema = json_schema()
@@ -122,6 +151,8 @@ def render() -> str:
             "literal `$`.", "", "## Sections", ""]
     for name in SECTIONS:
         out += _section(schema, name)
+        if name == "target":
+            out += _targets(schema)
     out += [
         "`scoring` is a list of scorer names (`exact_match`, `normalized_match`, `contains`, `numeric`,",
         "`json_valid`, `regex`) or mappings with `type` and the scorer's options; a misspelt name gets a",

@@ -14,7 +14,9 @@ Identity recipes (stable across processes, machines and Python versions):
   (top_k, max_tokens, seed) are ints. The empty point is `{}`.
 - `cell_id` = first 16 hex digits of `sha256(point_json)`.
 - `request_id` = first 24 hex digits of
-  `sha256(json.dumps([model, point_json, prompt_id, sample], separators=(",", ":"), ensure_ascii=False))`.
+  `sha256(json.dumps([model, point_json, prompt_id, sample], separators=(",", ":"), ensure_ascii=False))`;
+  with `targets:` the target's name is appended: `[model, point_json, prompt_id, sample, target]`
+  (`request_id_for_target`). `point_json` and `cell_id` never include the target.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from typing import Any
 from harness.errors import UsageError
 from harness.spec.datasets import Prompt
 from harness.spec.parameters import PARAM_COLUMNS, check_value
-from harness.spec.sweepspec import Sweep, SweepSpec
+from harness.spec.sweepspec import DEFAULT_TARGET, Sweep, SweepSpec
+from harness.spec.targets import target_axis
 
 Value = float | int
 
@@ -46,12 +49,13 @@ class Point:
 
 @dataclass(frozen=True)
 class RequestPlan:
-    """One request to send: a point, a prompt and a repeat index."""
+    """One request to send: a point, a prompt, a repeat index and the target it goes to."""
 
     request_id: str
     point: Point
     prompt: Prompt
     sample: int
+    target: str = DEFAULT_TARGET
 
 
 def canonical_point(params: dict[str, Value]) -> str:
@@ -83,6 +87,8 @@ def _exclude_rules(sweep: Sweep) -> list[tuple[tuple[int, frozenset[Value]], ...
     position = {key: i for i, key in enumerate(_axis_keys(sweep))}
     rules = []
     for rule in sweep.exclude:
+        if "target" in rule:
+            continue  # a rule about targets drops (target, point) pairs: harness.spec.targets
         norm = []
         for key, value in rule.items():
             values = value if isinstance(value, list) else [value]
@@ -206,13 +212,38 @@ def expand_points(spec: SweepSpec | Sweep) -> list[Point]:
 def plan_requests(
     spec: SweepSpec, points: Sequence[Point], prompts: Sequence[Prompt], model: str | None = None
 ) -> Iterator[RequestPlan]:
-    """Requests in order point → prompt → sample (consecutive requests share a prompt prefix)."""
+    """Requests in order point → prompt → (target →) sample (consecutive requests share a prompt prefix).
+
+    With `targets:` each request also has a target (the targets a point is not excluded for, in
+    spec order) and its id includes the target's name (`request_id_for_target`)."""
+    if spec.multi_target:
+        yield from _plan_targets(spec, points, prompts)
+        return
     name = model if model is not None else spec.model_name
+    label = spec.target.label
     for point in points:
         for prompt in prompts:
             for sample in range(spec.sweep.repeats):
                 rid = request_id_of(name, point.point_json, prompt.id, sample)
-                yield RequestPlan(request_id=rid, point=point, prompt=prompt, sample=sample)
+                yield RequestPlan(request_id=rid, point=point, prompt=prompt, sample=sample, target=label)
+
+
+def request_id_for_target(target: str, model: str, point_json: str, prompt_id: str, sample: int) -> str:
+    """The id of a request of a `targets:` spec: `request_id_of`'s recipe with the target's name appended."""
+    blob = json.dumps([model, point_json, prompt_id, sample, target], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _plan_targets(spec: SweepSpec, points: Sequence[Point], prompts: Sequence[Prompt]) -> Iterator[RequestPlan]:
+    axis = target_axis(spec)
+    repeats = range(spec.sweep.repeats)
+    for point in points:
+        here = [t for t in axis if t.allows(point)]
+        for prompt in prompts:
+            for t in here:
+                for sample in repeats:
+                    rid = request_id_for_target(t.name, t.model, point.point_json, prompt.id, sample)
+                    yield RequestPlan(request_id=rid, point=point, prompt=prompt, sample=sample, target=t.name)
 
 
 def point_table(points: Sequence[Point]) -> tuple[list[str], list[list[Any]]]:
@@ -239,5 +270,6 @@ __all__ = [
     "make_point",
     "plan_requests",
     "point_table",
+    "request_id_for_target",
     "request_id_of",
 ]

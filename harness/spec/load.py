@@ -195,7 +195,10 @@ def check_unknown_keys(data: Any, model: type[BaseModel], source: str, path: str
         if key_s not in allowed:
             raise SpecError(_unknown_message(key_s, allowed, path), file=source, key=_join(path, key_s))
         sub = _model_of(model.model_fields[key_s].annotation)
-        if sub is not None:
+        if sub is not None and isinstance(value, list):  # a list of sections (targets)
+            for i, item in enumerate(value):
+                check_unknown_keys(item, sub, source, f"{_join(path, key_s)}[{i}]")
+        elif sub is not None:
             check_unknown_keys(value, sub, source, _join(path, key_s))
 
 

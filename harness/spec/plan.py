@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from harness.spec.datasets import Prompt, load_prompts
@@ -16,6 +17,7 @@ from harness.spec.grid import (
     point_table,
 )
 from harness.spec.sweepspec import SweepSpec, spec_hash
+from harness.spec.targets import TargetLoad, target_loads
 
 CHARS_PER_TOKEN = 4  # a rough, documented heuristic for the estimate; servers report real counts
 
@@ -31,17 +33,30 @@ class Plan:
     preview: list[Point] = field(default_factory=list)
     prompt_chars: int = 0
 
+    @cached_property
+    def per_target(self) -> dict[str, TargetLoad]:
+        """Requests (and prompt characters, max_tokens) per target, in spec order (harness.spec.targets)."""
+        return target_loads(self.spec)
+
     @property
     def requests(self) -> int:
+        if self.spec.multi_target:
+            return sum(load.requests for load in self.per_target.values())
         return self.points * self.prompts * self.repeats
 
     @property
     def est_prompt_tokens(self) -> int:
+        if self.spec.multi_target:
+            return sum(load.prompt_chars for load in self.per_target.values()) // CHARS_PER_TOKEN
         return (self.prompt_chars // CHARS_PER_TOKEN) * self.points * self.repeats
 
     @property
     def max_completion_tokens(self) -> int | None:
-        """Upper bound: the largest max_tokens (fixed or swept) × requests; None when unbounded."""
+        """Upper bound: the largest max_tokens (fixed or swept) × requests; None when unbounded.
+        With several targets: each target's max_tokens summed over its requests."""
+        if self.spec.multi_target:
+            loads = [load.max_tokens for load in self.per_target.values()]
+            return None if any(v is None for v in loads) else sum(v or 0 for v in loads)
         sweep = self.spec.sweep
         swept = sweep.grid.get("max_tokens") or sweep.zip.get("max_tokens")
         per = max(swept) if swept else self.spec.params.get("max_tokens")
@@ -61,6 +76,10 @@ class Plan:
             "prompts": self.prompts,
             "repeats": self.repeats,
             "requests": self.requests,
+            "targets": {name: {"requests": load.requests, "points": load.points,
+                               "model": self.spec.target_named(name).model_name,
+                               "target": self.spec.target_named(name).public()}
+                        for name, load in self.per_target.items()},
             "est_prompt_tokens": self.est_prompt_tokens,
             "max_completion_tokens": self.max_completion_tokens,
             "preview": [dict(zip(columns, r)) for r in rows],

@@ -95,42 +95,6 @@ def _check_headers(headers: Any) -> Any:
     return headers
 
 
-class Target(_Strict):
-    """Where requests go: an OpenAI-compatible base URL, or an embedded local model."""
-
-    base_url: str | None = Field(None, max_length=2048, description="e.g. http://127.0.0.1:8000/v1")
-    model: str | None = Field(None, min_length=1, max_length=512, description="the model name sent in every request")
-    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
-                                    description="name of the environment variable holding the key")
-    local: Literal["gemma-3-270m"] | None = Field(None, description="run on an embedded local model")
-    headers: dict[str, str] = Field(default_factory=dict,
-                                    description="extra HTTP headers; values are redacted when stored unless "
-                                    "the name is a known harmless header")
-
-    dialect: Literal["auto", "seed", "openai", "vllm", "sglang", "llama.cpp", "ollama"] = Field(
-        "auto", description="how the server spells the sampling fields (harness.probe.dialects); auto: from GET /models"
-    )
-
-    @field_validator("headers", mode="before")
-    @classmethod
-    def _headers(cls, value: Any) -> Any:
-        return _check_headers(value)
-
-    @model_validator(mode="after")
-    def _one_target(self) -> Target:
-        if (self.base_url is None) == (self.local is None):
-            raise ValueError("@: give exactly one of base_url or local")
-        if self.base_url is not None:
-            _check_base_url(self.base_url)
-            if not self.model:
-                raise ValueError("@model: required with base_url (the model name to send)")
-        return self
-
-    @property
-    def model_name(self) -> str:
-        return self.model or self.local or ""
-
-
 class DatasetConfig(_Strict):
     """The prompt set."""
 
@@ -295,6 +259,115 @@ else:
     )
 
 
+TARGET_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+DEFAULT_TARGET = "default"
+MAX_TARGETS = 64
+MAX_REPLICAS = 64
+
+
+class Price(_Strict):
+    """What a target costs, per million tokens (any currency; reports show it as given)."""
+
+    input_per_mtok: float = Field(ge=0, le=1_000_000, allow_inf_nan=False, description="price of 1M prompt tokens")
+    output_per_mtok: float = Field(ge=0, le=1_000_000, allow_inf_nan=False,
+                                   description="price of 1M completion tokens")
+
+
+class TargetLimits(_Strict):
+    """A target's own runner limits; each unset one is the runner's (`runner.*`, or the flag)."""
+
+    concurrency: int | None = Field(None, ge=1, le=10_000, description="requests in flight to this target")
+    rps: float | None = Field(None, ge=0.001, le=1_000_000, allow_inf_nan=False,
+                              description="requests per second to this target")
+    tokens_per_min: int | None = Field(None, gt=0, le=10**12, description="tokens per minute to this target")
+
+
+class Target(_Strict):
+    """Where requests go: an OpenAI-compatible base URL (or a list of replicas), or an embedded local model."""
+
+    name: str | None = Field(None, pattern=TARGET_NAME,
+                             description="the target's name (the `target` column); required in targets, "
+                             "else `default`")
+    base_url: str | list[str] | None = Field(
+        None, description="e.g. http://127.0.0.1:8000/v1; a list: replicas of one model, requests go to the "
+        "least busy, a failing one is taken out for a while")
+    model: str | None = Field(None, min_length=1, max_length=512, description="the model name sent in every request")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+                                    description="name of the environment variable holding the key")
+    local: Literal["gemma-3-270m"] | None = Field(None, description="run on an embedded local model")
+    headers: dict[str, str] = Field(default_factory=dict,
+                                    description="extra HTTP headers; values are redacted when stored unless "
+                                    "the name is a known harmless header")
+
+    dialect: Literal["auto", "seed", "openai", "vllm", "sglang", "llama.cpp", "ollama"] = Field(
+        "auto", description="how the server spells the sampling fields (harness.probe.dialects); auto: from GET /models"
+    )
+    params: Params | None = Field(None, description="this target's params, over the spec's `params` (same keys, "
+                                  "same checks; e.g. a larger max_tokens for a reasoning model)")
+    price: Price | None = Field(None, description="price per 1M tokens: cost per cell and per correct answer in reports")
+    runner: TargetLimits | None = Field(None, description="this target's concurrency and rate limits "
+                                        "(default: the runner's, for each target separately)")
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, value: Any) -> Any:
+        return _check_headers(value)
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _base_url(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not 1 <= len(value) <= MAX_REPLICAS:
+                raise ValueError(f"@base_url: give 1 to {MAX_REPLICAS} replica URLs, not {len(value)}")
+            if len(set(map(str, value))) != len(value):
+                raise ValueError("@base_url: the same replica URL is listed twice")
+        for i, url in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(url, str) and len(url) > 2048:
+                where = f"[{i}]" if isinstance(value, list) else ""
+                raise ValueError(f"@base_url{where}: longer than 2048 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Target:
+        if (self.base_url is None) == (self.local is None):
+            raise ValueError("@: give exactly one of base_url or local")
+        if self.base_url is not None:
+            for url in self.urls:
+                _check_base_url(url)
+            if not self.model:
+                raise ValueError("@model: required with base_url (the model name to send)")
+        return self
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The replica URLs (one for a single base_url; none for `local:`)."""
+        if self.base_url is None:
+            return ()
+        return tuple(self.base_url) if isinstance(self.base_url, list) else (self.base_url,)
+
+    @property
+    def first_url(self) -> str | None:
+        """The base URL, or the first replica's."""
+        return self.urls[0] if self.urls else None
+
+    @property
+    def label(self) -> str:
+        """The name in the `target` column."""
+        return self.name or DEFAULT_TARGET
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.local or ""
+
+    def public(self) -> str:
+        """The target for display: the redacted base URL (replicas: the first and how many), or `local:<model>`."""
+        urls = self.urls
+        if not urls:
+            return f"local:{self.local}"
+        more = f" (+{len(urls) - 1} replicas)" if len(urls) > 1 else ""
+        return redact_url(urls[0]) + more
+
+
 class Sweep(_Strict):
     """What varies: a grid, zipped axes, exclusions, a random subset and repeats."""
 
@@ -306,6 +379,24 @@ class Sweep(_Strict):
     sample: int | None = Field(None, ge=1, le=INT64_MAX, description="keep a random subset of this many points")
     sample_seed: int = Field(0, ge=INT64_MIN, le=INT64_MAX, description="seed of the random subset")
     repeats: int = Field(1, ge=1, le=100_000, description="requests per (point, prompt); see seed: per_sample")
+    only_targets: tuple[str, ...] | None = Field(None, exclude=True, description="`grid.target`: the targets swept")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _target_axis(cls, data: Any) -> Any:
+        """`grid.target: [names]` restricts the targets; it is not a sampling parameter, so it is kept apart."""
+        if not isinstance(data, dict) or not isinstance(data.get("grid"), dict) or "target" not in data["grid"]:
+            return data
+        grid = dict(data["grid"])
+        raw = grid.pop("target")
+        names = raw if isinstance(raw, list) else [raw]
+        if not names:
+            raise ValueError("@grid.target: an empty list sweeps no target; give target names")
+        for i, name in enumerate(names):
+            if not isinstance(name, str) or not re.match(TARGET_NAME, name):
+                raise ValueError(f"@grid.target[{i}]: {str(name)[:40]!r} is not a target name "
+                                 "(letters, digits, _ . -)")
+        return {**data, "grid": grid, "only_targets": tuple(dict.fromkeys(names))}
 
     @field_validator("grid", mode="before")
     @classmethod
@@ -344,10 +435,15 @@ class Sweep(_Strict):
 
 
 def _check_exclude_rule(rule: dict[str, Any], where: str, swept: tuple[str, ...]) -> None:
-    """Every key a swept parameter, every value (or each of a list) allowed for it."""
+    """Every key a swept parameter (or `target`), every value (or each of a list) allowed for it."""
     if not rule:
         raise ValueError(f"@{where}: an empty rule would drop every point; give at least one key")
     for key, value in rule.items():
+        if key == "target":
+            names = value if isinstance(value, list) else [value]
+            if not names or not all(isinstance(n, str) and re.match(TARGET_NAME, n) for n in names):
+                raise ValueError(f"@{where}.target: give a target name or a list of names")
+            continue
         if key not in swept:
             hint = unknown_axis(str(key), swept)
             raise ValueError(f"@{where}.{key}: not a swept parameter; {hint}swept: {', '.join(swept) or 'none'}")
@@ -384,7 +480,12 @@ class SweepSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="letters, digits, . _ -")
     description: str | None = Field(None, max_length=10_000, description="free text, shown in reports")
-    target: Target
+    # One of `target` or `targets`. With `targets`, `target` is the first of them (so code that
+    # needs one endpoint keeps working); it is not written back (`resolved_dict`).
+    target: Target = Field(None, description="the endpoint (or give `targets`, several named ones)")  # type: ignore[assignment]
+    targets: list[Target] | None = Field(None, min_length=1, max_length=MAX_TARGETS,
+                                         description="several named targets, one more axis of the sweep "
+                                         "(each: name, then the keys of target)")
     dataset: DatasetConfig
     params: Params = Field(default_factory=Params)
     sweep: Sweep = Field(default_factory=Sweep)
@@ -395,6 +496,7 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _cross(self) -> SweepSpec:
+        self._one_of_target_targets()
         swept = set(self.sweep.swept)
         for name in SWEEPABLE:
             if self.params.get(name) is not None and name in swept:
@@ -404,11 +506,90 @@ class SweepSpec(_Strict):
         base = self.params.seed_base
         if base is not None and base + self.sweep.repeats - 1 > INT64_MAX:
             raise ValueError("@params.seed.per_sample: base + repeats exceeds the 64-bit range")
-        set_params = set(self.params.sent())
-        for name in lacking(self.target.dialect, set_params | swept):
-            where = f"params.{name}" if name in set_params else f"sweep.{'grid' if name in self.sweep.grid else 'zip'}.{name}"
-            raise ValueError(f"@{where}: the {self.target.dialect} dialect (target.dialect) has no {name}; remove it, or name the right dialect")
+        self._check_target_names()
+        for i, target in enumerate(self.target_list):
+            where = f"targets[{i}]" if self.targets else "target"
+            params = self._target_params(target, where, swept)
+            set_params = set(params.sent())
+            for name in lacking(target.dialect, set_params | swept):
+                at = f"params.{name}" if name in set_params else f"sweep.{'grid' if name in self.sweep.grid else 'zip'}.{name}"
+                raise ValueError(f"@{at}: the {target.dialect} dialect ({where}.dialect) has no {name}; "
+                                 "remove it, or name the right dialect")
         return self
+
+    def _one_of_target_targets(self) -> None:
+        if self.targets is None and self.target is None:
+            raise ValueError("@target: required: give target (one endpoint) or targets (a list of named ones)")
+        if self.targets is not None:
+            if self.target is not None and self.target is not self.targets[0]:
+                raise ValueError("@targets: give target or targets, not both")
+            object.__setattr__(self, "target", self.targets[0])  # the first target stands for all in one-endpoint code
+
+    def _check_target_names(self) -> None:
+        if self.targets is not None:
+            seen: set[str] = set()
+            for i, target in enumerate(self.targets):
+                if target.name is None:
+                    raise ValueError(f"@targets[{i}].name: required (the target's name in the results)")
+                if target.name in seen:
+                    raise ValueError(f"@targets[{i}].name: {target.name!r} is used twice; names must be unique")
+                seen.add(target.name)
+        names = self.target_names
+        for name in self.sweep.only_targets or ():
+            if name not in names:
+                raise ValueError(f"@sweep.grid.target: {name!r} is not a target; targets: {', '.join(names)}")
+        for i, rule in enumerate(self.sweep.exclude):
+            value = rule.get("target")
+            for name in (value if isinstance(value, list) else [value]) if value is not None else []:
+                if name not in names:
+                    raise ValueError(f"@sweep.exclude[{i}].target: {name!r} is not a target; targets: {', '.join(names)}")
+
+    def _target_params(self, target: Target, where: str, swept: set[str]) -> _ParamsBase:
+        if target.params is None:
+            return self.params
+        for name in SWEEPABLE:
+            if name in swept and (target.params.get(name) is not None or name in target.params.extra_body):
+                raise ValueError(f"@{where}.params.{name}: also swept in sweep; set it in one place")
+        try:
+            merged = merge_params(self.params, target.params)
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise ValueError(f"@{where}.params: {str(first['msg']).removeprefix('Value error, ').lstrip('@')}") from None
+        base = merged.seed_base
+        if base is not None and base + self.sweep.repeats - 1 > INT64_MAX:
+            raise ValueError(f"@{where}.params.seed.per_sample: base + repeats exceeds the 64-bit range")
+        return merged
+
+    @property
+    def target_list(self) -> tuple[Target, ...]:
+        """Every target with its name resolved (`default` for a `target:` without one), in spec order."""
+        if self.targets is not None:
+            return tuple(self.targets)
+        t = self.target
+        return (t if t.name else t.model_copy(update={"name": DEFAULT_TARGET}),)
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return tuple(t.label for t in self.target_list)
+
+    @property
+    def multi_target(self) -> bool:
+        """True when the spec uses `targets:` (request ids then include the target's name)."""
+        return self.targets is not None
+
+    def target_named(self, name: str) -> Target:
+        for target in self.target_list:
+            if target.label == name:
+                return target
+        raise KeyError(name)
+
+    def for_target(self, name: str) -> SweepSpec:
+        """This spec seen from one target: a one-target spec with that target's params merged in
+        (what bodies, the preflight and the dialect use). Points and ids come from the whole spec."""
+        target = self.target_named(name)
+        params = self.params if target.params is None else merge_params(self.params, target.params)
+        return self.model_copy(update={"target": target.model_copy(update={"name": target.label}),
+                                       "targets": None, "params": params})
 
     @property
     def model_name(self) -> str:
@@ -416,19 +597,59 @@ class SweepSpec(_Strict):
 
     def resolved_dict(self) -> dict[str, Any]:
         """The resolved spec as JSON, secrets included: never write it, write `public_dict()`."""
-        return self.model_dump(mode="json", exclude={"source"})
+        data = self.model_dump(mode="json", exclude={"source"})
+        if self.targets is not None:
+            del data["target"]
+            data["targets"] = [_compact_target(t) for t in data["targets"]]
+        else:
+            del data["targets"]
+            data["target"] = _compact_target(data["target"])
+        if self.sweep.only_targets is not None:
+            data["sweep"]["grid"] = {"target": list(self.sweep.only_targets), **data["sweep"]["grid"]}
+        return data
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved spec safe to write or print: URL userinfo/query values and secret headers redacted."""
         data = self.resolved_dict()
-        if self.target.base_url is not None:
-            data["target"]["base_url"] = redact_url(self.target.base_url)
-        data["target"]["headers"] = redact_headers(self.target.headers)
+        for stored in data["targets"] if self.targets is not None else [data["target"]]:
+            url = stored.get("base_url")
+            if isinstance(url, list):
+                stored["base_url"] = [redact_url(u) for u in url]
+            elif url is not None:
+                stored["base_url"] = redact_url(url)
+            stored["headers"] = redact_headers(stored.get("headers") or {})
         return data
 
     def public_target(self) -> str:
-        """The target for display: the redacted base URL, or `local:<model>`."""
-        return redact_url(self.target.base_url) if self.target.base_url else f"local:{self.target.local}"
+        """The target for display: the redacted base URL, or `local:<model>`; several: their names."""
+        if self.targets is not None and len(self.targets) > 1:
+            return ", ".join(f"{t.label}={t.public()}" for t in self.targets)
+        return self.target.public()
+
+
+_NEW_TARGET_KEYS = ("name", "params", "price", "runner")
+
+
+def _compact_target(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored target without the keys it does not set (a one-target spec hashes as before targets existed)."""
+    out = {k: v for k, v in data.items() if not (k in _NEW_TARGET_KEYS and v is None)}
+    if isinstance(out.get("params"), dict):
+        out["params"] = {k: v for k, v in out["params"].items() if v is not None and v != {}}
+    if isinstance(out.get("runner"), dict):
+        out["runner"] = {k: v for k, v in out["runner"].items() if v is not None}
+    return out
+
+
+def merge_params(base: _ParamsBase, override: _ParamsBase) -> _ParamsBase:
+    """A target's params over the spec's: a key the target sets (as a parameter or in extra_body)
+    replaces the spec's; the result is checked again (ValidationError)."""
+    b = base.model_dump(exclude_none=True)
+    o = override.model_dump(exclude_none=True)
+    b_extra, o_extra = dict(b.pop("extra_body", {}) or {}), dict(o.pop("extra_body", {}) or {})
+    keys = set(o) | set(o_extra)
+    merged = {**{k: v for k, v in b.items() if k not in keys}, **o}
+    extra = {**{k: v for k, v in b_extra.items() if k not in keys}, **o_extra}
+    return type(base).model_validate({**merged, "extra_body": extra})
 
 
 def check_api_key(key: str, *, env_name: str, source: str) -> str:
@@ -523,23 +744,32 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema of the spec, for editors (yaml-language-server) and other tools."""
     schema = SweepSpec.model_json_schema(mode="validation")
     schema["properties"].pop("source", None)
+    sweep = schema["$defs"]["Sweep"]
+    sweep["properties"].pop("only_targets", None)
+    sweep["properties"]["grid"]["properties"] = {"target": {
+        "type": "array", "items": {"type": "string", "pattern": TARGET_NAME},
+        "description": "the targets to send to (names from targets); default: all"}}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "harness sweep spec"
     return schema
 
 
 __all__ = [
+    "DEFAULT_TARGET",
     "PER_SAMPLE",
     "DatasetConfig",
     "Params",
+    "Price",
     "RunnerConfig",
     "SeedPerSample",
     "Sweep",
     "SweepSpec",
     "Target",
+    "TargetLimits",
     "check_api_key",
     "json_schema",
     "load_spec",
+    "merge_params",
     "parse_spec",
     "spec_hash",
 ]

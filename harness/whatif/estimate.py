@@ -243,7 +243,8 @@ def whatif_frame(
 ) -> pd.DataFrame:
     """One row per (cell, setting) of a run's result rows; see the module docstring.
 
-    Cells without logprobs are left out. Columns: run_id, cell_id, the cell's own temperature,
+    Cells without logprobs are left out. Columns: run_id, (target, when the run has several),
+    cell_id, the cell's own temperature,
     top_p, top_k, min_p and penalties, rows, then setting, hyp_* (the complete hypothetical
     setting), positions, affected(+_lo/_hi, _basis), removed, candidates, entropy,
     entropy_before, expected_logprob (each with _lo/_hi), tail_share, tail_decides, verdict.
@@ -251,8 +252,10 @@ def whatif_frame(
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows
     records: list[dict[str, Any]] = []
     rng = np.random.default_rng(seed)
-    keys = [c for c in ("run_id", "cell_id") if c in ok.columns]
-    for key, cell_rows in ok.groupby(keys, sort=False) if keys else [((), ok)]:
+    # several targets share cell ids (the point without the target): a cell is (run, target, point)
+    several = "target" in ok.columns and ok["target"].nunique() > 1
+    keys = [c for c in ("run_id", "target", "cell_id") if c in ok.columns and (c != "target" or several)]
+    for key, cell_rows in ok.groupby(keys, sort=False, dropna=False) if keys else [((), ok)]:
         cell_rows = cell_rows.reset_index(drop=True)
         pos = extract_positions(cell_rows["logprobs"])
         if not len(pos):
