@@ -400,6 +400,8 @@ def start_finisher(job: SweepJob) -> None:
     """Seal and compact this session's rows in a helper process (harness.rundir.finisher), so the
     run's own process never imports pyarrow: worth it for a session that fits in one journal
     segment (start-up is most of its time); a larger one imports pyarrow to seal as it goes."""
+    from pathlib import Path
+
     local = type(job.store) is RunStore and isinstance(job.run_dir, Path)  # not an object store
     if job.finisher is None and local and job.pending <= SEAL_ROWS:
         from harness.rundir.finisher import Finisher
