@@ -402,11 +402,11 @@ def start_finisher(job: SweepJob) -> None:
     segment (start-up is most of its time); a larger one imports pyarrow to seal as it goes."""
     from pathlib import Path
 
-    local = type(job.store) is RunStore and isinstance(job.run_dir, Path)  # not an object store
-    if job.finisher is None and local and job.pending <= SEAL_ROWS:
-        from harness.rundir.finisher import Finisher
+    run_dir = job.run_dir
+    if job.finisher is None and type(job.store) is RunStore and isinstance(run_dir, Path) and job.pending <= SEAL_ROWS:
+        from harness.rundir.finisher import Finisher  # a local run directory (not an object store)
 
-        job.finisher = Finisher.start(Path(job.run_dir))
+        job.finisher = Finisher.start(run_dir)
 
 
 def _seal_and_compact(job: SweepJob) -> RowCounts:
