@@ -285,3 +285,34 @@ def test_preflight_runs_per_target_and_names_the_refusing_one(tmp_path: Path, mo
         assert main(["run", str(spec), "--out", str(tmp_path / "runs"), "--quiet"]) == 0
         df = results(last_line(capsys.readouterr().out))
         assert sorted(keys(df)) == sorted(planned(spec)) and len(df) == 6  # 2 prompts × (2 + 1) points
+
+
+@pytest.mark.slow
+def test_a_broken_target_opens_its_own_breaker_only(tmp_path: Path, model: NGramModel, key_env: None,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with serve(model) as good, serve(model, faults="500=1.0") as broken:
+        targets = [{"name": "good", "base_url": good.base_url}, {"name": "broken", "base_url": broken.base_url}]
+        spec = write_spec(tmp_path, targets, prompts=20, temperatures=[0.0, 1.0], repeats=2,
+                          runner={"concurrency": 4, "max_attempts": 3})
+        assert main(["run", str(spec), "--out", str(tmp_path / "runs"), "--quiet", "--no-preflight"]) == 1
+    out, err = capsys.readouterr()
+    df = results(last_line(out))
+    assert sorted(keys(df)) == sorted(planned(spec))
+    assert (df[df.target == "good"].status == "ok").all()  # its lane never stopped
+    bad = df[df.target == "broken"]
+    assert (bad.status == "error").all() and (bad.error_type == "not_sent").sum() > 40
+    assert bad[bad.error_type == "not_sent"].replica.isna().all() and bad[bad.error_type != "not_sent"].replica.notna().all()
+    assert "target broken: stopped sending" in err and "target good" not in err
+
+
+def test_a_targets_own_limits_win_over_the_runners() -> None:
+    from harness.runner.dispatch import EngineConfig
+    from harness.runner.lanes import lane_config
+    from harness.spec.sweepspec import Target
+
+    base = EngineConfig(run_id="r", concurrency=16, rps=50.0, tokens_per_min=None)
+    plain = Target(base_url="http://a/v1", model="m")
+    assert lane_config(base, plain) == base
+    own = Target(base_url="http://a/v1", model="m", runner={"concurrency": 2, "tokens_per_min": 1000})  # type: ignore[arg-type]
+    got = lane_config(base, own)
+    assert (got.concurrency, got.rps, got.tokens_per_min) == (2, 50.0, 1000)

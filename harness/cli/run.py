@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--probe", action="store_true", help="probe the endpoint first (harness probe) and keep its profile as RUN_DIR/probe.json")
     p.add_argument("--report", nargs="?", const="", metavar="DIR",
                    help="after the run, write its report (to DIR, default RUN_DIR/report)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run the sweep as shards on a Ray cluster (`local` starts one here; needs the [ray] extra); "
+                   "overrides runner.ray.address and sets runner.executor: ray")
     p.set_defaults(func=handle)
 
 
@@ -140,6 +143,60 @@ def _started(job: SweepJob, quiet: bool) -> None:
               file=sys.stderr)
 
 
+def _wants_ray(args: argparse.Namespace) -> bool:
+    """`--ray`, a spec with `runner.executor: ray`, or `--resume` of a Ray run's shard store."""
+    from harness.runner.cluster import is_store
+
+    if args.resume:
+        return is_store(args.resume)
+    if args.ray is not None:
+        return True
+    if not args.spec:
+        return False
+    from harness.spec.sweepspec import load_spec
+
+    return load_spec(args.spec).runner.executor == "ray"
+
+
+def _handle_ray(args: argparse.Namespace) -> int:
+    """The Ray path (harness.runner.cluster): same flags, progress, last line and exit codes."""
+    from harness.runner.cluster import resume_on_ray, run_on_ray
+    from harness.runner.dispatch import Stats
+    from harness.runner.progress import RunProgress
+
+    for flag, value in (("--shard", args.shard), ("--limit", args.limit), ("--probe", args.probe or None),
+                        ("--retry-errors", args.retry_errors or None)):
+        if value is not None:
+            raise UsageError("is not supported with a Ray run (its shards slice the whole plan)", key=flag)
+    if args.resume and args.spec:
+        raise UsageError("a Ray run's store is resumed with the spec its shards stored; give no SPEC", key="SPEC")
+    stats = Stats()
+    if not args.quiet:
+        print(f"harness: running on Ray ({args.ray or 'runner.ray.address'})", file=sys.stderr)
+    with RunProgress(stats, quiet=args.quiet):
+        if args.resume:
+            result = resume_on_ray(args.resume, address=args.ray, stats=stats)
+        else:
+            result = run_on_ray(args.spec, out=args.out, address=args.ray, limit=args.limit,
+                                concurrency=args.concurrency, rps=args.rps, stats=stats,
+                                preflight=not args.no_preflight, max_points=args.max_points)
+    if stats.halted:
+        print(f"harness: {stats.halted.replace('RUN_DIR', str(result.run_dir))}", file=sys.stderr)
+    elif args.report is not None and not result.interrupted:
+        from harness.report import ReportOptions, build_report
+
+        if args.report:
+            target = Path(args.report)
+        else:
+            assert isinstance(result.run_dir, Path)  # _check_report_out: a run on an object store names a folder
+            target = result.run_dir / "report"
+        report = build_report([result.run_dir], target, ReportOptions())
+        if not args.quiet:
+            print(f"report: {report.out_dir / 'index.html'}", file=sys.stderr)
+    print(result.run_dir)
+    return result.exit_code
+
+
 def handle(args: argparse.Namespace) -> int:
     from harness.runner.dispatch import Stats
     from harness.runner.progress import RunProgress
@@ -147,6 +204,10 @@ def handle(args: argparse.Namespace) -> int:
     from harness.runner.sweep import start_finisher
 
     _check_report_out(args.report, args.out, args.resume)
+    if _wants_ray(args):
+        return _handle_ray(args)
+    if args.ray is not None:
+        raise UsageError("takes a new sweep (SPEC) or a Ray run's shard store (--resume STORE)", key="--ray")
     job = _prepare(args)
     start_finisher(job)  # sealing and compaction in a helper: this process never imports pyarrow
     _started(job, args.quiet)

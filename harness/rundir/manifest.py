@@ -11,9 +11,10 @@ Fields (the contract in DESIGN.md, plus a few):
                       spec, URLs redacted; price {input_per_mtok, output_per_mtok} or null
     started_at, finished_at, status (running / completed / interrupted / failed), reason
     counts            {requests, ok, error}
-    shard             {index, count} or null;  limit;  overrides {concurrency, rps}
+    shard             {index, count} or null;  limit;  overrides {concurrency, rps, tokens_per_min}
     sessions          how many times the run was started;  merged_from (run ids) for a merge
     storage           the run directory's URL (`s3://bucket/prefix/run_id`) when on an object store
+    executor, shards  `ray` and the number of shards for a run made by `harness run --ray` (else null)
 
 The stored spec is *resolved*: reading it back (`stored_spec`) never interpolates `${VAR}`
 again, so a `$${VAR}` escape sends `${VAR}` before and after a resume.
@@ -100,6 +101,8 @@ class Manifest(BaseModel):
     sessions: int = Field(1, ge=1)
     redacted: list[str] = Field(default_factory=list)
     merged_from: list[str] | None = None
+    executor: str | None = None  # "ray": the shards of harness.runner.cluster, merged
+    shards: int | None = Field(None, ge=1)
     targets: dict[str, dict[str, Any]] = Field(default_factory=dict)
     storage: str | None = None  # the run directory's URL when on an object store (redacted), else null
 

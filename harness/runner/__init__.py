@@ -13,6 +13,8 @@ Stage 2 — sending the planned requests.
     sweep.py     a session over a run directory: new / resume, target, execute, finish
     session.py   running a sweep from Python: prepare, hook, send, finish; signals; RunResult
     jobarray.py  `--shard auto`: shard K of N from a job array's environment (Kubernetes, Slurm)
+    cluster.py   a sweep as shards on a Ray cluster (`--ray`): limits split, lost shards resumed, merged
+    raytask.py   one shard inside a Ray worker: resume its run directory, report progress
 """
 
 from harness.runner.dispatch import Engine, EngineConfig, Stats

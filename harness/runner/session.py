@@ -73,8 +73,9 @@ class RunResult:
         return 0 if self.counts.ok >= self.manifest.counts.requests and self.counts.error == 0 else 1
 
 
-def _overrides(concurrency: int | None, rps: float | None) -> dict[str, Any]:
-    return {k: v for k, v in (("concurrency", concurrency), ("rps", rps)) if v is not None}
+def _overrides(concurrency: int | None, rps: float | None, tokens_per_min: int | None = None) -> dict[str, Any]:
+    pairs = (("concurrency", concurrency), ("rps", rps), ("tokens_per_min", tokens_per_min))
+    return {k: v for k, v in pairs if v is not None}
 
 
 def _check_key(spec: SweepSpec, key: str, where: str = "target") -> None:
@@ -142,6 +143,7 @@ def prepare_run(
     rps: float | None = None,
     check_endpoint: bool = True,
     max_points: int = DEFAULT_MAX_POINTS,
+    tokens_per_min: int | None = None,
 ) -> SweepJob:
     """Validate, check the size, the key and the endpoint (before any folder is made), create the run directory."""
     if not isinstance(spec, SweepSpec):
@@ -150,7 +152,8 @@ def prepare_run(
     env_keys = [os.environ.get(t.api_key_env) for t in spec.target_list if t.api_key_env]
     if check_endpoint:
         _check_targets(spec)
-    return new_job(spec, out=out, shard=as_shard(shard), limit=limit, overrides=_overrides(concurrency, rps),
+    return new_job(spec, out=out, shard=as_shard(shard), limit=limit,
+                   overrides=_overrides(concurrency, rps, tokens_per_min),
                    secrets=tuple(k for k in env_keys if k))
 
 

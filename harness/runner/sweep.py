@@ -287,7 +287,7 @@ def engine_config(job: SweepJob) -> EngineConfig:
         max_attempts=runner.max_attempts,
         deadline_s=runner.deadline_s,
         rps=job.overrides.get("rps") or runner.rps,
-        tokens_per_min=runner.tokens_per_min,
+        tokens_per_min=job.overrides.get("tokens_per_min") or runner.tokens_per_min,
         max_retry_after_s=runner.max_retry_after_s,
     )
 

@@ -70,8 +70,9 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _section(schema: dict[str, Any], name: str) -> list[str]:
-    model = _ref(schema, schema["properties"][name])
+def _section(schema: dict[str, Any], name: str, parent: dict[str, Any] | None = None) -> list[str]:
+    """The table of a section (`name` under `parent`'s properties, else the top level)."""
+    model = _ref(schema, (parent or schema)["properties"][name.rsplit(".", 1)[-1]])
     lines = [f"### `{name}`", "", _cell(model.get("description", "")), "",
              "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]  # fmt: skip
     required = set(model.get("required", []))
@@ -153,6 +154,7 @@ def render() -> str:
         out += _section(schema, name)
         if name == "target":
             out += _targets(schema)
+    out += _section(schema, "runner.ray", _ref(schema, top["runner"]))
     out += [
         "`scoring` is a list of scorer names (`exact_match`, `normalized_match`, `contains`, `numeric`,",
         "`json_valid`, `regex`) or mappings with `type` and the scorer's options; a misspelt name gets a",

@@ -458,6 +458,23 @@ def _check_exclude_rule(rule: dict[str, Any], where: str, swept: tuple[str, ...]
                 raise ValueError(f"@{where}.{key}{suffix}: {exc}") from None
 
 
+class RayConfig(_Strict):
+    """`runner.executor: ray`: the sweep split into shards run as Ray tasks (docs/distributed.md)."""
+
+    address: str | None = Field(None, min_length=1, max_length=2048,
+                                description="the cluster (`auto`, `ray://host:10001`, `local` starts one on this "
+                                "machine); not set: Ray's default (RAY_ADDRESS, else a local one)")
+    shards: int | None = Field(None, ge=1, le=10_000,
+                               description="tasks the sweep is split into; not set: the cluster's CPUs / cpus_per_shard")
+    cpus_per_shard: float = Field(1.0, gt=0, le=1024, allow_inf_nan=False,
+                                  description="CPUs Ray reserves for each shard's task")
+    max_retries: int = Field(3, ge=0, le=100, description="times Ray re-runs a shard whose worker or node died "
+                             "(it resumes the shard's run directory)")
+    store: str | None = Field(None, min_length=1, max_length=4096,
+                              description="folder every node sees; the shards' run directories go in "
+                              "STORE/RUN_ID (not set: OUT/.shards/RUN_ID), removed once merged complete")
+
+
 class RunnerConfig(_Strict):
     """How requests are sent. Times are finite and at most a day (a week for deadline_s)."""
 
@@ -473,6 +490,9 @@ class RunnerConfig(_Strict):
                                      description="total time per request, retries included")
     max_retry_after_s: float = Field(60.0, ge=0, le=DAY_S, allow_inf_nan=False,
                                      description="cap on a server's Retry-After")
+    executor: Literal["local", "ray"] = Field("local", description="`local`: this process sends; `ray`: shards run "
+                                              "as Ray tasks across a cluster, limits divided among them (--ray)")
+    ray: RayConfig = Field(default_factory=RayConfig, description="the Ray executor's settings (see below)")
 
 
 class SweepSpec(_Strict):
@@ -670,6 +690,8 @@ def spec_hash(spec: SweepSpec) -> str:
     data.pop("name", None)
     data.pop("description", None)
     data["dataset"]["path"] = Path(data["dataset"]["path"]).name
+    for key in ("executor", "ray"):  # where the sweep runs, not what it sends: hashes of older runs stay
+        data["runner"].pop(key, None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -760,6 +782,7 @@ __all__ = [
     "DatasetConfig",
     "Params",
     "Price",
+    "RayConfig",
     "RunnerConfig",
     "SeedPerSample",
     "Sweep",
