@@ -281,10 +281,10 @@ def bench_d(tmp: Path, requests: int = 8000, rounds: int = 3, profile: bool = Fa
     pacing, retry wrapper) vs a raw aiohttp loop, same bodies, same canned server, concurrency 64,
     rounds interleaved; CPU per request from process_time."""
     import orjson
-    from harness.store import RunStore
 
     from harness.client import ChatClient, ClientConfig
-    from harness.runner.body import build_body
+    from harness.rundir.store import RunStore
+    from harness.runner.body import BodyBuilder, build_body
     from harness.runner.dispatch import Engine, EngineConfig, Stats
     from harness.spec.datasets import load_prompts
     from harness.spec.grid import expand_points, plan_requests
@@ -320,7 +320,7 @@ def bench_d(tmp: Path, requests: int = 8000, rounds: int = 3, profile: bool = Fa
 
             config = ClientConfig(base_url=url, api_key=KEY, pool_size=64)
             async with ChatClient(config) as client:
-                eng = Engine(client, lambda p: build_body(spec, p), sink, EngineConfig(run_id="b", concurrency=64), Stats(total=len(plans)))
+                eng = Engine(client, BodyBuilder(spec), sink, EngineConfig(run_id="b", concurrency=64), Stats(total=len(plans)))
                 t0, c0 = time.perf_counter(), time.process_time()
                 await eng.run(plans)
                 took = time.perf_counter() - t0, time.process_time() - c0

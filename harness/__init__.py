@@ -16,13 +16,9 @@ Names are resolved lazily: `import harness` imports nothing heavy.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("harness")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+from harness._version import __version__
 
 _LAZY = {
     "CompareOptions": "harness.compare",

@@ -178,3 +178,14 @@ def test_fuzz_any_journal_bytes_read_without_error(cuts: list[tuple[int, bytes]]
         if line[:-1] in intact:
             assert f"r{i}" in got  # every complete, untouched row is recovered
     assert set(read.torn).isdisjoint({n for n, line in enumerate(bytes(data).split(b"\n"), 1) if line + b"\n" in GOOD})
+
+
+def test_the_numeric_columns_named_for_writing_are_the_schemas() -> None:
+    """encode_row checks ints and floats without pyarrow; its lists must be the schema's, in order."""
+    import pyarrow as pa
+
+    from harness.rundir.journal import FLOAT_ROW_COLUMNS, INT_ROW_COLUMNS
+    from harness.rundir.records import SCHEMA
+
+    assert tuple(f.name for f in SCHEMA if pa.types.is_integer(f.type)) == INT_ROW_COLUMNS
+    assert tuple(f.name for f in SCHEMA if pa.types.is_floating(f.type)) == FLOAT_ROW_COLUMNS

@@ -15,7 +15,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "harness"
-TOP_LEVEL_MODULES = {"__init__.py", "__main__.py", "api.py", "errors.py", "redact.py", "textsafe.py"}
+TOP_LEVEL_MODULES = {"__init__.py", "__main__.py", "_version.py", "api.py", "errors.py", "redact.py", "textsafe.py"}
 PATH_REF = re.compile(r"(?<![\w./-])((?:harness|docs|bench|tests|sweeps|datasets|reports|baselines)/[\w./-]*\w\.(?:py|md|yaml|json|jsonl|csv))\b")
 
 

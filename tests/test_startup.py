@@ -52,3 +52,19 @@ def test_help_lists_every_command_with_its_own_summary() -> None:
     registered = {choice.dest: choice.help for choice in sub._choices_actions}
     assert set(SUMMARIES) == set(COMMANDS) == set(registered)
     assert registered == SUMMARIES
+
+
+def test_version_is_the_installed_one_without_package_metadata() -> None:
+    """`--version` reads harness/_version.py (pyproject.toml's dynamic version), not importlib.metadata."""
+    from importlib.metadata import version
+
+    import harness
+
+    assert harness.__version__ == version("harness")
+    code = (
+        "import runpy, sys\nsys.argv = ['harness', '--version']\n"
+        "try:\n    runpy.run_module('harness', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print('importlib.metadata' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60).stdout
+    assert out.split() == ["harness", harness.__version__, "False"]

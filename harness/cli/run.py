@@ -205,6 +205,7 @@ def handle(args: argparse.Namespace) -> int:
     from harness.runner.dispatch import Stats
     from harness.runner.progress import RunProgress
     from harness.runner.session import run_job
+    from harness.runner.sweep import start_finisher
 
     _check_report_out(args.report, args.out, args.resume)
     if _wants_ray(args):
@@ -212,6 +213,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.ray is not None:
         raise UsageError("takes a new sweep (SPEC) or a Ray run's shard store (--resume STORE)", key="--ray")
     job = _prepare(args)
+    start_finisher(job)  # sealing and compaction in a helper: this process never imports pyarrow
     _started(job, args.quiet)
     stats = Stats(total=job.pending)
     with RunProgress(stats, quiet=args.quiet):

@@ -8,33 +8,63 @@ meant, a lone surrogate — never crashes the run: the row becomes an error row
 Reading (`read_segment`): any line length (a 1,000-token answer with `top_logprobs: 20` is
 several MiB) and any torn line anywhere (not only the last) — complete rows are kept, a torn
 line is skipped and reported (`JournalRead.torn`); that request is simply sent again on resume.
+
+Writing needs no pyarrow (the int and float columns are named here, checked against the schema
+by tests/test_journal.py), so a run imports pyarrow only when it seals its rows.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.json as pajson
 
-from harness.rundir.fs import RunPath
-from harness.rundir.records import SCHEMA, rows_to_table
+from harness.spec.parameters import FLOAT_COLUMNS, INT_COLUMNS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from harness.rundir.fs import RunPath
 
 log = logging.getLogger(__name__)
 
 _INT64 = (-(2**63), 2**63 - 1)
-_INT_COLUMNS = tuple(f.name for f in SCHEMA if pa.types.is_integer(f.type))
-_FLOAT_COLUMNS = tuple(f.name for f in SCHEMA if pa.types.is_floating(f.type))
-_STR_COLUMNS = tuple(f.name for f in SCHEMA if pa.types.is_string(f.type))
-_TIME_COLUMNS = tuple(f.name for f in SCHEMA if pa.types.is_timestamp(f.type))
+# The schema's int64 and float64 columns (harness.rundir.records), without importing pyarrow.
+INT_ROW_COLUMNS = ("sample", *INT_COLUMNS, "http_status", "attempts", "prompt_tokens", "completion_tokens",
+                   "response_bytes")
+FLOAT_ROW_COLUMNS = (*FLOAT_COLUMNS, "latency_s", "ttft_s")
+_INT_COLUMNS = INT_ROW_COLUMNS
+_FLOAT_COLUMNS = FLOAT_ROW_COLUMNS
 _IDENTITY = ("run_id", "request_id", "cell_id", "prompt_id", "sample")
-_REQUIRED = tuple(f.name for f in SCHEMA if not f.nullable)
 UNREPRESENTABLE = "unrepresentable"
+
+
+@dataclass(frozen=True)
+class _Columns:
+    names: frozenset[str]
+    strings: tuple[str, ...]
+    times: tuple[str, ...]
+    required: tuple[str, ...]
+
+
+@functools.cache
+def _columns() -> _Columns:
+    """What the schema says of its columns (imports pyarrow: only error rows and reading need it)."""
+    import pyarrow as pa
+
+    from harness.rundir.records import SCHEMA
+
+    return _Columns(
+        names=frozenset(SCHEMA.names),
+        strings=tuple(f.name for f in SCHEMA if pa.types.is_string(f.type)),
+        times=tuple(f.name for f in SCHEMA if pa.types.is_timestamp(f.type)),
+        required=tuple(f.name for f in SCHEMA if not f.nullable),
+    )
 
 
 @dataclass
@@ -47,20 +77,32 @@ class JournalRead:
 
 def _problem(row: dict[str, Any]) -> str | None:
     """The first field of `row` the schema cannot hold as is, with why; None when it fits."""
-    for name in _INT_COLUMNS:
-        value = row.get(name)
-        if value is None or isinstance(value, bool):
+    get = row.get
+    low, high = _INT64
+    for name in _INT_COLUMNS:  # per row: the common values (None, a plain int in range) cost one test
+        value = get(name)
+        if value is None or (value.__class__ is int and low <= value <= high):
             continue
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            return f"{name} {str(value)[:40]!r} is not an integer"
-        if not _INT64[0] <= value <= _INT64[1]:
-            return f"{name} {str(value)[:40]} does not fit in 64 bits"
+        reason = _int_problem(name, value)
+        if reason is not None:
+            return reason
     for name in _FLOAT_COLUMNS:
-        value = row.get(name)
-        if value is not None and not isinstance(value, (int, float)):
+        value = get(name)
+        if value is not None and value.__class__ is not float and not isinstance(value, (int, float)):
             return f"{name} {str(value)[:40]!r} is not a number"
+    return None
+
+
+def _int_problem(name: str, value: Any) -> str | None:
+    """Why `value` cannot be stored in the int64 column `name`; None when it can (a bool, an integral float)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        return f"{name} {str(value)[:40]!r} is not an integer"
+    if not _INT64[0] <= value <= _INT64[1]:
+        return f"{name} {str(value)[:40]} does not fit in 64 bits"
     return None
 
 
@@ -68,9 +110,9 @@ def _storable(name: str, value: Any) -> bool:
     """Whether a scalar field can be kept as is in an error row."""
     if value is None:
         return True
-    if name in _STR_COLUMNS:
+    if name in _columns().strings:
         return isinstance(value, str)
-    if name in _TIME_COLUMNS:
+    if name in _columns().times:
         return isinstance(value, datetime)
     if name in _INT_COLUMNS or name in _FLOAT_COLUMNS:
         return not isinstance(value, bool) and _problem({name: value}) is None
@@ -79,7 +121,8 @@ def _storable(name: str, value: Any) -> bool:
 
 def _error_row(row: dict[str, Any], reason: str) -> dict[str, Any]:
     """The error row that replaces a row the schema cannot hold (identity, params, timing kept)."""
-    out = {k: v for k, v in row.items() if k in SCHEMA.names and _storable(k, v)}
+    names = _columns().names
+    out = {k: v for k, v in row.items() if k in names and _storable(k, v)}
     out.update(status="error", error_type=UNREPRESENTABLE, error_message=f"the answer cannot be stored: {reason}")
     out.setdefault("attempts", 1)
     out.setdefault("sample", 0)
@@ -108,11 +151,11 @@ def _parse_line(line: bytes) -> dict[str, Any] | None:
         row = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(row, dict) or any(row.get(k) is None for k in _REQUIRED):
+    if not isinstance(row, dict) or any(row.get(k) is None for k in _columns().required):
         return None
     if not all(isinstance(row.get(k), str) for k in _IDENTITY[:4]):
         return None
-    for name in _TIME_COLUMNS:
+    for name in _columns().times:
         if isinstance(row.get(name), str):
             row[name] = _timestamp(row[name])
     return fit_row(row)
@@ -129,6 +172,11 @@ def _timestamp(text: str) -> datetime | None:
 
 def _table(rows: list[dict[str, Any]]) -> tuple[pa.Table, list[int]]:
     """Rows as a table; a row Arrow still refuses (a nested type mismatch) is dropped and reported."""
+    import pyarrow as pa
+
+    from harness.rundir.kernels import empty_table
+    from harness.rundir.records import SCHEMA, rows_to_table
+
     try:
         return rows_to_table(rows), []
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
@@ -143,7 +191,7 @@ def _table(rows: list[dict[str, Any]]) -> tuple[pa.Table, list[int]]:
                 good.append(rows_to_table([_error_row(row, "a field has the wrong type")]))
             except (pa.ArrowException, TypeError, ValueError, OverflowError):
                 bad.append(i)
-    return (pa.concat_tables(good) if good else SCHEMA.empty_table()), bad
+    return (pa.concat_tables(good) if good else empty_table(SCHEMA)), bad
 
 
 def _objects_only(data: bytes) -> bool:
@@ -153,19 +201,25 @@ def _objects_only(data: bytes) -> bool:
 
 def _fast(data: bytes) -> pa.Table | None:
     """Arrow's JSON reader over the whole segment as one block (so no line can straddle blocks)."""
+    import pyarrow as pa
+    import pyarrow.json as pajson
+
+    from harness.rundir.kernels import empty_table, with_schema
+    from harness.rundir.records import SCHEMA
+
     if not data:
-        return SCHEMA.empty_table()
+        return empty_table(SCHEMA)
     if not _objects_only(data):
         return None
     try:
         options = pajson.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
         read = pajson.ReadOptions(block_size=min(len(data) + 1, 2**31 - 1), use_threads=False)
         table = pajson.read_json(io.BytesIO(data), read_options=read, parse_options=options)
-        table = table.select(SCHEMA.names).cast(SCHEMA)
+        table = with_schema(table.select(SCHEMA.names), SCHEMA)
         table.validate(full=True)  # Arrow's JSON reader lets invalid UTF-8 through; this catches it
     except (pa.ArrowException, ValueError, OverflowError):
         return None
-    return None if any(table.column(k).null_count for k in _REQUIRED) else table
+    return None if any(table.column(k).null_count for k in _columns().required) else table
 
 
 _CHUNK_LINES = 256
@@ -193,6 +247,11 @@ def read_segment_rows(data: bytes, name: str = "journal") -> JournalRead:
     Arrow's reader takes the segment (or, when some line is bad, each chunk of 256 lines) as one
     block, so no line is too long for it; only a chunk it refuses is parsed line by line.
     """
+    import pyarrow as pa
+
+    from harness.rundir.kernels import empty_table
+    from harness.rundir.records import SCHEMA
+
     end = data.rfind(b"\n") + 1
     tail_number = data.count(b"\n", 0, end) + 1
     tail: pa.Table | None = None
@@ -221,7 +280,7 @@ def read_segment_rows(data: bytes, name: str = "journal") -> JournalRead:
             "journal %s: %d torn or invalid line(s) skipped (first: line %d); "
             "those requests are sent again on resume", name, len(torn), torn[0])
     table = pa.concat_tables(tables) if len(tables) != 1 else tables[0]
-    return JournalRead(table=table if tables else SCHEMA.empty_table(), torn=torn)
+    return JournalRead(table=table if tables else empty_table(SCHEMA), torn=torn)
 
 
 def read_segment(path: RunPath) -> pa.Table:

@@ -23,6 +23,7 @@ from harness.errors import RunDirError
 from harness.rundir.fs import ObjectPath, RunPath
 
 MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1  # of the result rows (harness.rundir.records); here so the manifest needs no pyarrow
 JOURNAL = "journal"
 RESULTS = "results"
 LOCK = ".lock"

@@ -230,7 +230,7 @@ def new_manifest(
 
     `secrets` (the API key): a field whose value contains one is stored as `***`."""
     from harness import __version__
-    from harness.rundir.records import SCHEMA_VERSION
+    from harness.rundir.layout import SCHEMA_VERSION
     from harness.rundir.sanitize import redact_spec
     from harness.spec.sweepspec import spec_hash
 
@@ -319,7 +319,7 @@ def _invalid(path: RunPath, key: str, msg: str) -> Manifest:
 
 def check_resumable(manifest: Manifest, run_dir: RunPath) -> None:
     """Refuse a run not written by `harness run`, or whose rows were written with another row schema."""
-    from harness.rundir.records import SCHEMA_VERSION
+    from harness.rundir.layout import SCHEMA_VERSION
 
     for key in ("spec", "spec_hash"):
         if not getattr(manifest, key):

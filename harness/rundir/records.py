@@ -10,9 +10,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from harness.rundir.layout import SCHEMA_VERSION
 from harness.spec.parameters import FLOAT_COLUMNS, INT_COLUMNS, PARAM_COLUMNS
-
-SCHEMA_VERSION = 1
 
 TOP_LOGPROB = pa.struct([("token", pa.string()), ("logprob", pa.float64())])
 TOKEN_LOGPROB = pa.struct(

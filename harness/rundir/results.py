@@ -20,11 +20,12 @@ from harness.errors import RunDirError
 from harness.rundir.fs import RunPath, as_run_path, read_parquet, read_parquet_schema
 from harness.rundir.journal import read_segment
 from harness.rundir.layout import JOURNAL, MANIFEST, PART, RESULTS, SEGMENT, numbered
-from harness.rundir.manifest import Manifest, read_manifest
 from harness.rundir.records import SCHEMA
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from harness.rundir.manifest import Manifest  # imported when a run is loaded: listing parts needs no pydantic
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,8 @@ def read_results(run_dir: str | RunPath, columns: list[str] | None = None) -> pd
 def load_run(run_dir: str | RunPath) -> Run:
     """Manifest and results of a run directory (a local folder or an `s3://…` prefix)."""
     path = as_run_path(run_dir)
+    from harness.rundir.manifest import read_manifest
+
     return Run(path=path, manifest=read_manifest(path), results=read_results(path))
 
 

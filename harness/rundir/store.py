@@ -9,6 +9,13 @@ is simply sent again). Compaction at the end streams the parts into one file, ke
 row of each `request_id` (a re-sent error row is replaced by its retry), then removes the
 parts it replaced. Every file uses the explicit schema of `harness.rundir.records` — never inferred.
 
+Start-up and the end of a run stay proportionate: this module reads parts with
+`pq.ParquetFile` (not `pq.read_table`, whose dataset layer imports pandas) and calls Arrow
+kernels through `harness.rundir.kernels` (not `pyarrow.compute`, which builds ~300 Python
+wrappers when imported). A run whose request ids are all distinct — every fresh run — is
+compacted and counted without pandas; only a run with re-sent rows (resume, `--retry-errors`)
+takes the group-by path, which imports it.
+
 On an object store (`ObjectRunStore`, for `s3://`, `gs://`, `az://` run directories) there is no
 append and no rename, so the journal is buffered in memory and written as numbered, immutable
 segment objects every HARNESS_OBJECT_FLUSH_ROWS rows (default 1,000) or
@@ -28,14 +35,11 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from harness.errors import RunDirError
-from harness.rundir.fs import ObjectPath, RunPath, parquet_file, parquet_writer, read_parquet
-from harness.rundir.journal import encode_row, read_segment, read_segment_rows
+from harness.rundir.fs import ObjectPath, RunPath, parquet_file, parquet_writer
+from harness.rundir.journal import encode_row
 from harness.rundir.layout import (
     JOURNAL,
     PART,
@@ -45,7 +49,9 @@ from harness.rundir.layout import (
     numbered,
     tmp_for,
 )
-from harness.rundir.records import SCHEMA
+
+if TYPE_CHECKING:  # pyarrow is imported when rows are sealed, not when a run starts writing them
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 _SEG = SEGMENT
@@ -84,6 +90,8 @@ def _env_number(name: str, default: float) -> float:
 
 def write_table_atomic(table: pa.Table, path: RunPath) -> None:
     """Write a Parquet file so it is either absent or complete: tmp + fsync + rename."""
+    from harness.rundir.records import SCHEMA
+
     tmp = tmp_for(path)
     try:
         with parquet_writer(tmp, SCHEMA) as writer:
@@ -152,6 +160,8 @@ class RunStore:
 
     def seal(self, segment: RunPath) -> RunPath | None:
         """Turn a closed journal segment into its part file and delete the segment."""
+        from harness.rundir.journal import read_segment
+
         match = _SEG.match(segment.name)
         if match is None:
             raise RunDirError("not a journal segment", file=str(segment))
@@ -195,32 +205,42 @@ class RunStore:
 
     def compact(self) -> RowCounts:
         """Stream all parts into one, keeping the last row per request_id; remove the old parts."""
+        from harness.rundir import kernels
+        from harness.rundir.records import SCHEMA
+
         parts = self.parts()
         if not parts:
-            write_table_atomic(SCHEMA.empty_table(), self.results / "part-000001.parquet")
+            write_table_atomic(kernels.empty_table(SCHEMA), self.results / "part-000001.parquet")
             return RowCounts(0, 0, 0)
-        sizes = [parquet_file(p).metadata.num_rows for p in parts]
-        keep = self._last_rows(parts, sum(sizes))
+        sizes = [_num_rows(p) for p in parts]
+        ids = _column(parts, "request_id")
+        if kernels.all_distinct(ids):  # a fresh run: nothing to drop (and no pandas import)
+            if len(parts) > 1:
+                self._rewrite(parts, sizes, None)
+            return self._counts_distinct()
+        keep = _last_rows(ids)
         if len(parts) > 1 or len(keep) != sizes[0]:
             self._rewrite(parts, sizes, keep)
         return self.counts()
 
-    def _last_rows(self, parts: list[RunPath], total: int) -> pa.Array:
-        """Global row numbers of the last row of each request_id (in write order)."""
-        ids = pa.chunked_array([_read_part(p, ["request_id"]).column(0) for p in parts], pa.string())
-        table = pa.table({"request_id": ids, "row": pa.array(range(total), pa.int64())})
-        return table.group_by("request_id", use_threads=False).aggregate([("row", "max")]).column("row_max").combine_chunks()
+    def _rewrite(self, parts: list[RunPath], sizes: list[int], keep: pa.Array | None) -> None:
+        """Copy the parts into one new part (only the rows numbered in `keep`, when given)."""
+        import pyarrow as pa
 
-    def _rewrite(self, parts: list[RunPath], sizes: list[int], keep: pa.Array) -> None:
+        from harness.rundir import kernels
+        from harness.rundir.records import SCHEMA
+
         target = self.results / f"part-{self._next_number():06d}.parquet"
         tmp = tmp_for(target)
         offset = 0
         try:
             with parquet_writer(tmp, SCHEMA) as writer:
                 for part, size in zip(parts, sizes):
-                    rows = pa.array(range(offset, offset + size), pa.int64())
+                    table = _read_part(part, None)
+                    if keep is not None:
+                        rows = kernels.int64_range(offset, offset + size)
+                        table = kernels.filter_table(table, kernels.is_in(rows, keep))
                     offset += size
-                    table = _read_part(part, None).filter(pc.is_in(rows, value_set=keep))
                     if table.num_rows:
                         writer.write_table(table, row_group_size=ROW_GROUP)
                     del table
@@ -235,21 +255,73 @@ class RunStore:
 
     def counts(self) -> RowCounts:
         """Distinct request ids and the status of their latest row (computed in Arrow)."""
+        import pyarrow as pa
+
+        from harness.rundir import kernels
+
         parts = self.parts()
         if not parts:
             return RowCounts(0, 0, 0)
         tables = [_read_part(p, ["request_id", "status"]) for p in parts]
         table = pa.concat_tables(tables)
-        table = table.append_column("row", pa.array(range(table.num_rows), pa.int64()))
-        last = table.group_by("request_id", use_threads=False).aggregate([("row", "max")]).column("row_max")
-        statuses = table.column("status").take(last)
-        ok = pc.sum(pc.equal(statuses, "ok")).as_py() or 0
-        return RowCounts(rows=len(last), ok=int(ok), error=len(last) - int(ok))
+        if kernels.all_distinct(table.column("request_id")):
+            return _status_counts(table.column("status"))
+        last = _last_rows(table.column("request_id"))
+        return _status_counts(kernels.take(table.column("status"), last))
+
+    def _counts_distinct(self) -> RowCounts:
+        """`counts()` when every request_id occurs once."""
+        return _status_counts(_column(self.parts(), "status"))
+
+
+def _column(parts: list[RunPath], name: str) -> pa.ChunkedArray:
+    """One string column of every part, in order."""
+    import pyarrow as pa
+
+    chunks = [chunk for part in parts for chunk in _read_part(part, [name]).column(0).chunks]
+    return pa.chunked_array(chunks, pa.string())
+
+
+def _num_rows(path: RunPath) -> int:
+    import pyarrow as pa
+
+    try:
+        return int(parquet_file(path).metadata.num_rows)
+    except (OSError, pa.ArrowException) as exc:
+        raise RunDirError(f"unreadable part file ({exc})", file=str(path)) from None
+
+
+def _status_counts(statuses: pa.ChunkedArray | pa.Array) -> RowCounts:
+    """RowCounts of one status per request."""
+    from harness.rundir import kernels
+
+    by_status = kernels.value_counts(statuses)
+    ok = by_status.get("ok", 0)
+    return RowCounts(rows=len(statuses), ok=ok, error=len(statuses) - ok)
+
+
+def _last_rows(ids: pa.ChunkedArray) -> pa.Array:
+    """Global row numbers of the last row of each request_id (in write order). The group-by
+    imports pandas (pyarrow converts its arguments through it): only runs with re-sent rows."""
+    import pyarrow as pa
+
+    from harness.rundir import kernels
+
+    table = pa.table({"request_id": ids, "row": kernels.int64_range(0, len(ids))})
+    last = table.group_by("request_id", use_threads=False).aggregate([("row", "max")]).column("row_max")
+    return last.combine_chunks()
 
 
 def _read_part(path: RunPath, columns: Iterable[str] | None) -> pa.Table:
+    """A part's columns (all of the schema's when None) with the schema's types; a column the
+    file lacks (a part written before the column existed) is all null."""
+    import pyarrow as pa
+
+    from harness.rundir import kernels
+    from harness.rundir.records import SCHEMA
+
     try:
-        return read_parquet(path, list(columns) if columns else None, SCHEMA)
+        return kernels.conform(parquet_file(path), SCHEMA, list(columns) if columns else None)
     except (OSError, pa.ArrowException) as exc:
         raise RunDirError(f"unreadable part file ({exc})", file=str(path)) from None
 
@@ -352,6 +424,12 @@ class ObjectRunStore(RunStore):
         return self._uploads.submit(self._seal_upto, int(match.group(1))).result()
 
     def _seal_upto(self, last: int) -> RunPath | None:
+        import pyarrow as pa
+
+        from harness.rundir import kernels
+        from harness.rundir.journal import read_segment_rows
+        from harness.rundir.records import SCHEMA
+
         if self.guard is not None:
             self.guard()
         part = self.results / f"part-{last:06d}.parquet"
@@ -370,7 +448,7 @@ class ObjectRunStore(RunStore):
                     except FileNotFoundError:
                         continue
                 tables.append(read_segment_rows(data, path.name).table)
-            table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+            table = pa.concat_tables(tables) if tables else kernels.empty_table(SCHEMA)
             if table.num_rows:
                 write_table_atomic(table, part)
         for number, path in segments.items():

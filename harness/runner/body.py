@@ -5,6 +5,11 @@ point sets it. `params.extra_body` is merged last (server-specific fields, e.g. 
 `repetition_penalty`); it cannot silently override a swept parameter. With `seed: per_sample`
 the body's `seed` is the spec's base + the repeat index (`RequestPlan.sample`), so repeats of a
 cell differ and a rerun sends the same seeds.
+
+`BodyBuilder` builds the same bodies for a whole sweep: the per-point part (model, the spec's
+params, the point's, `extra_body`, streaming) is computed once per point instead of once per
+request (a pydantic walk over every parameter), so a request costs a dict copy, its messages
+and its seed. `tests/test_runner_body.py` checks it against `build_body`, key order included.
 """
 
 from __future__ import annotations
@@ -35,4 +40,45 @@ def build_body(spec: SweepSpec, plan: RequestPlan, model: str | None = None) -> 
     return body
 
 
-__all__ = ["build_body"]
+class BodyBuilder:
+    """`build_body(spec, plan, model)` for every request of a sweep, the point's part computed once.
+
+    Plans come point by point (`plan_requests`), so the template of the last point is kept; a
+    plan of another point rebuilds it (one template in memory whatever the sweep's size)."""
+
+    def __init__(self, spec: SweepSpec, model: str | None = None) -> None:
+        self._model = model if model is not None else spec.model_name
+        self._sent = spec.params.sent()
+        self._extra = dict(spec.params.extra_body)
+        self._seed_base = spec.params.seed_base
+        self._stream = spec.runner.stream
+        self._point: object = None
+        self._template: dict[str, Any] = {}
+
+    def _make(self, params: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self._model, "messages": None, **self._sent, **params}
+        if self._seed_base is not None:
+            body["seed"] = None  # its place in the body; each request sets its own
+        for key, value in self._extra.items():
+            if key not in params:
+                body[key] = value
+        if self._stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def __call__(self, plan: RequestPlan) -> dict[str, Any]:
+        point = plan.point
+        if point is not self._point:
+            self._template = self._make(point.params)
+            self._point = point
+        body = self._template.copy()
+        body["messages"] = [dict(m) for m in plan.prompt.messages]
+        if self._seed_base is not None:
+            body["seed"] = self._seed_base + plan.sample
+        if self._stream:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+
+__all__ = ["BodyBuilder", "build_body"]

@@ -23,15 +23,16 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
-
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.client import Completion, RequestFailed, scrub
 from harness.runner.breaker import Breaker, settle
 from harness.runner.pacing import AdaptiveLimit, TokenBucket
 from harness.runner.rows import base_row, error_row, ok_row
 from harness.spec.grid import RequestPlan
+
+if TYPE_CHECKING:  # tenacity is imported by the first retry, not at start-up
+    from tenacity import AsyncRetrying, RetryCallState
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,8 @@ class Engine:
         """tenacity's loop with harness's rules: retryable failures only, at most `max_attempts`
         attempts, the server's Retry-After or a jittered backoff, and no wait that would end past
         `deadline_s`."""
+        from tenacity import AsyncRetrying, retry_if_exception
+
         config = self._config
 
         def wait(state: RetryCallState) -> float:

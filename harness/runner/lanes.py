@@ -27,7 +27,7 @@ from typing import Any
 from harness.client import ChatClient, ClientConfig
 from harness.redact import redact_url
 from harness.rundir.manifest import write_manifest
-from harness.runner.body import build_body
+from harness.runner.body import BodyBuilder
 from harness.runner.breaker import NOT_SENT
 from harness.runner.dispatch import Engine, EngineConfig, Stats
 from harness.runner.replicas import ReplicaSet, answered_by
@@ -127,8 +127,10 @@ async def run_lanes(job: Any, endpoints: Mapping[str, Any], stats: Stats, config
             client = _client(view, endpoint, lane_cfg, transport)
             await stack.enter_async_context(client)
 
-            def build(plan: RequestPlan, view: SweepSpec = view, sending: Any = sending, model: str = endpoint.model) -> dict[str, Any]:
-                body: dict[str, Any] = sending.body(build_body(view, plan, model=model))
+            body_of = BodyBuilder(view, endpoint.model)  # the point's part of the body built once per point
+
+            def build(plan: RequestPlan, sending: Any = sending, body_of: BodyBuilder = body_of) -> dict[str, Any]:
+                body: dict[str, Any] = sending.body(body_of(plan))
                 return body
 
             engine = Engine(client, build, _sink(name, client, endpoint, sending, write), lane_cfg, stats)

@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Any
 
 from harness.client import Completion, RequestFailed
-from harness.rundir.records import FLOAT_PARAMS, INT_PARAMS
 from harness.spec.grid import RequestPlan
+from harness.spec.parameters import FLOAT_COLUMNS as FLOAT_PARAMS
+from harness.spec.parameters import INT_COLUMNS as INT_PARAMS
 
 
 def base_row(run_id: str, plan: RequestPlan, body: dict[str, Any], started_at: datetime) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from harness.rundir.manifest import (
     read_manifest,
     write_manifest,
 )
-from harness.rundir.store import ObjectRunStore, RowCounts, RunStore, open_store
+from harness.rundir.store import SEAL_ROWS, ObjectRunStore, RowCounts, RunStore, open_store
 from harness.runner.dispatch import Engine, EngineConfig, Stats
 from harness.runner.rounds import ROUND_COLUMNS, AdaptiveRun, metric_scorer, stored_scores
 from harness.spec.datasets import Prompt, load_prompts
@@ -48,6 +48,7 @@ from harness.spec.grid import Point, RequestPlan, expand_points, plan_requests
 from harness.spec.sweepspec import SweepSpec, check_api_key
 
 if TYPE_CHECKING:
+    from harness.rundir.finisher import Finisher
     from harness.runner.session import RunResult
 
 
@@ -76,6 +77,7 @@ class SweepJob:
     _lock: RunLock | ObjectLock | None = None
     result: RunResult | None = None  # how the session ended, once it has (harness.runner.session)
     adaptive: AdaptiveRun | None = None  # adaptive repeats: the rounds' feedback loop (harness.runner.rounds)
+    finisher: Finisher | None = None  # seals and compacts in a helper process (start_finisher)
 
     def plans(self) -> Iterator[RequestPlan]:
         """The requests to send, lazily, in plan order."""
@@ -99,7 +101,10 @@ class SweepJob:
         return dataclasses.replace(self, spec=view, _select=plans, _lock=None, result=None)
 
     def release(self) -> None:
-        """Drop the run directory's lock."""
+        """Drop the run directory's lock (and stop a finisher that was not used)."""
+        if self.finisher is not None:
+            self.finisher.abandon()
+            self.finisher = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -476,9 +481,7 @@ def finish_job(job: SweepJob, status: Status, reason: str | None = None) -> RowC
         if job._lock is not None:
             job._lock.check()  # another process took an object-store run over: leave it alone
         try:
-            job.store.close()
-            job.store.recover()
-            counts = job.store.compact()
+            counts = _seal_and_compact(job)
         except OSError as exc:
             _mark_interrupted(job, environment_reason(exc) or str(exc.strerror or exc))
             raise storage_error(exc, job.run_dir) from None
@@ -492,6 +495,32 @@ def finish_job(job: SweepJob, status: Status, reason: str | None = None) -> RowC
         return counts
     finally:
         job.release()
+
+
+def start_finisher(job: SweepJob) -> None:
+    """Seal and compact this session's rows in a helper process (harness.rundir.finisher), so the
+    run's own process never imports pyarrow: worth it for a session that fits in one journal
+    segment (start-up is most of its time); a larger one imports pyarrow to seal as it goes."""
+    from pathlib import Path
+
+    run_dir = job.run_dir
+    if job.finisher is None and type(job.store) is RunStore and isinstance(run_dir, Path) and job.pending <= SEAL_ROWS:
+        from harness.rundir.finisher import Finisher  # a local run directory (not an object store)
+
+        job.finisher = Finisher.start(run_dir)
+
+
+def _seal_and_compact(job: SweepJob) -> RowCounts:
+    """Seal the journal and compact the results (in the helper when there is one)."""
+    if job.finisher is not None:
+        finisher, job.finisher = job.finisher, None
+        job.store.rotate()
+        counts = finisher.finish()
+        if counts is not None:
+            return counts
+    job.store.close()
+    job.store.recover()
+    return job.store.compact()
 
 
 def _mark_interrupted(job: SweepJob, reason: str) -> None:
@@ -524,4 +553,5 @@ __all__ = [
     "open_targets",
     "parse_shard",
     "resume_job",
+    "start_finisher",
 ]
