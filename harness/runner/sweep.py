@@ -42,13 +42,13 @@ from harness.rundir.manifest import (
 )
 from harness.rundir.store import SEAL_ROWS, ObjectRunStore, RowCounts, RunStore, open_store
 from harness.runner.dispatch import Engine, EngineConfig, Stats
-from harness.runner.rounds import ROUND_COLUMNS, AdaptiveRun, metric_scorer, stored_scores
 from harness.spec.datasets import Prompt, load_prompts
 from harness.spec.grid import Point, RequestPlan, expand_points, plan_requests
 from harness.spec.sweepspec import SweepSpec, check_api_key
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # adaptive repeats import pandas and numpy: only for adaptive specs
     from harness.rundir.finisher import Finisher
+    from harness.runner.rounds import AdaptiveRun
     from harness.runner.session import RunResult
 
 
@@ -167,6 +167,8 @@ def _adaptive_points(spec: SweepSpec, shard: Shard | None) -> tuple[list[Point],
 
 def _adaptive_job(spec: SweepSpec, shard: Shard | None, stored: dict[str, float], scorer: Scorer | None
                   ) -> tuple[AdaptiveRun, Callable[[], Iterator[RequestPlan]]]:
+    from harness.runner.rounds import AdaptiveRun
+
     points, prompts = _adaptive_points(spec, shard)
     run = AdaptiveRun(spec, points, prompts, scorer, stored)
     return run, lambda: iter(run.next_plans())
@@ -187,6 +189,8 @@ def new_job(
     if spec.sweep.adaptive is not None:
         if limit is not None:
             raise UsageError(ADAPTIVE_LIMIT, key="--limit")
+        from harness.runner.rounds import metric_scorer
+
         adaptive, select = _adaptive_job(spec, shard, {}, metric_scorer(spec))
         pending = len(adaptive.next_plans())
         total = adaptive.scheduled
@@ -241,7 +245,11 @@ def resume_job(run_dir: str | RunPath, *, retry_errors: bool = False, overrides:
     supplied = spec
     spec = manifest.stored_spec(run_dir, supplied=supplied)
     allow: bool | Sequence[str] = True if supplied is not None else allow_scorers
-    scorer = metric_scorer(spec, allow_custom=allow) if spec.sweep.adaptive is not None else None
+    scorer = None
+    if spec.sweep.adaptive is not None:
+        from harness.runner.rounds import metric_scorer
+
+        scorer = metric_scorer(spec, allow_custom=allow)
     lock = acquire_lock(run_dir, wait=wait_for_lock)
     try:
         store = open_store(run_dir)
@@ -272,6 +280,7 @@ def resume_job(run_dir: str | RunPath, *, retry_errors: bool = False, overrides:
 def _resume_adaptive(run_dir: RunPath, spec: SweepSpec, manifest: Manifest, store: RunStore, keep: set[str],
                      scorer: Scorer | None, overrides: dict[str, Any] | None, lock: RunLock | ObjectLock) -> SweepJob:
     from harness.rundir.results import read_table
+    from harness.runner.rounds import ROUND_COLUMNS, stored_scores
 
     metric = spec.sweep.adaptive.until.metric if spec.sweep.adaptive else ""
     columns = None if scorer is not None and not scorer.builtin else list(ROUND_COLUMNS)
