@@ -16,6 +16,8 @@ from harness.compare import CompareOptions, compare_runs
 from harness.errors import UsageError
 from harness.rundir.results import load_run
 
+pytestmark = pytest.mark.slow  # each writes and compares whole runs (seconds)
+
 
 def _outcome(target: str, point: int, prompt: int, sample: int) -> tuple[str, bool, float]:
     """Target "new" is worse at temperature 0.7 (point 1) and slower everywhere; a few errors."""

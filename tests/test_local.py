@@ -152,6 +152,7 @@ def test_streamed_greedy_equals_the_plain_answer(endpoint: local.LocalEndpoint) 
     assert "".join(tokens) == text
 
 
+@pytest.mark.slow  # seconds
 def test_invalid_parameters_are_refused_by_harness(endpoint: local.LocalEndpoint) -> None:
     body = {"model": endpoint.model, "messages": [{"role": "user", "content": "x"}], "temperature": 3}
     response = httpx.post(f"{endpoint.base_url}/chat/completions", json=body, timeout=30)

@@ -13,6 +13,8 @@ from harness.cli import main
 from harness.report import build_report
 from harness.report.figures import blocks
 
+pytestmark = pytest.mark.slow  # each builds runs and a full report (seconds)
+
 HOSTILE_TARGET = '<script>alert("t")</script>'
 HOSTILE_MODEL = "<img src=x onerror=alert(1)>"
 PRICES = {"fast": {"input_per_mtok": 1.0, "output_per_mtok": 4.0},

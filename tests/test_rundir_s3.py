@@ -161,6 +161,7 @@ def test_a_report_of_an_s3_run_goes_to_a_local_folder(tmp_path: Path, capsys: py
     assert "give a local folder: --report DIR" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a moto server (seconds)
 def test_a_missing_bucket_or_run_is_one_line_exit_2(s3: LocalS3, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["summarize", "s3://no-such-bucket-h/run"]) == 2
     assert main(["run", "--resume", f"s3://{BUCKET}/nothing-here"]) == 2
@@ -205,6 +206,7 @@ def test_the_lease_lock_keeps_a_second_writer_off_and_frees_a_dead_ones(s3: Loca
     live.release()
 
 
+@pytest.mark.slow  # a moto server (seconds)
 def test_segments_are_grouped_into_one_part_and_recovery_never_doubles(s3: LocalS3) -> None:
     run_dir = ObjectPath(f"s3://{BUCKET}/store/a")
     store = ObjectRunStore(run_dir, seal_rows=10**6, flush_rows=3, flush_s=3600)

@@ -105,6 +105,7 @@ def test_record_order_does_not_change_decisions() -> None:
     assert run(0) == run(1)
 
 
+@pytest.mark.slow  # seconds
 def test_the_truly_best_cell_is_dropped_at_most_alpha_of_the_time() -> None:
     """Five equally good cells (the null for every pair): any drop of cell 0 is a false one."""
     rule = Rule(min=2, max=20, step=2, half_width=0.01, alpha=0.05)
@@ -117,6 +118,7 @@ def test_the_truly_best_cell_is_dropped_at_most_alpha_of_the_time() -> None:
     assert rule.looks == 10 and Schedule(rule, cells=5, prompts=10).alpha_per_test() == pytest.approx(0.05 / 40)
 
 
+@pytest.mark.slow  # seconds
 def test_without_the_correction_the_same_check_fails() -> None:
     """The check above can fail: testing each look at the full alpha drops equal cells far more often."""
 

@@ -59,6 +59,7 @@ def base() -> dict[str, Any]:
 PLACES = [("params",), ("sweep",), ("sweep", "grid"), ("runner",), ("target",), ("dataset",), ("params", "extra_body")]
 
 
+@pytest.mark.slow  # 400 examples (seconds)
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(place=st.sampled_from(PLACES), key=st.sampled_from(KEYS), value=values)
 def test_any_value_anywhere_is_valid_or_one_spec_error(place: tuple[str, ...], key: str, value: Any) -> None:
