@@ -26,8 +26,8 @@ RULE = {"min": 2, "max": 12, "step": 2, "until": {"metric": "accuracy", "half_wi
 
 
 @pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    with ServerThread(create_app({"harness/ngram": NGramModel()})) as server:
+def base_url(model: NGramModel) -> Iterator[str]:
+    with ServerThread(create_app({"harness/ngram": model})) as server:
         yield server.base_url
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from rundir_helpers import Recorder, write_spec
+from serve_helpers import serve_process
 
 import harness
 from harness.server.app import ServerThread, create_app
@@ -40,8 +41,8 @@ def test_import_harness_is_cheap() -> None:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    with ServerThread(create_app({"harness/ngram": NGramModel()})) as thread:
+def server(model: NGramModel) -> Iterator[ServerThread]:
+    with ServerThread(create_app({"harness/ngram": model})) as thread:
         yield thread
 
 
@@ -101,20 +102,10 @@ def test_cancelling_the_async_run_keeps_rows(tmp_path: Path) -> None:
     assert finished.exit_code == 0 and len(harness.read_results(run_dir)) == 300
 
 
-def _serve_process() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "serve", "--port", "0", "--latency-ms", "30"],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signals_stop_a_run_even_when_sigint_was_ignored(tmp_path: Path, sig: signal.Signals) -> None:
-    server, base_url = _serve_process()
-    try:
+    with serve_process("--latency-ms", "30", keyed=False) as (base_url, _):
         spec = write_spec(tmp_path, prompts=40, base_url=base_url, target={"base_url": base_url, "model": "harness/ngram"})
         command = f'trap "" INT; exec "{sys.executable}" -m harness run "{spec}" --out "{tmp_path / "runs"}"'
         proc = subprocess.Popen(  # `trap "" INT`: SIGINT ignored, as for `cmd &` in a script
@@ -127,9 +118,6 @@ def test_signals_stop_a_run_even_when_sigint_was_ignored(tmp_path: Path, sig: si
         time.sleep(0.3)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
-    finally:
-        server.terminate()
-        server.wait(10)
     assert proc.returncode == 130, err
     run_dir = Path(out.strip().splitlines()[-1])
     first = err.splitlines()[0]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from serve_helpers import serve_process
 
 from harness.rundir.columndoc import render as render_columns
 
@@ -106,14 +107,8 @@ def test_markers_are_known_and_say_why(block: Block) -> None:
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
-    assert url.startswith("http://127.0.0.1:"), url
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    with serve_process(keyed=False) as (url, _):
+        yield url
 
 
 @pytest.fixture()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from rundir_helpers import Recorder, forget_rows, write_spec
-from test_runner_sweep import ENV, KEY, planned_ids, serve
-from test_runner_sweep import write_spec as sweep_spec
+from serve_helpers import ENV, KEY, planned_ids, serve
+from serve_helpers import write_spec as sweep_spec
 
 from harness.cli import main
 from harness.errors import UsageError
@@ -17,11 +17,6 @@ from harness.rundir.manifest import Shard, read_manifest
 from harness.runner.jobarray import shard_from_env
 from harness.runner.session import run_sweep
 from harness.server.ngram import NGramModel
-
-
-@pytest.fixture(scope="module")
-def ngram() -> NGramModel:
-    return NGramModel()
 
 
 @pytest.mark.parametrize(("env", "shard"), [
@@ -85,12 +80,12 @@ def test_an_indexed_job_array_merges_from_its_prefix(tmp_path: Path, monkeypatch
 
 @pytest.mark.slow
 def test_a_retried_task_resumes_what_its_earlier_attempt_left(
-    tmp_path: Path, ngram: NGramModel, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, model: NGramModel, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv(ENV, KEY)
     monkeypatch.setenv("HARNESS_SHARD_COUNT", "2")
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
-    with serve(ngram) as server:
+    with serve(model) as server:
         spec = sweep_spec(tmp_path, server.base_url, prompts=10, temperatures=[0.0, 1.0], repeats=2, runner={})
         out = tmp_path / "array"
         assert main(["run", str(spec), "--shard", "auto", "--out", str(out), "--quiet"]) == 0

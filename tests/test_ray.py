@@ -16,37 +16,19 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from serve_helpers import ENV, KEY, planned_ids, serve, write_spec
 
 from harness.cli import main
 from harness.rundir.manifest import read_manifest
 from harness.rundir.results import read_table
 from harness.runner.cluster import run_on_ray, shard_count, split_limits
-from harness.server.app import ServerThread, create_app
-from harness.server.faults import Latency
 from harness.server.ngram import NGramModel
-from harness.spec.datasets import load_prompts
-from harness.spec.grid import expand_points, plan_requests
 from harness.spec.sweepspec import load_spec, spec_hash
 
-KEY = "sk-harness-ray-test-1f2e3d4c5b6a"
-ENV = "HARNESS_RAY_TEST_KEY"
 
-
-def write_spec(folder: Path, base_url: str, *, prompts: int, repeats: int, runner: dict[str, Any]) -> Path:
-    with (folder / "prompts.jsonl").open("w") as fh:
-        for i in range(prompts):
-            fh.write(json.dumps({"id": f"q{i}", "prompt": f"Country: Land{i}\nCapital:", "reference": "Paris"}) + "\n")
-    spec = {
-        "name": "ray",
-        "target": {"base_url": base_url, "model": "harness/ngram", "api_key_env": ENV},
-        "dataset": {"path": "prompts.jsonl"},
-        "params": {"max_tokens": 4},
-        "sweep": {"grid": {"temperature": [0.0, 0.7, 1.4]}, "repeats": repeats},
-        "runner": runner,
-    }
-    path = folder / "spec.yaml"
-    path.write_text(json.dumps(spec))
-    return path
+def write_ray_spec(folder: Path, base_url: str, *, prompts: int, repeats: int, runner: dict[str, Any]) -> Path:
+    return write_spec(folder, base_url, prompts=prompts, temperatures=[0.0, 0.7, 1.4], repeats=repeats, runner=runner,
+                      name="ray", params={"max_tokens": 4})
 
 
 # -- without a cluster ------------------------------------------------------------------------
@@ -72,7 +54,7 @@ def test_shard_count_follows_the_cluster_within_the_concurrency_and_the_requests
 
 
 def test_where_a_sweep_runs_is_not_part_of_its_hash(tmp_path: Path) -> None:
-    plain = write_spec(tmp_path, "http://127.0.0.1:9/v1", prompts=2, repeats=1, runner={})
+    plain = write_ray_spec(tmp_path, "http://127.0.0.1:9/v1", prompts=2, repeats=1, runner={})
     on_ray = tmp_path / "ray.yaml"
     data = json.loads(plain.read_text())
     on_ray.write_text(json.dumps({**data, "runner": {"executor": "ray", "ray": {"shards": 4}}}))
@@ -87,7 +69,7 @@ def test_where_a_sweep_runs_is_not_part_of_its_hash(tmp_path: Path) -> None:
 ])
 def test_flags_a_ray_run_cannot_honour_are_refused(tmp_path: Path, args: list[str], flag: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    spec = write_spec(tmp_path, "http://127.0.0.1:9/v1", prompts=2, repeats=1, runner={})
+    spec = write_ray_spec(tmp_path, "http://127.0.0.1:9/v1", prompts=2, repeats=1, runner={})
     code = main(["run", str(spec), "--ray", "local", "--out", str(tmp_path / "runs"), *args])
     err = capsys.readouterr().err
     assert code == 2 and flag in err and "Traceback" not in err
@@ -97,7 +79,7 @@ def test_flags_a_ray_run_cannot_honour_are_refused(tmp_path: Path, args: list[st
 def test_without_ray_installed_the_run_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    spec = write_spec(tmp_path, "http://127.0.0.1:9/v1", prompts=2, repeats=1, runner={"executor": "ray"})
+    spec = write_ray_spec(tmp_path, "http://127.0.0.1:9/v1", prompts=2, repeats=1, runner={"executor": "ray"})
     code = main(["run", str(spec), "--out", str(tmp_path / "runs")])
     err = capsys.readouterr().err
     assert code == 2 and "harness[ray]" in err and "Traceback" not in err
@@ -183,12 +165,10 @@ class Killer(threading.Thread):
 @pytest.mark.slow
 @pytest.mark.parametrize("max_retries", [3, 0], ids=["ray-retries-the-task", "driver-resubmits-it"])
 def test_sweep_on_ray_with_a_worker_killed_mid_run_has_every_request_once(tmp_path: Path, ray_cluster: Any,
-                                                                          max_retries: int) -> None:
-    model = NGramModel()
-    app = create_app({"harness/ngram": model}, api_key=KEY, latency=Latency.parse("40"))
-    with ServerThread(app) as server:
+                                                                          max_retries: int, model: NGramModel) -> None:
+    with serve(model, latency_ms=40) as server:
         runner = {"concurrency": 2, "executor": "ray", "ray": {"max_retries": max_retries}}
-        spec_path = write_spec(tmp_path, server.base_url, prompts=10, repeats=4, runner=runner)
+        spec_path = write_ray_spec(tmp_path, server.base_url, prompts=10, repeats=4, runner=runner)
         out = tmp_path / "runs"
         killer = Killer(out / ".shards", after=8)
         killer.start()
@@ -201,8 +181,7 @@ def test_sweep_on_ray_with_a_worker_killed_mid_run_has_every_request_once(tmp_pa
     assert killer.killed is not None, "the worker of shard 1 was never seen running"
     _, rows_then, shard_requests = killer.killed
     assert 8 <= rows_then < shard_requests  # killed mid-run
-    spec = load_spec(spec_path)
-    planned = [p.request_id for p in plan_requests(spec, expand_points(spec), load_prompts(spec))]
+    planned = planned_ids(spec_path)
     assert result.exit_code == 0 and result.status == "completed"
     frame = pd.read_parquet(result.run_dir / "results")
     assert len(frame) == len(planned) == 120
@@ -217,15 +196,14 @@ def test_sweep_on_ray_with_a_worker_killed_mid_run_has_every_request_once(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_stopped_ray_run_is_finished_by_resuming_its_store(tmp_path: Path, ray_cluster: Any,
+def test_a_stopped_ray_run_is_finished_by_resuming_its_store(tmp_path: Path, ray_cluster: Any, model: NGramModel,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     from harness.runner.cluster import plan_ray_run
     from harness.runner.session import resume_sweep
     from harness.spec.grid import DEFAULT_MAX_POINTS
 
-    app = create_app({"harness/ngram": NGramModel()}, api_key=KEY)
-    with ServerThread(app) as server:
-        spec_path = write_spec(tmp_path, server.base_url, prompts=4, repeats=2, runner={"ray": {"shards": 2}})
+    with serve(model) as server:
+        spec_path = write_ray_spec(tmp_path, server.base_url, prompts=4, repeats=2, runner={"ray": {"shards": 2}})
         spec = load_spec(spec_path)
         # a driver that died after shard 1 finished and before shard 2 ran
         run = plan_ray_run(spec, out=tmp_path / "runs", ray=ray_cluster, concurrency=None, rps=None,
@@ -235,7 +213,7 @@ def test_a_stopped_ray_run_is_finished_by_resuming_its_store(tmp_path: Path, ray
     out = capsys.readouterr().out
     final = Path(out.strip().splitlines()[-1])
     assert code == 0 and final == (tmp_path / "runs" / run.run_id).absolute()
-    planned = [p.request_id for p in plan_requests(spec, expand_points(spec), load_prompts(spec))]
+    planned = planned_ids(spec_path)
     frame = pd.read_parquet(final / "results")
     assert sorted(frame["request_id"]) == sorted(planned) and len(planned) == 24
     manifest = read_manifest(final)

@@ -35,12 +35,12 @@ def s3_and_ray() -> Iterator[tuple[LocalS3, Any]]:
 
 
 def test_a_ray_sweep_to_s3_has_every_request_once_and_leaves_only_the_merged_run(
-        tmp_path: Path, s3_and_ray: tuple[LocalS3, Any]) -> None:
+        tmp_path: Path, s3_and_ray: tuple[LocalS3, Any], model: NGramModel) -> None:
     s3, _ = s3_and_ray
     with (tmp_path / "prompts.jsonl").open("w") as fh:
         for i in range(6):
             fh.write(json.dumps({"id": f"q{i}", "prompt": f"Country: Land{i}\nCapital:", "reference": "Paris"}) + "\n")
-    with ServerThread(create_app({"harness/ngram": NGramModel()})) as server:
+    with ServerThread(create_app({"harness/ngram": model})) as server:
         spec_path = tmp_path / "spec.yaml"
         spec_path.write_text(json.dumps({
             "name": "ray-s3", "target": {"base_url": server.base_url, "model": "harness/ngram"},

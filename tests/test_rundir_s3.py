@@ -23,7 +23,7 @@ import pytest
 from rundir_helpers import Recorder
 from rundir_helpers import write_spec as write_small_spec
 from s3_helpers import BUCKET, SECRET, LocalS3, moto_server
-from test_runner_sweep import ENV, KEY, ROOT, planned_ids, serve_process, write_spec
+from serve_helpers import KEY, harness_env, planned_ids, serve_process, spawn, write_spec
 
 from harness.cli import main
 from harness.errors import RunDirError, UsageError
@@ -247,11 +247,6 @@ def _journaled(s3: LocalS3, prefix: str) -> int:
     return total
 
 
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def _kill_when(s3: LocalS3, proc: subprocess.Popen[str], prefix: str, at_least: int) -> str:
     """SIGKILL `proc` once the run under `prefix` has `at_least` rows on the store; its run prefix."""
     deadline = time.monotonic() + 90
@@ -270,18 +265,17 @@ def _kill_when(s3: LocalS3, proc: subprocess.Popen[str], prefix: str, at_least: 
 
 @pytest.mark.slow
 def test_kill_9_then_resume_on_s3_loses_and_doubles_nothing(s3: LocalS3, tmp_path: Path) -> None:
-    env = {**os.environ, **s3.env, ENV: KEY, "PYTHONPATH": str(ROOT), "HARNESS_SEAL_ROWS": "50",
-           "HARNESS_OBJECT_FLUSH_S": "0.2"}
+    env = harness_env(**s3.env, HARNESS_SEAL_ROWS="50", HARNESS_OBJECT_FLUSH_S="0.2")
     prefix = "kill"
-    with serve_process("--latency-ms", "15") as base_url:
+    with serve_process("--latency-ms", "15") as (base_url, _):
         spec = write_spec(tmp_path, base_url, prompts=30, temperatures=[0.0, 0.7, 1.4], repeats=10,
                           runner={"concurrency": 8, "timeout_s": 5.0})
-        run_key = _kill_when(s3, _spawn(["run", str(spec), "--out", f"s3://{BUCKET}/{prefix}", "--quiet"], env), prefix, 30)
+        run_key = _kill_when(s3, spawn(["run", str(spec), "--out", f"s3://{BUCKET}/{prefix}", "--quiet"], env), prefix, 30)
         run_dir = f"s3://{BUCKET}/{run_key}"
         assert any(k.endswith("/.lock") for k in s3.keys(run_key))  # the dead process's lock is still there
-        _kill_when(s3, _spawn(["run", "--resume", run_dir, "--quiet"], env), prefix, 300)
+        _kill_when(s3, spawn(["run", "--resume", run_dir, "--quiet"], env), prefix, 300)
         assert read_manifest(run_dir).status == "running"  # it never got to finish
-        done = _spawn(["run", "--resume", run_dir], env)
+        done = spawn(["run", "--resume", run_dir], env)
         out, err = done.communicate(timeout=180)
     assert done.returncode == 0, err
     assert last_line(out) == run_dir

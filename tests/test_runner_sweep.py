@@ -5,118 +5,33 @@ The fault sweep, the kill -9 + resume cycle, shards + merge, Ctrl-C, bad input a
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import duckdb
-import pandas as pd
 import pytest
+from serve_helpers import (
+    ENV,
+    KEY,
+    assert_no_key,
+    harness_env,
+    journaled,
+    last_line,
+    planned_ids,
+    results,
+    serve,
+    serve_process,
+    spawn,
+    write_spec,
+)
 
 from harness.cli import main
-from harness.runner import in_shard
-from harness.server.app import ServerThread, create_app
-from harness.server.faults import FaultSpec, Latency
 from harness.server.ngram import NGramModel
-from harness.spec.datasets import load_prompts
-from harness.spec.grid import expand_points, plan_requests
-from harness.spec.sweepspec import load_spec
 
-KEY = "sk-harness-test-7f3a9c1e5b2d4f60"
-ENV = "HARNESS_TEST_KEY"
 FAULTS = "429=0.1,500=0.05,reset=0.02,timeout=0.01,garbage=0.01"
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def model() -> NGramModel:
-    return NGramModel()
-
-
-def serve(model: NGramModel, *, faults: str | None = None, latency_ms: float = 0, port: int = 0) -> ServerThread:
-    """`harness serve` in this process (a thread): for small sweeps."""
-    app = create_app(
-        {"harness/ngram": model},
-        api_key=KEY,
-        faults=FaultSpec.parse(faults) if faults else None,
-        fault_seed=1,
-        latency=Latency.parse(str(latency_ms)) if latency_ms else None,
-        retry_after_s=0.02,
-        timeout_cap_s=30,
-    )
-    return ServerThread(app, port=port)
-
-
-@contextlib.contextmanager
-def serve_process(*args: str) -> Iterator[str]:
-    """`harness serve` as a child process (its own core): for the big sweeps. Yields the base URL."""
-    env = {**os.environ, ENV: KEY, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "serve", "--port", "0", "--api-key-env", ENV, "--retry-after", "0.02", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@pytest.fixture
-def key_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV, KEY)
-
-
-def write_spec(
-    folder: Path, base_url: str, *, prompts: int, temperatures: list[float], repeats: int, runner: dict[str, Any]
-) -> Path:
-    data = folder / "prompts.jsonl"
-    with data.open("w") as fh:
-        for i in range(prompts):
-            fh.write(json.dumps({"id": f"q{i}", "prompt": f"Country: France\nCapital: Paris\n\nCountry: Land{i}\nCapital:", "reference": "Paris"}) + "\n")
-    spec = {
-        "name": "t",
-        "target": {"base_url": base_url, "model": "harness/ngram", "api_key_env": ENV},
-        "dataset": {"path": "prompts.jsonl"},
-        "params": {"max_tokens": 4, "logprobs": True, "top_logprobs": 2},
-        "sweep": {"grid": {"temperature": temperatures}, "repeats": repeats},
-        "runner": runner,
-    }
-    path = folder / "spec.yaml"
-    path.write_text(json.dumps(spec))
-    return path
-
-
-def planned_ids(spec_path: Path, shard: tuple[int, int] | None = None) -> list[str]:
-    spec = load_spec(spec_path)
-    plans = plan_requests(spec, expand_points(spec), load_prompts(spec))
-    return [p.request_id for p in plans if in_shard(p.request_id, shard)]
-
-
-def results(run_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(run_dir / "results")
-
-
-def last_line(text: str) -> Path:
-    return Path(text.strip().splitlines()[-1])
-
-
-def assert_no_key(*places: Path | str) -> None:
-    for place in places:
-        if isinstance(place, str):
-            assert KEY not in place
-            continue
-        for file in place.rglob("*"):
-            if file.is_file():
-                assert KEY.encode() not in file.read_bytes(), file
 
 
 @pytest.mark.slow
@@ -124,7 +39,7 @@ def test_fault_sweep_every_request_exactly_once(
     tmp_path: Path, model: NGramModel, key_env: None, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO")
-    with serve_process("--faults", FAULTS, "--fault-seed", "3") as base_url:
+    with serve_process("--faults", FAULTS, "--fault-seed", "3") as (base_url, _):
         runner = {"concurrency": 64, "timeout_s": 1.0, "max_attempts": 6}
         spec = write_spec(tmp_path, base_url, prompts=50, temperatures=[0.0, 0.5, 1.0, 1.5, 2.0], repeats=20, runner=runner)
         code = main(["run", str(spec), "--out", str(tmp_path / "runs"), "--quiet"])
@@ -163,30 +78,11 @@ def test_streaming_sweep_with_cut_streams(tmp_path: Path, model: NGramModel, key
     assert (df.attempts > 1).any()
 
 
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def _lines(segment: Path) -> int:
-    try:
-        return segment.read_bytes().count(b"\n")
-    except FileNotFoundError:  # sealed (and removed) between the listing and the read
-        return 0
-
-
-def _journaled(run_dir: Path) -> int:
-    lines = sum(_lines(f) for f in (run_dir / "journal").glob("seg-*.jsonl"))
-    parts = len(list((run_dir / "results").glob("part-*.parquet")))
-    return lines + parts * 50
-
-
 def _kill_when(proc: subprocess.Popen[str], runs: Path, at_least: int, run_dir: Path | None = None) -> Path:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         found = run_dir or next(iter(sorted(runs.glob("t-*"))), None)
-        if found is not None and (found / "manifest.json").exists() and _journaled(found) >= at_least:
+        if found is not None and (found / "manifest.json").exists() and journaled(found, 50) >= at_least:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             return found
@@ -197,18 +93,18 @@ def _kill_when(proc: subprocess.Popen[str], runs: Path, at_least: int, run_dir: 
 
 
 @pytest.mark.slow
-def test_kill_9_at_three_moments_then_resume(tmp_path: Path, model: NGramModel) -> None:
-    env = {**os.environ, ENV: KEY, "HARNESS_SEAL_ROWS": "50", "PYTHONPATH": str(ROOT)}
+def test_kill_9_at_three_moments_then_resume(tmp_path: Path) -> None:
+    env = harness_env(HARNESS_SEAL_ROWS="50")
     runs = tmp_path / "runs"
-    with serve_process("--latency-ms", "15") as base_url:
+    with serve_process("--latency-ms", "15") as (base_url, _):
         runner = {"concurrency": 8, "timeout_s": 5.0}
         spec = write_spec(tmp_path, base_url, prompts=30, temperatures=[0.0, 0.7, 1.4], repeats=10, runner=runner)
-        run_dir = _kill_when(_spawn(["run", str(spec), "--out", str(runs), "--quiet"], env), runs, 1)
+        run_dir = _kill_when(spawn(["run", str(spec), "--out", str(runs), "--quiet"], env), runs, 1)
         for at_least in (120, 400):
-            _kill_when(_spawn(["run", "--resume", str(run_dir), "--quiet"], env), runs, at_least, run_dir)
+            _kill_when(spawn(["run", "--resume", str(run_dir), "--quiet"], env), runs, at_least, run_dir)
         manifest = json.loads((run_dir / "manifest.json").read_text())
         assert manifest["status"] == "running"  # it never got to finish
-        done = _spawn(["-v", "-v", "run", "--resume", str(run_dir)], env)
+        done = spawn(["-v", "-v", "run", "--resume", str(run_dir)], env)
         out, err = done.communicate(timeout=120)
     assert done.returncode == 0, err
     assert last_line(out) == run_dir
@@ -224,12 +120,12 @@ def test_kill_9_at_three_moments_then_resume(tmp_path: Path, model: NGramModel) 
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_rows_exit_130_and_resume_finishes(tmp_path: Path, model: NGramModel) -> None:
-    env = {**os.environ, ENV: KEY, "PYTHONPATH": str(ROOT)}
+def test_ctrl_c_keeps_rows_exit_130_and_resume_finishes(tmp_path: Path) -> None:
+    env = harness_env()
     runs = tmp_path / "runs"
-    with serve_process("--latency-ms", "20") as base_url:
+    with serve_process("--latency-ms", "20") as (base_url, _):
         spec = write_spec(tmp_path, base_url, prompts=20, temperatures=[0.0, 1.0], repeats=5, runner={"concurrency": 4})
-        proc = _spawn(["run", str(spec), "--out", str(runs)], env)
+        proc = spawn(["run", str(spec), "--out", str(runs)], env)
         deadline = time.monotonic() + 60
         while not list(runs.glob("t-*/journal/seg-*.jsonl")) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -243,7 +139,7 @@ def test_ctrl_c_keeps_rows_exit_130_and_resume_finishes(tmp_path: Path, model: N
         assert manifest["status"] == "interrupted" and 0 < kept < 200
         assert manifest["counts"]["ok"] == kept
         assert "Traceback" not in err
-        proc = _spawn(["run", "--resume", str(run_dir), "--quiet"], env)
+        proc = spawn(["run", "--resume", str(run_dir), "--quiet"], env)
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and err == ""
     assert sorted(results(run_dir).request_id) == sorted(planned_ids(spec))

@@ -4,66 +4,32 @@ a replica killed mid-run."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
 import pytest
+from serve_helpers import (
+    KEY,
+    harness_env,
+    journaled,
+    keys,
+    last_line,
+    planned,
+    planned_ids,
+    results,
+    serve,
+    serve_process,
+    spawn,
+    write_spec,
+)
 
 from harness.cli import main
-from harness.runner import in_shard
 from harness.server.app import ServerThread, create_app
-from harness.server.faults import FaultSpec, Latency
 from harness.server.ngram import NGramModel
-from harness.spec.datasets import load_prompts
-from harness.spec.grid import expand_points, plan_requests
-from harness.spec.sweepspec import load_spec
-
-KEY = "sk-harness-targets-5d1e7a93c0b24f68"
-ENV = "HARNESS_TARGETS_KEY"
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def model() -> NGramModel:
-    return NGramModel()
-
-
-@pytest.fixture
-def key_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV, KEY)
-
-
-def serve(model: NGramModel, *, faults: str | None = None, latency_ms: float = 0, port: int = 0) -> ServerThread:
-    app = create_app({"harness/ngram": model}, api_key=KEY, faults=FaultSpec.parse(faults) if faults else None,
-                     fault_seed=1, latency=Latency.parse(str(latency_ms)) if latency_ms else None,
-                     retry_after_s=0.02, timeout_cap_s=30)
-    return ServerThread(app, port=port)
-
-
-@contextlib.contextmanager
-def serve_process(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    env = {**os.environ, ENV: KEY, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "serve", "--port", "0", "--api-key-env", ENV, "--retry-after", "0.02", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        yield proc.stdout.readline().strip(), proc
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def free_port() -> int:
@@ -72,55 +38,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_spec(folder: Path, targets: list[dict[str, Any]], *, prompts: int, temperatures: list[float], repeats: int,
-               runner: dict[str, Any], name: str = "tg") -> Path:
-    data = folder / "prompts.jsonl"
-    with data.open("w") as fh:
-        for i in range(prompts):
-            fh.write(json.dumps({"id": f"q{i}", "prompt": f"Country: France\nCapital: Paris\n\nCountry: Land{i}\nCapital:",
-                                 "reference": "Paris"}) + "\n")
-    spec = {
-        "name": name,
-        "targets": [{"model": "harness/ngram", "api_key_env": ENV, **t} for t in targets],
-        "dataset": {"path": "prompts.jsonl"},
-        "params": {"max_tokens": 4, "logprobs": True, "top_logprobs": 2},
-        "sweep": {"grid": {"temperature": temperatures}, "repeats": repeats},
-        "runner": runner,
-    }
-    path = folder / "spec.yaml"
-    path.write_text(json.dumps(spec))
-    return path
-
-
-def planned(spec_path: Path, shard: tuple[int, int] | None = None) -> set[tuple[str, str, str, int]]:
-    spec = load_spec(spec_path)
-    return {(p.target, p.point.point_json, p.prompt.id, p.sample)
-            for p in plan_requests(spec, expand_points(spec), load_prompts(spec)) if in_shard(p.request_id, shard)}
-
-
-def planned_ids(spec_path: Path, shard: tuple[int, int] | None = None) -> list[str]:
-    spec = load_spec(spec_path)
-    return [p.request_id for p in plan_requests(spec, expand_points(spec), load_prompts(spec)) if in_shard(p.request_id, shard)]
-
-
-def results(run_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(run_dir / "results")
-
-
-def keys(df: pd.DataFrame) -> list[tuple[str, str, str, int]]:
-    return list(zip(df.target, df.point_json, df.prompt_id, df["sample"].astype(int), strict=True))
-
-
-def last_line(text: str) -> Path:
-    return Path(text.strip().splitlines()[-1])
-
-
 def _start_when_rows(server: ServerThread, runs: Path, rows: int) -> None:
     """Start `server` once the run has journaled `rows` rows (so it is down when the run starts)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         found = next(iter(runs.glob("*/journal")), None)
-        if found is not None and _journaled(found.parent) >= rows:
+        if found is not None and journaled(found.parent, 20) >= rows:
             break
         time.sleep(0.01)
     server.start()
@@ -194,38 +117,25 @@ def test_shards_and_merge_with_targets(tmp_path: Path, model: NGramModel, key_en
     assert json.loads((merged / "manifest.json").read_text())["targets"].keys() == {"a", "b"}
 
 
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _journaled(run_dir: Path) -> int:
-    lines = 0
-    for f in (run_dir / "journal").glob("seg-*.jsonl"):
-        with contextlib.suppress(FileNotFoundError):
-            lines += f.read_bytes().count(b"\n")
-    return lines + len(list((run_dir / "results").glob("part-*.parquet"))) * 20
-
-
 @pytest.mark.slow
 def test_kill_9_then_resume_with_targets(tmp_path: Path) -> None:
-    env = {**os.environ, ENV: KEY, "HARNESS_SEAL_ROWS": "20", "PYTHONPATH": str(ROOT)}
+    env = harness_env(HARNESS_SEAL_ROWS="20")
     runs = tmp_path / "runs"
     with serve_process("--latency-ms", "10") as (url_a, _), serve_process("--latency-ms", "40") as (url_b, _):
         targets = [{"name": "a", "base_url": url_a}, {"name": "b", "base_url": url_b}]
         spec = write_spec(tmp_path, targets, prompts=10, temperatures=[0.0, 0.7], repeats=5, runner={"concurrency": 4})
-        proc = _spawn(["run", str(spec), "--out", str(runs), "--quiet"], env)
+        proc = spawn(["run", str(spec), "--out", str(runs), "--quiet"], env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            found = next(iter(runs.glob("tg-*")), None)
-            if found is not None and _journaled(found) >= 60:
+            found = next(iter(runs.glob("t-*")), None)
+            if found is not None and journaled(found, 20) >= 60:
                 break
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert found is not None
-        done = _spawn(["run", "--resume", str(found), "--quiet"], env)
+        done = spawn(["run", "--resume", str(found), "--quiet"], env)
         out, err = done.communicate(timeout=120)
     assert done.returncode == 0, err
     assert last_line(out) == found
@@ -236,17 +146,17 @@ def test_kill_9_then_resume_with_targets(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_replica_killed_mid_run_the_sweep_completes(tmp_path: Path) -> None:
-    env = {**os.environ, ENV: KEY, "PYTHONPATH": str(ROOT)}
+    env = harness_env()
     runs = tmp_path / "runs"
     with serve_process("--latency-ms", "5") as (u1, _), serve_process("--latency-ms", "5") as (u2, victim), \
             serve_process("--latency-ms", "5") as (u3, _):
         spec = write_spec(tmp_path, [{"name": "pool", "base_url": [u1, u2, u3]}], prompts=40,
                           temperatures=[0.0, 0.5, 1.0, 1.5, 2.0], repeats=10, runner={"concurrency": 24, "timeout_s": 5.0})
-        proc = _spawn(["run", str(spec), "--out", str(runs), "--quiet", "--no-preflight"], env)
+        proc = spawn(["run", str(spec), "--out", str(runs), "--quiet", "--no-preflight"], env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            found = next(iter(runs.glob("tg-*")), None)
-            if found is not None and _journaled(found) >= 300:
+            found = next(iter(runs.glob("t-*")), None)
+            if found is not None and journaled(found, 20) >= 300:
                 break
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.01)
