@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import start_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -106,14 +106,6 @@ def part_simulation(reps: int) -> dict[str, Any]:
     return out
 
 
-def _serve() -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "--port", "0"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
-
-
 def _spec(folder: Path, base_url: str, repeats: Any, seed: int) -> Path:
     spec = {
         "name": "bench-adaptive",
@@ -137,7 +129,7 @@ def part_real(reps: int) -> list[dict[str, Any]]:
 
     adaptive = {"min": 2, "max": 20, "step": 2, "until": {"metric": "accuracy", "half_width": 0.05},
                 "drop_worse": {"alpha": 0.05}}
-    proc, base_url = _serve()
+    proc, base_url = start_serve()
     results = []
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -32,8 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import harness_env, start_serve
+
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+ENV = harness_env()
 HARNESS = [sys.executable, "-m", "harness"]
 
 
@@ -106,10 +108,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        server = subprocess.Popen([*HARNESS, "serve", "--port", "0", "--latency-ms", str(args.latency_ms)],
-                                  env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert server.stdout is not None
-        base_url = server.stdout.readline().strip()
+        server, base_url = start_serve("--latency-ms", str(args.latency_ms))
         try:
             started = time.monotonic()
             ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import start_serve
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-key-not-secret"
 ENV = {**os.environ, "BENCH_KEY": KEY, "PYTHONPATH": str(ROOT)}
@@ -99,15 +101,6 @@ def start_canned(latency_s: float) -> tuple[subprocess.Popen[str], str]:
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
-def start_serve() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "serve", "--port", "0", "--api-key-env", "BENCH_KEY"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV, cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
-
-
 def write_spec(folder: Path, base_url: str, model: str, *, prompts: int, temps: int, repeats: int, concurrency: int) -> Path:
     data = folder / "prompts.jsonl"
     with data.open("w") as fh:
@@ -174,7 +167,7 @@ def harness_run(spec: Path, out: Path, extra_env: dict[str, str] | None = None) 
 
 
 def bench_a(tmp: Path, pairs: int) -> None:
-    server, url = start_serve()
+    server, url = start_serve("--api-key-env", "BENCH_KEY", env=ENV)
     try:
         spec = write_spec(tmp, url, "harness/ngram", prompts=200, temps=5, repeats=20, concurrency=64)
         bodies = bodies_of(spec)

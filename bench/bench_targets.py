@@ -14,7 +14,6 @@ its first send), from the run's own rows. Printed: each round and the median rat
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -22,25 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+from _common import harness_env, serve_process
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-@contextlib.contextmanager
-def serve(*args: str) -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "--port", "0", *args], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+ENV = harness_env()
 
 
 def write_spec(folder: Path, fast: str, slow: str | None, requests: int) -> Path:
@@ -88,8 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f}, cores {os.cpu_count()}")
     ratios = []
-    with serve("--latency-ms", "100") as fast, \
-            serve("--latency-ms", "2000", "--faults", "429=0.4", "--retry-after", "1") as slow, \
+    with serve_process("--latency-ms", "100") as fast, \
+            serve_process("--latency-ms", "2000", "--faults", "429=0.4", "--retry-after", "1") as slow, \
             tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         alone_spec, both_spec = write_spec(folder, fast, None, args.requests), write_spec(folder, fast, slow, args.requests)

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import start_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {  # cell label -> (top_p, top_k, min_p)
@@ -45,15 +44,6 @@ SETTINGS = {  # cell label -> (top_p, top_k, min_p)
     "top_k 5": (1.0, 5, 0.0),
     "min_p 0.1": (1.0, -1, 0.1),
 }
-
-
-def _serve() -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
-    )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
 
 
 def _spec(folder: Path, base_url: str | None, seeds: int, max_tokens: int, limit: int | None = None) -> Path:
@@ -99,7 +89,7 @@ def main() -> None:
     from harness.whatif.truncate import Resolved, evaluate
 
     vocab = 262_144 if args.local else default_model().vocab_size
-    proc, base_url = (None, None) if args.local else _serve()
+    proc, base_url = (None, None) if args.local else start_serve()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
