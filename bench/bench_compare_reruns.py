@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from _common import free_port
 
 from harness.compare import CompareOptions, compare_runs
 from harness.rundir.results import Run, load_run
@@ -65,12 +65,6 @@ sweep:
 runner: {{concurrency: 16, max_attempts: 4, timeout_s: 30}}
 scoring: [exact_match, contains]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(port: int) -> subprocess.Popen[bytes]:

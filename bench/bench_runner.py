@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import start_serve
+from _common import free_port, start_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-key-not-secret"
@@ -79,14 +79,6 @@ def canned_server(port: int, latency_s: float) -> None:
     app.router.add_post("/v1/chat/completions", chat)
     print("ready", flush=True)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, backlog=2048)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_canned(latency_s: float) -> tuple[subprocess.Popen[str], str]:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,6 +143,28 @@ def journaled(run_dir: Path, seal_rows: int) -> int:
         with contextlib.suppress(FileNotFoundError):  # sealed (and removed) between the listing and the read
             lines += segment.read_bytes().count(b"\n")
     return lines + len(list((run_dir / "results").glob("part-*.parquet"))) * seal_rows
+
+
+def wait_for_rows(runs: Path, rows: int, seal_rows: int, proc: subprocess.Popen[str] | None = None,
+                  run_dir: Path | None = None, timeout_s: float = 60) -> Path:
+    """`run_dir` (default: the first run directory below `runs`) once it has `rows` rows on disk
+    (see `journaled`). Fails if `proc` (the run) ends first, or after `timeout_s` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = run_dir or next(iter(sorted(m.parent for m in runs.glob("*/manifest.json"))), None)
+        if found is not None and journaled(found, seal_rows) >= rows:
+            return found
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the run ended first: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.01)
+    raise AssertionError(f"no {rows} rows below {runs} within {timeout_s} s")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def assert_no_key(*places: Path | str) -> None:

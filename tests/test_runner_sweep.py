@@ -18,13 +18,13 @@ from serve_helpers import (
     KEY,
     assert_no_key,
     harness_env,
-    journaled,
     last_line,
     planned_ids,
     results,
     serve,
     serve_process,
     spawn,
+    wait_for_rows,
     write_spec,
 )
 
@@ -79,17 +79,10 @@ def test_streaming_sweep_with_cut_streams(tmp_path: Path, model: NGramModel, key
 
 
 def _kill_when(proc: subprocess.Popen[str], runs: Path, at_least: int, run_dir: Path | None = None) -> Path:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        found = run_dir or next(iter(sorted(runs.glob("t-*"))), None)
-        if found is not None and (found / "manifest.json").exists() and journaled(found, 50) >= at_least:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return found
-        if proc.poll() is not None:
-            raise AssertionError(f"finished before the kill: {proc.stderr.read() if proc.stderr else ''}")
-        time.sleep(0.01)
-    raise AssertionError("no progress")
+    found = wait_for_rows(runs, at_least, 50, proc, run_dir)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return found
 
 
 @pytest.mark.slow

@@ -4,18 +4,17 @@ a replica killed mid-run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
-import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from serve_helpers import (
     KEY,
+    free_port,
     harness_env,
-    journaled,
     keys,
     last_line,
     planned,
@@ -24,6 +23,7 @@ from serve_helpers import (
     serve,
     serve_process,
     spawn,
+    wait_for_rows,
     write_spec,
 )
 
@@ -32,20 +32,10 @@ from harness.server.app import ServerThread, create_app
 from harness.server.ngram import NGramModel
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_when_rows(server: ServerThread, runs: Path, rows: int) -> None:
     """Start `server` once the run has journaled `rows` rows (so it is down when the run starts)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        found = next(iter(runs.glob("*/journal")), None)
-        if found is not None and journaled(found.parent, 20) >= rows:
-            break
-        time.sleep(0.01)
+    with contextlib.suppress(AssertionError):  # (started all the same after a minute)
+        wait_for_rows(runs, rows, 20)
     server.start()
 
 
@@ -125,16 +115,9 @@ def test_kill_9_then_resume_with_targets(tmp_path: Path) -> None:
         targets = [{"name": "a", "base_url": url_a}, {"name": "b", "base_url": url_b}]
         spec = write_spec(tmp_path, targets, prompts=10, temperatures=[0.0, 0.7], repeats=5, runner={"concurrency": 4})
         proc = spawn(["run", str(spec), "--out", str(runs), "--quiet"], env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            found = next(iter(runs.glob("t-*")), None)
-            if found is not None and journaled(found, 20) >= 60:
-                break
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.01)
+        found = wait_for_rows(runs, 60, 20, proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert found is not None
         done = spawn(["run", "--resume", str(found), "--quiet"], env)
         out, err = done.communicate(timeout=120)
     assert done.returncode == 0, err
@@ -153,13 +136,7 @@ def test_replica_killed_mid_run_the_sweep_completes(tmp_path: Path) -> None:
         spec = write_spec(tmp_path, [{"name": "pool", "base_url": [u1, u2, u3]}], prompts=40,
                           temperatures=[0.0, 0.5, 1.0, 1.5, 2.0], repeats=10, runner={"concurrency": 24, "timeout_s": 5.0})
         proc = spawn(["run", str(spec), "--out", str(runs), "--quiet", "--no-preflight"], env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            found = next(iter(runs.glob("t-*")), None)
-            if found is not None and journaled(found, 20) >= 300:
-                break
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.01)
+        wait_for_rows(runs, 300, 20, proc)
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         out, err = proc.communicate(timeout=300)

@@ -49,6 +49,16 @@ def truth(probs: np.ndarray, s: Resolved) -> tuple[np.ndarray, float, float]:
     return ids, 1.0 - float(q[ids].sum()), float(-(kept * np.log(kept)).sum())
 
 
+def _assert_exact(effect: Effect, dists: list[np.ndarray], samples: list[int], setting: Resolved, tol: float) -> None:
+    """Each position of `effect` is what the sampler itself would do with the full distribution."""
+    for i, (d, s) in enumerate(zip(dists, samples)):
+        ids, removed, entropy = truth(d, setting)
+        assert effect.candidates[i] == len(ids)
+        assert effect.removed[i] == pytest.approx(removed, abs=tol)
+        assert effect.entropy[i] == pytest.approx(entropy, abs=tol)
+        assert effect.cut[i] == (s not in ids)
+
+
 SETTINGS = [Resolved(1.0, top_p=0.9), Resolved(0.7, top_k=5), Resolved(1.3, min_p=0.1), Resolved(1.0, 0.8, 10, 0.02)]
 
 
@@ -60,12 +70,7 @@ def test_with_every_token_returned_the_estimate_is_the_sampler_exactly(setting: 
     samples = [int(rng.choice(vocab, p=d)) for d in dists]
     pos = extract_positions([[entry(d, s, vocab) for d, s in zip(dists, samples)]])
     for effect in evaluate(pos, setting, vocab):  # no tail: both scenarios are exact
-        for i, (d, s) in enumerate(zip(dists, samples)):
-            ids, removed, entropy = truth(d, setting)
-            assert effect.candidates[i] == len(ids)
-            assert effect.removed[i] == pytest.approx(removed, abs=1e-9)
-            assert effect.entropy[i] == pytest.approx(entropy, abs=1e-9)
-            assert effect.cut[i] == (s not in ids)
+        _assert_exact(effect, dists, samples, setting, tol=1e-9)
 
 
 def _with_tail(rng: np.random.Generator, vocab: int, k: int, few: bool) -> np.ndarray:
@@ -92,13 +97,7 @@ def test_a_tail_of_either_extreme_shape_is_estimated_exactly(setting: Resolved, 
     dists = [_with_tail(rng, vocab, k, few) for _ in range(30)]
     samples = [int(rng.choice(k, p=d[:k] / d[:k].sum())) for d in dists]  # sampled among the top: its rank is known
     pos = extract_positions([[entry(d, s, k) for d, s in zip(dists, samples)]])
-    effect = evaluate(pos, setting, vocab)[0 if few else 1]
-    for i, (d, s) in enumerate(zip(dists, samples)):
-        ids, removed, entropy = truth(d, setting)
-        assert effect.candidates[i] == len(ids)
-        assert effect.removed[i] == pytest.approx(removed, abs=1e-6)
-        assert effect.entropy[i] == pytest.approx(entropy, abs=1e-6)
-        assert effect.cut[i] == (s not in ids)
+    _assert_exact(evaluate(pos, setting, vocab)[0 if few else 1], dists, samples, setting, tol=1e-6)
 
 
 def test_greedy_keeps_only_the_best_token() -> None:
