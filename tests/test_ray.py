@@ -1,6 +1,7 @@
 """The Ray executor (harness.runner.cluster): limits split among shards, the CLI's checks, and a
 sweep on a local Ray cluster (2 CPUs) against `harness serve` with one shard's worker killed -9
-mid-run: Ray re-runs the task, it resumes the shard's run directory, every request ends exactly once.
+mid-run: Ray re-runs the task, it resumes the shard's run directory, every request ends exactly once;
+and a Ray sweep to object storage (a local S3 server, moto's server mode on 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from s3_helpers import BUCKET, SECRET, LocalS3, moto_server
 from serve_helpers import ENV, KEY, planned_ids, serve, write_spec
 
 from harness.cli import main
 from harness.rundir.manifest import read_manifest
-from harness.rundir.results import read_table
+from harness.rundir.results import read_results, read_table
 from harness.runner.cluster import run_on_ray, shard_count, split_limits
 from harness.server.ngram import NGramModel
 from harness.spec.sweepspec import load_spec, spec_hash
@@ -98,9 +100,18 @@ def test_ray_is_imported_only_when_a_ray_run_starts() -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[Any]:
+def s3() -> Iterator[LocalS3]:
+    with moto_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(s3: LocalS3) -> Iterator[Any]:
+    """One local Ray cluster (2 CPUs) for the module: starting one takes ~10 s. Started after the
+    S3 server, as its workers (children of this process's raylet) take the environment of
+    `ray.init`: the S3 server's AWS_* variables and the key."""
     ray = pytest.importorskip("ray")
-    os.environ[ENV] = KEY  # the workers (children of this process's raylet) read the key from it
+    os.environ[ENV] = KEY
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         yield ray
@@ -219,3 +230,23 @@ def test_a_stopped_ray_run_is_finished_by_resuming_its_store(tmp_path: Path, ray
     manifest = read_manifest(final)
     assert manifest.executor == "ray" and manifest.shards == 2 and manifest.status == "completed"
     assert not run.store.exists()
+
+
+@pytest.mark.slow
+def test_a_ray_sweep_to_s3_has_every_request_once_and_leaves_only_the_merged_run(
+        tmp_path: Path, s3: LocalS3, ray_cluster: Any, model: NGramModel) -> None:
+    """`--out s3://…`: the shards' run directories and the merged run all on the bucket."""
+    with serve(model) as server:
+        spec_path = write_ray_spec(tmp_path, server.base_url, prompts=4, repeats=2,
+                                   runner={"concurrency": 4, "executor": "ray", "ray": {"shards": 2}})
+        result = run_on_ray(spec_path, out=f"s3://{BUCKET}/ray-runs")
+    assert result.exit_code == 0 and str(result.run_dir).startswith(f"s3://{BUCKET}/ray-runs/ray-")
+    planned = planned_ids(spec_path)
+    assert sorted(read_results(result.run_dir)["request_id"]) == sorted(planned) and len(planned) == 24
+    manifest = read_manifest(result.run_dir)
+    assert manifest.executor == "ray" and manifest.shards == 2 and manifest.status == "completed"
+    keys = s3.keys("ray-runs")
+    assert keys and all(k.startswith(f"ray-runs/{result.run_dir.name}/") for k in keys), keys  # store removed
+    for key in keys:  # neither the store's secret nor the API key on the bucket
+        data = s3.fs().open_input_stream(f"{BUCKET}/{key}").read()
+        assert SECRET.encode() not in data and KEY.encode() not in data, key
