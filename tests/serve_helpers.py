@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +50,33 @@ def serve(model: NGramModel, *, faults: str | None = None, latency_ms: float = 0
 def serve_process(*args: str, keyed: bool = True) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """`harness serve ARGS` as a child process (its own core), behind KEY unless not `keyed`: for the
     big sweeps and for servers a test kills. Yields (base URL, the process)."""
+    with serve_processes(args, keyed=keyed) as [server]:
+        yield server
+
+
+@contextlib.contextmanager
+def serve_processes(*servers: Sequence[str], keyed: bool = True) -> Iterator[list[tuple[str, subprocess.Popen[str]]]]:
+    """One `harness serve` child process per argument list, started together (each builds its model
+    for a second or so before it listens). Yields [(base URL, the process)] in that order."""
     key = ["--api-key-env", ENV] if keyed else []
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "serve", "--port", "0", *key, "--retry-after", "0.02", *args],
-        env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
+    procs: list[subprocess.Popen[str]] = []
     try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:"), url
-        yield url, proc
+        for args in servers:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "harness", "serve", "--port", "0", *key, "--retry-after", "0.02", *args],
+                env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            ))
+        urls = []
+        for proc in procs:
+            assert proc.stdout is not None
+            urls.append(proc.stdout.readline().strip())
+            assert urls[-1].startswith("http://127.0.0.1:"), urls[-1]
+        yield list(zip(urls, procs, strict=True))
     finally:
-        proc.terminate()
-        proc.wait(10)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
 
 
 def harness_env(**extra: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ from serve_helpers import (
     planned_ids,
     results,
     serve,
-    serve_process,
+    serve_processes,
     spawn,
     wait_for_rows,
     write_spec,
@@ -111,7 +111,7 @@ def test_shards_and_merge_with_targets(tmp_path: Path, model: NGramModel, key_en
 def test_kill_9_then_resume_with_targets(tmp_path: Path) -> None:
     env = harness_env(HARNESS_SEAL_ROWS="20")
     runs = tmp_path / "runs"
-    with serve_process("--latency-ms", "10") as (url_a, _), serve_process("--latency-ms", "40") as (url_b, _):
+    with serve_processes(["--latency-ms", "10"], ["--latency-ms", "40"]) as [(url_a, _), (url_b, _)]:
         targets = [{"name": "a", "base_url": url_a}, {"name": "b", "base_url": url_b}]
         spec = write_spec(tmp_path, targets, prompts=10, temperatures=[0.0, 0.7], repeats=5, runner={"concurrency": 4})
         proc = spawn(["run", str(spec), "--out", str(runs), "--quiet"], env)
@@ -131,8 +131,7 @@ def test_kill_9_then_resume_with_targets(tmp_path: Path) -> None:
 def test_replica_killed_mid_run_the_sweep_completes(tmp_path: Path) -> None:
     env = harness_env()
     runs = tmp_path / "runs"
-    with serve_process("--latency-ms", "5") as (u1, _), serve_process("--latency-ms", "5") as (u2, victim), \
-            serve_process("--latency-ms", "5") as (u3, _):
+    with serve_processes(*[["--latency-ms", "5"]] * 3) as [(u1, _), (u2, victim), (u3, _)]:
         spec = write_spec(tmp_path, [{"name": "pool", "base_url": [u1, u2, u3]}], prompts=40,
                           temperatures=[0.0, 0.5, 1.0, 1.5, 2.0], repeats=10, runner={"concurrency": 24, "timeout_s": 5.0})
         proc = spawn(["run", str(spec), "--out", str(runs), "--quiet", "--no-preflight"], env)
