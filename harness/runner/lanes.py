@@ -6,7 +6,9 @@ Each target of the spec gets an `Engine` (harness.runner.dispatch) of its own, o
 requests (`SweepJob.plans_for`), with its own client — a `ChatClient`, or a `ReplicaSet` when its
 `base_url` is a list — so a slow, rate-limited or dead target never takes the slots, the tokens
 or the breaker of another: a target that is down ends its own requests as error rows while the
-others go on at their own pace. The lanes share the run's writer and `Stats` (the progress line).
+others go on at their own pace. The lanes share the run's writer and `Stats`: the progress line
+shows the totals over the lanes (concurrency and requests in flight summed) and, with several
+targets, a line per target (`Stats.lanes`).
 
 Limits: a target's `runner:` values (concurrency, rps, tokens_per_min) win; each unset one is the
 run's (`runner.*`, or `--concurrency` / `--rps`), applied to each target separately.
@@ -133,7 +135,7 @@ async def run_lanes(job: Any, endpoints: Mapping[str, Any], stats: Stats, config
                 body: dict[str, Any] = sending.body(body_of(plan))
                 return body
 
-            engine = Engine(client, build, _sink(name, client, endpoint, sending, write), lane_cfg, stats)
+            engine = Engine(client, build, _sink(name, client, endpoint, sending, write), lane_cfg, stats, lane=name)
             lanes.append(Lane(name, view, engine, client))
         if rounds is not None:
             await rounds(lanes[0].engine)
