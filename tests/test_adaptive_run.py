@@ -171,13 +171,6 @@ def test_adaptive_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytes
         code, out, err = run_cli("plan", str(write_spec(tmp_path, url, repeats)), capsys=capsys)
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and message in err, (repeats, err)
         assert "Traceback" not in err
-    two = write_spec(tmp_path, url)
-    data = json.loads(two.read_text())
-    del data["target"]
-    data["targets"] = [{"name": "a", "base_url": url, "model": "m"}, {"name": "b", "base_url": url, "model": "m"}]
-    two.write_text(json.dumps(data))
-    code, out, err = run_cli("plan", str(two), capsys=capsys)
-    assert code == 2 and "sweep.repeats: adaptive repeats run one target per spec" in err
     code, _, err = run_cli("run", str(write_spec(tmp_path, url)), "--limit", "5", "--out", str(tmp_path / "r"),
                            "--quiet", "--no-preflight", capsys=capsys)
     assert code == 2 and "--limit" in err and len(err.strip().splitlines()) == 1
@@ -235,3 +228,49 @@ def test_a_shard_without_cells_sends_nothing(base_url: str, tmp_path: Path, caps
     manifest = read_manifest(run_dir)
     assert code == 0 and manifest.status == "completed" and manifest.counts.requests == 0
     assert manifest.adaptive is not None and manifest.adaptive["cells"] == {} and len(rows(run_dir)) == 0
+
+
+def two_targets(folder: Path, base_url: str) -> Path:
+    """Targets `a` (the server as is) and `b` (answers cut at the first a, e, i or o: every answer wrong)."""
+    path = write_spec(folder, base_url)
+    data = json.loads(path.read_text())
+    del data["target"]
+    data["targets"] = [{"name": "a", "base_url": base_url, "model": "harness/ngram"},
+                       {"name": "b", "base_url": base_url, "model": "harness/ngram",
+                        "params": {"stop": ["a", "e", "i", "o"]}}]  # fmt: skip
+    data["sweep"]["exclude"] = [{"target": "b", "temperature": 1.6}]  # b races 3 cells, a 4
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_plan_of_adaptive_repeats_with_several_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli("plan", str(two_targets(tmp_path, "http://127.0.0.1:9/v1")), "--json", capsys=capsys)
+    plan = json.loads(out)
+    assert code == 0 and (plan["min_requests"], plan["max_requests"]) == (7 * 30 * 2, 7 * 30 * 12)
+
+
+@pytest.mark.slow
+def test_adaptive_repeats_with_several_targets_race_within_each_target(base_url: str, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    spec = two_targets(tmp_path, base_url)
+    code, out, err = run_cli("run", str(spec), "--out", str(tmp_path / "runs"), "--quiet", capsys=capsys)
+    assert code == 0, err
+    run_dir = Path(out.strip().splitlines()[-1])
+    adaptive = read_manifest(run_dir).adaptive
+    assert adaptive is not None
+    cells = adaptive["cells"]
+    assert sorted(c["target"] for c in cells.values()) == ["a"] * 4 + ["b"] * 3  # each (target, point) its own cell
+    assert all(key == f"{c['target']}/{c['cell_id']}" for key, c in cells.items())
+    for c in cells.values():  # a cell is only ever dropped by a leader of its own target
+        assert c["dropped_by"] is None or cells[c["dropped_by"]]["target"] == c["target"]
+    b = [c for c in cells.values() if c["target"] == "b"]
+    assert all(c["mean"] == 0 for c in b) and not any(c["reason"] == "dropped" for c in b)  # far below a, never dropped for it
+    assert set(adaptive["alpha_per_test"]) == {"a", "b"}
+    assert adaptive["alpha_per_test"]["b"] == pytest.approx(0.05 / (2 * 6))  # b's 2 rivals, not a's
+    df = rows(run_dir)
+    got = df.groupby(["target", "cell_id"]).size().to_dict()
+    assert got == {(c["target"], c["cell_id"]): c["requests"] for c in cells.values()}  # the manifest is the rows
+    assert adaptive["requests"]["scheduled"] == len(df) == read_manifest(run_dir).counts.requests
+    # a resume replays the rows to the same decisions and sends nothing
+    code, out, _ = run_cli("run", "--resume", str(run_dir), "--quiet", capsys=capsys)
+    assert code == 0 and len(rows(run_dir)) == len(df) and read_manifest(run_dir).adaptive["cells"] == cells  # type: ignore[index]

@@ -83,6 +83,38 @@ def test_a_narrow_cell_converges_and_a_far_worse_one_is_dropped_at_the_first_loo
     assert middle.reason == "dropped"
 
 
+def test_cells_race_only_within_their_group() -> None:
+    """Several targets: group 1's cells are all far worse than group 0's leader, yet none is dropped
+    for it; within each group the worse cell is dropped by that group's own leader."""
+    sch = Schedule(RULE, cells=4, prompts=40, groups=[0, 0, 1, 1])
+    p = np.array([[0.97] * 40, [0.2] * 40, [0.15] * 40, [0.0] * 40])
+    feed(sch, p, np.random.default_rng(1))
+    a_best, a_bad, b_best, b_bad = sch.states
+    assert a_best.reason == "converged" and a_bad.reason == "dropped" and a_bad.dropped_by == 0
+    assert b_best.reason != "dropped" and b_bad.reason == "dropped" and b_bad.dropped_by == 2
+    assert sch.leader(0) == 0 and sch.leader(1) == 2
+    # the same cells in one race: group 1's best is dropped by group 0's leader
+    one = Schedule(RULE, cells=4, prompts=40)
+    feed(one, p, np.random.default_rng(1))
+    assert one.states[2].reason == "dropped" and one.states[2].dropped_by == 0
+
+
+def test_bonferroni_counts_the_rivals_of_the_group() -> None:
+    sch = Schedule(RULE, cells=5, prompts=10, groups=[0, 0, 0, 1, 1])
+    assert sch.alpha_per_test(0) == pytest.approx(0.05 / (2 * RULE.looks))
+    assert sch.alpha_per_test(1) == pytest.approx(0.05 / (1 * RULE.looks))
+    with pytest.raises(ValueError, match="groups"):
+        Schedule(RULE, cells=2, prompts=10, groups=[0])
+
+
+def test_a_lone_cell_of_its_group_is_never_dropped_and_may_stop_unreachable() -> None:
+    rule = Rule(min=2, max=20, step=2, half_width=0.05, alpha=0.05, stop_unreachable=True)
+    sch = Schedule(rule, cells=3, prompts=40, groups=[0, 0, 1])
+    p = np.array([[0.97] * 40, [0.9] * 40, [1.0] * 20 + [0.0] * 20])  # group 1: prompts disagree, alone
+    feed(sch, p, np.random.default_rng(4))
+    assert sch.states[2].reason == "unreachable" and sch.states[2].look == 1
+
+
 def test_lower_is_better_flips_the_leader() -> None:
     sch = Schedule(Rule(min=2, max=4, step=2, half_width=1e-9, higher_is_better=False, alpha=0.05), cells=2, prompts=30)
     feed(sch, np.array([[0.9] * 30, [0.1] * 30]), np.random.default_rng(2))
@@ -123,7 +155,7 @@ def test_without_the_correction_the_same_check_fails() -> None:
     """The check above can fail: testing each look at the full alpha drops equal cells far more often."""
 
     class Uncorrected(Schedule):
-        def alpha_per_test(self) -> float:
+        def alpha_per_test(self, group: int = 0) -> float:
             return 0.2
 
     dropped = 0

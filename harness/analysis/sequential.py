@@ -38,12 +38,23 @@ Bonferroni over looks is conservative (a group-sequential or always-valid bound 
 sooner), but it needs no assumption about the spacing of looks and no independence between
 cells, and with the few looks adaptive repeats make (10 for min 2, max 20, step 2) it costs
 little.
+
+**Groups** (a spec of several targets): each (target, point) is a cell of its own — its own
+interval, its own stop — and `groups` says which target it belongs to. Dropping happens within a
+group only: the leader is the best cell *of that target*, a cell is compared with its own
+target's leader, and the Bonferroni level counts that target's rivals,
+`α' = alpha / ((cells of the target − 1) · looks)`. So for each target, the chance of dropping
+that target's truly best cell is ≤ alpha, by the argument above applied to that target's cells
+alone; a cell is never stopped because another target does better (that is a comparison of
+targets, not a decision about this target's sampling). `stop_unreachable` with `drop_worse`
+waits until a cell is the last one of its own target still sampling.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Literal
@@ -192,12 +203,20 @@ class Schedule:
     `close()` when the round is complete → the look. `done` when every cell has stopped.
     """
 
-    def __init__(self, rule: Rule, cells: int, prompts: int) -> None:
+    def __init__(self, rule: Rule, cells: int, prompts: int, groups: Sequence[int] | None = None) -> None:
         if cells < 1 or prompts < 1:
             raise ValueError("a schedule needs at least one cell and one prompt")
+        if groups is not None and len(groups) != cells:
+            raise ValueError(f"groups: one per cell ({cells}), got {len(groups)}")
         self.rule = rule
         self.cells = cells
         self.prompts = prompts
+        # the race each cell runs in (several targets: one per target); cells are compared, and
+        # dropped, only against cells of their own group
+        self.groups: tuple[int, ...] = tuple(groups) if groups is not None else (0,) * cells
+        self._members: dict[int, list[int]] = {}
+        for i, g in enumerate(self.groups):
+            self._members.setdefault(g, []).append(i)
         self.sums = np.zeros((cells, prompts))
         self.counts = np.zeros((cells, prompts))
         self.squares = np.zeros((cells, prompts))
@@ -270,11 +289,13 @@ class Schedule:
             st = self.states[i]
             st.look += 1
             st.interval = cell_interval(self.sums[i], self.counts[i], rule.confidence, binary=bool(self.binary[i]))
-        if rule.alpha is not None and self.cells > 1:
-            leader = self.leader()
-            if leader is not None:
+        if rule.alpha is not None:
+            for group, members in self._members.items():
+                leader = self.leader(group) if len(members) > 1 else None
+                if leader is None:
+                    continue
                 for i in active:
-                    if i != leader and self.significantly_worse(i, leader):
+                    if i != leader and self.groups[i] == group and self.significantly_worse(i, leader):
                         self.states[i].reason = "dropped"
                         self.states[i].dropped_by = leader
         for i in active:
@@ -287,11 +308,12 @@ class Schedule:
             elif st.n >= rule.max:
                 st.reason = "max"
         going = [i for i in active if self.states[i].reason is None]
-        if rule.stop_unreachable and (rule.alpha is None or len(going) == 1):
+        if rule.stop_unreachable:
             # with drop_worse, a race still open needs the data of every runner: an unreachable
-            # cell stops only when it is the last one sampling
+            # cell stops only when it is the last one of its group sampling
+            racing = {g: sum(1 for i in going if self.groups[i] == g) for g in self._members}
             for i in going:
-                if self.unreachable(i):
+                if (rule.alpha is None or racing[self.groups[i]] == 1) and self.unreachable(i):
                     self.states[i].reason = "unreachable"
         for i in going:
             st = self.states[i]
@@ -325,12 +347,12 @@ class Schedule:
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.sums.sum(axis=1) / self.counts.sum(axis=1)
 
-    def leader(self) -> int | None:
-        """The best mean among cells not dropped (ties: the first in plan order)."""
+    def leader(self, group: int = 0) -> int | None:
+        """The best mean among the group's cells not dropped (ties: the first in plan order)."""
         means = self.means()
         best: int | None = None
         for i, st in enumerate(self.states):
-            if st.reason == "dropped" or not np.isfinite(means[i]):
+            if self.groups[i] != group or st.reason == "dropped" or not np.isfinite(means[i]):
                 continue
             if best is None or self._better(means[i], means[best]):
                 best = i
@@ -339,10 +361,14 @@ class Schedule:
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.rule.higher_is_better else a < b
 
-    def alpha_per_test(self) -> float:
-        """Bonferroni: alpha over (cells − 1) rivals × looks."""
+    def group_size(self, group: int = 0) -> int:
+        """Cells in the group (the cells a cell races against, itself included)."""
+        return len(self._members.get(group, ()))
+
+    def alpha_per_test(self, group: int = 0) -> float:
+        """Bonferroni: alpha over (cells of the group − 1) rivals × looks."""
         assert self.rule.alpha is not None
-        return self.rule.alpha / ((self.cells - 1) * self.rule.looks)
+        return self.rule.alpha / ((max(self.group_size(group), 2) - 1) * self.rule.looks)
 
     def significantly_worse(self, cell: int, leader: int) -> bool:
         """The one-sided paired test of `cell` against `leader` at the Bonferroni level."""
@@ -361,5 +387,5 @@ class Schedule:
             floor = sum(_binomial_floor(float(self.sums[j][both].sum()), float(self.counts[j][both].sum()))
                         for j in (cell, leader))
             var = max(var, floor)
-        bound = mean + t_quantile(1 - self.alpha_per_test(), k - 1) * math.sqrt(var)
+        bound = mean + t_quantile(1 - self.alpha_per_test(self.groups[cell]), k - 1) * math.sqrt(var)
         return bound < 0

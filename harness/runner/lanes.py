@@ -115,10 +115,10 @@ def _dialect(job: Any, name: str, view: SweepSpec, endpoint: Any) -> Any:
 
 
 async def run_lanes(job: Any, endpoints: Mapping[str, Any], stats: Stats, config: EngineConfig, write: Write, *,
-                    transport: Any = None, rounds: Callable[[Engine], Awaitable[None]] | None = None) -> None:
+                    transport: Any = None, rounds: Callable[[Mapping[str, Engine]], Awaitable[None]] | None = None) -> None:
     """Send every target's requests, each target in its own lane, all at once.
 
-    `rounds` (adaptive repeats, one target): drives the lane's engine round by round instead."""
+    `rounds` (adaptive repeats): drives the lanes' engines (by target name) round by round instead."""
     multi = len(endpoints) > 1
     async with contextlib.AsyncExitStack() as stack:
         lanes: list[Lane] = []
@@ -138,7 +138,7 @@ async def run_lanes(job: Any, endpoints: Mapping[str, Any], stats: Stats, config
             engine = Engine(client, build, _sink(name, client, endpoint, sending, write), lane_cfg, stats, lane=name)
             lanes.append(Lane(name, view, engine, client))
         if rounds is not None:
-            await rounds(lanes[0].engine)
+            await rounds({lane.name: lane.engine for lane in lanes})
         else:
             async with asyncio.TaskGroup() as group:
                 for lane in lanes:

@@ -616,9 +616,6 @@ class SweepSpec(_Strict):
         if base is not None and base + self.sweep.max_repeats - 1 > INT64_MAX:
             raise ValueError("@params.seed.per_sample: base + repeats exceeds the 64-bit range")
         self._check_target_names()
-        if self.sweep.adaptive is not None and self.multi_target:
-            raise ValueError("@sweep.repeats: adaptive repeats run one target per spec for now; "
-                             "allowed: an integer with `targets:`, or one `target:`")
         for i, target in enumerate(self.target_list):
             where = f"targets[{i}]" if self.targets else "target"
             params = self._target_params(target, where, swept)
