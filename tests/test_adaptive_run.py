@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from harness.analysis.sequential import MIN_SEED_REPEATS
 from harness.cli import main
 from harness.errors import UsageError
 from harness.rundir.manifest import read_manifest
@@ -86,9 +87,16 @@ def test_adaptive_run_end_to_end(base_url: str, tmp_path: Path, capsys: pytest.C
         assert cell["mean"] == pytest.approx(acc)
         assert cell["reason"] != "converged" or cell["half_width"] <= 0.05
     assert manifest.counts.requests == len(df) == adaptive["requests"]["scheduled"] < 1440
-    # the hot cell (T 1.6) is far worse than T 0.3: dropped at the first look, after min samples
+    # the hot cell (T 1.6) is worse than T 0.3. With seed: per_sample a seed's luck is shared by
+    # every prompt (on harness serve, T 1.6's repeats 0 and 1 get 3 and 0 of 30 right, repeats 2
+    # and 3 get 24 and 29): no cell is judged before MIN_SEED_REPEATS repeats (clustered by repeat too)
+    assert adaptive["clustered_by"] == ["prompt", "repeat"]
     hot = next(c for c in cells.values() if c["point"] == {"temperature": 1.6})
-    assert hot["reason"] == "dropped" and hot["samples"] == 2
+    assert hot["reason"] == "dropped" and hot["samples"] >= MIN_SEED_REPEATS
+    assert all(c["samples"] >= MIN_SEED_REPEATS for c in cells.values())
+    hot_rows = df[df.temperature == 1.6]
+    right = hot_rows.content.str.strip().str.lower() == hot_rows.reference.str.lower()
+    assert right[hot_rows["sample"] < 2].mean() < 0.2 < right.mean()  # the first two seeds were unlucky ones
     best = max(cells.values(), key=lambda c: c["mean"])
     assert best["point"] == {"temperature": 0.3} and best["reason"] != "dropped"
     # request ids are the fixed-repeats ones: (model, point, prompt, sample)
@@ -187,7 +195,7 @@ def test_plan_shows_minimum_and_maximum_requests(tmp_path: Path, capsys: pytest.
 
 def test_plan_warns_that_per_sample_seeds_correlate_the_prompts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli("plan", str(write_spec(tmp_path, "http://127.0.0.1:9/v1")), capsys=capsys)
-    assert code == 0 and "note      seed: per_sample" in out
+    assert code == 0 and "note      seed: per_sample" in out and "clustered by prompt and by repeat" in out
     spec = json.loads((tmp_path / "spec.yaml").read_text())
     del spec["params"]["seed"]
     (tmp_path / "spec.yaml").write_text(json.dumps(spec))
@@ -274,3 +282,18 @@ def test_adaptive_repeats_with_several_targets_race_within_each_target(base_url:
     # a resume replays the rows to the same decisions and sends nothing
     code, out, _ = run_cli("run", "--resume", str(run_dir), "--quiet", capsys=capsys)
     assert code == 0 and len(rows(run_dir)) == len(df) and read_manifest(run_dir).adaptive["cells"] == cells  # type: ignore[index]
+
+
+@pytest.mark.slow
+def test_without_shared_seeds_a_far_worse_cell_is_dropped_at_the_first_look(base_url: str, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, base_url)
+    data = json.loads(spec.read_text())
+    del data["params"]["seed"]  # each request its own randomness: the repeats of a prompt are independent draws
+    spec.write_text(json.dumps(data))
+    code, out, err = run_cli("run", str(spec), "--out", str(tmp_path / "runs"), "--quiet", capsys=capsys)
+    assert code == 0, err
+    adaptive = read_manifest(Path(out.strip().splitlines()[-1])).adaptive
+    assert adaptive is not None and adaptive["clustered_by"] == ["prompt"]
+    hot = next(c for c in adaptive["cells"].values() if c["point"] == {"temperature": 1.6})
+    assert hot["reason"] == "dropped" and hot["samples"] == 2

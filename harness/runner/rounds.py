@@ -63,9 +63,10 @@ def arms_of(spec: SweepSpec, points: Sequence[Point]) -> list[Arm]:
     return [Arm(p, t.name, t.model) for p in points for t in axis if t.allows(p)]
 
 
-def rule_of(adaptive: AdaptiveRepeats) -> Rule:
-    """The spec's adaptive mapping as the decision core's plain numbers."""
+def rule_of(adaptive: AdaptiveRepeats, *, shared_seeds: bool = False) -> Rule:
+    """The spec's adaptive mapping as the decision core's plain numbers (`shared_seeds`: see `shares_seeds`)."""
     return Rule(
+        shared_seeds=shared_seeds,
         min=adaptive.min,
         max=adaptive.max,
         step=adaptive.rounds_step,
@@ -75,6 +76,14 @@ def rule_of(adaptive: AdaptiveRepeats) -> Rule:
         alpha=adaptive.drop_worse.alpha if adaptive.drop_worse else None,
         stop_unreachable=adaptive.until.stop_unreachable,
     )
+
+
+def shares_seeds(spec: SweepSpec) -> bool:
+    """True when repeat j of every prompt is sent the same seed (`seed: per_sample`, in the spec's
+    params or a target's): then the repeats are a second clustering of the scores."""
+    if spec.params.seed_base is not None:
+        return True
+    return spec.multi_target and any(spec.for_target(name).params.seed_base is not None for name in spec.target_names)
 
 
 def metric_scorer(spec: SweepSpec, *, allow_custom: bool | Sequence[str] = True) -> Scorer | None:
@@ -141,7 +150,7 @@ class AdaptiveRun:
         self._prompt = {p.id: i for i, p in enumerate(self.prompts)}
         names = list(dict.fromkeys(a.target for a in self.arms))
         groups = [names.index(a.target) for a in self.arms] or None  # one race per target
-        self.schedule = Schedule(rule_of(adaptive), max(1, len(self.arms)), max(1, len(self.prompts)), groups)
+        self.schedule = Schedule(rule_of(adaptive, shared_seeds=shares_seeds(spec)), max(1, len(self.arms)), max(1, len(self.prompts)), groups)
         self.scheduled = 0  # requests of every round begun so far
         self._missing: set[str] = set()
         self._rows: list[dict[str, Any]] = []
@@ -274,6 +283,7 @@ class AdaptiveRun:
             "step": rule.step,
             "alpha": rule.alpha,
             "alpha_per_test": self._alpha_per_test(),
+            "clustered_by": ["prompt", "repeat"] if rule.shared_seeds else ["prompt"],
             "looks": sch.looks,
             "shard_rule": "cells" if shard else None,
             "requests": {"min": self.min_requests, "max": self.max_requests, "scheduled": self.scheduled},
