@@ -77,7 +77,6 @@ def test_version_and_help_load_no_logging_nor_object_store(args: list[str]) -> N
     assert not frozen  # nothing to save: only `plan` skips the exit-time collection
 
 
-@pytest.mark.slow
 def test_plan_loads_nothing_of_the_run_path_and_skips_the_exit_gc() -> None:
     """`harness plan`: the spec, the dataset and the grid, nothing that sends, stores or reports;
     the GC is frozen before the interpreter's exit-time collections (its output is intact)."""
@@ -111,7 +110,6 @@ def test_spec_models_are_built_on_first_use() -> None:
     assert all(m.model_config.get("defer_build") is True for m in models)
 
 
-@pytest.mark.slow
 def test_importing_the_spec_builds_no_model() -> None:
     code = (
         "import sys\nimport harness.spec.sweepspec as s\n"
