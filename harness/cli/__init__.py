@@ -149,19 +149,25 @@ def _is_object_store_error(exc: BaseException) -> bool:
     return fs is not None and isinstance(exc, fs.ObjectStoreError)
 
 
-# Commands whose process holds nothing a finaliser must close when they return (no files, sockets,
-# threads or temporary folders: `plan` reads its inputs and prints). For them the interpreter's last
-# garbage collections over every object the imports made (pydantic's models: ~20% of `plan`'s CPU)
-# are skipped by `gc.freeze()`; atexit handlers and stdout/stderr flushing still run as usual.
+# Commands that make no cyclic garbage to speak of and hold nothing a finaliser must close when they
+# return (no files, sockets, threads or temporary folders: `plan` reads its inputs and prints). Their
+# process runs with the cyclic GC off (its ~60 collections while pydantic and the spec models load
+# free a few hundred objects: ~5% of `plan`'s CPU; memory is freed by reference counting as usual,
+# and a 200,000-prompt plan peaks at the same RSS either way, 12% faster) and freezes it before
+# exiting, which skips the interpreter's last collections over every object the imports made
+# (~20%); atexit handlers and the flushing of stdout/stderr run as usual.
 NOTHING_TO_FINALISE = frozenset({"plan"})
 
 
 def run() -> None:
     """The `harness` console script."""
-    code = main()
-    if set(_wanted(None)) & NOTHING_TO_FINALISE:
-        import gc
+    import gc
 
+    short_lived = bool(set(_wanted(None)) & NOTHING_TO_FINALISE)
+    if short_lived:
+        gc.disable()
+    code = main()
+    if short_lived:
         gc.freeze()
     sys.exit(code)
 
