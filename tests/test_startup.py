@@ -31,14 +31,14 @@ def heavy_imports(*args: str) -> set[str]:
 
 
 # The console script's path (`harness.cli.run`, as `python -m harness` and the `harness` script take),
-# then which of `watched` modules the command loaded and whether the exit-time GC was frozen (atexit
-# handlers run after `run()`'s sys.exit, the last registered first: this one runs last).
+# then which of `watched` modules the command loaded and the GC's state at exit: frozen, still enabled
+# (atexit handlers run after `run()`'s sys.exit, the last registered first: these run last).
 RUN_PROBE = """
 import atexit, gc, sys
 watched = sys.argv[1].split(",")
 sys.argv = ["harness", *sys.argv[2:]]
 atexit.register(lambda: print("LOADED:", *(m for m in watched if m in sys.modules), file=sys.stderr))
-atexit.register(lambda: print("FROZEN:", gc.get_freeze_count() > 0, file=sys.stderr))
+atexit.register(lambda: print("GC:", gc.get_freeze_count() > 0, gc.isenabled(), file=sys.stderr))
 from harness.cli import run
 run()
 """
@@ -47,13 +47,14 @@ RUN_PATH = ("harness.rundir", "harness.runner", "harness.client", "harness.repor
 
 def run_cli(watched: tuple[str, ...], *args: str) -> tuple[subprocess.CompletedProcess[str], set[str], bool]:
     """Run `harness ARGS` through `harness.cli.run`: the process, the `watched` modules it loaded, and
-    whether it froze the GC before exiting."""
+    whether it ran with the cyclic GC off and froze it before exiting."""
     proc = subprocess.run([sys.executable, "-c", RUN_PROBE, ",".join(watched), *args], check=False,
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     lines = proc.stderr.splitlines()
     loaded = next(x for x in lines if x.startswith("LOADED:")).split()[1:]
-    frozen = next(x for x in lines if x.startswith("FROZEN:")).split()[1] == "True"
-    return proc, set(loaded), frozen
+    frozen, enabled = next(x for x in lines if x.startswith("GC:")).split()[1:]
+    assert (frozen, enabled) in (("True", "False"), ("False", "True"))  # both or neither
+    return proc, set(loaded), frozen == "True"
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"], [], ["plan", "--help"]])
@@ -74,12 +75,12 @@ def test_version_and_help_load_no_logging_nor_object_store(args: list[str]) -> N
     proc, loaded, frozen = run_cli(("logging", "harness.rundir.fs", "importlib.metadata", "harness.spec"), *args)
     assert proc.returncode == 0 and proc.stdout.strip()
     assert loaded == set()
-    assert not frozen  # nothing to save: only `plan` skips the exit-time collection
+    assert not frozen  # nothing to save: only `plan` runs without the cyclic GC
 
 
 def test_plan_loads_nothing_of_the_run_path_and_skips_the_exit_gc() -> None:
     """`harness plan`: the spec, the dataset and the grid, nothing that sends, stores or reports;
-    the GC is frozen before the interpreter's exit-time collections (its output is intact)."""
+    no cyclic GC, frozen before the interpreter's exit-time collections (its output is intact)."""
     proc, loaded, frozen = run_cli(("harness.spec.sweepspec", *RUN_PATH), "plan", "sweeps/quickstart.yaml")
     assert proc.returncode == 0, proc.stderr
     assert "requests  180" in proc.stdout and proc.stdout.rstrip().splitlines()[-1].startswith("tokens")
