@@ -8,6 +8,7 @@ import contextlib
 import json
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from serve_helpers import (
 from harness.cli import main
 from harness.server.app import ServerThread, create_app
 from harness.server.ngram import NGramModel
+from harness.spec.sweepspec import load_spec
 
 
 def _start_when_rows(server: ServerThread, runs: Path, rows: int) -> None:
