@@ -87,10 +87,9 @@ SSE_OK = (
 SSE_HEAD = {"content-type": "text/event-stream"}
 
 
-def gzip_bomb(decompressed: int = 1024 * MIB) -> bytes:
-    """A single gzip member of `decompressed` zero bytes (1 GiB → about 1 MiB), built without
+def _gzip_repeated(block: bytes, decompressed: int) -> bytes:
+    """A single gzip member of `block` (a MiB) repeated to `decompressed` bytes, built without
     compressing it all: after a full flush, deflate emits the same bytes for the same block."""
-    block = bytes(MIB)
     packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     first = packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
     again = packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
@@ -103,18 +102,14 @@ def gzip_bomb(decompressed: int = 1024 * MIB) -> bytes:
     return header + first + again * (decompressed // MIB - 1) + tail + trailer
 
 
+def gzip_bomb(decompressed: int = 1024 * MIB) -> bytes:
+    """gzip of `decompressed` zero bytes (1 GiB → about 1 MiB)."""
+    return _gzip_repeated(bytes(MIB), decompressed)
+
+
 def sse_bomb(decompressed: int = 1024 * MIB) -> bytes:
     """gzip of an endless run of SSE keep-alive comments (`: ping`), `decompressed` bytes in all."""
-    block = b": ping\n\n" * (MIB // 8)
-    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    first = packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
-    again = packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
-    tail = packer.flush(zlib.Z_FINISH)
-    crc = 0
-    for _ in range(decompressed // MIB):
-        crc = zlib.crc32(block, crc)
-    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
-    return header + first + again * (decompressed // MIB - 1) + tail + struct.pack("<II", crc, decompressed & 0xFFFFFFFF)
+    return _gzip_repeated(b": ping\n\n" * (MIB // 8), decompressed)
 
 
 _BOMBS: dict[str, bytes] = {}
