@@ -7,11 +7,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from serve_helpers import ENV, KEY
 
-from harness.server.ngram import NGramModel, default_model
+if TYPE_CHECKING:
+    from harness.server.ngram import NGramModel
 
 # Tests never need a display and must not pick up a user's matplotlib config.
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -19,13 +20,17 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 @pytest.fixture(scope="session")
 def model() -> NGramModel:
-    """The built-in n-gram model, built once for the session (building one takes seconds)."""
+    """The built-in n-gram model, built once for the session (building one takes a second or more)."""
+    from harness.server.ngram import default_model
+
     return default_model()
 
 
 @pytest.fixture
 def key_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """serve_helpers.KEY in serve_helpers.ENV, as a spec written by serve_helpers.write_spec expects."""
+    from serve_helpers import ENV, KEY
+
     monkeypatch.setenv(ENV, KEY)
 
 
