@@ -75,12 +75,9 @@ def test_harness_run_never_imports_pyarrow_for_a_small_run(tmp_path: Path) -> No
         spec.write_text(f"name: f\ntarget: {{base_url: '{server.base_url}', model: harness/ngram}}\n"
                         "dataset: {path: d.jsonl}\nparams: {max_tokens: 2}\nsweep: {grid: {temperature: [0.0, 1.0]}}\n")
         code = textwrap.dedent(f"""
-            import runpy, sys
-            sys.argv = ["harness", "run", {str(spec)!r}, "--out", {str(tmp_path / "runs")!r}, "--quiet"]
-            try:
-                runpy.run_module("harness", run_name="__main__")
-            except SystemExit as done:
-                print("EXIT", done.code, file=sys.stderr)
+            import sys
+            from harness.cli import main  # main, not run(): `harness run` ends with os._exit (cli.exit_now)
+            print("EXIT", main(["run", {str(spec)!r}, "--out", {str(tmp_path / "runs")!r}, "--quiet"]), file=sys.stderr)
             print("IMPORTED", *[m for m in ("pyarrow", "numpy", "pandas") if m in sys.modules], file=sys.stderr)
         """)
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
@@ -91,3 +88,42 @@ def test_harness_run_never_imports_pyarrow_for_a_small_run(tmp_path: Path) -> No
     table = pq.read_table(run_dir / "results")
     assert table.num_rows == 60 and set(table.column("status").to_pylist()) == {"ok"}
     assert not (run_dir / "journal").exists()
+
+
+def test_a_helper_started_before_the_run_directory_exists_is_told_it_at_the_end(tmp_path: Path) -> None:
+    """`harness run` starts the helper before loading the spec (its imports overlap the run's start-up)."""
+    finisher = Finisher.start()
+    assert finisher is not None
+    run_dir = tmp_path / "made later"  # a space: the folder is passed as JSON
+    store = _journal(run_dir, 6)
+    counts = finisher.finish(run_dir)
+    assert counts is not None and (counts.rows, counts.ok, counts.error) == (6, 4, 2)
+    [part] = store.parts()
+    assert pq.read_table(part).num_rows == 6 and not list(store.journal.glob("seg-*"))
+
+
+def test_a_helper_without_a_run_directory_fails_over_to_the_run(tmp_path: Path) -> None:
+    finisher = Finisher.start()
+    assert finisher is not None
+    assert finisher.finish() is None  # no folder named at start or at the end: the run does the work
+
+
+def test_the_early_helper_is_stopped_when_the_job_wants_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session too large for one segment seals as it goes, in its own process: the helper started
+    early (before the plan was known) is stopped, not kept."""
+    from types import SimpleNamespace
+
+    from harness.runner import sweep
+
+    store = _journal(tmp_path, 2)
+    job = SimpleNamespace(finisher=None, store=store, run_dir=tmp_path, pending=5)
+    monkeypatch.setattr(sweep, "SEAL_ROWS", 4)
+    helper = Finisher.start()
+    assert helper is not None
+    sweep.start_finisher(job, helper)  # type: ignore[arg-type]
+    assert job.finisher is None and helper._proc.poll() is not None  # stopped
+    monkeypatch.setattr(sweep, "SEAL_ROWS", 10)
+    helper = Finisher.start()
+    sweep.start_finisher(job, helper)  # type: ignore[arg-type]
+    assert job.finisher is helper and helper is not None and helper._proc.poll() is None  # kept, still waiting
+    helper.abandon()

@@ -240,20 +240,23 @@ def handle(args: argparse.Namespace) -> int:
     helper = _early_finisher(args)
     try:
         ray, spec = _wants_ray(args)
-        if ray:
-            _abandon(helper)
-            return _handle_ray(args)
-        if args.ray is not None:
+        if not ray and args.ray is not None:
             raise UsageError("takes a new sweep (SPEC) or a Ray run's shard store (--resume STORE)", key="--ray")
-        job = _prepare(args, spec)
+        job = None if ray else _prepare(args, spec)
     except BaseException:
         _abandon(helper)
         raise
+    if job is None:
+        _abandon(helper)
+        return _handle_ray(args)
     start_finisher(job, helper)  # sealing and compaction in a helper: this process never imports pyarrow
     _started(job, args.quiet)
     stats = Stats(total=job.pending)
     with RunProgress(stats, quiet=args.quiet):
-        result = run_job(job, stats=stats, before_first_request=_before_first_request(args))
+        try:
+            result = run_job(job, stats=stats, before_first_request=_before_first_request(args))
+        finally:
+            gc.unfreeze()  # frozen for the requests by the hook (see _before_first_request)
     if result.interrupted:
         print(f"harness: interrupted; rows kept in {display(job.run_dir)}; finish with: {job.resume_command}",
               file=sys.stderr)
