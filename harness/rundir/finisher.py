@@ -15,25 +15,40 @@ the next one). It runs in its own session (a Ctrl-C on the terminal reaches the 
 finishes normally), and exits without touching the run directory when the run's process dies
 (its stdin closes).
 
-Protocol: the helper prints `ready` once imported, reads one line — `finish` (the run directory
-given on its command line) or `finish "RUN_DIR"` (a JSON string: the helper was started before
-the run directory was made) — then prints one JSON object, `{"rows": R, "ok": K, "error": E}` or
-`{"failed": "why"}`, and exits.
+While the run goes on, the helper reads the journal as it grows (`watch`): every POLL_S it parses
+the complete lines added since its last look, so at the end only the last fraction of a second of
+rows is left to parse before the part file is written. It reads, never writes, until asked to
+finish; what it read is used only when the segment it watched is still there, unsealed, and
+longer than what was read (the journal is append-only, one writer); anything else (a second
+segment, a segment sealed by the run, a line it could not parse) and it seals from the files, as
+`RunStore.recover()` does.
+
+Protocol: the helper prints `ready` once imported, then reads lines: `watch "RUN_DIR"` (a JSON
+string; optional: start reading that run's journal) and `finish` (the run directory given on its
+command line or to `watch`) or `finish "RUN_DIR"`; at `finish` it prints one JSON object,
+`{"rows": R, "ok": K, "error": E}` or `{"failed": "why"}`, and exits. End of input before
+`finish` (the run's process is gone, or the helper was not needed): it exits at once.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO
+from typing import TYPE_CHECKING, Any
 
 import harness
-from harness.rundir.store import RowCounts, RunStore
+from harness.rundir.layout import JOURNAL, SEGMENT, numbered
+from harness.rundir.store import RowCounts, RunStore, write_table_atomic
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FINISH_TIMEOUT_S = 600.0
+POLL_S = 0.25  # how often a watching helper reads what the journal gained (the run flushes every 0.2 s)
 
 
 class Finisher:
@@ -56,6 +71,17 @@ class Finisher:
         except OSError:
             return None
         return cls(proc)
+
+    def watch(self, run_dir: Path) -> None:
+        """Let the helper read `run_dir`'s journal as it grows (best effort: `finish` works without)."""
+        stdin = self._proc.stdin
+        if stdin is None:
+            return
+        try:
+            stdin.write(b"watch " + json.dumps(str(run_dir)).encode() + b"\n")
+            stdin.flush()
+        except OSError:  # the helper is gone: `finish` finds out and the run does the work
+            pass
 
     def finish(self, run_dir: Path | None = None) -> RowCounts | None:
         """Seal and compact `run_dir` (default: the one given to `start`) in the helper; its counts,
@@ -80,23 +106,136 @@ class Finisher:
             pass
 
 
-def _serve(run_dir: Path | None, stdin: IO[str], stdout: IO[str]) -> int:
+class _Lines:
+    """Lines of a pipe, with a timeout (no buffering behind select's back)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = b""
+
+    def next(self, timeout_s: float | None) -> str | None:
+        """The next line ("" at the end of input), or None when none came within `timeout_s`."""
+        while b"\n" not in self._buffer:
+            if not select.select([self._fd], [], [], timeout_s)[0]:
+                return None
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                return ""
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode() + "\n"
+
+
+class _Watch:
+    """The journal segment of a running session, parsed as it grows (complete lines only)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.segment: Path | None = None
+        self.offset = 0  # bytes of the segment parsed so far (always the end of a line)
+        self.tables: list[pa.Table] = []
+        self.usable = True
+
+    def poll(self) -> None:
+        if not self.usable:
+            return
+        if self.segment is None:
+            segments = numbered(self.run_dir / JOURNAL, SEGMENT)
+            if len(segments) != 1:
+                self.usable = len(segments) == 0  # none yet: wait; several: leave them to recover()
+                return
+            [segment] = segments.values()
+            assert isinstance(segment, Path)
+            self.segment = segment
+        data = self._read()
+        end = data.rfind(b"\n") + 1 if data is not None else 0
+        if data is not None and end:
+            self._parse(data[:end])
+            self.offset += end
+
+    def _read(self) -> bytes | None:
+        assert self.segment is not None
+        try:
+            with open(self.segment, "rb") as fh:
+                fh.seek(self.offset)
+                return fh.read()
+        except OSError:
+            self.usable = False  # sealed and deleted by the run (a session larger than one segment)
+            return None
+
+    def _parse(self, data: bytes) -> None:
+        from harness.rundir.journal import read_segment_rows
+
+        assert self.segment is not None
+        read = read_segment_rows(data, self.segment.name)
+        if read.torn:  # not expected of a live journal: parse the whole segment at the end instead
+            self.usable = False
+        self.tables.append(read.table)
+
+    def seal(self, store: RunStore) -> None:
+        """What `store.seal(segment)` does, from the rows parsed already plus the segment's rest.
+        Leaves everything to `store.recover()` unless the watched segment is still there, unsealed
+        and at least as long as what was parsed."""
+        import pyarrow as pa
+
+        segment = self.segment
+        if not self.usable or segment is None or segment.parent != store.journal:
+            return
+        match = SEGMENT.match(segment.name)
+        assert match is not None
+        part = store.results / f"part-{int(match.group(1)):06d}.parquet"
+        try:
+            if part.exists() or segment.stat().st_size < self.offset:
+                return
+        except OSError:
+            return
+        data = self._read()
+        if data is None:
+            return
+        self._parse(data)
+        if not self.usable:
+            return
+        table = pa.concat_tables(self.tables) if len(self.tables) > 1 else self.tables[0]
+        if table.num_rows:
+            write_table_atomic(table, part)
+        segment.unlink(missing_ok=True)
+
+
+def _serve(run_dir: Path | None, stdin: Any, stdout: Any) -> int:
     # the point of the helper: these imports done before they are needed
     import pyarrow.json
     import pyarrow.parquet  # noqa: F401
 
-    from harness.rundir import kernels, records, results  # noqa: F401
+    from harness.rundir import journal, kernels, records, results  # noqa: F401
 
     print("ready", file=stdout, flush=True)
-    command, _, named = stdin.readline().strip().partition(" ")
-    if command != "finish":
-        return 0  # the run's process is gone (or the helper was not needed): leave everything as it is
+    lines = _Lines(stdin.fileno())
+    watch: _Watch | None = None
+    while True:
+        line = lines.next(POLL_S if watch is not None else None)
+        if line is None:
+            assert watch is not None
+            try:
+                watch.poll()
+            except Exception:  # noqa: BLE001 - only an optimisation: the end seals from the files
+                watch.usable = False
+            continue
+        command, _, named = line.strip().partition(" ")
+        if command == "watch" and named:
+            run_dir = Path(json.loads(named))
+            watch = _Watch(run_dir)
+            continue
+        if command != "finish":
+            return 0  # the run's process is gone (or the helper was not needed): leave everything as it is
+        break
     try:
         if named:
             run_dir = Path(json.loads(named))
         if run_dir is None:
             raise ValueError("no run directory was named")
         store = RunStore(run_dir)
+        if watch is not None and watch.run_dir == run_dir:
+            watch.seal(store)
         store.recover()
         counts = store.compact()
     except Exception as exc:  # noqa: BLE001 - reported; the run's process does the work again

@@ -543,6 +543,8 @@ def start_finisher(job: SweepJob, started: Finisher | None = None) -> None:
         from harness.rundir.finisher import Finisher  # a local run directory (not an object store)
 
         job.finisher = started if started is not None else Finisher.start()
+        if job.finisher is not None:
+            job.finisher.watch(run_dir)  # it parses the journal as it grows: less left for the end
     elif started is not None:
         started.abandon()
 
