@@ -207,3 +207,61 @@ def test_run_with_probe_keeps_the_profile_in_the_run_dir(tmp_path: Path) -> None
     build_report([run_dir], tmp_path / "report")
     html = (tmp_path / "report" / "index.html").read_text()
     assert "min_p was swept, but" in html and "ignores it (probe)" in html  # the report warns
+
+
+def _targets_spec(folder: Path, targets: list[dict[str, object]]) -> Path:
+    (folder / "p.jsonl").write_text('{"id": "a", "prompt": "7 + 5 ="}\n')
+    spec = {"name": "pt", "targets": targets, "dataset": {"path": "p.jsonl"}, "params": {"max_tokens": 2},
+            "sweep": {"grid": {"temperature": [0.5]}}}  # fmt: skip
+    (folder / "s.yaml").write_text(json.dumps(spec))
+    return folder / "s.yaml"
+
+
+@pytest.mark.slow
+def test_a_spec_of_several_targets_probes_each_and_exits_with_the_worst(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    with (ServerThread(reference_app(seed=0)) as good, ServerThread(reference_app(seed=1, misbehaviour=Misbehaviour.parse(ignore="seed"))) as bad):
+        spec = _targets_spec(tmp_path, [
+            {"name": "good", "base_url": good.base_url, "model": MODEL},
+            {"name": "seedless", "base_url": bad.base_url + "?key=sk-in-url", "model": MODEL},
+        ])  # fmt: skip
+        md = tmp_path / "probe.md"
+        assert main(["probe", str(spec), "--json", "--markdown", str(md)]) == 1  # the worst: seedless's 1
+        out = capsys.readouterr()
+        doc = json.loads(out.out)
+        assert list(doc) == ["good", "seedless"]  # one object per target, keyed by name, in spec order
+        assert doc["good"]["probe"]["exit_code"] == 0 and doc["good"]["seed"]["verdict"] == "honoured"
+        assert doc["seedless"]["seed"]["verdict"] == "ignored" and doc["seedless"]["probe"]["exit_code"] == 1
+        assert doc["seedless"]["probe"]["base_url"].endswith("?key=***")
+        text = md.read_text()
+        assert "(target `good`)" in text and "(target `seedless`)" in text and "| `seed` | **ignored** |" in text
+        assert "sk-in-url" not in out.out + out.err + text
+
+        # the table: one section per target
+        assert main(["probe", str(spec)]) == 1
+        out = capsys.readouterr()
+        assert out.out.count("target good: probe of") == 1 and out.out.count("target seedless: probe of") == 1
+
+        # --target NAME: that target only, in the one-target JSON shape (the contract)
+        assert main(["probe", str(spec), "--target", "good", "--json"]) == 0
+        one = json.loads(capsys.readouterr().out)
+        assert one["seed"]["verdict"] == "honoured" and one["probe"]["exit_code"] == 0
+
+
+@pytest.mark.slow
+def test_a_target_that_cannot_be_probed_is_one_line_and_the_others_still_are(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    with ServerThread(reference_app(seed=0)) as good:
+        spec = _targets_spec(tmp_path, [
+            {"name": "down", "base_url": "http://127.0.0.1:9/v1", "model": MODEL},
+            {"name": "good", "base_url": good.base_url, "model": MODEL},
+        ])  # fmt: skip
+        assert main(["probe", str(spec), "--json"]) == 2  # bad input (unreachable) is the worst
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert doc["down"]["exit_code"] == 2 and "cannot connect" in doc["down"]["error"]
+    assert doc["good"]["probe"]["exit_code"] == 0
+    assert out.err.count("\n") == 1 and "targets[0].base_url: target down: cannot connect" in out.err
+    assert "Traceback" not in out.err

@@ -33,3 +33,23 @@ def test_untrusted_files_are_left_out_not_fatal(tmp_path: Path) -> None:
     html = endpoint.html_section(profiles, ["<img src=x>"])
     md = endpoint.markdown_section(profiles, ["<img src=x>"])
     assert "<img" not in html and "&lt;img src=x&gt;" in html and "<img" not in md
+
+
+def test_all_honoured_is_one_sentence_and_a_table_lists_verdicts_left_aligned(tmp_path: Path) -> None:
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        _write(tmp_path / run, "probe.json", {"top_p": {"verdict": "honoured"}, "min_p": {"verdict": "honoured"}})
+    both = endpoint.load_profiles(tmp_path / "a", "a") + endpoint.load_profiles(tmp_path / "b", "b")
+    sentence = "Each of the 2 endpoints honoured every parameter probed: top_p, min_p."
+    assert endpoint.honoured_line(both) == sentence
+    assert f"<p>{sentence}</p>" in endpoint.html_section(both, ["min_p"])
+    assert "<table>" not in endpoint.html_section(both, ["min_p"])
+    assert "Each of the 2 endpoints honoured every parameter probed: top\\_p, min\\_p." in \
+        endpoint.markdown_section(both, ["min_p"])
+    _write(tmp_path / "b", "probe.json", {"top_p": {"verdict": "honoured"}, "min_p": {"verdict": "ignored"}})
+    mixed = endpoint.load_profiles(tmp_path / "a", "a") + endpoint.load_profiles(tmp_path / "b", "b")
+    assert endpoint.honoured_line(mixed) == ""
+    html = endpoint.html_section(mixed, ["min_p"])
+    assert '<tr><td class="l">min_p</td><td class="l">honoured</td><td class="l">ignored</td></tr>' in html
+    md = endpoint.markdown_section(mixed, ["min_p"])
+    assert "**min\\_p was swept, but b ignores it (probe)" in md and "\n\n\n" not in md

@@ -200,3 +200,22 @@ def test_long_categorical_tick_labels_do_not_overlap(tmp_path, captured):
     boxes = [t.get_window_extent() for t in panel.get_xticklabels() if t.get_text()]
     assert len(boxes) == 4
     assert all(a.x1 <= b.x0 or a.y1 <= b.y0 or b.y1 <= a.y0 for a, b in itertools.pairwise(boxes))
+
+
+def test_headline_with_two_runs_names_the_run_of_each_cell():
+    from harness.report.headline import _best, _changes
+    from harness.report.shape import Metric
+
+    summary = pd.DataFrame({"run_id": ["gemma", "gemma", "serve", "serve"], "temperature": [0.0, 1.6, 0.0, 1.6],
+                            "exact_match_mean": [0.75, 0.5, 0.9, 0.1], "exact_match_lo": [0.4, 0.3, 0.7, 0.0],
+                            "exact_match_hi": [1.0, 0.7, 1.0, 0.2]})
+    quality = Metric("exact_match_mean", "exact_match (mean score)", "exact_match_lo", "exact_match_hi")
+    best = _best(summary, ["temperature"], quality)
+    assert "1 other cell of gemma lies inside the best cell's interval: they cannot be told apart from it " \
+           "with these prompts." in best
+    (change,) = _changes(summary, ["temperature"], [quality], quality)
+    assert change.startswith("exact_match (mean score) (higher is better): 0.1 [0, 0.2] at temperature=1.6 in serve "
+                             "to 0.9 [0.7, 1] at temperature=0 in serve")
+    single = summary[summary["run_id"] == "gemma"]
+    (change,) = _changes(single, ["temperature"], [quality], quality)
+    assert " in gemma" not in change and "at temperature=1.6 to 0.75 [0.4, 1] at temperature=0," in change

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.analysis.sequential import Rule, Schedule, cell_interval, t_quantile
+from harness.analysis.sequential import MIN_SEED_REPEATS, CellInterval, Rule, Schedule, SeedSums, cell_interval, t_quantile
 
 RULE = Rule(min=2, max=20, step=2, half_width=0.05, confidence=0.95, alpha=0.05)
 
@@ -83,6 +83,38 @@ def test_a_narrow_cell_converges_and_a_far_worse_one_is_dropped_at_the_first_loo
     assert middle.reason == "dropped"
 
 
+def test_cells_race_only_within_their_group() -> None:
+    """Several targets: group 1's cells are all far worse than group 0's leader, yet none is dropped
+    for it; within each group the worse cell is dropped by that group's own leader."""
+    sch = Schedule(RULE, cells=4, prompts=40, groups=[0, 0, 1, 1])
+    p = np.array([[0.97] * 40, [0.2] * 40, [0.15] * 40, [0.0] * 40])
+    feed(sch, p, np.random.default_rng(1))
+    a_best, a_bad, b_best, b_bad = sch.states
+    assert a_best.reason == "converged" and a_bad.reason == "dropped" and a_bad.dropped_by == 0
+    assert b_best.reason != "dropped" and b_bad.reason == "dropped" and b_bad.dropped_by == 2
+    assert sch.leader(0) == 0 and sch.leader(1) == 2
+    # the same cells in one race: group 1's best is dropped by group 0's leader
+    one = Schedule(RULE, cells=4, prompts=40)
+    feed(one, p, np.random.default_rng(1))
+    assert one.states[2].reason == "dropped" and one.states[2].dropped_by == 0
+
+
+def test_bonferroni_counts_the_rivals_of_the_group() -> None:
+    sch = Schedule(RULE, cells=5, prompts=10, groups=[0, 0, 0, 1, 1])
+    assert sch.alpha_per_test(0) == pytest.approx(0.05 / (2 * RULE.looks))
+    assert sch.alpha_per_test(1) == pytest.approx(0.05 / (1 * RULE.looks))
+    with pytest.raises(ValueError, match="groups"):
+        Schedule(RULE, cells=2, prompts=10, groups=[0])
+
+
+def test_a_lone_cell_of_its_group_is_never_dropped_and_may_stop_unreachable() -> None:
+    rule = Rule(min=2, max=20, step=2, half_width=0.05, alpha=0.05, stop_unreachable=True)
+    sch = Schedule(rule, cells=3, prompts=40, groups=[0, 0, 1])
+    p = np.array([[0.97] * 40, [0.9] * 40, [1.0] * 20 + [0.0] * 20])  # group 1: prompts disagree, alone
+    feed(sch, p, np.random.default_rng(4))
+    assert sch.states[2].reason == "unreachable" and sch.states[2].look == 1
+
+
 def test_lower_is_better_flips_the_leader() -> None:
     sch = Schedule(Rule(min=2, max=4, step=2, half_width=1e-9, higher_is_better=False, alpha=0.05), cells=2, prompts=30)
     feed(sch, np.array([[0.9] * 30, [0.1] * 30]), np.random.default_rng(2))
@@ -123,7 +155,7 @@ def test_without_the_correction_the_same_check_fails() -> None:
     """The check above can fail: testing each look at the full alpha drops equal cells far more often."""
 
     class Uncorrected(Schedule):
-        def alpha_per_test(self) -> float:
+        def alpha_per_test(self, group: int = 0) -> float:
             return 0.2
 
     dropped = 0
@@ -206,3 +238,99 @@ def test_a_cell_of_alike_prompts_is_rarely_called_unreachable() -> None:
         feed(sch, np.full((1, 40), 0.6), np.random.default_rng(seed))
         wrong += sch.states[0].reason == "unreachable"
     assert wrong <= 5
+
+
+# ---------------------------------------------------------------- shared seeds (seed: per_sample)
+
+
+def seeded_scores(rng: np.random.Generator, k: int, n: int, share: float) -> np.ndarray:
+    """0/1 scores (prompts × repeats) where repeat j's seed carries a luck u_j shared by every prompt
+    (`share` of the draw; the rest is the request's own noise), prompt difficulty a_i ~ U(0.2, 0.9)."""
+    a = rng.uniform(0.2, 0.9, k)
+    u = rng.random(n)
+    v = rng.random((k, n))
+    return ((share * u[None, :] + (1 - share) * v) < a[:, None]).astype(float)
+
+
+def truth(share: float) -> float:
+    rng = np.random.default_rng(99)
+    a, u, v = rng.uniform(0.2, 0.9, 1_000_000), rng.random(1_000_000), rng.random(1_000_000)
+    return float(((share * u + (1 - share) * v) < a).mean())
+
+
+def intervals(x: np.ndarray) -> tuple[CellInterval, CellInterval]:
+    k, n = x.shape
+    by_prompt = cell_interval(x.sum(1), np.full(k, float(n)), 0.95, binary=True)
+    two_way = cell_interval(x.sum(1), np.full(k, float(n)), 0.95, binary=True,
+                            seeds=SeedSums(x.sum(0), np.full(n, float(k)), float((x * x).sum())))  # fmt: skip
+    return by_prompt, two_way
+
+
+def test_shared_seeds_need_the_repeats_as_a_second_clustering() -> None:
+    """A seed that is lucky for every prompt: the prompt-clustered interval covers the true mean in
+    well under half of the runs; clustered by repeat too, in about 95%."""
+    mean = truth(1.0)
+    rng = np.random.default_rng(5)
+    hits = np.zeros(2)
+    for _ in range(300):
+        for j, iv in enumerate(intervals(seeded_scores(rng, 40, 8, 1.0))):
+            hits[j] += iv.lo <= mean <= iv.hi
+    assert hits[0] / 300 < 0.6 and hits[1] / 300 >= 0.9
+
+
+def test_without_a_seed_effect_the_second_clustering_costs_little() -> None:
+    rng = np.random.default_rng(6)
+    widths = np.array([[iv.half_width for iv in intervals(seeded_scores(rng, 40, 8, 0.0))] for _ in range(200)])
+    assert widths[:, 1].mean() <= 1.1 * widths[:, 0].mean()
+    assert (widths[:, 1] >= widths[:, 0] - 1e-12).all()  # never narrower than clustered by prompt alone
+
+
+def test_with_shared_seeds_no_cell_is_judged_before_min_seed_repeats() -> None:
+    rule = Rule(min=2, max=20, step=2, half_width=0.2, alpha=0.05, shared_seeds=True)
+    sch = Schedule(rule, cells=2, prompts=40)
+    feed(sch, np.array([[0.97] * 40, [0.02] * 40]), np.random.default_rng(1))  # independent draws
+    assert [(st.reason, st.n) for st in sch.states] == [("converged", MIN_SEED_REPEATS), ("dropped", MIN_SEED_REPEATS)]
+    plain = Schedule(Rule(min=2, max=20, step=2, half_width=0.2, alpha=0.05), cells=2, prompts=40)
+    feed(plain, np.array([[0.97] * 40, [0.02] * 40]), np.random.default_rng(1))
+    assert [st.n for st in plain.states] == [2, 2]
+
+
+def feed_seeded(sch: Schedule, a: np.ndarray, luck: np.ndarray, noise: np.ndarray) -> None:
+    """Each cell c's repeat j has luck[c, j] for every prompt (the same row for every cell: cells share it)."""
+    while not sch.done:
+        for c, lo, hi in sch.round():
+            u = luck[c % len(luck), lo:hi]
+            sch.record_block(c, lo, ((u[None, :] * 0.8 + 0.2 * noise[c, :, lo:hi]) < a[:, None]).astype(float))
+        sch.close()
+
+
+@pytest.mark.slow  # seconds
+def test_with_shared_seeds_an_equal_cell_is_dropped_about_alpha_of_the_time() -> None:
+    """Five equal cells, each seed's luck shared by the prompts but not by the cells (the worst case:
+    nothing cancels in the difference). Clustered by prompt alone, cell 0 is dropped far more often
+    than alpha; clustered by repeat too, about alpha."""
+    dropped = {False: 0, True: 0}
+    for shared in (False, True):
+        rule = Rule(min=2, max=20, step=2, half_width=0.01, alpha=0.05, shared_seeds=shared)
+        for seed in range(100):
+            rng = np.random.default_rng(seed)
+            sch = Schedule(rule, cells=5, prompts=10)
+            feed_seeded(sch, rng.uniform(0.3, 0.9, 10), rng.random((5, 20)), rng.random((5, 10, 20)))
+            dropped[shared] += sch.states[0].reason == "dropped"
+    assert dropped[False] > 20 and dropped[True] <= 10
+
+
+def test_a_seed_lucky_in_both_cells_cancels_in_the_drop_test() -> None:
+    """The cells share the seeds' luck (as temperatures of one server do): most of it cancels in the
+    difference, so the drop test counts far less seed variance than the two cells have apart."""
+    rng = np.random.default_rng(3)
+    a, luck = rng.uniform(0.5, 0.9, 30), rng.random(20)
+    sch = Schedule(Rule(min=2, max=20, step=2, half_width=0.01, alpha=0.05, shared_seeds=True), cells=2, prompts=30)
+    while not sch.done:
+        for c, lo, hi in sch.round():
+            need = luck[lo:hi] + (0.0 if c == 0 else 0.3)  # cell 1 needs more luck: worse, same seeds
+            sch.record_block(c, lo, (need[None, :] < a[:, None]).astype(float))
+        sch.close()
+    assert sch.states[1].reason == "dropped"
+    apart = [iv.seed_var for iv in (sch.states[0].interval, sch.states[1].interval) if iv]
+    assert sch._seed_part(1, 0)[0] < 0.5 * (math.sqrt(apart[0]) + math.sqrt(apart[1])) ** 2

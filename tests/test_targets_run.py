@@ -316,3 +316,45 @@ def test_a_targets_own_limits_win_over_the_runners() -> None:
     own = Target(base_url="http://a/v1", model="m", runner={"concurrency": 2, "tokens_per_min": 1000})  # type: ignore[arg-type]
     got = lane_config(base, own)
     assert (got.concurrency, got.rps, got.tokens_per_min) == (2, 50.0, 1000)
+
+
+@pytest.mark.slow
+def test_progress_sums_the_lanes_and_counts_each_target(tmp_path: Path, model: NGramModel, key_env: None) -> None:
+    """The live line during a run of two targets: concurrency and requests in flight are the totals
+    over both lanes (more than either lane alone can have), and each target has its own counts."""
+    import io
+
+    from rich.console import Console
+
+    from harness.runner.dispatch import Stats
+    from harness.runner.progress import RunProgress, lane_lines, summary
+    from harness.runner.session import run_job
+    from harness.runner.sweep import new_job
+
+    with serve(model, latency_ms=60) as a, serve(model, latency_ms=60) as b:
+        targets = [{"name": "a", "base_url": a.base_url, "runner": {"concurrency": 3}},
+                   {"name": "bb", "base_url": b.base_url, "runner": {"concurrency": 5}}]  # fmt: skip
+        spec = write_spec(tmp_path, targets, prompts=8, temperatures=[0.0, 1.0], repeats=3, runner={"concurrency": 16})
+        job = new_job(load_spec(spec), out=tmp_path / "runs")
+        stats = Stats(total=job.pending)
+        seen: list[tuple[int, int | None, list[str], str]] = []
+        done = threading.Thread(target=run_job, args=(job,), kwargs={"stats": stats, "handle_signals": False})
+        done.start()
+        while done.is_alive():
+            seen.append((stats.limit, stats.inflight, lane_lines(stats), summary(stats)))
+            time.sleep(0.005)
+        done.join()
+    assert job.result is not None and job.result.counts.ok == 2 * 2 * 8 * 3
+    assert {limit for limit, inflight, *_ in seen if inflight} == {8}  # while sending: 3 + 5, not one lane's
+    peak = max(inflight or 0 for _, inflight, *_ in seen)
+    assert 5 < peak <= 8  # both lanes' requests at once: more than the larger lane's 5
+    busy = next(line for _, inflight, _, line in seen if inflight == peak)
+    assert f"concurrency 8 (in flight {peak})" in busy
+    lanes = next(lines for _, inflight, lines, _ in seen if inflight == peak)
+    assert [line.split()[0] for line in lanes] == ["a", "bb"]
+    assert stats.lanes["a"].done == stats.lanes["bb"].done == 48 and stats.lanes["a"].ok == 48
+    assert lane_lines(stats)[1] == "  bb  done 48  ok 48  error 0  concurrency 5 (in flight 0)"
+    out = io.StringIO()
+    with RunProgress(stats, console=Console(file=out, width=200)):
+        pass
+    assert "concurrency 8 (in flight 0)" in out.getvalue() and "  a   done 48  ok 48" in out.getvalue()

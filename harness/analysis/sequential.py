@@ -26,6 +26,15 @@ built-in scorers), the variance is at least the binomial `m̃(1 − m̃)/N` with
 (Laplace): a cell whose first samples all agree is not declared converged on a zero-width
 interval. One prompt only: the samples are treated as independent (N − 1 degrees of freedom).
 
+**Shared seeds** (`Rule.shared_seeds`, `seed: per_sample`: repeat j of every prompt and cell is
+sent seed BASE + j): a seed's luck is shared by every prompt, so the repeats are a second
+clustering. The variance is two-way (Cameron, Gelbach & Miller 2011): V_prompt + max(V_repeat −
+V_each, 0) — V_repeat clustered by repeat, V_each with every score its own cluster — with
+Welch–Satterthwaite degrees of freedom; never narrower than clustering by prompt alone. The drop
+test adds the same two-way part computed on the difference of the two cells (a seed lucky in
+both cancels). A variance part estimated from 2 or 3 repeats is too often near 0, so no cell is
+judged (converged or dropped) before `MIN_SEED_REPEATS` repeats per prompt.
+
 **Dropping** (`drop_worse: {alpha}`): cell c is compared to the leader L on the prompts both have
 scores for: d_i = mean_c,i − mean_L,i (sign flipped when lower is better), one-sided paired t test
 with k' − 1 degrees of freedom (standard error at least the binomial floor above for 0/1 metrics);
@@ -38,17 +47,32 @@ Bonferroni over looks is conservative (a group-sequential or always-valid bound 
 sooner), but it needs no assumption about the spacing of looks and no independence between
 cells, and with the few looks adaptive repeats make (10 for min 2, max 20, step 2) it costs
 little.
+
+**Groups** (a spec of several targets): each (target, point) is a cell of its own — its own
+interval, its own stop — and `groups` says which target it belongs to. Dropping happens within a
+group only: the leader is the best cell *of that target*, a cell is compared with its own
+target's leader, and the Bonferroni level counts that target's rivals,
+`α' = alpha / ((cells of the target − 1) · looks)`. So for each target, the chance of dropping
+that target's truly best cell is ≤ alpha, by the argument above applied to that target's cells
+alone; a cell is never stopped because another target does better (that is a comparison of
+targets, not a decision about this target's sampling). `stop_unreachable` with `drop_worse`
+waits until a cell is the last one of its own target still sampling.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
+
+# shared seeds: the repeats a cell needs before it is judged (converged, or dropped): the seeds'
+# part of the variance is estimated from the repeats, and from 2 or 3 it is too often near 0
+MIN_SEED_REPEATS = 4
 
 Reason = Literal["converged", "dropped", "max", "unreachable"]
 REASONS: tuple[Reason, ...] = ("converged", "dropped", "max", "unreachable")
@@ -125,6 +149,7 @@ class Rule:
     higher_is_better: bool = True
     alpha: float | None = None  # drop_worse.alpha; None: never drop
     stop_unreachable: bool = False  # stop a cell whose spread between prompts alone exceeds half_width
+    shared_seeds: bool = False  # `seed: per_sample`: repeat j of every prompt (and cell) is sent the same seed
 
     @property
     def looks(self) -> int:
@@ -142,6 +167,8 @@ class CellInterval:
     half_width: float
     scored: int  # scores used (rows with a number)
     prompts: int  # prompts with at least one score
+    seed_var: float = 0.0  # shared seeds: the variance of the mean due to the repeats' seeds (0 otherwise)
+    repeats: int = 0  # shared seeds: repeats (seed clusters) with a score
 
 
 def _binomial_floor(total: float, n: float) -> float:
@@ -150,8 +177,45 @@ def _binomial_floor(total: float, n: float) -> float:
     return m * (1.0 - m) / n
 
 
-def cell_interval(sums: np.ndarray, counts: np.ndarray, confidence: float, *, binary: bool) -> CellInterval:
-    """The clustered analytic interval of Σsums/Σcounts (per-prompt sums and counts of scores)."""
+@dataclass(frozen=True)
+class SeedSums:
+    """Scores summed per repeat (over prompts) and the sum of squares: for shared seeds."""
+
+    sums: np.ndarray  # per repeat j: Σ over prompts of the scores of repeat j
+    counts: np.ndarray  # per repeat j: scores of repeat j
+    squares: float  # Σ score² over every score
+
+
+def seed_component(seeds: SeedSums, mean: float, n: float) -> tuple[float, int]:
+    """The part of the variance of the mean that the repeats' shared seeds add, and the repeats.
+
+    Two-way cluster-robust (Cameron, Gelbach & Miller 2011): V = V_prompt + V_seed − V_each, where
+    V_seed is the CR1 variance clustered by repeat and V_each the heteroskedastic one (each score
+    its own cluster). Returned: max(V_seed − V_each, 0), so the interval is never narrower than
+    the prompt-clustered one."""
+    keep = seeds.counts > 0
+    g = int(keep.sum())
+    if g < 2 or n < 2:
+        return 0.0, g
+    s, c = seeds.sums[keep], seeds.counts[keep]
+    v_seed = g / (g - 1) * float(((s - mean * c) ** 2).sum()) / n**2
+    v_each = n / (n - 1) * max(seeds.squares - n * mean * mean, 0.0) / n**2
+    return max(v_seed - v_each, 0.0), g
+
+
+def satterthwaite(parts: list[tuple[float, int]]) -> int:
+    """Welch–Satterthwaite degrees of freedom of a sum of variance estimates (variance, df), floored, ≥ 1."""
+    total = sum(v for v, _ in parts)
+    denom = sum(v * v / df for v, df in parts if df >= 1 and v > 0)
+    if total <= 0 or denom <= 0:
+        return max(1, min((df for _, df in parts if df >= 1), default=1))
+    return max(1, int(total * total / denom))
+
+
+def cell_interval(sums: np.ndarray, counts: np.ndarray, confidence: float, *, binary: bool,
+                  seeds: SeedSums | None = None) -> CellInterval:
+    """The clustered analytic interval of Σsums/Σcounts (per-prompt sums and counts of scores);
+    with `seeds` (shared seeds) clustered by prompt and by repeat."""
     keep = counts > 0
     s, c = sums[keep], counts[keep]
     k, n = int(keep.sum()), float(c.sum())
@@ -166,10 +230,14 @@ def cell_interval(sums: np.ndarray, counts: np.ndarray, confidence: float, *, bi
     else:  # one prompt: its samples as independent draws (sums of squares are not kept: 0/1 only)
         var = mean * (1 - mean) / (n - 1) if binary else math.inf
         df = int(n) - 1
+    seed_var, repeats = seed_component(seeds, mean, n) if seeds is not None and k >= 2 else (0.0, 0)
+    if seed_var > 0:
+        df = satterthwaite([(var, df), (seed_var, repeats - 1)])
+        var += seed_var
     if binary:
         var = max(var, _binomial_floor(float(s.sum()), n))
     half = t_quantile((1 + confidence) / 2, df) * math.sqrt(var)
-    return CellInterval(mean, mean - half, mean + half, half, int(n), k)
+    return CellInterval(mean, mean - half, mean + half, half, int(n), k, seed_var, repeats)
 
 
 @dataclass
@@ -192,15 +260,26 @@ class Schedule:
     `close()` when the round is complete → the look. `done` when every cell has stopped.
     """
 
-    def __init__(self, rule: Rule, cells: int, prompts: int) -> None:
+    def __init__(self, rule: Rule, cells: int, prompts: int, groups: Sequence[int] | None = None) -> None:
         if cells < 1 or prompts < 1:
             raise ValueError("a schedule needs at least one cell and one prompt")
+        if groups is not None and len(groups) != cells:
+            raise ValueError(f"groups: one per cell ({cells}), got {len(groups)}")
         self.rule = rule
         self.cells = cells
         self.prompts = prompts
+        # the race each cell runs in (several targets: one per target); cells are compared, and
+        # dropped, only against cells of their own group
+        self.groups: tuple[int, ...] = tuple(groups) if groups is not None else (0,) * cells
+        self._members: dict[int, list[int]] = {}
+        for i, g in enumerate(self.groups):
+            self._members.setdefault(g, []).append(i)
         self.sums = np.zeros((cells, prompts))
         self.counts = np.zeros((cells, prompts))
         self.squares = np.zeros((cells, prompts))
+        # shared seeds: the scores of repeat j summed over prompts (the second clustering)
+        self.seed_sums = np.zeros((cells, rule.max))
+        self.seed_counts = np.zeros((cells, rule.max))
         self.binary = np.ones(cells, dtype=bool)
         self.states = [CellState(target=rule.min) for _ in range(cells)]
         self.looks = 0
@@ -254,6 +333,8 @@ class Schedule:
                 self.sums[i] += np.where(scored, block, 0.0).sum(axis=1)
                 self.squares[i] += np.where(scored, block * block, 0.0).sum(axis=1)
                 self.counts[i] += scored.sum(axis=1)
+                self.seed_sums[i, st.n:st.target] += np.where(scored, block, 0.0).sum(axis=0)
+                self.seed_counts[i, st.n:st.target] += scored.sum(axis=0)
                 if self.binary[i] and not np.isin(block[scored], (0.0, 1.0)).all():
                     self.binary[i] = False
             st.n = st.target
@@ -269,12 +350,15 @@ class Schedule:
         for i in active:
             st = self.states[i]
             st.look += 1
-            st.interval = cell_interval(self.sums[i], self.counts[i], rule.confidence, binary=bool(self.binary[i]))
-        if rule.alpha is not None and self.cells > 1:
-            leader = self.leader()
-            if leader is not None:
+            st.interval = cell_interval(self.sums[i], self.counts[i], rule.confidence, binary=bool(self.binary[i]),
+                                        seeds=self._seeds(i))
+        if rule.alpha is not None:
+            for group, members in self._members.items():
+                leader = self.leader(group) if len(members) > 1 else None
+                if leader is None:
+                    continue
                 for i in active:
-                    if i != leader and self.significantly_worse(i, leader):
+                    if i != leader and self.groups[i] == group and self.significantly_worse(i, leader):
                         self.states[i].reason = "dropped"
                         self.states[i].dropped_by = leader
         for i in active:
@@ -282,21 +366,31 @@ class Schedule:
             if st.reason is not None:
                 continue
             assert st.interval is not None
-            if st.interval.half_width <= rule.half_width:
+            if st.interval.half_width <= rule.half_width and self._judged(st.interval):
                 st.reason = "converged"
             elif st.n >= rule.max:
                 st.reason = "max"
         going = [i for i in active if self.states[i].reason is None]
-        if rule.stop_unreachable and (rule.alpha is None or len(going) == 1):
+        if rule.stop_unreachable:
             # with drop_worse, a race still open needs the data of every runner: an unreachable
-            # cell stops only when it is the last one sampling
+            # cell stops only when it is the last one of its group sampling
+            racing = {g: sum(1 for i in going if self.groups[i] == g) for g in self._members}
             for i in going:
-                if self.unreachable(i):
+                if (rule.alpha is None or racing[self.groups[i]] == 1) and self.unreachable(i):
                     self.states[i].reason = "unreachable"
         for i in going:
             st = self.states[i]
             if st.reason is None:
                 st.target = min(st.n + rule.step, rule.max)
+
+    def _judged(self, interval: CellInterval | None) -> bool:
+        """Enough repeats to judge the cell: always, unless seeds are shared (MIN_SEED_REPEATS)."""
+        return not self.rule.shared_seeds or (interval is not None and interval.repeats >= MIN_SEED_REPEATS)
+
+    def _seeds(self, cell: int) -> SeedSums | None:
+        if not self.rule.shared_seeds:
+            return None
+        return SeedSums(self.seed_sums[cell], self.seed_counts[cell], float(self.squares[cell].sum()))
 
     def unreachable(self, cell: int) -> bool:
         """True when the spread *between* prompts alone keeps the interval wider than `half_width`
@@ -325,12 +419,12 @@ class Schedule:
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.sums.sum(axis=1) / self.counts.sum(axis=1)
 
-    def leader(self) -> int | None:
-        """The best mean among cells not dropped (ties: the first in plan order)."""
+    def leader(self, group: int = 0) -> int | None:
+        """The best mean among the group's cells not dropped (ties: the first in plan order)."""
         means = self.means()
         best: int | None = None
         for i, st in enumerate(self.states):
-            if st.reason == "dropped" or not np.isfinite(means[i]):
+            if self.groups[i] != group or st.reason == "dropped" or not np.isfinite(means[i]):
                 continue
             if best is None or self._better(means[i], means[best]):
                 best = i
@@ -339,16 +433,20 @@ class Schedule:
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.rule.higher_is_better else a < b
 
-    def alpha_per_test(self) -> float:
-        """Bonferroni: alpha over (cells − 1) rivals × looks."""
+    def group_size(self, group: int = 0) -> int:
+        """Cells in the group (the cells a cell races against, itself included)."""
+        return len(self._members.get(group, ()))
+
+    def alpha_per_test(self, group: int = 0) -> float:
+        """Bonferroni: alpha over (cells of the group − 1) rivals × looks."""
         assert self.rule.alpha is not None
-        return self.rule.alpha / ((self.cells - 1) * self.rule.looks)
+        return self.rule.alpha / ((max(self.group_size(group), 2) - 1) * self.rule.looks)
 
     def significantly_worse(self, cell: int, leader: int) -> bool:
         """The one-sided paired test of `cell` against `leader` at the Bonferroni level."""
         both = (self.counts[cell] > 0) & (self.counts[leader] > 0)
         k = int(both.sum())
-        if k < 2:
+        if k < 2 or not all(self._judged(self.states[j].interval) for j in (cell, leader)):
             return False
         d = self.sums[cell][both] / self.counts[cell][both] - self.sums[leader][both] / self.counts[leader][both]
         if not self.rule.higher_is_better:
@@ -357,9 +455,37 @@ class Schedule:
         if mean >= 0:
             return False
         var = float(d.var(ddof=1)) / k
+        df = k - 1
+        seed_var, repeats = self._seed_part(cell, leader)
+        if seed_var > 0:
+            df = satterthwaite([(var, df), (seed_var, repeats - 1)])
+            var += seed_var
         if self.binary[cell] and self.binary[leader]:
             floor = sum(_binomial_floor(float(self.sums[j][both].sum()), float(self.counts[j][both].sum()))
                         for j in (cell, leader))
             var = max(var, floor)
-        bound = mean + t_quantile(1 - self.alpha_per_test(), k - 1) * math.sqrt(var)
+        bound = mean + t_quantile(1 - self.alpha_per_test(self.groups[cell]), df) * math.sqrt(var)
         return bound < 0
+
+    def _seed_part(self, cell: int, leader: int) -> tuple[float, int]:
+        """Shared seeds: what the repeats' seeds add to the variance of mean(cell) − mean(leader),
+        and the repeats it is estimated from. Two-way as in `seed_component`, on the difference:
+        repeat j's influence is u_j = (S_cj − m_c·C_cj)/N_c − (S_Lj − m_L·C_Lj)/N_L, so a seed that
+        is lucky in both cells (the same seed, the same luck) cancels, as it does in the difference."""
+        if not self.rule.shared_seeds:
+            return 0.0, 0
+        u = np.zeros(self.rule.max)
+        each = 0.0
+        for j, sign in ((cell, 1.0), (leader, -1.0)):
+            n = float(self.counts[j].sum())
+            if n < 2:
+                return 0.0, 0
+            m = float(self.sums[j].sum()) / n
+            u += sign * (self.seed_sums[j] - m * self.seed_counts[j]) / n
+            each += n / (n - 1) * max(float(self.squares[j].sum()) - n * m * m, 0.0) / n**2
+        used = (self.seed_counts[cell] > 0) | (self.seed_counts[leader] > 0)
+        g = int(used.sum())
+        if g < 2:
+            return 0.0, g
+        v_seed = g / (g - 1) * float((u[used] ** 2).sum())
+        return max(v_seed - each, 0.0), g

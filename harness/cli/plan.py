@@ -89,8 +89,11 @@ def handle(args: argparse.Namespace) -> int:
               f"{rule.until.metric} ±{rule.until.half_width:g} at {rule.until.confidence:.0%}{drop}" + _seed_note(plan))
         print(f"requests  {_fmt(plan.min_requests)} … {_fmt(plan.requests)} (at least min, at most max repeats in every cell)")
         if spec.params.seed_base is not None:
+            from harness.analysis.sequential import MIN_SEED_REPEATS  # numpy: only for this note
+
             print("note      seed: per_sample sends repeat j the same seed for every prompt, which correlates the "
-                  "prompts of a repeat; adaptive intervals assume independent repeats (docs/run.md#adaptive-repeats)")
+                  f"prompts of a repeat: intervals are clustered by prompt and by repeat, and no cell is judged "
+                  f"before {MIN_SEED_REPEATS} repeats (docs/run.md#adaptive-repeats)")
     print(f"tokens    ~{_fmt(plan.est_prompt_tokens)} prompt (≈{4} chars/token), "
           f"≤{_fmt(plan.max_completion_tokens)} completion")
     _print_costs(costs)

@@ -35,6 +35,7 @@ __all__ = ["Probe"]
 ROUND = 4  # requests per round of a statistical test
 SAMPLE_TOKENS = 4  # tokens per request of a statistical test
 GREEDY_TOKENS = 24  # tokens of the greedy answers the deterministic tests compare
+STOP_TRIES = 3  # greedy references the stop test tries when a batched greedy step flips
 TOP = 20  # top_logprobs asked for (the seed API's maximum)
 PENALTY = 2.0
 NULL_TEMPERATURE = 0.7  # the lowest default temperature an ignoring server is assumed to use
@@ -256,24 +257,34 @@ class Probe:
         return ParamResult(name, "inconclusive", why, "", spent, {name: PENALTY})
 
     async def stop(self) -> ParamResult:
-        ref = self.reference
-        text = _text(ref[1]) if ref is not None else ""
-        cut = _stop_string(text)
-        if ref is None or cut is None:
+        """Cut a repeatable greedy answer at a piece of its text. A server batching requests may
+        flip a near-tie greedy step between the reference and this request (llama.cpp's
+        continuous batching): a different answer without the stop string proves nothing, so the
+        next reference is tried, the most clear-cut (largest top-1 margin) first."""
+        refs = sorted(self.greedy.items(), key=lambda item: -_margin(item[1]))
+        spent, drift = 0, ""
+        for prompt, base in refs[:STOP_TRIES]:
+            text = _text(base)
+            cut = _stop_string(text)
+            if cut is None:
+                continue
+            out = await self.sender.send(self.body(prompt, GREEDY_TOKENS, logprobs=False, **GREEDY, stop=[cut]))
+            spent += out.attempts
+            early = _refusal("stop", out, spent, {"stop": [cut]})
+            if early is not None:
+                return early
+            got, expect = _text(out), text[: text.index(cut)]
+            reason = out.completion.finish_reason if out.completion else None
+            sent = {"stop": [cut]}
+            if got == expect or got == expect + cut:
+                kept = " (the stop string is kept in content)" if got != expect else ""
+                return ParamResult("stop", "honoured", f"cut before {cut!r}{kept}, finish_reason={reason}", "deterministic", spent, sent)
+            if cut in got[: max(0, len(got) - len(cut))] or got == text:
+                return ParamResult("stop", "ignored", f"answer not cut at {cut!r}: {got!r}", "deterministic", spent, sent)
+            drift = f"expected {expect!r}, got {got!r}"
+        if not drift:
             return ParamResult("stop", "inconclusive", "no greedy answer long enough to cut")
-        out = await self.sender.send(self.body(ref[0], GREEDY_TOKENS, logprobs=False, **GREEDY, stop=[cut]))
-        early = _refusal("stop", out, out.attempts, {"stop": [cut]})
-        if early is not None:
-            return early
-        got, expect = _text(out), text[: text.index(cut)]
-        reason = out.completion.finish_reason if out.completion else None
-        sent = {"stop": [cut]}
-        if got == expect or got == expect + cut:
-            kept = " (the stop string is kept in content)" if got != expect else ""
-            return ParamResult("stop", "honoured", f"cut before {cut!r}{kept}, finish_reason={reason}", "deterministic", out.attempts, sent)
-        if got == text:
-            return ParamResult("stop", "ignored", f"answer not cut at {cut!r}: {got!r}", "deterministic", out.attempts, sent)
-        return ParamResult("stop", "inconclusive", f"expected {expect!r}, got {got!r}", "", out.attempts, sent)
+        return ParamResult("stop", "inconclusive", f"the greedy answers changed between requests; last: {drift}", "", spent)
 
     async def max_tokens(self) -> ParamResult:
         ref = self.reference
@@ -429,6 +440,13 @@ def _predicted_flip(base: Outcome, name: str, penalty: float) -> str | None:
                 return f"at token {i} {pos.token!r} (seen {counts.get(pos.token, 0)}x) scores {chosen:.2f} < {token!r} {score(token, logprob):.2f}"
         counts[pos.token] = counts.get(pos.token, 0) + 1
     return None
+
+
+def _margin(out: Outcome) -> float:
+    """The smallest gap between the chosen and the runner-up logprob over a greedy answer (inf
+    without candidates): how far the answer is from a tie that batching noise could flip."""
+    gaps = [pos.top[0][1] - pos.top[1][1] for pos in _positions(out) if len(pos.top) > 1]
+    return min(gaps, default=math.inf)
 
 
 def _stop_string(text: str) -> str | None:

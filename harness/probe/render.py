@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 from harness.probe.verdicts import ProbeReport
+from harness.redact import redact_url
 
-__all__ = ["to_json", "to_markdown", "to_table"]
+__all__ = ["not_probed_markdown", "to_json", "to_markdown", "to_table"]
 
 _WIDTH = 100
 
@@ -21,10 +22,12 @@ def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
-def to_table(report: ProbeReport) -> str:
+def to_table(report: ProbeReport, *, target: str | None = None) -> str:
+    """The terminal table; `target` (a spec of several targets) heads it with the target's name."""
+    who = f"target {target}: " if target else ""
     lines = [
         _printable(
-            f"probe of {report.model} at {report.base_url}: {report.requests} requests "
+            f"{who}probe of {report.model} at {redact_url(report.base_url)}: {report.requests} requests "
             f"(budget {report.budget}), {report.seconds:.1f} s; logprobs {report.logprobs_mode}; "
             f"unknown fields {report.unknown_field}; dialect {report.dialect}; top_k off: "
             + (", ".join(f"{k} {v}" for k, v in report.top_k_off.items()) or "?")
@@ -48,12 +51,14 @@ def _cell(text: str) -> str:
     return " ".join(escaped.replace("`", "'").split())
 
 
-def to_markdown(report: ProbeReport) -> str:
+def to_markdown(report: ProbeReport, *, target: str | None = None) -> str:
+    """The Markdown report; `target` (a spec of several targets) names the target in the heading."""
+    who = f" (target `{_cell(target)}`)" if target else ""
     lines = [
-        f"# Probe of `{_cell(report.model)}`",
+        f"# Probe of `{_cell(report.model)}`{who}",
         "",
         (
-            f"Endpoint `{_cell(report.base_url)}` · {report.requests} requests (budget {report.budget}) · "
+            f"Endpoint `{_cell(redact_url(report.base_url))}` · {report.requests} requests (budget {report.budget}) · "
             f"{report.seconds:.1f} s · logprobs **{report.logprobs_mode}** · unknown fields **{report.unknown_field}** · "
             f"dialect **{_cell(report.dialect)}** · alpha {report.alpha:g}"
         ),
@@ -66,3 +71,8 @@ def to_markdown(report: ProbeReport) -> str:
     if report.notes:
         lines += ["", *(f"- {_cell(note)}" for note in report.notes)]
     return "\n".join(lines) + "\n"
+
+
+def not_probed_markdown(target: str, why: str) -> str:
+    """The Markdown section of a target that could not be probed (unreachable, model refused)."""
+    return f"# Target `{_cell(target)}` not probed\n\n{_cell(why)}\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from harness.redact import redact_url
+
 __all__ = ["PARAMETERS", "ParamResult", "ProbeReport", "Verdict"]
 
 Verdict = Literal["rejected", "ignored", "honoured", "inconclusive"]
@@ -77,7 +79,7 @@ class ProbeReport:
         doc: dict[str, Any] = {name: result.as_dict() for name, result in self.results.items()}
         doc["probe"] = {
             "verdict": self.overall,
-            "base_url": self.base_url,
+            "base_url": redact_url(self.base_url),
             "model": self.model,
             "logprobs_mode": self.logprobs_mode,
             "unknown_field": self.unknown_field,

@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.rundir.fs import RunPath, as_run_path
 
-__all__ = ["MAX_BYTES", "Profile", "html_section", "load_profiles", "markdown_section", "warnings"]
+__all__ = ["MAX_BYTES", "Profile", "honoured_line", "html_section", "load_profiles", "markdown_section", "warnings"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,15 @@ def _rows(profiles: list[Profile]) -> tuple[list[str], list[list[str]]]:
     return header, [[name, *(p.verdicts.get(name, "") for p in profiles)] for name in names]
 
 
+def honoured_line(profiles: list[Profile]) -> str:
+    """One sentence instead of a table when every endpoint honoured every parameter probed ('' otherwise)."""
+    if not all(v == "honoured" for p in profiles for v in p.verdicts.values()):
+        return ""
+    names = list(dict.fromkeys(name for p in profiles for name in p.verdicts))
+    who = "The endpoint" if len(profiles) == 1 else f"Each of the {len(profiles)} endpoints"
+    return f"{who} honoured every parameter probed: {', '.join(names)}."
+
+
 def html_section(profiles: list[Profile], swept: list[str]) -> str:
     """The section as escaped HTML."""
     from harness.report.html import esc, html_table
@@ -102,7 +111,10 @@ def html_section(profiles: list[Profile], swept: list[str]) -> str:
              "<p>What <code>harness run --probe</code> found each endpoint does with each parameter "
              "(docs/probe.md).</p>"]
     parts += [f"<p><b>{esc(line)}</b></p>" for line in warnings(profiles, swept)]
-    parts.append(html_table([esc(h) for h in header], ([esc(c) for c in row] for row in rows), left=1))
+    if line := honoured_line(profiles):
+        parts.append(f"<p>{esc(line)}</p>")
+    else:  # verdicts are words: every column left-aligned
+        parts.append(html_table([esc(h) for h in header], ([esc(c) for c in row] for row in rows), left=len(header)))
     return "".join(parts) + "</div>"
 
 
@@ -111,7 +123,9 @@ def markdown_section(profiles: list[Profile], swept: list[str]) -> str:
     from harness.report.markdown import md, md_table
 
     header, rows = _rows(profiles)
-    out = ["## Endpoint profile", "", "What `harness run --probe` found each endpoint does with each parameter.", ""]
-    out += [f"**{md(line)}**" for line in warnings(profiles, swept)]
-    out += ["", md_table([md(h) for h in header], [[md(c) for c in row] for row in rows]), ""]
+    out = ["## Endpoint profile", "", "What `harness run --probe` found each endpoint does with each parameter "
+           "(docs/probe.md).", ""]
+    out += [f"**{md(line)}**\n" for line in warnings(profiles, swept)]
+    line = honoured_line(profiles)
+    out += [md(line) if line else md_table([md(h) for h in header], [[md(c) for c in row] for row in rows]), ""]
     return "\n".join(out)

@@ -92,8 +92,8 @@ def _best(summary: pd.DataFrame, params: list[str], quality: Metric | None) -> l
             out.append(f"{prefix}{cell_label(row, params)}: {quality.label} {_with_interval(row, quality)}")
         if tied > 0:
             where = f" of {run}" if multi else ""
-            cells = "cell lies" if tied == 1 else "cells lie"
-            out.append(f"{tied} other {cells}{where} inside the best cell's interval: "
+            noun, verb = ("cell", "lies") if tied == 1 else ("cells", "lie")
+            out.append(f"{tied} other {noun}{where} {verb} inside the best cell's interval: "
                        "they cannot be told apart from it with these prompts.")
     return out
 
@@ -142,6 +142,11 @@ def _changes(summary: pd.DataFrame, params: list[str], metrics: list[Metric], qu
         width = sum(widths) / len(widths) if widths else 0.0
         signal = spread / width if width > 0 else 10.0 * spread / (abs(float(values.mean())) or 1.0)
         scored.append((float("inf") if m == quality else signal, m))
+    multi = "run_id" in summary and summary["run_id"].nunique() > 1
+
+    def where(row: pd.Series) -> str:  # several runs: which run the cell is in
+        return cell_label(row, params) + (f" in {row['run_id']}" if multi else "")
+
     out = []
     for _, m in sorted(scored, key=lambda t: -t[0])[:TOP_CHANGES]:
         low, high = _ends(summary, summary[m.column].astype(float))
@@ -151,8 +156,8 @@ def _changes(summary: pd.DataFrame, params: list[str], metrics: list[Metric], qu
         driver = f", mostly with {axis}" if axis else ""
         overlap = m.lo and m.hi and pd.notna(low.get(m.hi)) and low[m.hi] >= high.get(m.lo, float("inf"))
         caveat = " — the intervals of the two ends overlap" if overlap else ""
-        out.append(f"{m.label}{note}: {_with_interval(low, m)} at {cell_label(low, params)} to "
-                   f"{_with_interval(high, m)} at {cell_label(high, params)}{driver}{caveat}.")
+        out.append(f"{m.label}{note}: {_with_interval(low, m)} at {where(low)} to "
+                   f"{_with_interval(high, m)} at {where(high)}{driver}{caveat}.")
     return out
 
 

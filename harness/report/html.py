@@ -27,7 +27,7 @@ MAX_CHARS = 4000
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1280px;padding:1.2em;color:#1b1b1b}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;font-size:12.5px;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;vertical-align:top}
+table{border-collapse:collapse;font-size:12.5px;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 5px;text-align:right;vertical-align:top}
 th{background:#f4f4f4;position:sticky;top:0}td.l,th.l{text-align:left}
 .scroll{overflow-x:auto;max-height:70vh}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:12.5px}pre{white-space:pre-wrap;word-break:break-word;margin:0;font-size:12.5px;max-width:60em}

@@ -63,8 +63,30 @@ class EngineConfig:
 
 
 @dataclass
+class LaneStats:
+    """One lane's (one target's) share of the counters. Its concurrency limit and requests in
+    flight are read live from the lane's `AdaptiveLimit` (nothing is written per request for them)."""
+
+    done: int = 0
+    ok: int = 0
+    error: int = 0
+    gauge: AdaptiveLimit | None = field(default=None, repr=False)
+
+    @property
+    def limit(self) -> int:
+        return self.gauge.limit if self.gauge is not None else 0
+
+    @property
+    def inflight(self) -> int:
+        return self.gauge.inflight if self.gauge is not None else 0
+
+
+@dataclass
 class Stats:
-    """Live counters, read by the progress display (never written by it)."""
+    """Live counters, read by the progress display (never written by it).
+
+    Several engines (one per target, harness.runner.lanes) may share one `Stats`: each registers
+    its lane in `lanes`, and `limit` is the sum of the lanes' concurrency limits."""
 
     total: int = 0
     done: int = 0
@@ -75,6 +97,7 @@ class Stats:
     limit: int = 0
     errors_by_type: dict[str, int] = field(default_factory=dict)
     halted: str | None = None  # why the breaker stopped sending (see breaker.py)
+    lanes: dict[str, LaneStats] = field(default_factory=dict)
 
     def count(self, row: dict[str, Any]) -> None:
         """Account for one finished row."""
@@ -85,6 +108,15 @@ class Stats:
             self.error += 1
             kind = str(row.get("error_type"))
             self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
+
+    @property
+    def inflight(self) -> int | None:
+        """Requests in flight over every lane (None when no engine registered one, e.g. a Ray run's totals)."""
+        return sum(lane.inflight for lane in self.lanes.values()) if self.lanes else None
+
+    def sum_limits(self) -> None:
+        """`limit` = the lanes' concurrency limits summed (after one of them changed)."""
+        self.limit = sum(lane.limit for lane in self.lanes.values())
 
 
 def retry_wait(config: EngineConfig, failure: RequestFailed, attempts: int) -> float:
@@ -106,7 +138,8 @@ def _failure(state: RetryCallState) -> RequestFailed:
 class Engine:
     """Runs plans to rows. One instance per sweep session."""
 
-    def __init__(self, client: Client, build: BodyBuilder, sink: Sink, config: EngineConfig, stats: Stats) -> None:
+    def __init__(self, client: Client, build: BodyBuilder, sink: Sink, config: EngineConfig, stats: Stats,
+                 *, lane: str = "") -> None:  # fmt: skip
         self._client = client
         self._build = build
         self._sink = sink
@@ -117,7 +150,9 @@ class Engine:
         self._tpm = TokenBucket(config.tokens_per_min / 60.0, burst=config.tokens_per_min / 6.0) if config.tokens_per_min else None
         self._token_estimate = 256.0
         self.breaker = Breaker()
-        stats.limit = self._limit.limit
+        self.lane = stats.lanes.setdefault(lane, LaneStats())  # `lane`: the target's name (one engine each)
+        self.lane.gauge = self._limit
+        stats.sum_limits()
 
     async def run(self, plans: Iterable[RequestPlan]) -> None:
         """Send every plan; returns when all have a row (or raises CancelledError)."""
@@ -137,6 +172,12 @@ class Engine:
             if self.breaker.reason is not None:  # the breaker never closes; other engines may share stats
                 self.stats.halted = self.breaker.reason
             self.stats.count(row)
+            lane = self.lane
+            lane.done += 1
+            if row["status"] == "ok":
+                lane.ok += 1
+            else:
+                lane.error += 1
             await self._sink(row)
 
     async def run_one(self, plan: RequestPlan) -> dict[str, Any]:
@@ -230,16 +271,19 @@ class Engine:
             done = await self._client.complete(body, timeout_s=timeout)
         except RequestFailed as failure:
             if failure.error_type == "rate_limited" and self._config.adaptive:
+                before = self._limit.limit
                 self._limit.on_rate_limited()
-                self.stats.limit = self._limit.limit
+                if self._limit.limit != before:
+                    self.stats.sum_limits()
             if self._tpm is not None:
                 self._tpm.adjust(-estimate)
             raise
         finally:
             tries.last_latency = time.perf_counter() - t0
             self._limit.release()
-        self._limit.on_success()
-        self.stats.limit = self._limit.limit
+        if self._limit.limit < self._limit.maximum:  # recovering from a 429: the limit may grow
+            self._limit.on_success()
+            self.stats.sum_limits()
         if self._tpm is not None:
             used = done.prompt_tokens + done.completion_tokens
             self._tpm.adjust(used - estimate)
@@ -259,4 +303,4 @@ class _Tries:
     last_latency: float | None = None
 
 
-__all__ = ["BodyBuilder", "Client", "Engine", "EngineConfig", "Sink", "Stats", "retry_wait"]
+__all__ = ["BodyBuilder", "Client", "Engine", "EngineConfig", "LaneStats", "Sink", "Stats", "retry_wait"]

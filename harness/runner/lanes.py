@@ -6,7 +6,9 @@ Each target of the spec gets an `Engine` (harness.runner.dispatch) of its own, o
 requests (`SweepJob.plans_for`), with its own client — a `ChatClient`, or a `ReplicaSet` when its
 `base_url` is a list — so a slow, rate-limited or dead target never takes the slots, the tokens
 or the breaker of another: a target that is down ends its own requests as error rows while the
-others go on at their own pace. The lanes share the run's writer and `Stats` (the progress line).
+others go on at their own pace. The lanes share the run's writer and `Stats`: the progress line
+shows the totals over the lanes (concurrency and requests in flight summed) and, with several
+targets, a line per target (`Stats.lanes`).
 
 Limits: a target's `runner:` values (concurrency, rps, tokens_per_min) win; each unset one is the
 run's (`runner.*`, or `--concurrency` / `--rps`), applied to each target separately.
@@ -114,10 +116,10 @@ def _dialect(job: Any, name: str, view: SweepSpec, endpoint: Any) -> Any:
 
 
 async def run_lanes(job: Any, endpoints: Mapping[str, Any], stats: Stats, config: EngineConfig, write: Write, *,
-                    transport: Any = None, rounds: Callable[[Engine], Awaitable[None]] | None = None) -> None:
+                    transport: Any = None, rounds: Callable[[Mapping[str, Engine]], Awaitable[None]] | None = None) -> None:
     """Send every target's requests, each target in its own lane, all at once.
 
-    `rounds` (adaptive repeats, one target): drives the lane's engine round by round instead."""
+    `rounds` (adaptive repeats): drives the lanes' engines (by target name) round by round instead."""
     multi = len(endpoints) > 1
     async with contextlib.AsyncExitStack() as stack:
         lanes: list[Lane] = []
@@ -134,10 +136,10 @@ async def run_lanes(job: Any, endpoints: Mapping[str, Any], stats: Stats, config
                 body: dict[str, Any] = sending.body(body_of(plan))
                 return body
 
-            engine = Engine(client, build, _sink(name, client, endpoint, sending, write), lane_cfg, stats)
+            engine = Engine(client, build, _sink(name, client, endpoint, sending, write), lane_cfg, stats, lane=name)
             lanes.append(Lane(name, view, engine, client))
         if rounds is not None:
-            await rounds(lanes[0].engine)
+            await rounds({lane.name: lane.engine for lane in lanes})
         else:
             async with asyncio.TaskGroup() as group:
                 for lane in lanes:

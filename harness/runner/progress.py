@@ -1,4 +1,7 @@
-"""Progress of a sweep on stderr with rich: done/total, ok/error, retries, req/s, ETA.
+"""Progress of a sweep on stderr with rich: done/total, ok/error, retries, req/s, ETA, concurrency.
+
+With several targets (one lane each, harness.runner.lanes) the line shows the totals over the
+lanes — concurrency limits and requests in flight summed — and one line per target follows.
 
 Used only by the CLI layer. The display reads the runner's `Stats` counters at its own refresh
 rate (a few times a second), so a fast sweep pays nothing per request for it. rich is imported
@@ -41,8 +44,19 @@ def summary(stats: Stats, now: float | None = None) -> str:
         f"ETA {_duration(eta)}" if stats.done < stats.total else f"took {_duration(elapsed)}",
     ]
     if stats.limit:
-        parts.append(f"concurrency {stats.limit}")
+        inflight = stats.inflight
+        parts.append(f"concurrency {stats.limit}" + (f" (in flight {inflight})" if inflight is not None else ""))
     return "  ".join(parts)
+
+
+def lane_lines(stats: Stats) -> list[str]:
+    """With several targets, one line each: `  fast  done 120  ok 118  error 2  concurrency 8 (in flight 8)`
+    (the totals line sums them); nothing for one target."""
+    if len(stats.lanes) < 2:
+        return []
+    width = max(len(name) for name in stats.lanes)
+    return [f"  {name:<{width}}  done {lane.done:,}  ok {lane.ok:,}  error {lane.error:,}  "
+            f"concurrency {lane.limit} (in flight {lane.inflight})" for name, lane in stats.lanes.items()]
 
 
 class _View:
@@ -55,7 +69,7 @@ class _View:
         from rich.text import Text
 
         bar = ProgressBar(total=max(self._stats.total, 1), completed=self._stats.done, width=40)
-        return Group(bar, Text(summary(self._stats)))
+        return Group(bar, Text(summary(self._stats)), *(Text(line) for line in lane_lines(self._stats)))
 
 
 class RunProgress:
@@ -92,6 +106,8 @@ class RunProgress:
             self._live.__exit__(exc_type, exc, tb)
         elif not self._quiet:
             self._console.print(summary(self._stats, self._clock()), highlight=False, markup=False)
+            for line in lane_lines(self._stats):
+                self._console.print(line, highlight=False, markup=False)
 
 
-__all__ = ["RunProgress", "summary"]
+__all__ = ["RunProgress", "lane_lines", "summary"]

@@ -306,10 +306,10 @@ def resume_job(run_dir: str | RunPath, *, retry_errors: bool = False, overrides:
 def _resume_adaptive(run_dir: RunPath, spec: SweepSpec, manifest: Manifest, store: RunStore, keep: set[str],
                      scorer: Scorer | None, overrides: dict[str, Any] | None, lock: RunLock | ObjectLock) -> SweepJob:
     from harness.rundir.results import read_table
-    from harness.runner.rounds import ROUND_COLUMNS, stored_scores
+    from harness.runner.rounds import round_columns, stored_scores
 
     metric = spec.sweep.adaptive.until.metric if spec.sweep.adaptive else ""
-    columns = None if scorer is not None and not scorer.builtin else list(ROUND_COLUMNS)
+    columns = None if scorer is not None and not scorer.builtin else list(round_columns(spec))
     table = read_table(run_dir, columns)
     rows = [r for r in table.drop_columns([c for c in ("logprobs",) if c in table.column_names]).to_pylist()
             if r["status"] in keep]
@@ -445,12 +445,12 @@ async def _execute(job: SweepJob, endpoints: dict[str, Endpoint], stats: Stats, 
     stats.total = job.pending
     flusher = asyncio.create_task(writer.flush_every(0.2))
     write: Callable[[dict[str, Any]], Awaitable[None]] = writer.write
-    rounds: Callable[[Engine], Awaitable[None]] | None = None
+    rounds: Callable[[Mapping[str, Engine]], Awaitable[None]] | None = None
     if job.adaptive is not None:
         write = _observed(writer.write, job.adaptive)
 
-        async def rounds(engine: Engine) -> None:
-            await _run_rounds(job, engine, stats)
+        async def rounds(engines: Mapping[str, Engine]) -> None:
+            await _run_rounds(job, engines, stats)
 
     try:
         await run_lanes(job, endpoints, stats, config, write, transport=transport, rounds=rounds)
@@ -468,14 +468,17 @@ def _observed(sink: Callable[[dict[str, Any]], Awaitable[None]], run: AdaptiveRu
     return write
 
 
-async def _run_rounds(job: SweepJob, engine: Engine, stats: Stats) -> None:
-    """Adaptive repeats: send a round, score it, schedule the next, until every cell stopped."""
+async def _run_rounds(job: SweepJob, engines: Mapping[str, Engine], stats: Stats) -> None:
+    """Adaptive repeats: send a round, score it, schedule the next, until every cell stopped.
+
+    With several targets a round's requests go to their targets' lanes at once, and the round
+    closes when every lane has sent its share."""
     run = job.adaptive
     assert run is not None
     plans = run.next_plans()
     while plans:
-        await engine.run(plans)
-        if engine.breaker.reason is not None:  # the server refuses everything: no more rounds
+        await _send_round(engines, plans)
+        if any(e.breaker.reason is not None for e in engines.values()):  # a server refuses everything: no more rounds
             return
         run.close_round()
         plans = run.next_plans()
@@ -484,6 +487,19 @@ async def _run_rounds(job: SweepJob, engine: Engine, stats: Stats) -> None:
         stats.total = job.pending
         _record_adaptive(job)
     _record_adaptive(job)
+
+
+async def _send_round(engines: Mapping[str, Engine], plans: list[RequestPlan]) -> None:
+    """One round: each target's requests (in plan order) on its own lane, all lanes at once."""
+    if len(engines) == 1:
+        await next(iter(engines.values())).run(plans)
+        return
+    share: dict[str, list[RequestPlan]] = {}
+    for plan in plans:
+        share.setdefault(plan.target, []).append(plan)
+    async with asyncio.TaskGroup() as group:
+        for name, mine in share.items():
+            group.create_task(engines[name].run(mine))
 
 
 def _record_adaptive(job: SweepJob) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -55,6 +54,8 @@ def expand_range(name: str, spec: dict[str, Any]) -> list[Any]:
 
 def unknown_axis(name: str, allowed: tuple[str, ...] | list[str]) -> str:
     """A "did you mean X? " hint for a misspelt parameter name (empty when nothing is close)."""
+    import difflib  # only for a message
+
     close = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.6)
     return f"did you mean {close[0]}? " if close else ""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import typing
@@ -203,6 +202,8 @@ def check_unknown_keys(data: Any, model: type[BaseModel], source: str, path: str
 
 
 def _unknown_message(key: str, allowed: list[str], path: str) -> str:
+    import difflib  # only for a message
+
     close = difflib.get_close_matches(key.replace("-", "_"), allowed, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]}? " if close else ""
     extra = " (server-specific fields go under params.extra_body)" if path == "params" and not close else ""

@@ -49,7 +49,10 @@ class Plan:
     @property
     def min_requests(self) -> int:
         """Requests the sweep sends at least (= `requests` with fixed repeats)."""
-        return self.points * self.prompts * (self.repeats if self.min_repeats is None else self.min_repeats)
+        least = self.repeats if self.min_repeats is None else self.min_repeats
+        if self.spec.multi_target:  # every (point, target) the spec sends
+            return sum(load.points for load in self.per_target.values()) * self.prompts * least
+        return self.points * self.prompts * least
 
     @property
     def adaptive(self) -> AdaptiveRepeats | None:
