@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -35,6 +36,10 @@ _TIMEOUT_S = 10.0
 _CONCURRENCY = 4
 _MOST_VALUES = 16  # per swept parameter
 
+# GET /models answers already had in a session, by (URL, sha256 of the key, headers): the
+# preflight and the run's lanes ask the server once (a run keeps one: SweepJob.models_seen).
+Seen = dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[int | None, Any]]
+
 
 @dataclass
 class PreflightResult:
@@ -51,14 +56,15 @@ def preflight(spec: SweepSpec, endpoint: Any, messages: Sequence[dict[str, Any]]
 
 
 async def preflight_async(spec: SweepSpec, endpoint: Any, messages: Sequence[dict[str, Any]], *,
-                          transport: Any = None) -> PreflightResult:  # fmt: skip
-    """`preflight` inside a running event loop."""
+                          transport: Any = None, seen: Seen | None = None) -> PreflightResult:  # fmt: skip
+    """`preflight` inside a running event loop (`seen`: GET /models answers to reuse and keep)."""
     result = PreflightResult()
     headers = dict(spec.target.headers)
+    seen = {} if seen is None else seen
     if not spec.target.local:
-        result.served = await asyncio.to_thread(_check_models, spec, endpoint, headers)
+        result.served = await asyncio.to_thread(_check_models, spec, endpoint, headers, seen)
     try:
-        dialect = await asyncio.to_thread(resolve_dialect, spec, endpoint)
+        dialect = await asyncio.to_thread(resolve_dialect, spec, endpoint, seen)
         result.requests, result.checked = await _check_values(spec, endpoint, list(messages), headers, transport, dialect)
     except _Refused as refused:
         # a model missing from GET /models is only an error when requests for it are refused
@@ -103,6 +109,19 @@ def _get(url: str, api_key: str | None, headers: dict[str, str]) -> tuple[int | 
         return status, None
 
 
+def _get_models(url: str, api_key: str | None, headers: dict[str, str], seen: Seen | None) -> tuple[int | None, Any]:
+    """`_get` of a GET /models URL, answered from `seen` when this session asked already."""
+    if seen is None:
+        return _get(url, api_key, headers)
+    key = (url, hashlib.sha256((api_key or "").encode()).hexdigest(), tuple(sorted(headers.items())))
+    if key in seen:
+        return seen[key]
+    answer = _get(url, api_key, headers)
+    if answer[0] is not None:  # an answer, not a failure to connect (the next ask may get through)
+        seen[key] = answer
+    return answer
+
+
 def _ids(doc: Any) -> list[str] | None:
     data = doc.get("data") if isinstance(doc, dict) else None
     if not isinstance(data, list):
@@ -113,7 +132,7 @@ def _ids(doc: Any) -> list[str] | None:
     return ids or None
 
 
-def _check_models(spec: SweepSpec, endpoint: Any, headers: dict[str, str]) -> list[str]:
+def _check_models(spec: SweepSpec, endpoint: Any, headers: dict[str, str], seen: Seen | None = None) -> list[str]:
     base_url = endpoint.base_url
     path_part = base_url.partition("?")[0].rstrip("/")  # a query (`?api-version=…`) stays on every URL
     shown = redact_url(path_part)
@@ -121,7 +140,7 @@ def _check_models(spec: SweepSpec, endpoint: Any, headers: dict[str, str]) -> li
     if path_part.endswith("/chat/completions"):
         root = shown.removesuffix("/chat/completions")
         raise TargetError(f"{shown} is the chat endpoint, not the API root; did you mean {root}?", key="target.base_url", **where)
-    status, doc = _get(endpoint_url(base_url, "/models"), endpoint.api_key, headers)
+    status, doc = _get_models(endpoint_url(base_url, "/models"), endpoint.api_key, headers, seen)
     ids = _ids(doc) if status == 200 else None
     if ids is None and status in (404, 405) and not urlsplit(path_part).path.rstrip("/").endswith("/v1"):
         v1_status, v1_doc = _get(endpoint_url(base_url, "/v1/models"), endpoint.api_key, headers)
@@ -249,21 +268,24 @@ async def preflight_job_async(job: Any, endpoint: Any, *, transport: Any = None)
     if first is None:
         return None
     try:
-        return await preflight_async(job.spec, endpoint, list(first.prompt.messages), transport=transport)
+        return await preflight_async(job.spec, endpoint, list(first.prompt.messages), transport=transport,
+                                     seen=getattr(job, "models_seen", None))
     except TargetError as err:
         hint = f"; nothing was sent to the sweep: after fixing, harness run --resume {job.run_dir}"
         raise TargetError(err.detail + hint, file=err.file, key=err.key) from None
 
 
-def resolve_dialect(spec: SweepSpec, endpoint: Any) -> str:
-    """`target.dialect`, with auto decided from `GET /models` (seed when it says nothing)."""
+def resolve_dialect(spec: SweepSpec, endpoint: Any, seen: Seen | None = None) -> str:
+    """`target.dialect`, with auto decided from `GET /models` (seed when it says nothing); `seen`:
+    GET /models answers of this session to reuse (see `Seen`)."""
     from harness.probe.dialects import detect
 
     if spec.target.dialect != "auto":
         return spec.target.dialect
     if spec.target.local:
         return "seed"  # the embedded model sits behind harness's own front
-    status, doc = _get(endpoint_url(endpoint.base_url, "/models"), endpoint.api_key, dict(spec.target.headers))
+    status, doc = _get_models(endpoint_url(endpoint.base_url, "/models"), endpoint.api_key, dict(spec.target.headers),
+                              seen)
     return detect(doc if status == 200 else None, endpoint.base_url)
 
 

@@ -28,7 +28,6 @@ from typing import Any
 
 from harness.client import ChatClient, ClientConfig
 from harness.redact import redact_url
-from harness.rundir.manifest import write_manifest
 from harness.runner.body import BodyBuilder
 from harness.runner.breaker import NOT_SENT
 from harness.runner.dispatch import Engine, EngineConfig, Stats
@@ -98,19 +97,21 @@ def _sink(name: str, client: Any, endpoint: Any, sending: Any, write: Write) -> 
 
 
 def _dialect(job: Any, name: str, view: SweepSpec, endpoint: Any) -> Any:
-    """How this target's server spells the fields, recorded in the manifest (`targets[name].dialect`)."""
+    """How this target's server spells the fields, recorded in the manifest (`targets[name].dialect`).
+
+    Recorded in the job's manifest in memory: the session's last manifest write (finished or
+    interrupted, harness.runner.sweep.finish_job) stores it — not one more write (and fsync) of
+    the manifest before the first request. Only a killed process's manifest lacks it, and the
+    resume that finishes that run records it. The rows never depend on it."""
     from harness.probe.dialects import Sending
     from harness.probe.preflight import resolve_dialect
 
-    dialect = resolve_dialect(view, endpoint)
+    dialect = resolve_dialect(view, endpoint, getattr(job, "models_seen", None))
     first = name == job.spec.target_names[0]
     if job.manifest.targets:
-        updated = job.manifest.with_target_dialect(name, dialect, first=first)
+        job.manifest = job.manifest.with_target_dialect(name, dialect, first=first)
     else:  # a run made before targets existed: its one target
-        updated = job.manifest.with_dialect(dialect)
-    if updated != job.manifest:
-        job.manifest = updated
-        write_manifest(job.run_dir, job.manifest)
+        job.manifest = job.manifest.with_dialect(dialect)
     return Sending(dialect, view.params.sent())
 
 

@@ -21,6 +21,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -78,6 +79,8 @@ class SweepJob:
     result: RunResult | None = None  # how the session ended, once it has (harness.runner.session)
     adaptive: AdaptiveRun | None = None  # adaptive repeats: the rounds' feedback loop (harness.runner.rounds)
     finisher: Finisher | None = None  # seals and compacts in a helper process (start_finisher)
+    # GET /models answers of this session (harness.probe.preflight.Seen): preflight and lanes ask once
+    models_seen: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def plans(self) -> Iterator[RequestPlan]:
         """The requests to send, lazily, in plan order."""
@@ -156,6 +159,29 @@ def _selection(spec: SweepSpec, shard: Shard | None, limit: int | None) -> Calla
     return select
 
 
+# A session of at most this many requests keeps its plan in memory (a few hundred bytes a
+# request) once counted, instead of planning it again to send it (each request id is a sha256).
+KEEP_PLANS = 20_000
+
+
+def counted(select: Callable[[], Iterator[RequestPlan]], keep: int = KEEP_PLANS
+            ) -> tuple[int, Callable[[], Iterator[RequestPlan]]]:
+    """(how many requests `select` gives, a selection of the same requests): planned once and kept
+    when at most `keep`; else `select` itself, planned again when asked (memory stays flat)."""
+    kept: list[RequestPlan] | None = []
+    count = 0
+    for plan in select():
+        count += 1
+        if kept is not None:
+            kept.append(plan)
+            if count > keep:
+                kept = None
+    if kept is None:
+        return count, select
+    plans = tuple(kept)
+    return count, lambda: iter(plans)
+
+
 ADAPTIVE_LIMIT = "cannot cut an adaptive sweep (sweep.repeats is a mapping) at N requests; lower sweep.repeats.max"
 
 
@@ -195,8 +221,8 @@ def new_job(
         pending = len(adaptive.next_plans())
         total = adaptive.scheduled
     else:
-        select = _selection(spec, shard, limit)
-        total = pending = sum(1 for _ in select())
+        total, select = counted(_selection(spec, shard, limit))
+        pending = total
     run_id = new_run_id(spec.name)
     run_dir = as_run_path(out) / run_id
     try:
@@ -265,7 +291,7 @@ def resume_job(run_dir: str | RunPath, *, retry_errors: bool = False, overrides:
             return (p for p in select() if statuses.get(p.request_id) not in keep)
 
         total = sum(1 for _ in select())
-        pending = sum(1 for _ in todo())
+        pending, todo_plans = counted(todo)
         manifest = manifest.resumed(dict(overrides or {}))
         write_manifest(run_dir, manifest)
     except OSError as exc:
@@ -274,7 +300,7 @@ def resume_job(run_dir: str | RunPath, *, retry_errors: bool = False, overrides:
     except BaseException:
         lock.release()
         raise
-    return SweepJob(run_dir, spec, manifest, store, total, pending, dict(manifest.overrides), todo, lock)
+    return SweepJob(run_dir, spec, manifest, store, total, pending, dict(manifest.overrides), todo_plans, lock)
 
 
 def _resume_adaptive(run_dir: RunPath, spec: SweepSpec, manifest: Manifest, store: RunStore, keep: set[str],
@@ -522,17 +548,21 @@ def finish_job(job: SweepJob, status: Status, reason: str | None = None) -> RowC
         job.release()
 
 
-def start_finisher(job: SweepJob) -> None:
+def start_finisher(job: SweepJob, started: Finisher | None = None) -> None:
     """Seal and compact this session's rows in a helper process (harness.rundir.finisher), so the
     run's own process never imports pyarrow: worth it for a session that fits in one journal
-    segment (start-up is most of its time); a larger one imports pyarrow to seal as it goes."""
-    from pathlib import Path
-
+    segment (start-up is most of its time); a larger one imports pyarrow to seal as it goes.
+    `started`: a helper started before the job was prepared (it imports while the run starts);
+    used when the job wants one, else stopped."""
     run_dir = job.run_dir
     if job.finisher is None and type(job.store) is RunStore and isinstance(run_dir, Path) and job.pending <= SEAL_ROWS:
         from harness.rundir.finisher import Finisher  # a local run directory (not an object store)
 
-        job.finisher = Finisher.start(run_dir)
+        job.finisher = started if started is not None else Finisher.start()
+        if job.finisher is not None:
+            job.finisher.watch(run_dir)  # it parses the journal as it grows: less left for the end
+    elif started is not None:
+        started.abandon()
 
 
 def _seal_and_compact(job: SweepJob) -> RowCounts:
@@ -540,7 +570,8 @@ def _seal_and_compact(job: SweepJob) -> RowCounts:
     if job.finisher is not None:
         finisher, job.finisher = job.finisher, None
         job.store.rotate()
-        counts = finisher.finish()
+        assert isinstance(job.run_dir, Path)  # start_finisher: only for a local run directory
+        counts = finisher.finish(job.run_dir)
         if counts is not None:
             return counts
     job.store.close()
