@@ -98,6 +98,8 @@ def test_committed_json_schema_is_current() -> None:
 BAD_SPECS = [
     ("name: t\ntarget: [\n", None, "line"),
     ("name: t\nname: u\n", None, "duplicate key 'name'"),
+    ("name: t\nsweep:\n  grid: {top_k, {from: 1, to: 3}}\n", None, "a key must be a plain value, not a dict"),  # fuzz: was a TypeError, exit 70
+    ("name: t\n[1, 2]: x\n", None, "not a list"),
     ("- just\n- a list\n", None, "mapping"),
     (BASE + "parms: {}\n", "parms", "did you mean params"),
     (BASE + "params:\n  top_pp: 0.5\n", "params.top_pp", "did you mean top_p"),

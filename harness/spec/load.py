@@ -25,8 +25,14 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        mark = key_node.start_mark
+        try:
+            hash(key)
+        except TypeError:  # a mapping or a list as a key: `{top_k, {from: 1}}`, `[1]: x`
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a plain value, not a {type(key).__name__} (line {mark.line + 1})", mark
+            ) from None
         if key in seen:
-            mark = key_node.start_mark
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
             )
