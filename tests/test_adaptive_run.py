@@ -255,6 +255,13 @@ def test_plan_of_adaptive_repeats_with_several_targets(tmp_path: Path, capsys: p
     code, out, _ = run_cli("plan", str(two_targets(tmp_path, "http://127.0.0.1:9/v1")), "--json", capsys=capsys)
     plan = json.loads(out)
     assert code == 0 and (plan["min_requests"], plan["max_requests"]) == (7 * 30 * 2, 7 * 30 * 12)
+    per_target = {name: (t["min_requests"], t["max_requests"], t["points"]) for name, t in plan["targets"].items()}
+    assert per_target == {"a": (4 * 30 * 2, 4 * 30 * 12, 4), "b": (3 * 30 * 2, 3 * 30 * 12, 3)}
+    code, out, _ = run_cli("plan", str(two_targets(tmp_path, "http://127.0.0.1:9/v1")), capsys=capsys)
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("requests  420 … 2,520"))
+    assert lines[at + 1:at + 3] == ["  a            240 … 1,440 requests (4 points)",
+                                    "  b            180 … 1,080 requests (3 points)"]
 
 
 @pytest.mark.slow

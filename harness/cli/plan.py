@@ -88,6 +88,10 @@ def handle(args: argparse.Namespace) -> int:
         print(f"repeats   adaptive {rule.min} … {rule.max} per prompt, +{rule.rounds_step} per round, until "
               f"{rule.until.metric} ±{rule.until.half_width:g} at {rule.until.confidence:.0%}{drop}" + _seed_note(plan))
         print(f"requests  {_fmt(plan.min_requests)} … {_fmt(plan.requests)} (at least min, at most max repeats in every cell)")
+        if spec.multi_target:
+            for name, load in plan.per_target.items():
+                print(f"  {name:<12} {_fmt(plan.target_min_requests(name))} … {_fmt(load.requests)} requests "
+                      f"({_fmt(load.points)} points)")
         if spec.params.seed_base is not None:
             from harness.analysis.sequential import MIN_SEED_REPEATS  # numpy: only for this note
 

@@ -49,10 +49,17 @@ class Plan:
     @property
     def min_requests(self) -> int:
         """Requests the sweep sends at least (= `requests` with fixed repeats)."""
-        least = self.repeats if self.min_repeats is None else self.min_repeats
         if self.spec.multi_target:  # every (point, target) the spec sends
-            return sum(load.points for load in self.per_target.values()) * self.prompts * least
-        return self.points * self.prompts * least
+            return sum(self.target_min_requests(name) for name in self.per_target)
+        return self.points * self.prompts * self._least
+
+    @property
+    def _least(self) -> int:
+        return self.repeats if self.min_repeats is None else self.min_repeats
+
+    def target_min_requests(self, name: str) -> int:
+        """Requests one target gets at least (its points × prompts × the minimum repeats)."""
+        return self.per_target[name].points * self.prompts * self._least
 
     @property
     def adaptive(self) -> AdaptiveRepeats | None:
@@ -93,7 +100,8 @@ class Plan:
             "min_requests": self.min_requests,
             "max_requests": self.requests,
             "adaptive": self.adaptive.model_dump(mode="json") if self.adaptive else None,
-            "targets": {name: {"requests": load.requests, "points": load.points,
+            "targets": {name: {"requests": load.requests, "min_requests": self.target_min_requests(name),
+                               "max_requests": load.requests, "points": load.points,
                                "model": self.spec.target_named(name).model_name,
                                "target": self.spec.target_named(name).public()}
                         for name, load in self.per_target.items()},
