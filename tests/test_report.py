@@ -114,11 +114,25 @@ def test_two_runs_side_by_side(tmp_path):
     a = write_run(tmp_path / "a", sweep_rows("run-a", hostile=False), scoring=["exact_match"], run_id="run-a",
                   grid=GRID)
     b_rows = [dict(r, latency_s=r["latency_s"] * 2) for r in sweep_rows("run-b", hostile=False)]
-    b = write_run(tmp_path / "b", b_rows, scoring=["exact_match"], run_id="run-b")
+    long_b = "run-b-20261202T145145Z-a588d9<i>&</i>"  # a long id, and markup that must stay text
+    b = write_run(tmp_path / "b", b_rows, scoring=["exact_match"], run_id=long_b)
     report = build_report([a, b], tmp_path / "out", ReportOptions(metrics=["exact_match", "latency_p50"]))
-    assert set(report.summary["run_id"]) == {"run-a", "run-b"} and len(report.summary) == 12
+    assert set(report.summary["run_id"]) == {"run-a", long_b} and len(report.summary) == 12
     page = (tmp_path / "out" / "index.html").read_text()
-    assert "run-a" in page and "run-b" in page
+    assert "<i>" not in page and "run-b-20261202T145145Z-a588d9&lt;i&gt;&amp;&lt;/i&gt;" in page
+    # the wide Cells table names the runs "run 1", "run 2" (as the figures do), with a legend above it
+    cells = page.split("<h2>Cells</h2>")[1].split("<h2>")[0]
+    legend = "Runs: run 1 = run-a; run 2 = run-b-20261202T145145Z-a588d9&lt;i&gt;&amp;&lt;/i&gt;."
+    assert legend in cells and cells.index(legend) < cells.index("<table>")
+    body = cells.split("<tbody>")[1]
+    assert body.count('<td class="l">run 1</td>') == 6 and body.count('<td class="l">run 2</td>') == 6
+    assert "run-a" not in body and "run-b" not in body
+    runs = page.split("<h2>Runs</h2>")[1]  # the Runs table is the legend too
+    assert '<td class="l">run 2</td><td class="l">run-b-20261202T145145Z-a588d9&lt;i&gt;' in runs
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Runs: run 1 = run-a; run 2 = run-b-20261202T145145Z-a588d9&lt;i&gt;&amp;&lt;/i&gt;." in text
+    table = text.split("## Cells")[1].split("##")[0]
+    assert table.count("| run 1 |") == 6 and table.count("| run 2 |") == 6 and "| run-a |" not in table
     assert {p.name for p in report.files if p.suffix == ".png"} == {"panels_temperature.png", "pareto.png"}
 
 

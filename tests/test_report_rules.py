@@ -202,6 +202,27 @@ def test_long_categorical_tick_labels_do_not_overlap(tmp_path, captured):
     assert all(a.x1 <= b.x0 or a.y1 <= b.y0 or b.y1 <= a.y0 for a, b in itertools.pairwise(boxes))
 
 
+def test_a_direction_shares_the_labels_bracket():
+    from harness.report.headline import with_note
+
+    assert with_note("exact_match (mean score)", "higher is better") == "exact_match (mean score; higher is better)"
+    assert with_note("latency p50 (s)", "lower is better") == "latency p50 (s; lower is better)"
+    assert with_note("error rate", "lower is better") == "error rate (lower is better)"
+    assert with_note("distinct-2", "") == "distinct-2"
+
+
+def test_run_labels_number_runs_as_the_figures_do():
+    from harness.report.figures import blocks
+    from harness.report.shape import run_labels, run_legend
+
+    assert run_labels(["only"]) == {} and run_legend({}) == ""
+    labels = run_labels(["quickstart-20261202T144831Z-9d501c", "serve-x", "serve-x"])
+    assert labels == {"quickstart-20261202T144831Z-9d501c": "run 1", "serve-x": "run 2"}
+    assert run_legend(labels) == "run 1 = quickstart-20261202T144831Z-9d501c; run 2 = serve-x"
+    summary = pd.DataFrame({"run_id": list(labels), "temperature": [0.0, 1.0]})
+    assert [title.split(":")[0] for title, _ in blocks(summary)] == list(labels.values())
+
+
 def test_headline_with_two_runs_names_the_run_of_each_cell():
     from harness.report.headline import _best, _changes
     from harness.report.shape import Metric
@@ -214,7 +235,7 @@ def test_headline_with_two_runs_names_the_run_of_each_cell():
     assert "1 other cell of gemma lies inside the best cell's interval: they cannot be told apart from it " \
            "with these prompts." in best
     (change,) = _changes(summary, ["temperature"], [quality], quality)
-    assert change.startswith("exact_match (mean score) (higher is better): 0.1 [0, 0.2] at temperature=1.6 in serve "
+    assert change.startswith("exact_match (mean score; higher is better): 0.1 [0, 0.2] at temperature=1.6 in serve "
                              "to 0.9 [0.7, 1] at temperature=0 in serve")
     single = summary[summary["run_id"] == "gemma"]
     (change,) = _changes(single, ["temperature"], [quality], quality)

@@ -122,7 +122,7 @@ def test_advice_is_one_line_per_setting_and_run_not_a_repeat_of_the_table() -> N
     assert len(two) == 4 and two[0].startswith("a: top_p 0.9: worth running in 2 of 3") \
         and two[2].startswith("b: top_p 0.9: worth running in 1 of 2")
     single = counterfactual.advice_lines(_frame({"a": 1}))  # one cell: the per-setting lines of `harness whatif`
-    assert single[0] == "top_p 0.9 would change 0.0% [0.0%, 0.0%] of tokens at T=0.8: skip (below 1.0%)"
+    assert single[0] == "top_p 0.9 would change 0.0% [0.0%, 0.0%] of tokens at temperature=0.8: skip (below 1.0%)"
     many = counterfactual.advice_lines(_frame({f"r{i}": 2 for i in range(15)}))  # 30 lines
     assert len(many) == counterfactual.MAX_ADVICE_LINES
     assert many[-1] == "… and 11 more lines: harness whatif RUN_DIR"
@@ -131,9 +131,9 @@ def test_advice_is_one_line_per_setting_and_run_not_a_repeat_of_the_table() -> N
 def test_table_marks_verdicts_the_tail_decides_and_cells_with_penalties() -> None:
     header, rows = counterfactual.table_cells(_frame({"a": 2}, tail=True, penalties=True))
     assert header == ["cell", "tokens", "top_p 0.9", "min_p 0.1"]
-    assert rows[1] == ["T=0.8 (penalties)", "40", "20.0% [10.0%, 30.0%] run (tail)", "0.0% [0.0%, 0.0%] skip"]
+    assert rows[1] == ["temperature=0.8 (penalties)", "40", "20.0% [10.0%, 30.0%] run (tail)", "0.0% [0.0%, 0.0%] skip"]
     html = counterfactual.html_section(counterfactual.WhatIf(_frame({"a": 2}, tail=True), [], "n"))
     assert '<td>20.0% <strong>run</strong> <span class="muted">(tail)</span><span class="muted iv">[10.0%, 30.0%]</span></td>' in html
     varied = _frame({"a": 2})
     varied.loc[varied["cell_id"] == "c1", "min_p"] = 0.2  # only the parameters that differ between cells
-    assert [r[0] for r in counterfactual.table_cells(varied)[1]] == ["T=0.8 min_p=0", "T=0.8 min_p=0.2"]
+    assert [r[0] for r in counterfactual.table_cells(varied)[1]] == ["temperature=0.8, min_p=0", "temperature=0.8, min_p=0.2"]

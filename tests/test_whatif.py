@@ -208,6 +208,6 @@ def test_frame_keeps_the_targets_of_a_run_apart() -> None:
     from harness.report.counterfactual import table_cells
 
     _, lines = table_cells(frame)  # the report's what-if table: one line per target's cell
-    assert [line[0] for line in lines] == ["a: T=1", "b: T=1"]  # labels name only the parameters that differ
+    assert [line[0] for line in lines] == ["a: temperature=1", "b: temperature=1"]  # labels name only the parameters that differ
     old = whatif_frame(rows.assign(target=None), as_run([Setting(top_k=2)]), vocab=4)
     assert "target" not in old and old[old["setting"] == "top_k 2"]["rows"].tolist() == [20]

@@ -27,6 +27,8 @@ from harness.report.shape import (
     Metric,
     chosen_metrics,
     quality_metrics,
+    run_labels,
+    run_legend,
     split_constant,
     tail_everywhere,
 )
@@ -223,9 +225,14 @@ def build_report(run_dirs: Sequence[str | RunPath], out_dir: str | Path, options
         head = replace(head, constant=(head.constant + " " if head.constant else "") + TAIL_NOTE)
     targets = _target_view(summary, rows, params, scorers, runs)
     figures = _draw(summary, params, shown, quality, best, targets)
+    # several runs: wide tables name them "run 1", "run 2" (as the figures do), with a legend
+    labels = run_labels([r.label for r in runs])
+    legend = run_legend(labels)
+    table = table.assign(run_id=table["run_id"].map(lambda run: labels.get(run, run)))
     lines, sentence = (targets.lines, targets.sentence) if targets else ([], "")
+    lines = [replace(line, run=labels.get(line.run, line.run)) for line in lines]
     target_quality = targets.quality if targets else None
-    info = [_run_info(r) for r in runs]
+    info = [{"short": labels.get(r.label, ""), **_run_info(r)} for r in runs]
     title = "harness report: " + ", ".join(r.label for r in runs)
     _make_out(out)
     report = Report(out_dir=out, summary=summary)
@@ -234,21 +241,21 @@ def build_report(run_dirs: Sequence[str | RunPath], out_dir: str | Path, options
         report.files.append(out / fig.name)
     body = [
         html_out.headline_section(head),
-        html_out.targets_section(lines, sentence, target_quality),
+        html_out.targets_section(lines, sentence, target_quality, legend),
         html_out.figures_section("Figures", figures),
-        html_out.summary_section(table, params, shown, set(best.tolist())),
+        html_out.summary_section(table, params, shown, set(best.tolist()), legend),
         html_out.samples_section(summary, _samples(rows, scores, options.samples_per_cell), params, quality),
         html_out.runs_section(info),
     ]
-    markdown = md_out.render(title, info, table, params, shown, head, figures, lines, sentence, target_quality)
-    profiles = [prof for r in runs for prof in endpoint.load_profiles(r.path, r.label)]
+    markdown = md_out.render(title, info, table, params, shown, head, figures, lines, sentence, target_quality, legend)
+    profiles = [prof for r in runs for prof in endpoint.load_profiles(r.path, labels.get(r.label, r.label))]
     if profiles:
-        body.insert(1, endpoint.html_section(profiles, params))
-        markdown += "\n" + endpoint.markdown_section(profiles, params)
-    whatif = whatif_for_runs([(r.path, r.label) for r in runs]) if options.whatif else None
+        body.insert(1, endpoint.html_section(profiles, params, legend))
+        markdown += "\n" + endpoint.markdown_section(profiles, params, legend)
+    whatif = whatif_for_runs([(r.path, labels.get(r.label, r.label)) for r in runs]) if options.whatif else None
     if whatif is not None:
-        body.insert(-1, counterfactual.html_section(whatif))
-        markdown += "\n" + counterfactual.markdown_section(whatif)
+        body.insert(-1, counterfactual.html_section(whatif, legend))
+        markdown += "\n" + counterfactual.markdown_section(whatif, legend)
     files = {"index.html": html_out.page(title, body), "report.md": markdown}
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from harness.report.shape import fmt_param
 from harness.rundir.fs import RunPath
 from harness.rundir.results import read_table
 from harness.whatif import DEFAULT_SETTINGS, as_run, suggestions, whatif_frame
@@ -114,7 +115,7 @@ def advice_lines(frame: pd.DataFrame, skip_below: float = 0.01) -> list[str]:
     for run in runs:
         part = frame[frame["run_id"] == run]
         several = len(part.groupby(keys, sort=False, dropna=False)) > 1
-        found = grid_advice(part) if several else suggestions(part, skip_below)
+        found = grid_advice(part) if several else suggestions(part, skip_below, label=_set_label)
         lines += [f"{run}: {line}" if len(runs) > 1 else line for line in found]
     if len(lines) > MAX_ADVICE_LINES:
         left = len(lines) - (MAX_ADVICE_LINES - 1)
@@ -123,15 +124,16 @@ def advice_lines(frame: pd.DataFrame, skip_below: float = 0.01) -> list[str]:
 
 
 def cell_label(row: Any, varying: Collection[str] = ("top_p", "top_k", "min_p")) -> str:
-    """The cell as the table's row header: its temperature and the truncation parameters in `varying`."""
-    parts = [f"T={row['temperature']:g}"]
-    if "top_p" in varying:
-        parts.append(f"top_p={row['top_p']:g}")
-    if "top_k" in varying:
-        parts.append(f"top_k={'off' if row['top_k'] <= 0 else int(row['top_k'])}")
-    if "min_p" in varying:
-        parts.append(f"min_p={row['min_p']:g}")
-    return " ".join(parts)
+    """The cell as the table's row header, named as in the rest of the report (`temperature=0.8,
+    min_p=0`): its temperature and the truncation parameters in `varying`."""
+    names = ["temperature", *(p for p in ("top_p", "top_k", "min_p") if p in varying)]
+    return ", ".join(f"{p}={'off' if p == 'top_k' and row[p] <= 0 else fmt_param(p, row[p])}" for p in names)
+
+
+def _set_label(row: Any) -> str:
+    """A lone cell in an advice line: its temperature and the truncation it used (`temperature=0.8`)."""
+    return cell_label(row, [p for p, on in (("top_p", row["top_p"] < 1.0), ("top_k", row["top_k"] > 0),
+                                            ("min_p", row["min_p"] > 0.0)) if on])
 
 
 def _grid(frame: pd.DataFrame) -> tuple[list[str], list[tuple[str, str, int, list[Any]]]]:
@@ -173,13 +175,14 @@ def table_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def html_section(whatif: WhatIf) -> str:
+def html_section(whatif: WhatIf, legend: str = "") -> str:
     """The section as escaped HTML (model-originated text never reaches it unescaped): per value the
-    share and verdict, the interval below it (as in the Cells table); `run` verdicts in <strong>."""
-    from harness.report.html import esc, html_table
+    share and verdict, the interval below it (as in the Cells table); `run` verdicts in <strong>.
+    `legend` says which run each short label ("run 1") stands for."""
+    from harness.report.html import esc, html_table, legend_html
 
     note = re.sub(r"`([^`]*)`", r"<code>\1</code>", esc(whatif.note))  # after escaping: no markup inside
-    parts = ['<div id="whatif"><h2>What truncation would change</h2>', f"<p>{note}</p>"]
+    parts = ['<div id="whatif"><h2>What truncation would change</h2>', f"<p>{note}</p>", legend_html(legend)]
     if whatif.frame is not None:
         settings, cells = _grid(whatif.frame)
         multi = whatif.frame["run_id"].nunique() > 1
@@ -201,11 +204,11 @@ def html_section(whatif: WhatIf) -> str:
     return "".join(parts) + "</div>"
 
 
-def markdown_section(whatif: WhatIf) -> str:
+def markdown_section(whatif: WhatIf, legend: str = "") -> str:
     """The section as Markdown (cells escaped)."""
-    from harness.report.markdown import md, md_table
+    from harness.report.markdown import legend_md, md, md_table
 
-    out = ["## What truncation would change", "", md(whatif.note), ""]
+    out = ["## What truncation would change", "", md(whatif.note), "", *legend_md(legend)]
     if whatif.frame is not None:
         header, rows = table_cells(whatif.frame)
         out += [md_table([md(h) for h in header], [[md(c) for c in row] for row in rows]), ""]

@@ -102,14 +102,14 @@ def honoured_line(profiles: list[Profile]) -> str:
     return f"{who} honoured every parameter probed: {', '.join(names)}."
 
 
-def html_section(profiles: list[Profile], swept: list[str]) -> str:
-    """The section as escaped HTML."""
-    from harness.report.html import esc, html_table
+def html_section(profiles: list[Profile], swept: list[str], legend: str = "") -> str:
+    """The section as escaped HTML; `legend` says which run each short label ("run 1") stands for."""
+    from harness.report.html import esc, html_table, legend_html
 
     header, rows = _rows(profiles)
     parts = ['<div id="endpoint"><h2>Endpoint profile</h2>',
              "<p>What <code>harness run --probe</code> found each endpoint does with each parameter "
-             "(docs/probe.md).</p>"]
+             "(docs/probe.md).</p>", legend_html(legend)]
     parts += [f"<p><b>{esc(line)}</b></p>" for line in warnings(profiles, swept)]
     if line := honoured_line(profiles):
         parts.append(f"<p>{esc(line)}</p>")
@@ -118,13 +118,13 @@ def html_section(profiles: list[Profile], swept: list[str]) -> str:
     return "".join(parts) + "</div>"
 
 
-def markdown_section(profiles: list[Profile], swept: list[str]) -> str:
+def markdown_section(profiles: list[Profile], swept: list[str], legend: str = "") -> str:
     """The section as Markdown (cells escaped)."""
-    from harness.report.markdown import md, md_table
+    from harness.report.markdown import legend_md, md, md_table
 
     header, rows = _rows(profiles)
     out = ["## Endpoint profile", "", "What `harness run --probe` found each endpoint does with each parameter "
-           "(docs/probe.md).", ""]
+           "(docs/probe.md).", "", *legend_md(legend)]
     out += [f"**{md(line)}**\n" for line in warnings(profiles, swept)]
     line = honoured_line(profiles)
     out += [md(line) if line else md_table([md(h) for h in header], [[md(c) for c in row] for row in rows]), ""]

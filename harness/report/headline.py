@@ -128,6 +128,16 @@ def _ends(summary: pd.DataFrame, values: pd.Series) -> tuple[pd.Series, pd.Serie
     return summary.iloc[int(np.nanargmin(array))], summary.iloc[int(np.nanargmax(array))]
 
 
+def with_note(label: str, note: str) -> str:
+    """A note in the label's own bracket where it has one: `exact_match (mean score; higher is better)`,
+    `error rate (lower is better)` — never two brackets in a row."""
+    if not note:
+        return label
+    if label.endswith(")") and "(" in label:
+        return f"{label[:-1]}; {note})"
+    return f"{label} ({note})"
+
+
 def _changes(summary: pd.DataFrame, params: list[str], metrics: list[Metric], quality: Metric | None) -> list[str]:
     """The quality metric (the sweep is about it), then the metrics whose two ends are furthest
     apart against the width of those ends' intervals."""
@@ -152,11 +162,11 @@ def _changes(summary: pd.DataFrame, params: list[str], metrics: list[Metric], qu
         low, high = _ends(summary, summary[m.column].astype(float))
         axis, _ = _main_effect(summary, params, m.column)
         direction = higher_is_better(m)
-        note = "" if direction is None else (" (higher is better)" if direction else " (lower is better)")
+        note = "" if direction is None else ("higher is better" if direction else "lower is better")
         driver = f", mostly with {axis}" if axis else ""
         overlap = m.lo and m.hi and pd.notna(low.get(m.hi)) and low[m.hi] >= high.get(m.lo, float("inf"))
         caveat = " — the intervals of the two ends overlap" if overlap else ""
-        out.append(f"{m.label}{note}: {_with_interval(low, m)} at {where(low)} to "
+        out.append(f"{with_note(m.label, note)}: {_with_interval(low, m)} at {where(low)} to "
                    f"{_with_interval(high, m)} at {where(high)}{driver}{caveat}.")
     return out
 

@@ -56,6 +56,11 @@ def _table(header: list[str], rows: Iterable[list[str]], left: int = 0, row_clas
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
+def legend_html(legend: str) -> str:
+    """The line under a table's heading that says which run each short label stands for."""
+    return f'<p class="muted">Runs: {esc(legend)}.</p>' if legend else ""
+
+
 def headline_section(head: Headline) -> str:
     """The box at the top: what was swept and what it did."""
     parts = ['<div class="head">', f"<p><b>{esc(head.swept)}</b></p>"]
@@ -78,8 +83,9 @@ def headline_section(head: Headline) -> str:
     return "".join(parts)
 
 
-def targets_section(lines: list[TargetLine], sentence: str, quality: Metric | None) -> str:
-    """Targets side by side: model, price, requests, errors, best cell, quality, latency, cost."""
+def targets_section(lines: list[TargetLine], sentence: str, quality: Metric | None, legend: str = "") -> str:
+    """Targets side by side: model, price, requests, errors, best cell, quality, latency, cost.
+    Several runs: `line.run` is the short label that `legend` explains."""
     if not lines:
         return ""
     multi = len({line.run for line in lines}) > 1
@@ -102,13 +108,16 @@ def targets_section(lines: list[TargetLine], sentence: str, quality: Metric | No
             "its own cells. Cost: the servers' token counts × the target's price (per 1M tokens), in the "
             "price's currency; per correct answer: a cell's cost ÷ its summed score.</p>")
     text = f"<p>{esc(sentence)}</p>" if sentence else ""
-    return "<h2>Targets</h2>" + text + note + _table(header, rows, left=6 + int(multi))
+    return "<h2>Targets</h2>" + text + note + legend_html(legend) + _table(header, rows, left=6 + int(multi))
 
 
 def runs_section(runs: list[dict[str, Any]]) -> str:
-    header = ["run", "model", "endpoint", "started", "status", "requests", "ok", "error"]
-    rows = [[esc(r.get(k)) for k in ("label", "model", "base_url", "started_at", "status", "requests", "ok", "error")] for r in runs]
-    return "<h2>Runs</h2>" + _table(header, rows, left=5)
+    """One line per run; with several, first the short label ("run 1") the other tables use."""
+    short = any(r.get("short") for r in runs)
+    keys = (["short"] if short else []) + ["label", "model", "base_url", "started_at", "status", "requests", "ok", "error"]
+    header = ([""] if short else []) + ["run", "model", "endpoint", "started", "status", "requests", "ok", "error"]
+    rows = [[esc(r.get(k)) for k in keys] for r in runs]
+    return "<h2>Runs</h2>" + _table(header, rows, left=5 + int(short))
 
 
 def _interval(row: pd.Series, metric: Metric) -> str:
@@ -121,8 +130,10 @@ def _interval(row: pd.Series, metric: Metric) -> str:
     return text
 
 
-def summary_section(summary: pd.DataFrame, params: list[str], metrics: list[Metric], best_index: set[Any]) -> str:
-    """The per-cell table: run, parameters, n, then each metric (with its interval)."""
+def summary_section(summary: pd.DataFrame, params: list[str], metrics: list[Metric], best_index: set[Any],
+                    legend: str = "") -> str:
+    """The per-cell table: run, parameters, n, then each metric (with its interval). Several runs:
+    `run_id` holds the short labels that `legend` explains."""
     multi = summary["run_id"].nunique() > 1
     header = (["run"] if multi else []) + [esc(p) for p in params] + ["n"] + [esc(m.label) for m in metrics]
     rows, classes = [], []
@@ -136,7 +147,8 @@ def summary_section(summary: pd.DataFrame, params: list[str], metrics: list[Metr
             'cluster bootstrap; distinct-n: jackknife). Entropy is a lower bound from top_logprobs; “(tail)”: more '
             'than 5% of the probability unseen at over half of the positions. Every metric: '
             '<code>summary.csv</code>.</p>')
-    return "<h2>Cells</h2>" + note + _table(header, rows, left=len(params) + int(multi), row_class=classes)
+    return "<h2>Cells</h2>" + note + legend_html(legend) + _table(header, rows, left=len(params) + int(multi),
+                                                                  row_class=classes)
 
 
 def figure_html(fig: FigureFile) -> str:
@@ -224,6 +236,7 @@ __all__ = [
     "figures_section",
     "headline_section",
     "html_table",
+    "legend_html",
     "page",
     "runs_section",
     "samples_section",

@@ -62,7 +62,12 @@ def _headline(head: Headline) -> list[str]:
     return out
 
 
-def _targets(lines: Sequence[TargetLine], sentence: str, quality: Metric | None) -> list[str]:
+def legend_md(legend: str) -> list[str]:
+    """The line above a table that says which run each short label stands for (or nothing)."""
+    return [f"Runs: {md(legend)}.", ""] if legend else []
+
+
+def _targets(lines: Sequence[TargetLine], sentence: str, quality: Metric | None, legend: str = "") -> list[str]:
     if not lines:
         return []
     multi = len({line.run for line in lines}) > 1
@@ -80,7 +85,7 @@ def _targets(lines: Sequence[TargetLine], sentence: str, quality: Metric | None)
     out = ["## Targets", ""]
     if sentence:
         out += [md(sentence), ""]
-    return out + [_table(header, rows), ""]
+    return out + legend_md(legend) + [_table(header, rows), ""]
 
 
 def render(
@@ -94,11 +99,16 @@ def render(
     targets: Sequence[TargetLine] = (),
     targets_sentence: str = "",
     quality: Metric | None = None,
+    legend: str = "",
 ) -> str:
-    """The whole Markdown document."""
-    out = [f"# {md(title)}", "", *_headline(head), *_targets(targets, targets_sentence, quality)]
-    run_rows = [[md(r.get(k)) for k in ("label", "model", "status", "requests", "ok", "error")] for r in runs]
-    out += ["## Runs", "", _table(["run", "model", "status", "requests", "ok", "error"], run_rows), ""]
+    """The whole Markdown document. Several runs: the cell and target tables name them by the
+    short labels ("run 1") that `legend` explains."""
+    out = [f"# {md(title)}", "", *_headline(head), *_targets(targets, targets_sentence, quality, legend)]
+    short = any(r.get("short") for r in runs)
+    keys = (["short"] if short else []) + ["label", "model", "status", "requests", "ok", "error"]
+    run_rows = [[md(r.get(k)) for k in keys] for r in runs]
+    out += ["## Runs", "", _table(([""] if short else []) + ["run", "model", "status", "requests", "ok", "error"],
+                                  run_rows), ""]
     multi = summary["run_id"].nunique() > 1
     header = (["run"] if multi else []) + [md(p) for p in params] + ["n"] + [md(m.label) for m in metrics]
     rows = []
@@ -108,7 +118,7 @@ def render(
     note = ("Brackets: 95% interval (prompts resampled: cluster bootstrap; distinct-n: jackknife). "
             "Entropy is a lower bound from top_logprobs; (tail): > 5% of the mass unseen at over half of the "
             "positions. Every metric: `summary.csv`.")
-    out += ["## Cells", "", note, ""]
+    out += ["## Cells", "", note, "", *legend_md(legend)]
     out += [_table(header, rows), ""]
     if figures:
         out += ["## Figures", ""]
@@ -119,4 +129,4 @@ def render(
 
 md_table = _table  # for sections built in their own modules (report/counterfactual.py)
 
-__all__ = ["md", "md_table", "render"]
+__all__ = ["legend_md", "md", "md_table", "render"]

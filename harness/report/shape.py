@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,6 +180,18 @@ def cell_label(row: pd.Series, params: list[str], sep: str = ", ") -> str:
     return sep.join(f"{p}={fmt_param(p, row.get(p))}" for p in params)
 
 
+def run_labels(run_ids: Sequence[str]) -> dict[str, str]:
+    """Several runs: run id → "run 1", "run 2" … in report order (as the figures number them), so
+    that wide tables need no column for long ids; one run: {} (tables then have no run column)."""
+    ids = list(dict.fromkeys(run_ids))
+    return {run: f"run {i + 1}" for i, run in enumerate(ids)} if len(ids) > 1 else {}
+
+
+def run_legend(labels: dict[str, str]) -> str:
+    """'run 1 = <id>; run 2 = <id>' (plain text: the renderers escape it), or '' for one run."""
+    return "; ".join(f"{short} = {run}" for run, short in labels.items())
+
+
 def sorted_values(series: pd.Series) -> list[Any]:
     """Distinct values, unset first, then ascending (numbers numerically)."""
     values = list(pd.unique(series))
@@ -278,6 +291,8 @@ __all__ = [
     "metric_for",
     "pivot",
     "quality_metrics",
+    "run_labels",
+    "run_legend",
     "sorted_values",
     "split_constant",
     "tail_everywhere",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 __all__ = ["grid_advice", "suggestions"]
@@ -36,19 +38,22 @@ def grid_advice(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
-def suggestions(frame: pd.DataFrame, skip_below: float = 0.01) -> list[str]:
+def suggestions(frame: pd.DataFrame, skip_below: float = 0.01,
+                label: Callable[[pd.Series], str] | None = None) -> list[str]:
     """'min_p 0.2 would change 0.4% [0.1%, 0.9%] of tokens at T=0.7: skip', one per row.
 
     A verdict that depends on the tokens beyond the returned top_logprobs says so. With more
-    than one cell, `grid_advice` lines (one per setting) come first.
+    than one cell, `grid_advice` lines (one per setting) come first. `label` names a cell (default
+    `T=0.7 min_p=0.2`, the short form of `harness whatif`; the report passes its own).
     """
+    name = label or _cell_label
     lines = grid_advice(frame) if frame["cell_id"].nunique() > 1 else []
     for _, row in frame.iterrows():
         if row["setting"] == "as run":
             continue
         if row["hyp_top_p"] >= 1.0 and row["hyp_top_k"] <= 0 and row["hyp_min_p"] <= 0.0:
             lines.append(
-                f"{row['setting']} truncates nothing at {_cell_label(row)}; entropy "
+                f"{row['setting']} truncates nothing at {name(row)}; entropy "
                 f"{row['entropy_before']:.2f} -> {row['entropy']:.2f} nats [{row['entropy_lo']:.2f}, {row['entropy_hi']:.2f}]"
             )
             continue
@@ -60,7 +65,7 @@ def suggestions(frame: pd.DataFrame, skip_below: float = 0.01) -> list[str]:
         }[row["verdict"]]
         line = (
             f"{row['setting']} would change {_pct(row['affected'])} [{_pct(row['affected_lo'])}, "
-            f"{_pct(row['affected_hi'])}] {what} at {_cell_label(row)}: {verdict}"
+            f"{_pct(row['affected_hi'])}] {what} at {name(row)}: {verdict}"
         )
         if row["tail_decides"]:
             line += "; depends on the tail beyond top_logprobs (ask for more)"
