@@ -125,7 +125,8 @@ def test_two_runs_side_by_side(tmp_path):
     legend = "Runs: run 1 = run-a; run 2 = run-b-20261202T145145Z-a588d9&lt;i&gt;&amp;&lt;/i&gt;."
     assert legend in cells and cells.index(legend) < cells.index("<table>")
     body = cells.split("<tbody>")[1]
-    assert body.count('<td class="l">run 1</td>') == 6 and body.count('<td class="l">run 2</td>') == 6
+    assert body.count('<td class="l"><span class="nw">run 1</span></td>') == 6  # never broken over two lines
+    assert body.count('<td class="l"><span class="nw">run 2</span></td>') == 6
     assert "run-a" not in body and "run-b" not in body
     runs = page.split("<h2>Runs</h2>")[1]  # the Runs table is the legend too
     assert '<td class="l">run 2</td><td class="l">run-b-20261202T145145Z-a588d9&lt;i&gt;' in runs

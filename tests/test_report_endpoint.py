@@ -53,3 +53,20 @@ def test_all_honoured_is_one_sentence_and_a_table_lists_verdicts_left_aligned(tm
     assert '<tr><td class="l">min_p</td><td class="l">honoured</td><td class="l">ignored</td></tr>' in html
     md = endpoint.markdown_section(mixed, ["min_p"])
     assert "**min\\_p was swept, but b ignores it (probe)" in md and "\n\n\n" not in md
+
+
+def test_short_run_labels_get_a_legend_only_where_they_appear(tmp_path: Path) -> None:
+    for run, min_p in (("a", "honoured"), ("b", "honoured")):
+        (tmp_path / run).mkdir()
+        _write(tmp_path / run, "probe.json", {"top_p": {"verdict": "honoured"}, "min_p": {"verdict": min_p}})
+    legend = "run 1 = quick-a<b>; run 2 = serve-b"
+    both = endpoint.load_profiles(tmp_path / "a", "run 1") + endpoint.load_profiles(tmp_path / "b", "run 2")
+    assert "Runs:" not in endpoint.html_section(both, ["min_p"], legend)  # one sentence names no run
+    assert "Runs:" not in endpoint.markdown_section(both, ["min_p"], legend)
+    _write(tmp_path / "b", "probe.json", {"top_p": {"verdict": "honoured"}, "min_p": {"verdict": "ignored"}})
+    mixed = endpoint.load_profiles(tmp_path / "a", "run 1") + endpoint.load_profiles(tmp_path / "b", "run 2")
+    html = endpoint.html_section(mixed, ["min_p"], legend)
+    assert '<p class="muted">Runs: run 1 = quick-a&lt;b&gt;; run 2 = serve-b.</p>' in html
+    assert html.index("Runs:") < html.index("but run 2 ignores it") < html.index("<th class=\"l\">run 1</th>")
+    md = endpoint.markdown_section(mixed, ["min_p"], legend)
+    assert "Runs: run 1 = quick-a&lt;b&gt;; run 2 = serve-b." in md and md.index("Runs:") < md.index("run 2 ignores")

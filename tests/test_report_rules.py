@@ -84,6 +84,7 @@ def test_two_runs_share_every_axis(tmp_path, captured):
     assert latency[0].get_ylim()[1] >= 3.0 * 2.0  # room for run-b's slow cells in run-a's panel too
     left, right = pareto.axes[:2]
     assert left.get_xlim() == right.get_xlim() and left.get_ylim() == right.get_ylim()
+    assert (left.get_title(), right.get_title()) == ("run 1: run-a", "run 2: run-b")  # numbered as in the tables
 
 
 @pytest.mark.slow

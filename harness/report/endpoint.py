@@ -109,9 +109,13 @@ def html_section(profiles: list[Profile], swept: list[str], legend: str = "") ->
     header, rows = _rows(profiles)
     parts = ['<div id="endpoint"><h2>Endpoint profile</h2>',
              "<p>What <code>harness run --probe</code> found each endpoint does with each parameter "
-             "(docs/probe.md).</p>", legend_html(legend)]
-    parts += [f"<p><b>{esc(line)}</b></p>" for line in warnings(profiles, swept)]
-    if line := honoured_line(profiles):
+             "(docs/probe.md).</p>"]
+    said = warnings(profiles, swept)
+    line = honoured_line(profiles)
+    if said or not line:  # the run labels appear: say which run each is
+        parts.append(legend_html(legend))
+    parts += [f"<p><b>{esc(w)}</b></p>" for w in said]
+    if line:
         parts.append(f"<p>{esc(line)}</p>")
     else:  # verdicts are words: every column left-aligned
         parts.append(html_table([esc(h) for h in header], ([esc(c) for c in row] for row in rows), left=len(header)))
@@ -124,8 +128,10 @@ def markdown_section(profiles: list[Profile], swept: list[str], legend: str = ""
 
     header, rows = _rows(profiles)
     out = ["## Endpoint profile", "", "What `harness run --probe` found each endpoint does with each parameter "
-           "(docs/probe.md).", "", *legend_md(legend)]
-    out += [f"**{md(line)}**\n" for line in warnings(profiles, swept)]
+           "(docs/probe.md).", ""]
+    said = warnings(profiles, swept)
     line = honoured_line(profiles)
+    out += legend_md(legend) if said or not line else []
+    out += [f"**{md(w)}**\n" for w in said]
     out += [md(line) if line else md_table([md(h) for h in header], [[md(c) for c in row] for row in rows]), ""]
     return "\n".join(out)

@@ -309,7 +309,7 @@ def pareto(summary: pd.DataFrame, params: list[str], quality: Metric, front: pd.
     runs = _runs(summary)
     fig, axes = _grid(1, len(runs), 4.4 if len(runs) > 1 else 5.6, 3.2, Margins(left=0.75, bottom=0.95, top=0.3),
                       sharey="row", sharex="row")
-    for ax, run in zip(axes[0], runs):
+    for r_i, (ax, run) in enumerate(zip(axes[0], runs)):
         part = summary[(summary["run_id"] == run)].dropna(subset=[quality.column, "latency_p50"])
         y = part[quality.column].to_numpy(dtype=float)
         x = part["latency_p50"].to_numpy(dtype=float)
@@ -328,8 +328,8 @@ def pareto(summary: pd.DataFrame, params: list[str], quality: Metric, front: pd.
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_metric(v)))
         ax.tick_params(labelsize=8)
-        if len(runs) > 1:
-            ax.set_title(_short(run), fontsize=9)
+        if len(runs) > 1:  # numbered as in the panels and the tables
+            ax.set_title(f"run {r_i + 1}: {_short(run)}", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel(quality.label, fontsize=9)
     handles, labels = axes[0, 0].get_legend_handles_labels()
@@ -374,7 +374,7 @@ def target_tradeoffs(summary: pd.DataFrame, quality: Metric, front: pd.Series, c
             ax.tick_params(labelsize=8)
             ax.grid(alpha=0.3)
             if len(runs) > 1:
-                ax.set_title(_short(run), fontsize=9)
+                ax.set_title(f"run {r_i + 1}: {_short(run)}", fontsize=9)
         axes[r_i, 0].set_ylabel(quality.label, fontsize=9)
     by_label: dict[str, Any] = {}
     for ax in axes.flat:

@@ -27,13 +27,13 @@ MAX_CHARS = 4000
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1280px;padding:1.2em;color:#1b1b1b}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;font-size:12.5px;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 5px;text-align:right;vertical-align:top}
+table{border-collapse:collapse;font-size:12.5px;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 4px;text-align:right;vertical-align:top}
 th{background:#f4f4f4;position:sticky;top:0}td.l,th.l{text-align:left}
 .scroll{overflow-x:auto;max-height:70vh}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:12.5px}pre{white-space:pre-wrap;word-break:break-word;margin:0;font-size:12.5px;max-width:60em}
 details{margin:.3em 0;border:1px solid #e4e4e4;border-radius:4px;padding:.2em .6em}summary{cursor:pointer}
 .head{background:#f7f9fc;border:1px solid #dde4ee;border-radius:6px;padding:.6em 1em}.head ul{margin:.2em 0 .5em 1.2em;padding:0}
-.samples td pre{max-width:28em}.iv{white-space:nowrap;display:block;font-size:11.5px}.best{background:#fff6d6}.muted{color:#777}.err{color:#a00}.tag{font-size:11px;background:#eef;padding:0 4px;border-radius:3px}
+.samples td pre{max-width:28em}.iv{white-space:nowrap;display:block;font-size:11.5px}.best{background:#fff6d6}.muted{color:#777}.err{color:#a00}.nw{white-space:nowrap}.tag{font-size:11px;background:#eef;padding:0 4px;border-radius:3px}
 """
 
 
@@ -130,15 +130,22 @@ def _interval(row: pd.Series, metric: Metric) -> str:
     return text
 
 
+def _breakable(label: str) -> str:
+    """Escaped, with a line-break opportunity after each underscore (`normalized_match`)."""
+    return esc(label).replace("_", "_<wbr>")
+
+
 def summary_section(summary: pd.DataFrame, params: list[str], metrics: list[Metric], best_index: set[Any],
                     legend: str = "") -> str:
     """The per-cell table: run, parameters, n, then each metric (with its interval). Several runs:
     `run_id` holds the short labels that `legend` explains."""
     multi = summary["run_id"].nunique() > 1
-    header = (["run"] if multi else []) + [esc(p) for p in params] + ["n"] + [esc(m.label) for m in metrics]
+    # many columns: a long metric name may break after an underscore, a run label never
+    header = (["run"] if multi else []) + [esc(p) for p in params] + ["n"] + [_breakable(m.label) for m in metrics]
     rows, classes = [], []
     for idx, row in summary.iterrows():
-        cells = ([esc(row["run_id"])] if multi else []) + [esc(fmt_param(p, row.get(p))) for p in params]
+        cells = ([f'<span class="nw">{esc(row["run_id"])}</span>'] if multi else []) + [
+            esc(fmt_param(p, row.get(p))) for p in params]
         cells.append(esc(row.get("n")))
         cells += [_interval(row, m) for m in metrics]
         rows.append(cells)
