@@ -82,7 +82,7 @@ def test_html_is_self_contained_and_has_no_script_or_raw_model_output(report_dir
     tags = {t for t, _ in parser.tags}
     assert tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "div", "table", "thead",
                     "tbody", "tr", "th", "td", "figure", "img", "figcaption", "details", "summary", "pre", "span",
-                    "code", "b", "ul", "li"}
+                    "code", "b", "ul", "li", "wbr"}  # wbr: where a long metric name may break
     assert "script" not in tags and "iframe" not in tags
     assert len([t for t, _ in parser.tags if t == "style"]) == 1  # ours only
     imgs = [a for t, a in parser.tags if t == "img"]
@@ -128,6 +128,7 @@ def test_two_runs_side_by_side(tmp_path):
     assert body.count('<td class="l"><span class="nw">run 1</span></td>') == 6  # never broken over two lines
     assert body.count('<td class="l"><span class="nw">run 2</span></td>') == 6
     assert "run-a" not in body and "run-b" not in body
+    assert "<th>exact_<wbr>match (mean score)</th>" in cells  # a long metric name may break after "_"
     runs = page.split("<h2>Runs</h2>")[1]  # the Runs table is the legend too
     assert '<td class="l">run 2</td><td class="l">run-b-20261202T145145Z-a588d9&lt;i&gt;' in runs
     text = (tmp_path / "out" / "report.md").read_text()
