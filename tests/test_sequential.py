@@ -295,6 +295,16 @@ def test_with_shared_seeds_no_cell_is_judged_before_min_seed_repeats() -> None:
     assert [st.n for st in plain.states] == [2, 2]
 
 
+def test_with_shared_seeds_a_one_prompt_cell_converges_after_min_seed_repeats() -> None:
+    """One prompt: the repeats are the only clustering (each repeat one score), so the cell is judged
+    once it has MIN_SEED_REPEATS of them, not run to max for want of a second clustering."""
+    rule = Rule(min=2, max=20, step=2, half_width=0.3, confidence=0.9, shared_seeds=True)
+    sch = Schedule(rule, cells=1, prompts=1)
+    feed(sch, np.array([[1.0]]), np.random.default_rng(0))
+    assert (sch.states[0].reason, sch.states[0].n) == ("converged", 6)
+    assert sch.states[0].interval is not None and sch.states[0].interval.repeats == 6
+
+
 def feed_seeded(sch: Schedule, a: np.ndarray, luck: np.ndarray, noise: np.ndarray) -> None:
     """Each cell c's repeat j has luck[c, j] for every prompt (the same row for every cell: cells share it)."""
     while not sch.done:

@@ -230,7 +230,12 @@ def cell_interval(sums: np.ndarray, counts: np.ndarray, confidence: float, *, bi
     else:  # one prompt: its samples as independent draws (sums of squares are not kept: 0/1 only)
         var = mean * (1 - mean) / (n - 1) if binary else math.inf
         df = int(n) - 1
-    seed_var, repeats = seed_component(seeds, mean, n) if seeds is not None and k >= 2 else (0.0, 0)
+    if seeds is None:
+        seed_var, repeats = 0.0, 0
+    elif k >= 2:
+        seed_var, repeats = seed_component(seeds, mean, n)
+    else:  # one prompt: a repeat is one score, nothing to add; its repeats still count for judging
+        seed_var, repeats = 0.0, int((seeds.counts > 0).sum())
     if seed_var > 0:
         df = satterthwaite([(var, df), (seed_var, repeats - 1)])
         var += seed_var
