@@ -107,6 +107,16 @@ def test_bonferroni_counts_the_rivals_of_the_group() -> None:
         Schedule(RULE, cells=2, prompts=10, groups=[0])
 
 
+def test_the_largest_alpha_with_one_look_and_two_rivals_tests_at_the_median() -> None:
+    """drop_worse.alpha 0.5 (the spec's upper bound), min = max (one look), two cells in the race:
+    the test's level is 0.5, whose t quantile is 0 (was a ValueError: an internal error, exit 70)."""
+    assert t_quantile(0.5, 3) == 0.0
+    rule = Rule(min=3, max=3, step=3, half_width=0.05, alpha=0.5)
+    sch = Schedule(rule, cells=4, prompts=20, groups=[0, 0, 1, 1])
+    feed(sch, np.array([[0.9] * 20, [0.1] * 20, [0.9] * 20, [0.1] * 20]), np.random.default_rng(2))
+    assert [st.reason for st in sch.states] == ["max", "dropped", "max", "dropped"]
+
+
 def test_a_lone_cell_of_its_group_is_never_dropped_and_may_stop_unreachable() -> None:
     rule = Rule(min=2, max=20, step=2, half_width=0.05, alpha=0.05, stop_unreachable=True)
     sch = Schedule(rule, cells=3, prompts=40, groups=[0, 0, 1])

@@ -110,9 +110,11 @@ def _t_central(t: float, df: int) -> float:
 
 @functools.lru_cache(maxsize=4096)
 def t_quantile(p: float, df: int) -> float:
-    """The p-quantile (0.5 < p < 1) of Student's t with `df` ≥ 1 degrees of freedom."""
-    if not 0.5 < p < 1 or df < 1:
-        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df >= 1, got {p}, {df}")
+    """The p-quantile (0.5 ≤ p < 1) of Student's t with `df` ≥ 1 degrees of freedom."""
+    if not 0.5 <= p < 1 or df < 1:
+        raise ValueError(f"t_quantile needs 0.5 <= p < 1 and df >= 1, got {p}, {df}")
+    if p == 0.5:  # the median (a one-sided test at level 0.5: drop_worse.alpha 0.5, one rival, one look)
+        return 0.0
     if df > 300:
         return _t_expansion(p, df)
     target = 2 * p - 1
