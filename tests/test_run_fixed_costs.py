@@ -161,6 +161,22 @@ def test_exit_now_runs_atexit_flushes_and_keeps_the_code_but_skips_the_teardown(
     assert "torn down" not in done.stdout
 
 
+def test_exit_now_reports_output_lost_to_a_full_disk_as_python_would() -> None:
+    """`harness run ... > /dev/full`: the last flush fails; Python's own exit says 120 for that,
+    and exit_now must not turn it into success (a closed pipe stays quiet, as main() treats it)."""
+    for error, code in (("OSError(28, 'No space left on device')", 120), ("BrokenPipeError()", 0)):
+        done = _python(f"""
+            import io, sys
+            from harness.cli import exit_now
+            class Failing(io.StringIO):
+                def flush(self):
+                    raise {error}
+            sys.stdout = Failing()
+            exit_now(0)
+        """)
+        assert done.returncode == code, (error, done)
+
+
 def test_exit_now_waits_for_a_running_thread() -> None:
     done = _python("""
         import threading, time
@@ -185,3 +201,23 @@ def test_only_harness_run_exits_without_the_teardown(argv: list[str], torn_down:
     """)
     assert done.returncode == (2 if argv == ["run"] else 0), done  # `run` without a spec: bad input
     assert ("torn down" in done.stdout) is torn_down
+
+
+@pytest.mark.parametrize(("status", "kept"), [(200, True), (404, True), (401, True), (503, False), (500, False), (429, False), (408, False), (None, False)])
+def test_only_a_lasting_models_answer_is_kept_for_the_session(monkeypatch: pytest.MonkeyPatch, status: int | None, kept: bool) -> None:
+    """A warm-up 503 (or a 429) from GET /models during the preflight must not decide the run's
+    dialect: the lanes ask again; a 200 or a 404 (no list) is asked once per session."""
+    from harness.probe import preflight
+
+    calls: list[str] = []
+
+    def fake_get(url: str, api_key: str | None, headers: dict[str, str]) -> tuple[int | None, object]:
+        calls.append(url)
+        return status, {"data": []}
+
+    monkeypatch.setattr(preflight, "_get", fake_get)
+    seen: dict = {}  # type: ignore[type-arg]
+    for _ in range(2):
+        assert preflight._get_models("http://127.0.0.1:9/v1/models", "k", {}, seen)[0] == status
+    assert len(calls) == (1 if kept else 2)
+    assert bool(seen) == kept

@@ -193,8 +193,10 @@ def exit_now(code: int) -> NoReturn:
         try:
             if stream is not None:
                 stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`| head`): quiet, as main() treats it
+        except (BrokenPipeError, ValueError):  # a closed pipe (`| head`): quiet, as main() treats it
             pass
+        except OSError:  # a full disk (`> /dev/full`): output was lost; Python's own exit says 120
+            code = code or 120
     os._exit(code)
 
 

@@ -117,9 +117,14 @@ def _get_models(url: str, api_key: str | None, headers: dict[str, str], seen: Se
     if key in seen:
         return seen[key]
     answer = _get(url, api_key, headers)
-    if answer[0] is not None:  # an answer, not a failure to connect (the next ask may get through)
+    if _lasting(answer[0]):  # not a failure to connect, a 5xx, 408 or 429: the next ask may get through
         seen[key] = answer
     return answer
+
+
+def _lasting(status: int | None) -> bool:
+    """An answer worth keeping for the session: a success or a definite refusal (404: no list)."""
+    return status is not None and status < 500 and status not in (408, 429)
 
 
 def _ids(doc: Any) -> list[str] | None:
