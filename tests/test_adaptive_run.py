@@ -304,3 +304,33 @@ def test_without_shared_seeds_a_far_worse_cell_is_dropped_at_the_first_look(base
     assert adaptive is not None and adaptive["clustered_by"] == ["prompt"]
     hot = next(c for c in adaptive["cells"].values() if c["point"] == {"temperature": 1.6})
     assert hot["reason"] == "dropped" and hot["samples"] == 2
+
+
+@pytest.mark.slow
+def test_a_target_that_refuses_everything_halts_its_cells_and_the_others_race_on(
+        base_url: str, model: NGramModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Target b answers every request with a 500: its breaker stops its sending in the first round,
+    its cells stop as "halted", and target a's cells go on to a decision of their own (before,
+    no round started for any target once one target was gone)."""
+    from harness.server.faults import FaultSpec
+
+    spec = two_targets(tmp_path, base_url)
+    with ServerThread(create_app({"harness/ngram": model}, faults=FaultSpec.parse("500=1.0"), fault_seed=1)) as broken:
+        data = json.loads(spec.read_text())
+        data["targets"][1]["base_url"] = broken.base_url
+        data["runner"]["max_attempts"] = 1
+        spec.write_text(json.dumps(data))
+        code, out, err = run_cli("run", str(spec), "--out", str(tmp_path / "runs"), "--quiet", "--no-preflight", capsys=capsys)
+    assert code == 1, err
+    run_dir = Path(out.strip().splitlines()[-1])
+    adaptive = read_manifest(run_dir).adaptive
+    assert adaptive is not None
+    cells = adaptive["cells"]
+    assert {c["reason"] for c in cells.values() if c["target"] == "b"} == {"halted"}
+    a = [c for c in cells.values() if c["target"] == "a"]
+    assert all(c["reason"] in ("converged", "dropped", "max", "unreachable") for c in a), a
+    assert max(c["samples"] for c in a) > RULE["min"]  # a sampled past the round in which b went down
+    assert adaptive["stopped"]["halted"] == 3
+    df = rows(run_dir)
+    assert (df[df.target == "a"].status == "ok").all() and (df[df.target == "b"].status == "error").all()
+    assert len(df) == df.request_id.nunique() == adaptive["requests"]["scheduled"]

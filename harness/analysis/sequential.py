@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Literal
@@ -74,8 +74,9 @@ import numpy as np
 # part of the variance is estimated from the repeats, and from 2 or 3 it is too often near 0
 MIN_SEED_REPEATS = 4
 
-Reason = Literal["converged", "dropped", "max", "unreachable"]
-REASONS: tuple[Reason, ...] = ("converged", "dropped", "max", "unreachable")
+# halted: the cell's target stopped answering (its breaker tripped) while other targets go on
+Reason = Literal["converged", "dropped", "max", "unreachable", "halted"]
+REASONS: tuple[Reason, ...] = ("converged", "dropped", "max", "unreachable", "halted")
 
 
 def _t_expansion(p: float, df: float) -> float:
@@ -300,6 +301,12 @@ class Schedule:
 
     def active(self) -> list[int]:
         return [i for i, st in enumerate(self.states) if st.reason is None]
+
+    def halt(self, cells: Iterable[int]) -> None:
+        """Stop these cells where they are (their target is gone); other cells race on without them."""
+        for i in cells:
+            if self.states[i].reason is None:
+                self.states[i].reason = "halted"
 
     def round(self) -> list[tuple[int, int, int]]:
         """(cell, first sample, end sample) for every active cell: the current round."""

@@ -70,7 +70,7 @@ def _merged_adaptive(manifests: list[Manifest]) -> dict[str, Any]:
     merged["requests"] = {key: sum(int((sec.get("requests") or {}).get(key) or 0) for sec in sections)
                           for key in ("min", "max", "scheduled")}
     merged["stopped"] = {reason: sum(1 for c in cells.values() if c.get("reason") == reason)
-                         for reason in ("converged", "dropped", "max", "unreachable")}
+                         for reason in ("converged", "dropped", "max", "unreachable", "halted")}
     return merged
 
 

@@ -472,15 +472,19 @@ async def _run_rounds(job: SweepJob, engines: Mapping[str, Engine], stats: Stats
     """Adaptive repeats: send a round, score it, schedule the next, until every cell stopped.
 
     With several targets a round's requests go to their targets' lanes at once, and the round
-    closes when every lane has sent its share."""
+    closes when every lane has sent its share; a target whose breaker stopped its sending has its
+    cells halted, and the rounds go on for the others."""
     run = job.adaptive
     assert run is not None
     plans = run.next_plans()
     while plans:
         await _send_round(engines, plans)
-        if any(e.breaker.reason is not None for e in engines.values()):  # a server refuses everything: no more rounds
+        tripped = [name for name, e in engines.items() if e.breaker.reason is not None]
+        if len(tripped) == len(engines):  # every server refuses everything: no more rounds (--resume goes on)
             return
         run.close_round()
+        for name in tripped:  # that target's cells stop as "halted"; the other targets race on
+            run.halt_target(name)
         plans = run.next_plans()
         job.total = run.scheduled
         job.pending += len(plans)
