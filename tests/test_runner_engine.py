@@ -296,6 +296,10 @@ def test_progress_line_and_quiet() -> None:
     with RunProgress(stats, console=Console(file=out), clock=lambda: 110.0):
         pass
     assert "250/1,000" in out.getvalue()
+    narrow = io.StringIO()  # a log file or CI console narrower than the line: one line, not broken mid-word
+    with RunProgress(stats, console=Console(file=narrow, width=40), clock=lambda: 110.0):
+        pass
+    assert narrow.getvalue() == line + "\n"
 
 
 def test_429s_shrink_the_concurrency_limit() -> None:

@@ -105,9 +105,9 @@ class RunProgress:
         if self._live is not None:
             self._live.__exit__(exc_type, exc, tb)
         elif not self._quiet:
-            self._console.print(summary(self._stats, self._clock()), highlight=False, markup=False)
+            self._console.print(summary(self._stats, self._clock()), highlight=False, markup=False, soft_wrap=True)
             for line in lane_lines(self._stats):
-                self._console.print(line, highlight=False, markup=False)
+                self._console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 __all__ = ["RunProgress", "lane_lines", "summary"]
