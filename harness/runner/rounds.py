@@ -183,12 +183,10 @@ class AdaptiveRun:
             self.close_round()
         return []
 
-    def halt_target(self, target: str) -> int:
+    def halt_target(self, target: str) -> None:
         """Stop the cells of `target` (its server refuses everything); the other targets' cells go
-        on. Call between rounds. Returns how many cells were still sampling."""
-        cells = [i for i, arm in enumerate(self.arms) if arm.target == target and self.schedule.states[i].reason is None]
-        self.schedule.halt(cells)
-        return len(cells)
+        on. Call between rounds."""
+        self.schedule.halt(i for i, arm in enumerate(self.arms) if arm.target == target)
 
     def _round_plans(self) -> list[RequestPlan]:
         if not self._multi:
